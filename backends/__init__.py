@@ -1,0 +1,41 @@
+"""Backend registry: ``gpconv.backends.get(name)`` -> a ``Backend`` adapter.
+
+Backends are imported lazily so that ``gpconv`` works with only NumPy installed; a framework
+that is missing is reported as not installed, with the pip extra that brings it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Backend
+
+# name -> "module:attribute" of the adapter instance
+_REGISTRY: dict[str, str] = {
+    "numpy": "gpconv.backends.numpy_reference:BACKEND",
+    "torch": "gpconv.backends.torch.adapter:BACKEND",
+    "tensorflow": "gpconv.backends.tensorflow.adapter:BACKEND",
+    "cupy": "gpconv.backends.cupy.adapter:BACKEND",
+}
+
+
+def names() -> list[str]:
+    """Every registered backend name, installed or not."""
+    return list(_REGISTRY)
+
+
+def register(name: str, target: str) -> None:
+    """Register a third-party backend as ``"package.module:ATTRIBUTE"`` (a ``Backend`` instance)."""
+    _REGISTRY[name] = target
+
+
+def get(name: str) -> Backend:
+    """The adapter for backend ``name``. Raises ``ValueError`` for an unknown name and
+    ``ImportError`` (with the pip command) when its framework is not installed."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Expected backend in {names()}, received backend={name!r}")
+    module, attr = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+__all__ = ["Backend", "get", "names", "register"]

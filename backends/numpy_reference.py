@@ -1,0 +1,71 @@
+"""The reference itself as a backend (``gpconv check --backend numpy``): core.network in float64.
+
+It anchors the conformance table (the reference checked against its golden files and
+finite differences) and is the template for mutant backends in the conformance tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core import network
+from ..core.arch import Architecture
+from ..core.params import init_params, validate_params
+from ..core.pointwise import KPointwise, KPointwiseSpec, interleave
+from .base import Backend
+
+
+@dataclass
+class ReferenceModel:
+    """A reference 'model': the architecture plus its canonical parameters."""
+
+    arch: Architecture
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    requires = ("numpy",)
+    dtype: Any = np.float64
+
+    def build(self, arch: Architecture) -> ReferenceModel:
+        return ReferenceModel(arch, init_params(arch, seed=0, dtype=self.dtype))
+
+    def load_params(self, model: ReferenceModel, params: Mapping[str, np.ndarray]) -> None:
+        validate_params(model.arch, params)
+        model.params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
+
+    def export_params(self, model: ReferenceModel) -> dict[str, np.ndarray]:
+        return {k: np.array(v) for k, v in model.params.items()}
+
+    def forward(self, model: ReferenceModel, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
+        _, cache = network.forward(model.arch, model.params, np.asarray(x, self.dtype), training=training)
+        model.params.update(cache["moving_stats"])
+        return dict(cache["intermediates"])
+
+    def loss_and_grads(self, model: ReferenceModel, x: np.ndarray, labels: np.ndarray,
+                       training: bool = True) -> dict[str, Any]:
+        out = network.loss_and_grads(model.arch, model.params, np.asarray(x, self.dtype),
+                                     np.asarray(labels), training=training)
+        model.params.update(out["moving_stats"])
+        return {"loss": float(out["loss"]), "logits": out["logits"], "dx": out["dx"], "grads": out["grads"]}
+
+    def kpointwise(self, spec: KPointwiseSpec, params: Mapping[str, np.ndarray], x: np.ndarray,
+                   dy: np.ndarray, training: bool = False) -> dict[str, Any]:
+        p = {k: np.asarray(v, self.dtype) for k, v in params.items()}
+        y, cache = KPointwise.forward(spec, p, np.asarray(x, self.dtype), training=training)
+        dx, grads = KPointwise.backward(cache, np.asarray(dy, self.dtype))
+        return {"y": y, "dx": dx, "grads": grads, "moving_stats": cache["moving_stats"]}
+
+    def interleave(self, x: np.ndarray, groups: int) -> np.ndarray:
+        return interleave(np.asarray(x), groups)
+
+    def param_count(self, model: ReferenceModel) -> tuple[int, int]:
+        return model.arch.param_count()
+
+
+BACKEND = NumpyBackend()

@@ -1,0 +1,59 @@
+"""Element-wise activations: sigmoid and swish (SiLU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._validate import check_dy, namespace, require_float
+
+
+def _sigmoid(xp: Any, x: Any) -> Any:
+    # NOTE: exp(-|x|) never overflows, so both halves are exact for any finite x.
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class Sigmoid:
+    """``y = 1 / (1 + exp(-x))``; backward ``dx = dy * y * (1 - y)``. Any shape."""
+
+    @staticmethod
+    def forward(x: Any) -> tuple[Any, dict]:
+        xp = namespace(x, names=("x",))
+        require_float(xp, "x", x)
+        y = _sigmoid(xp, x)
+        return y, {"y": y}
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        y = cache["y"]
+        check_dy(tuple(y.shape), dy, "Sigmoid")
+        return dy * y * (1.0 - y), {}
+
+
+class Swish:
+    """``y = x * sigmoid(x)``; backward ``dx = dy * s * (1 + x * (1 - s))``, ``s = sigmoid(x)``."""
+
+    @staticmethod
+    def forward(x: Any) -> tuple[Any, dict]:
+        xp = namespace(x, names=("x",))
+        require_float(xp, "x", x)
+        s = _sigmoid(xp, x)
+        return x * s, {"x": x, "s": s}
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        x, s = cache["x"], cache["s"]
+        check_dy(tuple(x.shape), dy, "Swish")
+        return dy * s * (1.0 + x * (1.0 - s)), {}
+
+
+ACTIVATIONS = {"swish": Swish, "sigmoid": Sigmoid}
+
+
+def get_activation(name: str | None):
+    """The op class for an activation name (``"swish"``, ``"sigmoid"``) or ``None``."""
+    if name is None:
+        return None
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Expected activation in {sorted(ACTIVATIONS)} or None, received {name!r}")
+    return ACTIVATIONS[name]

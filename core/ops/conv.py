@@ -1,0 +1,178 @@
+"""Spatial convolutions, channels-last: the stem ``Conv2D`` and ``DepthwiseConv2D``.
+
+Both are written as a sum over kernel taps: for tap ``(i, j)`` the strided window
+``xp[:, i::s, j::s, :]`` of the padded input meets kernel slice ``w[i, j]``. This needs only
+slicing and ``matmul`` (so it runs on any array-API library) and makes the backward read as the
+forward in reverse: each tap scatters ``dy`` back through the same window.
+
+Padding follows TensorFlow/Keras, the trap behind many EfficientNet ports:
+
+* ``"same"``: total padding ``k - 1`` per axis, the extra pixel at the bottom/right (stride 1).
+* ``"correct"``: Keras ``correct_pad`` for stride 2, ``(k//2 - (1 - size % 2), k//2)``, then a
+  valid convolution. PyTorch's symmetric ``padding=k//2`` differs whenever the size is even.
+* ``"valid"``: no padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._validate import (
+    check_dy,
+    namespace,
+    require_dim,
+    require_float,
+    require_ndim,
+    require_positive_int,
+)
+
+PADDINGS = ("same", "correct", "valid")
+
+
+def pad_amounts(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """(before, after) zero padding of one spatial axis of length ``size``."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        if stride != 1:
+            raise ValueError(
+                f"Expected stride=1 with padding='same' (Keras uses 'correct' for stride 2), "
+                f"received stride={stride}"
+            )
+        return ((kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2)
+    if padding == "correct":
+        return (kernel // 2 - (1 - size % 2), kernel // 2)
+    raise ValueError(f"Expected padding in {PADDINGS}, received padding={padding!r}")
+
+
+def output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Spatial output length of a convolution along one axis."""
+    before, after = pad_amounts(size, kernel, stride, padding)
+    return (size + before + after - kernel) // stride + 1
+
+
+def _pad(xp: Any, x: Any, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return x
+    n, h, w, c = x.shape
+    out = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype, device=_device(x))
+    out[:, top : top + h, left : left + w, :] = x
+    return out
+
+
+def _device(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def _windows(ho: int, wo: int, k: int, stride: int):
+    """Yield ``(i, j, (rows, cols))``: the input window read by kernel tap ``(i, j)``."""
+    for i in range(k):
+        for j in range(k):
+            yield i, j, (slice(i, i + stride * (ho - 1) + 1, stride), slice(j, j + stride * (wo - 1) + 1, stride))
+
+
+def _prepare(x: Any, kernel: Any, stride: int, padding: str, depthwise: bool):
+    xp = namespace(x, kernel, names=("x", "kernel"))
+    require_ndim("x", x, 4, "(N, H, W, C)")
+    require_ndim("kernel", kernel, 4, "(kh, kw, Cin, Cout)" if not depthwise else "(kh, kw, C, 1)")
+    require_float(xp, "x", x)
+    require_float(xp, "kernel", kernel)
+    require_positive_int("stride", stride)
+    kh, kw = kernel.shape[:2]
+    if kh != kw:
+        raise ValueError(f"Expected a square kernel, received kernel.shape={tuple(kernel.shape)}")
+    require_dim("kernel", kernel, 2, x.shape[-1], "input channels, x.shape[-1]")
+    if depthwise:
+        require_dim("kernel", kernel, 3, 1, "depth multiplier")
+    n, h, w, _ = x.shape
+    pads = (pad_amounts(h, kh, stride, padding), pad_amounts(w, kh, stride, padding))
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kh, stride, padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"Input x.shape={tuple(x.shape)} is too small for a {kh}x{kh} kernel")
+    return xp, pads, kh, ho, wo
+
+
+class Conv2D:
+    """Dense k×k convolution (the stem), no bias.
+
+    Shapes: x ``(N, H, W, Cin)``, kernel ``(k, k, Cin, Cout)`` -> y ``(N, Ho, Wo, Cout)``.
+
+    Forward:  ``y[n,p,q,:] = sum_{i,j} xpad[n, s*p+i, s*q+j, :] @ kernel[i, j]``.
+    Backward: ``dkernel[i,j] = sum_{n,p,q} xpad[n,s*p+i,s*q+j,:]^T dy[n,p,q,:]`` and
+    ``dxpad[n, s*p+i, s*q+j, :] += dy[n,p,q,:] @ kernel[i,j]^T``, then crop the padding.
+    """
+
+    @staticmethod
+    def forward(x: Any, kernel: Any, stride: int = 1, padding: str = "same") -> tuple[Any, dict]:
+        xp, pads, k, ho, wo = _prepare(x, kernel, stride, padding, depthwise=False)
+        xpad = _pad(xp, x, pads)
+        y = None
+        for i, j, win in _windows(ho, wo, k, stride):
+            term = xpad[:, win[0], win[1], :] @ kernel[i, j]
+            y = term if y is None else y + term
+        cache = {"xpad": xpad, "kernel": kernel, "stride": stride, "pads": pads,
+                 "x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
+        return y, cache
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "Conv2D")
+        xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
+        xp = namespace(xpad, dy)
+        k = kernel.shape[0]
+        _, ho, wo, cout = dy.shape
+        cin = xpad.shape[-1]
+        dy2 = xp.reshape(dy, (-1, cout))
+        dxpad = xp.zeros_like(xpad)
+        dkernel = xp.zeros_like(kernel)
+        for i, j, win in _windows(ho, wo, k, stride):
+            patch = xp.reshape(xpad[:, win[0], win[1], :], (-1, cin))
+            dkernel[i, j] = xp.matrix_transpose(patch) @ dy2
+            dxpad[:, win[0], win[1], :] += dy @ xp.matrix_transpose(kernel[i, j])
+        return _crop(dxpad, cache), {"kernel": dkernel}
+
+
+class DepthwiseConv2D:
+    """Depthwise k×k convolution (depth multiplier 1), no bias.
+
+    Shapes: x ``(N, H, W, C)``, kernel ``(k, k, C, 1)`` (Keras layout) -> y ``(N, Ho, Wo, C)``.
+
+    Forward:  ``y[n,p,q,c] = sum_{i,j} xpad[n, s*p+i, s*q+j, c] * kernel[i, j, c, 0]``.
+    Backward: ``dkernel[i,j,c,0] = sum_{n,p,q} xpad[n,s*p+i,s*q+j,c] * dy[n,p,q,c]`` and
+    ``dxpad[n, s*p+i, s*q+j, c] += dy[n,p,q,c] * kernel[i,j,c,0]``, then crop the padding.
+    """
+
+    @staticmethod
+    def forward(x: Any, kernel: Any, stride: int = 1, padding: str = "same") -> tuple[Any, dict]:
+        xp, pads, k, ho, wo = _prepare(x, kernel, stride, padding, depthwise=True)
+        xpad = _pad(xp, x, pads)
+        y = None
+        for i, j, win in _windows(ho, wo, k, stride):
+            term = xpad[:, win[0], win[1], :] * kernel[i, j, :, 0]
+            y = term if y is None else y + term
+        cache = {"xpad": xpad, "kernel": kernel, "stride": stride, "pads": pads,
+                 "x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
+        return y, cache
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "DepthwiseConv2D")
+        xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
+        xp = namespace(xpad, dy)
+        k = kernel.shape[0]
+        _, ho, wo, _ = dy.shape
+        dxpad = xp.zeros_like(xpad)
+        dkernel = xp.zeros_like(kernel)
+        for i, j, win in _windows(ho, wo, k, stride):
+            dkernel[i, j, :, 0] = xp.sum(xpad[:, win[0], win[1], :] * dy, axis=(0, 1, 2))
+            dxpad[:, win[0], win[1], :] += dy * kernel[i, j, :, 0]
+        return _crop(dxpad, cache), {"kernel": dkernel}
+
+
+def _crop(dxpad: Any, cache: dict) -> Any:
+    (top, _), (left, _) = cache["pads"]
+    _, h, w, _ = cache["x_shape"]
+    return dxpad[:, top : top + h, left : left + w, :]

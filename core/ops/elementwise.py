@@ -1,0 +1,74 @@
+"""Element-wise ops of the MBConv block: residual add, squeeze-excite scaling, dropout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._validate import check_dy, namespace, require_float, require_same_shape
+
+
+class Add:
+    """``y = a + b`` (same shape); backward sends ``dy`` to both: ``(da, db) = (dy, dy)``."""
+
+    @staticmethod
+    def forward(a: Any, b: Any) -> tuple[Any, dict]:
+        namespace(a, b, names=("a", "b"))
+        require_same_shape("b", b, tuple(a.shape), "the shape of a")
+        return a + b, {"y_shape": tuple(a.shape)}
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[tuple[Any, Any], dict]:
+        check_dy(cache["y_shape"], dy, "Add")
+        return (dy, dy), {}
+
+
+class ChannelScale:
+    """Squeeze-excite's excite: ``y[n,h,w,c] = x[n,h,w,c] * s[n,0,0,c]``.
+
+    Shapes: x ``(N, H, W, C)``, s ``(N, 1, 1, C)``.
+    Backward: ``dx = dy * s``; ``ds[n,0,0,c] = sum_{h,w} dy * x`` (sum over the broadcast axes).
+    """
+
+    @staticmethod
+    def forward(x: Any, s: Any) -> tuple[Any, dict]:
+        xp = namespace(x, s, names=("x", "s"))
+        require_float(xp, "x", x)
+        n, _, _, c = x.shape
+        require_same_shape("s", s, (n, 1, 1, c), "one scale per sample and channel")
+        return x * s, {"x": x, "s": s}
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[tuple[Any, Any], dict]:
+        x, s = cache["x"], cache["s"]
+        check_dy(tuple(x.shape), dy, "ChannelScale")
+        xp = namespace(x, dy)
+        return (dy * s, xp.sum(dy * x, axis=(1, 2), keepdims=True)), {}
+
+
+class Dropout:
+    """Inverted dropout with an explicit 0/1 ``mask``: ``y = x * mask / (1 - rate)``.
+
+    The mask broadcasts against x: ``x.shape`` for dropout, ``(N, 1, 1, 1)`` for drop-connect
+    (stochastic depth per sample, as Keras's ``Dropout(noise_shape=(None, 1, 1, 1))``).
+    Backward: ``dx = dy * mask / (1 - rate)``. ``mask=None`` is the identity (inference).
+    """
+
+    @staticmethod
+    def forward(x: Any, mask: Any | None, rate: float) -> tuple[Any, dict]:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Expected 0 <= rate < 1, received rate={rate}")
+        if mask is None or rate == 0.0:
+            return x, {"scale": None, "y_shape": tuple(x.shape)}
+        xp = namespace(x, mask, names=("x", "mask"))
+        if mask.ndim != x.ndim or any(m not in (1, d) for m, d in zip(mask.shape, x.shape)):
+            raise ValueError(
+                f"Expected mask broadcastable to x.shape={tuple(x.shape)}, "
+                f"received mask.shape={tuple(mask.shape)}"
+            )
+        scale = xp.astype(mask, x.dtype) / (1.0 - rate)
+        return x * scale, {"scale": scale, "y_shape": tuple(x.shape)}
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "Dropout")
+        return (dy if cache["scale"] is None else dy * cache["scale"]), {}

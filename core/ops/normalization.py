@@ -1,0 +1,86 @@
+"""Batch normalisation over ``(N, H, W)`` per channel, with Keras semantics.
+
+Keras, not PyTorch: ``eps = 1e-3``, running stats ``r <- 0.99 r + 0.01 batch`` and the running
+variance fed the *biased* batch variance (PyTorch uses eps 1e-5, momentum 0.1 and the unbiased
+variance; porting either silently changes the model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._validate import check_dy, namespace, require_dim, require_float
+
+EPSILON = 1e-3
+MOMENTUM = 0.99
+
+
+class BatchNorm:
+    """``y = gamma * (x - mu) / sqrt(var + eps) + beta`` over the last (channel) axis.
+
+    Shapes: x ``(..., C)`` (``(N, H, W, C)`` or ``(N, C)``), gamma/beta/moving stats ``(C,)``.
+    Training uses the batch mean and biased batch variance; inference the moving statistics.
+
+    Backward (training), with ``xhat = (x - mu) / sigma`` and ``m`` elements per channel:
+    ``dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))``,
+    ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)``.
+    Backward (inference): the statistics are constants, so ``dx = gamma / sigma * dy``.
+    """
+
+    @staticmethod
+    def forward(
+        x: Any,
+        gamma: Any,
+        beta: Any,
+        moving_mean: Any,
+        moving_variance: Any,
+        training: bool = False,
+        eps: float = EPSILON,
+    ) -> tuple[Any, dict]:
+        names = ("x", "gamma", "beta", "moving_mean", "moving_variance")
+        arrays = (x, gamma, beta, moving_mean, moving_variance)
+        xp = namespace(*arrays, names=names)
+        require_float(xp, "x", x)
+        c = x.shape[-1]
+        for name, a in zip(names[1:], arrays[1:]):
+            if a.ndim != 1:
+                raise ValueError(f"Expected {name} of shape ({c},), received {name}.shape={tuple(a.shape)}")
+            require_dim(name, a, 0, c, "channels, x.shape[-1]")
+        axes = tuple(range(x.ndim - 1))
+        if training:
+            mean = xp.mean(x, axis=axes)
+            var = xp.mean((x - mean) ** 2, axis=axes)  # biased, as Keras
+        else:
+            mean, var = moving_mean, moving_variance
+        inv_std = 1.0 / xp.sqrt(var + eps)
+        xhat = (x - mean) * inv_std
+        y = gamma * xhat + beta
+        cache = {"xhat": xhat, "gamma": gamma, "inv_std": inv_std, "training": training,
+                 "batch_mean": mean, "batch_variance": var, "y_shape": tuple(y.shape)}
+        return y, cache
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "BatchNorm")
+        xhat, gamma, inv_std = cache["xhat"], cache["gamma"], cache["inv_std"]
+        xp = namespace(xhat, dy)
+        axes = tuple(range(dy.ndim - 1))
+        dgamma = xp.sum(dy * xhat, axis=axes)
+        dbeta = xp.sum(dy, axis=axes)
+        if cache["training"]:
+            m = xhat.size // xhat.shape[-1]
+            dx = gamma * inv_std * (dy - dbeta / m - xhat * (dgamma / m))
+        else:
+            dx = gamma * inv_std * dy
+        return dx, {"gamma": dgamma, "beta": dbeta}
+
+    @staticmethod
+    def updated_moving_stats(
+        moving_mean: Any, moving_variance: Any, cache: dict, momentum: float = MOMENTUM
+    ) -> tuple[Any, Any]:
+        """New ``(moving_mean, moving_variance)`` after a training step, Keras's update rule."""
+        if not cache["training"]:
+            return moving_mean, moving_variance
+        mean = momentum * moving_mean + (1.0 - momentum) * cache["batch_mean"]
+        var = momentum * moving_variance + (1.0 - momentum) * cache["batch_variance"]
+        return mean, var

@@ -1,0 +1,31 @@
+"""Global average pooling over the spatial axes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._validate import check_dy, namespace, require_float, require_ndim
+
+
+class GlobalAveragePool:
+    """``y[n, c] = mean_{h,w} x[n, h, w, c]``: ``(N, H, W, C) -> (N, C)``, or
+    ``(N, 1, 1, C)`` with ``keepdims=True`` (the squeeze of squeeze-excite).
+
+    Backward: every position receives an equal share, ``dx[n,h,w,c] = dy[n,c] / (H*W)``.
+    """
+
+    @staticmethod
+    def forward(x: Any, keepdims: bool = False) -> tuple[Any, dict]:
+        xp = namespace(x, names=("x",))
+        require_ndim("x", x, 4, "(N, H, W, C)")
+        require_float(xp, "x", x)
+        y = xp.mean(x, axis=(1, 2), keepdims=keepdims)
+        return y, {"x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "GlobalAveragePool")
+        xp = namespace(dy)
+        n, h, w, c = cache["x_shape"]
+        dy4 = xp.reshape(dy, (n, 1, 1, c))
+        return xp.broadcast_to(dy4 / (h * w), (n, h, w, c)), {}

@@ -1,0 +1,147 @@
+"""Canonical parameters: names, initialisation, validation, and safetensors save/load.
+
+Names are ``<layer>/<param>`` with Keras layouts (see ``Architecture.param_shapes``):
+
+* ``stem_conv/kernel (3, 3, 3, C)``, ``stem_bn/{gamma,beta,moving_mean,moving_variance}``;
+* per block ``blockNx``: ``_expand/...``, ``_dwconv/kernel (k, k, C, 1)``, ``_bn/...``,
+  ``_se_reduce/...``, ``_se_expand/...``, ``_project/...``;
+* kPointwise layers hold ``conv/kernel (1, 1, Cin/G, Cout)`` [+ ``conv/bias``] [+ ``bn/...``] and,
+  with a second grouped conv, ``conv2/...`` and ``bn2/...``;
+* ``top/...`` and ``predictions/{kernel (C, K), bias (K,)}``.
+
+Files are safetensors: no pickle is ever involved in loading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .arch import Architecture
+
+
+def sub_params(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of ``params`` under ``prefix/``, with the prefix stripped."""
+    head = prefix + "/"
+    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
+
+
+def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = None) -> None:
+    """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter
+    (and, with ``dtype``, every parameter of another dtype)."""
+    expected = arch.param_shapes()
+    problems = [f"missing {k}: expected shape {s}" for k, (s, _) in expected.items() if k not in params]
+    problems += [f"unexpected {k}" for k in params if k not in expected]
+    for k, (shape, _) in expected.items():
+        if k in params:
+            got = tuple(getattr(params[k], "shape", ()))
+            if got != shape:
+                problems.append(f"{k}: expected shape {shape}, received shape {got}")
+            elif dtype is not None and np.dtype(str(params[k].dtype)) != np.dtype(dtype):
+                problems.append(f"{k}: expected dtype {np.dtype(dtype)}, received dtype {params[k].dtype}")
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ValueError(f"Parameters do not match {arch.name} ({len(problems)} problems):\n  {listing}")
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Keras's fan_in/fan_out: conv kernels ``(kh, kw, cin, cout)`` count the receptive field."""
+    receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def _variance_scaling_normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
+    # Keras truncates at 2 sigma and rescales so the truncated distribution keeps the variance.
+    std = math.sqrt(scale / _fans(shape)[1]) / 0.87962566103423978
+    z = rng.standard_normal(shape)
+    while np.any(bad := np.abs(z) > 2.0):
+        z[bad] = rng.standard_normal(int(bad.sum()))
+    return z * std
+
+
+def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    fan_in, fan_out = _fans(shape)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape)
+
+
+def _initial_value(arch: Architecture, name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    param = name.rsplit("/", 1)[1]
+    if param in ("beta", "moving_mean", "bias"):
+        return np.zeros(shape)
+    if param in ("gamma", "moving_variance"):
+        return np.ones(shape)
+    if name == "predictions/kernel":
+        limit = math.sqrt(3.0 * (1.0 / 3.0) / _fans(shape)[1])
+        return rng.uniform(-limit, limit, shape)
+    pointwise = "/conv" in name  # kPointwise kernels live at <layer>/conv/kernel or conv2/kernel
+    if pointwise and arch.family == "kefficientnet":
+        return _glorot_uniform(rng, shape)
+    return _variance_scaling_normal(rng, shape, 2.0)
+
+
+def init_params(arch: Architecture, seed: int = 0, dtype: Any = np.float32, xp: Any = None) -> dict[str, Any]:
+    """Fresh parameters with DESIGN.md's initialisers (as the paper's Keras code), as NumPy arrays
+    (or arrays of namespace ``xp``) of ``dtype``. Deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    params = {name: _initial_value(arch, name, shape, rng).astype(dtype)
+              for name, (shape, _) in arch.param_shapes().items()}
+    if xp is not None:
+        params = {k: xp.asarray(v) for k, v in params.items()}
+    return params
+
+
+def save_params(path: str | os.PathLike, params: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``params`` as safetensors atomically (temp file, fsync, rename)."""
+    from safetensors.numpy import save
+
+    arrays = {k: np.ascontiguousarray(_to_numpy(v)) for k, v in params.items()}
+    blob = save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    _atomic_write(path, blob)
+
+
+def load_params(path: str | os.PathLike, arch: Architecture | None = None) -> dict[str, np.ndarray]:
+    """Read a safetensors file; with ``arch``, validate names and shapes (one error listing all)."""
+    from safetensors.numpy import load
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No parameter file at {path!r}")
+    with open(path, "rb") as f:
+        try:
+            params = load(f.read())
+        except Exception as err:  # safetensors raises its own error types for corrupt headers
+            raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
+    if arch is not None:
+        validate_params(arch, params)
+    return params
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata stored in a safetensors header."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return dict(header.get("__metadata__", {}))
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    if hasattr(a, "get"):  # CuPy
+        return a.get()
+    return np.asarray(a)
+
+
+def _atomic_write(path: str | os.PathLike, blob: bytes) -> None:
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

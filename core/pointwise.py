@@ -1,0 +1,287 @@
+"""Grouped pointwise convolution, channel interleaving and the kPointwise composite (kEffNet).
+
+Channels-last throughout: any ``(..., C)`` array, usually ``(N, H, W, C)``.
+
+* ``group_count(cin, cout, m)``: how many groups a 1×1 conv gets with at least ``m`` channels each.
+* ``GroupedPointwise``: a 1×1 conv whose output block ``g`` sees only input block ``g``
+  (contiguous blocks, like ``groups=`` in Keras/PyTorch). Kernel in Keras layout ``(1, 1, Cin/G, Cout)``.
+* ``interleave`` / ``deinterleave``: the channel shuffle that lets the next grouped conv see every
+  group: ``out[..., s*G + g] = in[..., g*S + s]`` (``torch.nn.ChannelShuffle(G)``).
+* ``KPointwise``: DESIGN.md §1's four-case composite, forward and backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._validate import (
+    check_dy,
+    namespace,
+    require_dim,
+    require_divides,
+    require_float,
+    require_ndim,
+    require_positive_int,
+)
+from .ops.activations import get_activation
+from .ops.elementwise import Add
+from .ops.normalization import BatchNorm
+
+
+def group_count(cin: int, cout: int, min_channels_per_group: int) -> int:
+    """Largest ``d <= max(1, min(cin, cout, cin // m))`` dividing both ``cin`` and ``cout``.
+
+    >>> group_count(192, 320, 16), group_count(1152, 48, 32), group_count(16, 96, 16)
+    (8, 24, 1)
+    """
+    cin = require_positive_int("cin", cin)
+    cout = require_positive_int("cout", cout)
+    m = require_positive_int("min_channels_per_group", min_channels_per_group)
+    bound = max(1, min(cin, cout, cin // m))
+    return next(d for d in range(bound, 0, -1) if cin % d == 0 and cout % d == 0)
+
+
+def _shuffle(x: Any, rows: int, groups: int) -> Any:
+    """View channels as ``(rows, C // rows)``, transpose, flatten; validates ``groups | C``."""
+    xp = namespace(x, names=("x",))
+    require_positive_int("groups", groups)
+    if x.ndim < 1:
+        raise ValueError(f"Expected x with a channel axis, received x.shape={tuple(x.shape)}")
+    c = x.shape[-1]
+    require_divides(groups, c, "channels x.shape[-1]")
+    lead = tuple(x.shape[:-1])
+    cols = c // rows
+    y = xp.reshape(x, lead + (rows, cols))
+    y = xp.permute_dims(y, tuple(range(len(lead))) + (len(lead) + 1, len(lead)))
+    return xp.reshape(y, lead + (c,))
+
+
+def interleave(x: Any, groups: int) -> Any:
+    """``out[..., s*G + g] = x[..., g*S + s]`` with ``S = C // G``: view channels as ``(G, S)``,
+    transpose to ``(S, G)``, flatten. A permutation, so its backward is ``deinterleave``."""
+    return _shuffle(x, groups, groups)
+
+
+def deinterleave(x: Any, groups: int) -> Any:
+    """Inverse of ``interleave``: view channels as ``(S, G)``, transpose to ``(G, S)``, flatten."""
+    namespace(x, names=("x",))
+    require_positive_int("groups", groups)
+    require_divides(groups, x.shape[-1], "channels x.shape[-1]")
+    return _shuffle(x, x.shape[-1] // groups, groups)
+
+
+class Interleave:
+    """The interleave as an op: forward ``interleave(x, G)``; backward ``deinterleave(dy, G)``
+    (the gradient of a permutation is the inverse permutation)."""
+
+    @staticmethod
+    def forward(x: Any, groups: int) -> tuple[Any, dict]:
+        return interleave(x, groups), {"groups": groups, "y_shape": tuple(x.shape)}
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "Interleave")
+        return deinterleave(dy, cache["groups"]), {}
+
+
+class GroupedPointwise:
+    """Grouped 1×1 convolution: ``y[..., g*Co + o] = sum_i x[..., g*Ci + i] * W[g, i, o] + b``.
+
+    Shapes: x ``(..., Cin)``, kernel ``(1, 1, Cin/G, Cout)`` (Keras layout; output channel
+    ``g*Co + o`` is column ``g*Co + o``), bias ``(Cout,)``; ``G = Cin / kernel.shape[2]``.
+    Computed as one batched matmul over groups: ``(G, M, Ci) @ (G, Ci, Co)``.
+
+    Backward per group: ``dW[g] = x_g^T @ dy_g``, ``dx_g = dy_g @ W[g]^T``, ``db = sum dy``.
+    """
+
+    @staticmethod
+    def forward(x: Any, kernel: Any, bias: Any | None = None, groups: int | None = None) -> tuple[Any, dict]:
+        xp = namespace(x, kernel, bias, names=("x", "kernel", "bias"))
+        require_float(xp, "x", x)
+        require_float(xp, "kernel", kernel)
+        require_ndim("kernel", kernel, 4, "(1, 1, Cin/G, Cout)")
+        if tuple(kernel.shape[:2]) != (1, 1):
+            raise ValueError(f"Expected a 1x1 kernel, received kernel.shape={tuple(kernel.shape)}")
+        cin, ci, cout = x.shape[-1], kernel.shape[2], kernel.shape[3]
+        if groups is None:
+            if cin % ci:
+                raise ValueError(
+                    f"Expected kernel.shape[2] to divide x.shape[-1]={cin}, "
+                    f"received kernel.shape={tuple(kernel.shape)}"
+                )
+            groups = cin // ci
+        require_positive_int("groups", groups)
+        require_divides(groups, cin, "input channels x.shape[-1]")
+        require_divides(groups, cout, "output channels kernel.shape[3]")
+        require_dim("kernel", kernel, 2, cin // groups, f"Cin/G = {cin}/{groups}")
+        lead = tuple(x.shape[:-1])
+        co = cout // groups
+        xg = xp.permute_dims(xp.reshape(x, (-1, groups, ci)), (1, 0, 2))  # (G, M, Ci)
+        w = xp.permute_dims(xp.reshape(kernel, (ci, groups, co)), (1, 0, 2))  # (G, Ci, Co)
+        yg = xg @ w  # (G, M, Co)
+        y = xp.reshape(xp.permute_dims(yg, (1, 0, 2)), lead + (cout,))
+        if bias is not None:
+            require_ndim("bias", bias, 1, "(Cout,)")
+            require_dim("bias", bias, 0, cout, "output channels")
+            y = y + bias
+        cache = {"xg": xg, "w": w, "has_bias": bias is not None, "y_shape": tuple(y.shape),
+                 "kernel_shape": tuple(kernel.shape)}
+        return y, cache
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "GroupedPointwise")
+        xg, w = cache["xg"], cache["w"]
+        xp = namespace(xg, dy)
+        groups, _, co = w.shape
+        lead = tuple(dy.shape[:-1])
+        dyg = xp.permute_dims(xp.reshape(dy, (-1, groups, co)), (1, 0, 2))  # (G, M, Co)
+        dw = xp.matrix_transpose(xg) @ dyg  # (G, Ci, Co)
+        dxg = dyg @ xp.matrix_transpose(w)  # (G, M, Ci)
+        dx = xp.reshape(xp.permute_dims(dxg, (1, 0, 2)), lead + (groups * xg.shape[-1],))
+        grads = {"kernel": xp.reshape(xp.permute_dims(dw, (1, 0, 2)), cache["kernel_shape"])}
+        if cache["has_bias"]:
+            grads["bias"] = xp.sum(xp.reshape(dy, (-1, dy.shape[-1])), axis=0)
+        return dx, grads
+
+
+@dataclass(frozen=True)
+class KPointwiseSpec:
+    """Structure of one kPointwise layer (DESIGN.md §1). ``groups == 1`` is a plain 1×1 conv,
+    which is also how every pointwise conv of the original EfficientNet is described."""
+
+    cin: int
+    cout: int
+    groups: int = 1
+    bn: bool = True
+    activation: str | None = None
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        require_positive_int("cin", self.cin)
+        require_positive_int("cout", self.cout)
+        require_positive_int("groups", self.groups)
+        require_divides(self.groups, self.cin, "cin")
+        require_divides(self.groups, self.cout, "cout")
+        get_activation(self.activation)
+
+    @classmethod
+    def from_min_channels(cls, cin: int, cout: int, min_channels_per_group: int | None, **kw: Any) -> KPointwiseSpec:
+        """Spec with ``group_count(cin, cout, m)`` groups; ``m=None`` means ungrouped (EfficientNet)."""
+        groups = 1 if min_channels_per_group is None else group_count(cin, cout, min_channels_per_group)
+        return cls(cin, cout, groups, **kw)
+
+    @property
+    def interleaves(self) -> bool:
+        """Step 3: interleave when grouped and each group has more than one output channel."""
+        return self.groups > 1 and self.cout // self.groups > 1
+
+    @property
+    def has_second_conv(self) -> bool:
+        """Step 4: a second grouped conv plus residual when grouped and ``cin >= cout``."""
+        return self.groups > 1 and self.cin >= self.cout
+
+    def param_shapes(self) -> dict[str, tuple[tuple[int, ...], bool]]:
+        """``{local name: (shape, trainable)}``; names are ``conv``/``bn`` (+ ``conv2``/``bn2``)."""
+        shapes: dict[str, tuple[tuple[int, ...], bool]] = {}
+        convs = [("conv", "bn", self.cin)] + ([("conv2", "bn2", self.cout)] if self.has_second_conv else [])
+        for conv, bn, cin in convs:
+            shapes[f"{conv}/kernel"] = ((1, 1, cin // self.groups, self.cout), True)
+            if self.bias:
+                shapes[f"{conv}/bias"] = ((self.cout,), True)
+            if self.bn:
+                for p, trainable in (("gamma", True), ("beta", True), ("moving_mean", False), ("moving_variance", False)):
+                    shapes[f"{bn}/{p}"] = ((self.cout,), trainable)
+        return shapes
+
+    def macs(self, spatial: int) -> int:
+        """Multiply-accumulates over ``spatial`` = H*W positions (conv products only)."""
+        per_conv = spatial * (self.cin // self.groups) * self.cout
+        second = spatial * (self.cout // self.groups) * self.cout if self.has_second_conv else 0
+        return per_conv + second
+
+
+def _conv_bn_act(spec: KPointwiseSpec, params: dict, x: Any, conv: str, bn: str, training: bool):
+    """``act(BN(gconv(x)))`` forward; returns the output and the per-step caches."""
+    y, c_conv = GroupedPointwise.forward(x, params[f"{conv}/kernel"], params.get(f"{conv}/bias"), spec.groups)
+    c_bn = c_act = None
+    if spec.bn:
+        y, c_bn = BatchNorm.forward(
+            y, params[f"{bn}/gamma"], params[f"{bn}/beta"], params[f"{bn}/moving_mean"],
+            params[f"{bn}/moving_variance"], training=training,
+        )
+    act = get_activation(spec.activation)
+    if act is not None:
+        y, c_act = act.forward(y)
+    return y, (c_conv, c_bn, c_act)
+
+
+def _conv_bn_act_backward(spec: KPointwiseSpec, caches: tuple, dy: Any, conv: str, bn: str, grads: dict):
+    c_conv, c_bn, c_act = caches
+    act = get_activation(spec.activation)
+    if act is not None:
+        dy, _ = act.backward(c_act, dy)
+    if spec.bn:
+        dy, g = BatchNorm.backward(c_bn, dy)
+        grads.update({f"{bn}/{k}": v for k, v in g.items()})
+    dx, g = GroupedPointwise.backward(c_conv, dy)
+    grads.update({f"{conv}/{k}": v for k, v in g.items()})
+    return dx
+
+
+class KPointwise:
+    """kPointwise (DESIGN.md §1), channels-last ``(..., Cin) -> (..., Cout)``:
+
+    1. ``y1 = act(BN(gconv_G(x)))`` (with ``G == 1`` this is the whole layer);
+    2. ``z = interleave(y1, G)`` if ``Cout // G > 1`` else ``y1``;
+    3. ``out = act(BN(gconv2_G(z))) + y1`` if ``Cin >= Cout`` else ``z`` — the residual adds the
+       *non-interleaved* ``y1``.
+
+    Backward, in reverse: ``dy`` reaches ``y1`` twice when there is a second conv — directly
+    through the residual and through ``conv2 -> deinterleave`` — and the two are summed before
+    the first conv's backward.
+
+    ``params`` uses the local names of ``KPointwiseSpec.param_shapes``; ``grads`` likewise.
+    In training mode ``cache["moving_stats"]`` holds the updated BN moving statistics.
+    """
+
+    @staticmethod
+    def forward(spec: KPointwiseSpec, params: dict, x: Any, training: bool = False) -> tuple[Any, dict]:
+        if x.ndim < 1 or x.shape[-1] != spec.cin:
+            raise ValueError(f"Expected x.shape[-1] == {spec.cin} (the layer's Cin), received x.shape={tuple(x.shape)}")
+        y1, c1 = _conv_bn_act(spec, params, x, "conv", "bn", training)
+        z = interleave(y1, spec.groups) if spec.interleaves else y1
+        cache: dict = {"spec": spec, "c1": c1, "y_shape": tuple(y1.shape)}
+        out = z
+        if spec.has_second_conv:
+            y2, cache["c2"] = _conv_bn_act(spec, params, z, "conv2", "bn2", training)
+            out, _ = Add.forward(y2, y1)
+        cache["moving_stats"] = _moving_stats(spec, params, cache) if training and spec.bn else {}
+        return out, cache
+
+    @staticmethod
+    def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_dy(cache["y_shape"], dy, "KPointwise")
+        spec: KPointwiseSpec = cache["spec"]
+        grads: dict = {}
+        dz = dy
+        dy1 = None
+        if spec.has_second_conv:
+            dy1 = dy  # the residual branch
+            dz = _conv_bn_act_backward(spec, cache["c2"], dy, "conv2", "bn2", grads)
+        dz = deinterleave(dz, spec.groups) if spec.interleaves else dz
+        dy1 = dz if dy1 is None else dy1 + dz
+        dx = _conv_bn_act_backward(spec, cache["c1"], dy1, "conv", "bn", grads)
+        return dx, grads
+
+
+def _moving_stats(spec: KPointwiseSpec, params: dict, cache: dict) -> dict:
+    out = {}
+    for bn, key in (("bn", "c1"), ("bn2", "c2")):
+        if key in cache:
+            m, v = BatchNorm.updated_moving_stats(
+                params[f"{bn}/moving_mean"], params[f"{bn}/moving_variance"], cache[key][1]
+            )
+            out[f"{bn}/moving_mean"], out[f"{bn}/moving_variance"] = m, v
+    return out
