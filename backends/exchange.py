@@ -1,0 +1,53 @@
+"""Parameter exchange logic shared by every backend: validation and layout conversion between
+canonical (Keras-layout) parameters and a framework's own.
+
+A backend describes its native tensors by a *layout* per canonical kind; this module does the
+checking and converting once, so torch and TensorFlow differ only in their layout tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..core.arch import Architecture
+from ..core.params import validate_params
+
+# Canonical kinds of parameters, by their role (not their shape).
+CONV = "conv"  # (kh, kw, Cin/G, Cout): stem and pointwise kernels
+DEPTHWISE = "depthwise"  # (kh, kw, C, 1)
+DENSE = "dense"  # (Cin, Cout)
+VECTOR = "vector"  # biases, BN gamma/beta/moving stats
+
+
+def kind_of(name: str) -> str:
+    """The canonical kind of parameter ``name``."""
+    if name.endswith("_dwconv/kernel"):
+        return DEPTHWISE
+    if name == "predictions/kernel":
+        return DENSE
+    if name.endswith("/kernel"):
+        return CONV
+    return VECTOR
+
+
+def validated(arch: Architecture, params: Mapping[str, Any], dtype: Any = np.float32) -> dict[str, np.ndarray]:
+    """Check ``params`` against ``arch`` (one ``ValueError`` listing every missing, unexpected or
+    mis-shaped name) and return them as contiguous NumPy arrays of ``dtype``."""
+    bad_types = [f"{k}: dtype {getattr(v, 'dtype', type(v).__name__)}" for k, v in params.items()
+                 if not np.issubdtype(np.asarray(v).dtype, np.floating)]
+    if bad_types:
+        raise TypeError("Expected floating parameters, received:\n  " + "\n  ".join(bad_types))
+    validate_params(arch, params)
+    return {k: np.ascontiguousarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
+
+
+def convert(params: Mapping[str, np.ndarray], layouts: Mapping[str, Callable[[np.ndarray], np.ndarray]]) -> dict[str, np.ndarray]:
+    """Apply ``layouts[kind_of(name)]`` (a per-kind array transform, identity if absent) to each entry."""
+    return {k: layouts.get(kind_of(k), _identity)(np.asarray(v)) for k, v in params.items()}
+
+
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
