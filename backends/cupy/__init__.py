@@ -1,0 +1,1 @@
+"""CuPy backend: the array-API reference on a CUDA device (see ``adapter``)."""

@@ -1,0 +1,50 @@
+"""``gpconv check``: the conformance report of every installed backend against the reference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..backends import names
+from .main import UsageError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check", help="prove backends equal to the reference (table; --json for machines)",
+        description="Check the reference (finite differences, golden files) and every installed "
+        "backend (layer properties, whole networks, parameter exchange, golden files). "
+        "Exit 0 if all pass, 1 if any fails, 2 on usage errors.")
+    p.add_argument("--backend", action="append", metavar="NAME",
+                   help=f"backend to check (repeatable): {', '.join(names())}, or module:ATTRIBUTE "
+                   "for a third-party adapter; default: all")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the default: fewer layer and network configurations")
+    mode.add_argument("--full", action="store_true", help="every configuration (3 networks, 8 kPointwise cases)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every drawn input and parameter")
+    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                   help="write the JSON report to PATH (or stdout instead of the table)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..conformance.report import format_report
+    from ..conformance.runner import run as run_checks
+
+    for name in args.backend or []:
+        if name not in names() and ":" not in name:
+            raise UsageError(f"unknown backend {name!r}; expected one of {names()} or module:ATTRIBUTE")
+    try:
+        report = run_checks(args.backend, full=args.full, seed=args.seed)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    if args.json == "-":
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        print(format_report(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report.to_dict(), f, indent=2)
+    return 0 if report.passed else 1

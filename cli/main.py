@@ -1,0 +1,51 @@
+"""The ``gpconv`` console script: ``check``, ``summary``, ``train``, ``bench``.
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which registers the
+command and sets ``func``) and a ``run(args) -> int`` exit code. Exit codes: 0 success, 1 a check
+or job failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+
+COMMANDS = ("check", "summary")
+
+
+class UsageError(Exception):
+    """Bad arguments detected after parsing (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpconv",
+        description="Grouped pointwise convolutions with channel interleaving (kEffNet): "
+        "a reference implementation and backends proven equal to it.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpconv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"gpconv.cli.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except UsageError as err:
+        print(f"gpconv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The fixed configurations ``gpconv check`` runs, and the reference's answers for them.
+
+Parameters and inputs are drawn from a seed and rounded through float32, so a float32 backend
+receives exactly the values the float64 reference uses: what remains is arithmetic error.
+BN statistics and affine parameters are randomised (not the 1/0 of a fresh init) so that
+epsilon, variance and mean conventions all show in the outputs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..core import network
+from ..core.arch import Architecture, by_name, without_dropout
+from ..core.params import init_params
+from ..core.pointwise import KPointwise, KPointwiseSpec
+
+IMAGE_SIZE, SKIP_STRIDE, BATCH, CLASSES = 32, 3, 2, 10
+
+# (cin, cout, groups, bn, activation, bias): every kPointwise branch, with and without BN/bias.
+KPOINTWISE_QUICK = (
+    (16, 24, 1, True, "swish", False),  # G == 1: plain 1x1 conv
+    (32, 16, 2, True, "swish", False),  # interleave + second conv + residual (cin >= cout)
+    (16, 96, 4, True, None, False),  # interleave only (cin < cout)
+    (96, 4, 4, False, "swish", True),  # second conv without interleave (cout // G == 1), SE-like
+    (24, 24, 3, True, None, False),  # cin == cout
+)
+KPOINTWISE_FULL = KPOINTWISE_QUICK + (
+    (48, 12, 6, False, "sigmoid", True),
+    (12, 48, 3, True, "swish", True),
+    (64, 64, 8, True, "swish", False),
+)
+INTERLEAVE_CASES = ((12, 3), (8, 2), (6, 6), (10, 1), (96, 4))
+NETWORKS_QUICK = (("kefficientnet-b0", 16), ("efficientnet-b0", None))
+NETWORKS_FULL = (("kefficientnet-b0", 16), ("kefficientnet-b0", 32), ("efficientnet-b0", None))
+
+
+def f32(a: np.ndarray) -> np.ndarray:
+    """Round to float32 and back: values both precisions represent exactly."""
+    return np.asarray(a, np.float32).astype(np.float64)
+
+
+def randomise(shapes: dict[str, tuple[tuple[int, ...], bool]], values: dict[str, np.ndarray],
+              rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Replace BN/bias entries with random values of realistic scale."""
+    out = dict(values)
+    for name, (shape, _) in shapes.items():
+        leaf = name.rsplit("/", 1)[1]
+        if leaf == "gamma":
+            out[name] = 1.0 + 0.2 * rng.standard_normal(shape)
+        elif leaf in ("beta", "moving_mean", "bias"):
+            out[name] = 0.1 * rng.standard_normal(shape)
+        elif leaf == "moving_variance":
+            out[name] = rng.uniform(0.05, 1.5, shape)
+    return {k: f32(v) for k, v in out.items()}
+
+
+def network_arch(model: str, m: int | None, training: bool) -> Architecture:
+    arch = by_name(model, CLASSES, m or 16, SKIP_STRIDE)
+    return without_dropout(arch) if training else arch
+
+
+def network_label(model: str, m: int | None) -> str:
+    return f"{model}{f' {m}ch' if m else ''} {IMAGE_SIZE}x{IMAGE_SIZE} skip={SKIP_STRIDE} batch={BATCH}"
+
+
+def calibrated(arch: Architecture, params: dict[str, np.ndarray], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Moving statistics set to the batch statistics of ``x`` (as after long training), so that
+    inference-mode activations keep a sane scale through 16 blocks instead of exploding."""
+    _, cache = network.forward(without_dropout(arch), params, x, training=True)
+    m = 0.99  # undo Keras's update r' = m r + (1 - m) b to read the batch statistic b
+    batch = {k: (v - m * params[k]) / (1 - m) for k, v in cache["moving_stats"].items()}
+    batch = {k: np.maximum(v, 1e-3) if k.endswith("variance") else v for k, v in batch.items()}
+    return {**params, **{k: f32(v) for k, v in batch.items()}}
+
+
+@lru_cache(maxsize=8)
+def network_case(model: str, m: int | None, training: bool, seed: int) -> dict[str, Any]:
+    """Inputs, params and the float64 reference's answers for one whole-network check."""
+    arch = network_arch(model, m, training)
+    rng = np.random.default_rng(seed)
+    shapes = arch.param_shapes()
+    params = randomise(shapes, init_params(arch, seed, np.float64), rng)
+    x = f32(rng.standard_normal((BATCH, IMAGE_SIZE, IMAGE_SIZE, 3)))
+    params = calibrated(arch, params, x)
+    labels = rng.integers(0, CLASSES, BATCH)
+    logits, cache = network.forward(arch, params, x, training=training)
+    case = {"arch": arch, "params": params, "x": x, "labels": labels, "logits": logits,
+            "intermediates": cache["intermediates"]}
+    if training:
+        out = network.loss_and_grads(arch, params, x, labels, training=True)
+        case.update(loss=float(out["loss"]), grads=out["grads"], dx=out["dx"],
+                    moving_stats=out["moving_stats"])
+    return case
+
+
+def kpointwise_case(row: tuple, training: bool, seed: int) -> dict[str, Any]:
+    """Inputs, local params, ``dy`` and the reference's answers for one kPointwise check."""
+    cin, cout, groups, bn, act, bias = row
+    spec = KPointwiseSpec(cin, cout, groups, bn=bn, activation=act, bias=bias)
+    rng = np.random.default_rng([seed, cin, cout, groups, int(training)])
+    shapes = spec.param_shapes()
+    params = randomise(shapes, {k: rng.standard_normal(s) / np.sqrt(cin) for k, (s, _) in shapes.items()}, rng)
+    x = f32(rng.standard_normal((3, 4, 5, cin)))
+    y, cache = KPointwise.forward(spec, params, x, training=training)
+    dy = f32(rng.standard_normal(y.shape))
+    dx, grads = KPointwise.backward(cache, dy)
+    return {"spec": spec, "params": params, "x": x, "dy": dy, "y": y, "dx": dx, "grads": grads,
+            "moving_stats": cache["moving_stats"], "training": training}
+
+
+def spec_label(spec: KPointwiseSpec, training: bool) -> str:
+    return (f"{spec.cin}->{spec.cout} G={spec.groups} bn={spec.bn} act={spec.activation} "
+            f"bias={spec.bias} training={training}")

@@ -1,0 +1,207 @@
+"""Checks of one backend against the reference. Each returns ``CheckResult`` rows that name the
+backend, the check, the layer and the configuration, with the error next to its tolerance.
+
+Usable from pytest (``assert all(r.passed for r in check_kpointwise(backend))``) and from
+``gpconv check``. A whole-network disagreement is traced to the first diverging layer by
+comparing the backend's intermediate outputs with the reference's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..core.pointwise import interleave
+from . import cases as C
+from .results import (
+    GRAD_TOL,
+    CheckResult,
+    Comparison,
+    allclose,
+    relative_norm,
+    scaled_max,
+    worst,
+)
+
+# Known porting traps, named in failure messages when the symptom fits (DESIGN.md §6).
+TRAPS = {
+    "stem": "stem: TF 'correct_pad' (asymmetric) vs symmetric padding, BN epsilon (1e-3 vs 1e-5)",
+    "top": "top conv: kEffNet's top has no activation (EfficientNet's has swish)",
+    "moving": "BN running stats: Keras momentum 0.99 and the *biased* batch variance "
+              "(PyTorch uses 0.1 and the unbiased variance)",
+    "interleave": "interleave order: out[s*G+g] = in[g*S+s] (ChannelShuffle), not its transpose",
+    "kpointwise": "kPointwise: the residual adds the non-interleaved y1; BN epsilon 1e-3",
+}
+LOCATE_TOL = 1e-4  # relative to each intermediate's scale, when hunting the first diverging layer
+
+
+def _result(backend: Backend, check: str, layer: str, config: str, cmp: Comparison, hint: str = "") -> CheckResult:
+    detail = cmp.note
+    if not cmp.ok and hint:
+        detail = f"{detail}; likely trap: {hint}" if detail else f"likely trap: {hint}"
+    return CheckResult(backend.name, check, layer, config, cmp.error, cmp.tolerance,
+                       "pass" if cmp.ok else "fail", detail)
+
+
+def guarded(backend: Backend, check: str, layer: str, config: str, fn: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+    """Run ``fn``; an exception becomes an ``error`` row rather than aborting the whole report."""
+    try:
+        return fn()
+    except Exception as err:  # a broken backend must show as a row, not a traceback
+        return [CheckResult(backend.name, check, layer, config, float("inf"), 0.0, "error",
+                            f"{type(err).__name__}: {err}")]
+
+
+def check_interleave(backend: Backend, seed: int = 0) -> list[CheckResult]:
+    """The channel order of the backend's interleave equals ``core.interleave`` exactly."""
+    rng = np.random.default_rng(seed)
+    errors: dict[str, Comparison] = {}
+    for c, g in C.INTERLEAVE_CASES:
+        x = C.f32(rng.standard_normal((2, 3, 3, c)))
+        errors[f"C={c} G={g}"] = allclose(backend.interleave(x, g), interleave(x, g), rtol=0.0, atol=0.0)
+    config, cmp = worst(errors)
+    return [_result(backend, "interleave order", "interleave", f"worst of {len(errors)}: {config}", cmp,
+                    TRAPS["interleave"])]
+
+
+def check_kpointwise(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
+    """kPointwise forward, backward and BN moving statistics on every branch, both modes."""
+    rows = []
+    for row in C.KPOINTWISE_FULL if full else C.KPOINTWISE_QUICK:
+        for training in (False, True):
+            rows += guarded(backend, "kpointwise", "kpointwise", str(row),
+                            lambda row=row, training=training: _kpointwise_rows(backend, row, training, seed))
+    return rows
+
+
+def _kpointwise_rows(backend: Backend, row: tuple, training: bool, seed: int) -> list[CheckResult]:
+    ref = C.kpointwise_case(row, training, seed)
+    spec = ref["spec"]
+    got = backend.kpointwise(spec, ref["params"], ref["x"], ref["dy"], training=training)
+    label = C.spec_label(spec, training)
+    layer = f"kpointwise {spec.cin}->{spec.cout} G={spec.groups}"
+    out = [_result(backend, "kpointwise forward", layer, label, allclose(got["y"], ref["y"]), TRAPS["kpointwise"])]
+    grads = {"dx": relative_norm(got["dx"], ref["dx"])}
+    grads.update({k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()})
+    name, cmp = worst(grads)
+    out.append(_result(backend, "kpointwise backward", layer, f"{label} worst={name}", cmp))
+    if ref["moving_stats"]:
+        stats = {k: allclose(got["moving_stats"].get(k, np.nan), v) for k, v in ref["moving_stats"].items()}
+        name, cmp = worst(stats)
+        out.append(_result(backend, "bn moving stats", layer, f"{label} worst={name}", cmp, TRAPS["moving"]))
+    return out
+
+
+def _models(full: bool) -> tuple:
+    return C.NETWORKS_FULL if full else C.NETWORKS_QUICK
+
+
+def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
+    """Parameter counts as the framework counts them, and a bit-exact exchange round trip."""
+    rows = []
+    for model, m in _models(full):
+        label = C.network_label(model, m)
+
+        def run(model=model, m=m, label=label) -> list[CheckResult]:
+            case = C.network_case(model, m, False, seed)
+            arch = case["arch"]
+            native = backend.build(arch)
+            counted = backend.param_count(native)
+            expected = arch.param_count()
+            count_err = float(sum(abs(a - b) for a, b in zip(counted, expected)))
+            out = [CheckResult(backend.name, "param count", "model", f"{label}: {counted} vs {expected}",
+                               count_err, 0.0, "pass" if count_err == 0 else "fail")]
+            backend.load_params(native, case["params"])
+            exported = backend.export_params(native)
+            missing = sorted(set(case["params"]) - set(exported)) + sorted(set(exported) - set(case["params"]))
+            diffs = {k: allclose(exported[k], np.float32(v), 0.0, 0.0) for k, v in case["params"].items() if k in exported}
+            name, cmp = worst(diffs)
+            if missing:
+                cmp = Comparison(float("inf"), 0.0, f"names differ: {missing[:5]}")
+            out.append(_result(backend, "param round trip", name, label, cmp))
+            return out
+
+        rows += guarded(backend, "params", "model", label, run)
+    return rows
+
+
+def check_network(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
+    """Whole networks: inference logits; training loss, logits, gradients, dx and moving stats."""
+    rows = []
+    for model, m in _models(full):
+        for training in (False, True):
+            label = f"{C.network_label(model, m)} {'training' if training else 'inference'}"
+            rows += guarded(backend, "network", "model", label,
+                            lambda model=model, m=m, training=training, label=label:
+                            _network_rows(backend, model, m, training, seed, label))
+    return rows
+
+
+def _network_rows(backend: Backend, model: str, m: int | None, training: bool, seed: int, label: str) -> list[CheckResult]:
+    ref = C.network_case(model, m, training, seed)
+    native = backend.build(ref["arch"])
+    backend.load_params(native, ref["params"])
+    if not training:
+        got = backend.forward(native, ref["x"], training=False)
+        cmp = scaled_max(got["logits"], ref["logits"])
+        return [_locate(backend, "network logits", label, cmp, got, ref)]
+    got = backend.loss_and_grads(native, ref["x"], ref["labels"], training=True)
+    out = []
+    cmp = scaled_max(got["logits"], ref["logits"])
+    if not cmp.ok:
+        fresh = backend.build(ref["arch"])
+        backend.load_params(fresh, ref["params"])
+        out.append(_locate(backend, "network logits", label, cmp, backend.forward(fresh, ref["x"], training=True), ref))
+    else:
+        out.append(_result(backend, "network logits", "logits", label, cmp))
+    out.append(_result(backend, "network loss", "loss", label,
+                       allclose(got["loss"], ref["loss"], rtol=GRAD_TOL, atol=1e-6)))
+    grads = {"input": relative_norm(got["dx"], ref["dx"])}
+    grads.update({k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()})
+    name, cmp = worst(grads)
+    out.append(_result(backend, "network gradients", name, label, cmp))
+    exported = backend.export_params(native)
+    stats = {k: allclose(exported.get(k, np.nan), v) for k, v in ref["moving_stats"].items()}
+    name, cmp = worst(stats)
+    out.append(_result(backend, "network moving stats", name.rsplit("/", 2)[0], label, cmp, TRAPS["moving"]))
+    return out
+
+
+def _locate(backend: Backend, check: str, label: str, cmp: Comparison, got: dict, ref: dict) -> CheckResult:
+    """On failure, name the first intermediate (stem, blocks, top, logits) that diverges."""
+    if cmp.ok:
+        return _result(backend, check, "logits", label, cmp)
+    for layer, expected in ref["intermediates"].items():
+        if layer not in got:
+            continue
+        local = scaled_max(got[layer], expected, LOCATE_TOL)
+        if not local.ok:
+            note = f"first diverging layer {layer}: max|Δ|={local.error:.3g} > {local.tolerance:.3g}"
+            if local.note:
+                note += f" ({local.note})"
+            trap = TRAPS.get(layer, TRAPS["stem"] if layer == "stem" else "")
+            return _result(backend, check, layer, label, Comparison(cmp.error, cmp.tolerance, note), trap)
+    return _result(backend, check, "logits", label, cmp)
+
+
+CHECKS: dict[str, Callable[..., list[CheckResult]]] = {
+    "interleave": check_interleave,
+    "kpointwise": check_kpointwise,
+    "params": check_params,
+    "network": check_network,
+}
+
+
+def run_backend_checks(backend: Backend, seed: int = 0, full: bool = False,
+                       only: tuple[str, ...] | None = None) -> Iterator[CheckResult]:
+    """Every check (or those named in ``only``) of one backend, in order."""
+    for name, fn in CHECKS.items():
+        if only and name not in only:
+            continue
+        kwargs: dict[str, Any] = {"seed": seed}
+        if name != "interleave":
+            kwargs["full"] = full
+        yield from guarded(backend, name, "-", "", lambda fn=fn, kwargs=kwargs: fn(backend, **kwargs))

@@ -1,0 +1,139 @@
+"""Deliberately broken backends: each re-creates one porting trap so the tests can prove that
+``gpconv check`` catches it and names the right layer. They are the reference with one piece
+patched, e.g. ``gpconv check --backend gpconv.conformance.mutants:BN_EPS_1E5``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..backends.numpy_reference import NumpyBackend, ReferenceModel
+from ..core import pointwise
+from ..core.arch import Architecture
+from ..core.ops import conv, normalization
+
+Patch = tuple[Any, str, Any]  # (object, attribute, replacement)
+
+
+class MutantBackend(NumpyBackend):
+    """The reference with ``patches`` applied around every computation, and optionally a changed
+    architecture or arithmetic dtype."""
+
+    def __init__(self, name: str, patches: Callable[[], list[Patch]] = list,
+                 arch_edit: Callable[[Architecture], Architecture] | None = None, dtype: Any = np.float64):
+        self.name = name
+        self._patches = patches
+        self._arch_edit = arch_edit
+        self.dtype = dtype
+
+    @contextlib.contextmanager
+    def _broken(self) -> Iterator[None]:
+        saved = []
+        try:
+            for obj, attr, value in self._patches():
+                saved.append((obj, attr, getattr(obj, attr)))
+                setattr(obj, attr, value)
+            yield
+        finally:
+            for obj, attr, value in reversed(saved):
+                setattr(obj, attr, value)
+
+    def build(self, arch: Architecture) -> ReferenceModel:
+        model = super().build(self._arch_edit(arch) if self._arch_edit else arch)
+        return model
+
+    def load_params(self, model: ReferenceModel, params: Any) -> None:
+        super().load_params(model, params)
+
+    def forward(self, *a: Any, **k: Any) -> Any:
+        with self._broken():
+            return super().forward(*a, **k)
+
+    def loss_and_grads(self, *a: Any, **k: Any) -> Any:
+        with self._broken():
+            return super().loss_and_grads(*a, **k)
+
+    def kpointwise(self, *a: Any, **k: Any) -> Any:
+        with self._broken():
+            return super().kpointwise(*a, **k)
+
+    def interleave(self, *a: Any, **k: Any) -> Any:
+        with self._broken():
+            return pointwise.interleave(np.asarray(a[0]), *a[1:], **k)
+
+
+def _transposed_interleave() -> list[Patch]:
+    return [(pointwise, "interleave", pointwise.deinterleave)]
+
+
+def _bn_eps_1e5() -> list[Patch]:
+    original = normalization.BatchNorm.forward
+
+    def forward(x, gamma, beta, mean, var, training=False, eps=1e-3):
+        return original(x, gamma, beta, mean, var, training=training, eps=1e-5)
+
+    return [(normalization.BatchNorm, "forward", staticmethod(forward))]
+
+
+def _unbiased_running_variance() -> list[Patch]:
+    original = normalization.BatchNorm.updated_moving_stats
+
+    def updated(moving_mean, moving_variance, cache, momentum=normalization.MOMENTUM):
+        m = cache["xhat"].size // cache["xhat"].shape[-1]
+        unbiased = dict(cache, batch_variance=cache["batch_variance"] * m / (m - 1))
+        return original(moving_mean, moving_variance, unbiased, momentum)
+
+    return [(normalization.BatchNorm, "updated_moving_stats", staticmethod(updated))]
+
+
+def _symmetric_padding() -> list[Patch]:
+    original = conv.pad_amounts
+
+    def pad_amounts(size, kernel, stride, padding):
+        if padding == "correct":  # PyTorch-style padding=k//2 instead of TF's correct_pad
+            return (kernel // 2, kernel // 2)
+        return original(size, kernel, stride, padding)
+
+    return [(conv, "pad_amounts", pad_amounts)]
+
+
+def _residual_on_interleaved() -> list[Patch]:
+    original = pointwise.KPointwise.forward
+
+    def forward(spec, params, x, training=False):
+        out, cache = original(spec, params, x, training)
+        if spec.has_second_conv and spec.interleaves:
+            y1 = out - _second_branch(spec, params, x, training)
+            out = out - y1 + pointwise.interleave(y1, spec.groups)
+        return out, cache
+
+    return [(pointwise.KPointwise, "forward", staticmethod(forward))]
+
+
+def _second_branch(spec, params, x, training):
+    """``y2`` of a kPointwise: recomputed so the mutant can swap which tensor the residual adds."""
+    y1, _ = pointwise._conv_bn_act(spec, params, x, "conv", "bn", training)
+    y2, _ = pointwise._conv_bn_act(spec, params, pointwise.interleave(y1, spec.groups), "conv2", "bn2", training)
+    return y2
+
+
+def _top_with_swish(arch: Architecture) -> Architecture:
+    # kEffNet built with EfficientNet's swish on the top conv.
+    return replace(arch, head=replace(arch.head, top=replace(arch.head.top, activation="swish")))
+
+
+INTERLEAVE_TRANSPOSED = MutantBackend("mutant-interleave-transposed", _transposed_interleave)
+BN_EPS_1E5 = MutantBackend("mutant-bn-eps-1e-5", _bn_eps_1e5)
+UNBIASED_RUNNING_VARIANCE = MutantBackend("mutant-unbiased-running-var", _unbiased_running_variance)
+SYMMETRIC_PADDING = MutantBackend("mutant-symmetric-padding", _symmetric_padding)
+RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
+TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
+FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
+
+ALL = (INTERLEAVE_TRANSPOSED, BN_EPS_1E5, UNBIASED_RUNNING_VARIANCE, SYMMETRIC_PADDING,
+       RESIDUAL_ON_INTERLEAVED, TOP_ACTIVATION, FLOAT16)

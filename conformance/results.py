@@ -1,0 +1,104 @@
+"""One conformance verdict: ``CheckResult``, and how errors are measured against tolerances."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+# DESIGN.md §4: float32 backends against the float64 reference.
+LAYER_RTOL, LAYER_ATOL = 1e-4, 1e-5
+LOGIT_TOL = 1e-3  # max |Δlogit| <= LOGIT_TOL * max(1, max |logits|)
+GRAD_TOL = 1e-3  # ||g - g_ref|| / ||g_ref|| per parameter
+
+
+@dataclass
+class CheckResult:
+    """A single check of one backend. ``error`` and ``tolerance`` are in the same unit; the check
+    passed when ``error <= tolerance`` (``status`` is then ``"pass"``)."""
+
+    backend: str
+    check: str
+    layer: str
+    config: str
+    error: float
+    tolerance: float
+    status: str  # "pass" | "fail" | "error" | "not installed"
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        for k in ("error", "tolerance"):
+            d[k] = None if not np.isfinite(d[k]) else float(d[k])
+        return d
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How far ``actual`` is from ``expected``: ``error`` vs ``tolerance`` and a short note."""
+
+    error: float
+    tolerance: float
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.error <= self.tolerance)
+
+
+def _shape_mismatch(actual: np.ndarray, expected: np.ndarray) -> Comparison | None:
+    if np.shape(actual) != np.shape(expected):
+        return Comparison(float("inf"), 0.0, f"shape {np.shape(actual)} vs reference {np.shape(expected)}")
+    return None
+
+
+def allclose(actual: Any, expected: Any, rtol: float = LAYER_RTOL, atol: float = LAYER_ATOL) -> Comparison:
+    """Element-wise ``|a - e| <= atol + rtol*|e|``; reports the worst element's ``|a - e|`` and its
+    allowance. NaN anywhere counts as infinitely wrong."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if (bad := _shape_mismatch(a, e)) is not None:
+        return bad
+    if a.size == 0:
+        return Comparison(0.0, atol)
+    diff = np.abs(a - e)
+    allowed = atol + rtol * np.abs(e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / allowed)
+    ratio = np.where(np.isnan(diff), np.inf, ratio)
+    worst = int(np.argmax(ratio))
+    err = float(diff.flat[worst]) if np.isfinite(ratio.flat[worst]) else float("inf")
+    return Comparison(err, float(allowed.flat[worst]))
+
+
+def scaled_max(actual: Any, expected: Any, tol: float = LOGIT_TOL) -> Comparison:
+    """``max |a - e| <= tol * max(1, max |e|)`` (the whole-network logit criterion)."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if (bad := _shape_mismatch(a, e)) is not None:
+        return bad
+    err = float(np.max(np.abs(a - e))) if a.size else 0.0
+    return Comparison(err if np.isfinite(err) else float("inf"), tol * max(1.0, float(np.max(np.abs(e)))))
+
+
+def relative_norm(actual: Any, expected: Any, tol: float = GRAD_TOL) -> Comparison:
+    """``||a - e|| / ||e|| <= tol`` (the gradient criterion; absolute when ``||e|| == 0``)."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if (bad := _shape_mismatch(a, e)) is not None:
+        return bad
+    ref = float(np.linalg.norm(e))
+    err = float(np.linalg.norm(a - e)) / (ref if ref > 0 else 1.0)
+    return Comparison(err if np.isfinite(err) else float("inf"), tol)
+
+
+def worst(named: dict[str, Comparison]) -> tuple[str, Comparison]:
+    """The entry with the largest error/tolerance ratio."""
+    def ratio(c: Comparison) -> float:
+        return np.inf if c.tolerance == 0 and c.error > 0 else (c.error / c.tolerance if c.tolerance else 0.0)
+
+    name = max(named, key=lambda k: ratio(named[k]))
+    return name, named[name]
