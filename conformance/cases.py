@@ -98,13 +98,20 @@ def network_case(model: str, m: int | None, training: bool, seed: int) -> dict[s
 
 
 def kpointwise_case(row: tuple, training: bool, seed: int) -> dict[str, Any]:
-    """Inputs, local params, ``dy`` and the reference's answers for one kPointwise check."""
+    """The reference's answers for one row of ``KPOINTWISE_QUICK``/``KPOINTWISE_FULL``."""
     cin, cout, groups, bn, act, bias = row
     spec = KPointwiseSpec(cin, cout, groups, bn=bn, activation=act, bias=bias)
-    rng = np.random.default_rng([seed, cin, cout, groups, int(training)])
+    return reference_kpointwise(spec, training, seed=[seed, cin, cout, groups, int(training)])
+
+
+def reference_kpointwise(spec: KPointwiseSpec, training: bool, seed: Any = 0,
+                         shape: tuple[int, int, int] = (3, 4, 5)) -> dict[str, Any]:
+    """Inputs ``x`` of ``shape + (Cin,)``, local params, ``dy`` and the float64 reference's
+    ``y``, ``dx``, grads and moving stats for one kPointwise layer."""
+    rng = np.random.default_rng(seed)
     shapes = spec.param_shapes()
-    params = randomise(shapes, {k: rng.standard_normal(s) / np.sqrt(cin) for k, (s, _) in shapes.items()}, rng)
-    x = f32(rng.standard_normal((3, 4, 5, cin)))
+    params = randomise(shapes, {k: rng.standard_normal(s) / np.sqrt(spec.cin) for k, (s, _) in shapes.items()}, rng)
+    x = f32(rng.standard_normal((*shape, spec.cin)))
     y, cache = KPointwise.forward(spec, params, x, training=training)
     dy = f32(rng.standard_normal(y.shape))
     dx, grads = KPointwise.backward(cache, dy)

@@ -78,8 +78,13 @@ def check_kpointwise(backend: Backend, seed: int = 0, full: bool = False) -> lis
 
 
 def _kpointwise_rows(backend: Backend, row: tuple, training: bool, seed: int) -> list[CheckResult]:
-    ref = C.kpointwise_case(row, training, seed)
-    spec = ref["spec"]
+    return compare_kpointwise(backend, C.kpointwise_case(row, training, seed))
+
+
+def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResult]:
+    """The backend's kPointwise on ``ref``'s inputs (from ``cases.reference_kpointwise``) against
+    the reference's forward, backward and moving statistics: one row each."""
+    spec, training = ref["spec"], ref["training"]
     got = backend.kpointwise(spec, ref["params"], ref["x"], ref["dy"], training=training)
     label = C.spec_label(spec, training)
     layer = f"kpointwise {spec.cin}->{spec.cout} G={spec.groups}"

@@ -146,7 +146,8 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One row of ``Architecture.layers``: a leaf layer with its shapes, groups, params and MACs."""
+    """One row of ``Architecture.layers``: a leaf layer with its output shape ``(H, W, C)``, groups,
+    parameters (trainable *and* BN moving statistics, as Keras's summary counts them) and MACs."""
 
     name: str
     op: str

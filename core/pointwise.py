@@ -5,8 +5,9 @@ Channels-last throughout: any ``(..., C)`` array, usually ``(N, H, W, C)``.
 * ``group_count(cin, cout, m)``: how many groups a 1×1 conv gets with at least ``m`` channels each.
 * ``GroupedPointwise``: a 1×1 conv whose output block ``g`` sees only input block ``g``
   (contiguous blocks, like ``groups=`` in Keras/PyTorch). Kernel in Keras layout ``(1, 1, Cin/G, Cout)``.
-* ``interleave`` / ``deinterleave``: the channel shuffle that lets the next grouped conv see every
-  group: ``out[..., s*G + g] = in[..., g*S + s]`` (``torch.nn.ChannelShuffle(G)``).
+* ``interleave`` / ``deinterleave``: the channel shuffle that lets each group of the next grouped
+  conv read channels from ``min(S, G)`` different groups of this one:
+  ``out[..., s*G + g] = in[..., g*S + s]`` (``torch.nn.ChannelShuffle(G)``).
 * ``KPointwise``: DESIGN.md §1's four-case composite, forward and backward.
 """
 
@@ -123,6 +124,7 @@ class GroupedPointwise:
         y = xp.reshape(xp.permute_dims(yg, (1, 0, 2)), lead + (cout,))
         if bias is not None:
             require_ndim("bias", bias, 1, "(Cout,)")
+            require_float(xp, "bias", bias)
             require_dim("bias", bias, 0, cout, "output channels")
             y = y + bias
         cache = {"xg": xg, "w": w, "has_bias": bias is not None, "y_shape": tuple(y.shape),
@@ -248,8 +250,10 @@ class KPointwise:
 
     @staticmethod
     def forward(spec: KPointwiseSpec, params: dict, x: Any, training: bool = False) -> tuple[Any, dict]:
+        namespace(x, names=("x",))
         if x.ndim < 1 or x.shape[-1] != spec.cin:
             raise ValueError(f"Expected x.shape[-1] == {spec.cin} (the layer's Cin), received x.shape={tuple(x.shape)}")
+        _check_params(spec, params)
         y1, c1 = _conv_bn_act(spec, params, x, "conv", "bn", training)
         z = interleave(y1, spec.groups) if spec.interleaves else y1
         cache: dict = {"spec": spec, "c1": c1, "y_shape": tuple(y1.shape)}
@@ -274,6 +278,17 @@ class KPointwise:
         dy1 = dz if dy1 is None else dy1 + dz
         dx = _conv_bn_act_backward(spec, cache["c1"], dy1, "conv", "bn", grads)
         return dx, grads
+
+
+def _check_params(spec: KPointwiseSpec, params: dict) -> None:
+    """One ``ValueError`` listing every missing, unexpected or mis-shaped parameter of ``spec``."""
+    expected = spec.param_shapes()
+    problems = [f"missing {k}: expected shape {s}" for k, (s, _) in expected.items() if k not in params]
+    problems += [f"unexpected {k}: received shape {tuple(v.shape)}" for k, v in params.items() if k not in expected]
+    problems += [f"{k}: expected shape {s}, received shape {tuple(params[k].shape)}"
+                 for k, (s, _) in expected.items() if k in params and tuple(params[k].shape) != s]
+    if problems:
+        raise ValueError(f"Parameters do not match {spec}: " + "; ".join(problems))
 
 
 def _moving_stats(spec: KPointwiseSpec, params: dict, cache: dict) -> dict:

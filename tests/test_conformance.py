@@ -1,0 +1,131 @@
+"""The conformance suite must be able to fail: every mutant is caught, at the right layer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from gpconv.backends import get
+from gpconv.conformance import golden, mutants, strategies
+from gpconv.conformance.checks import (
+    check_interleave,
+    check_kpointwise,
+    check_network,
+    compare_kpointwise,
+)
+from gpconv.conformance.runner import run
+
+
+def failing(rows):
+    return [r for r in rows if not r.passed]
+
+
+def describe(rows) -> str:
+    return "\n".join(f"{r.backend} {r.check} [{r.layer}] {r.config}: {r.error:.3g} vs {r.tolerance:.3g} "
+                     f"{r.status} {r.detail}" for r in rows)
+
+
+def test_reference_passes_its_own_checks():
+    rows = check_interleave(get("numpy")) + check_kpointwise(get("numpy"))
+    assert not failing(rows), describe(failing(rows))
+
+
+@given(ref=strategies.kpointwise_refs())
+def test_reference_backend_matches_drawn_kpointwise_cases(ref):
+    rows = compare_kpointwise(get("numpy"), ref)
+    assert not failing(rows), describe(failing(rows))
+
+
+def test_transposed_interleave_is_caught():
+    m = mutants.INTERLEAVE_TRANSPOSED
+    assert failing(check_interleave(m))[0].layer == "interleave"
+    bad = failing(check_kpointwise(m))
+    assert bad, "a transposed interleave must change kPointwise outputs"
+    # Only interleaving layers can be affected: G == 1 and Cout // G == 1 rows must still pass.
+    assert all("G=1 " not in r.config and "96->4" not in r.config for r in bad), describe(bad)
+
+
+def test_residual_on_interleaved_is_caught_only_where_it_applies():
+    bad = failing(check_kpointwise(mutants.RESIDUAL_ON_INTERLEAVED))
+    layers = {r.layer for r in bad}
+    assert layers == {"kpointwise 32->16 G=2", "kpointwise 24->24 G=3"}, describe(bad)
+
+
+def test_bn_epsilon_is_caught_and_traced_to_the_stem():
+    m = mutants.BN_EPS_1E5
+    assert any(r.check == "kpointwise forward" for r in failing(check_kpointwise(m)))
+    logits = [r for r in failing(check_network(m)) if r.check == "network logits"]
+    assert logits and all(r.layer == "stem" for r in logits), describe(logits)
+    assert "epsilon" in logits[0].detail
+
+
+def test_unbiased_running_variance_fails_only_the_moving_statistics():
+    bad = failing(check_kpointwise(mutants.UNBIASED_RUNNING_VARIANCE))
+    assert bad and {r.check for r in bad} == {"bn moving stats"}, describe(bad)
+    assert "biased" in bad[0].detail
+
+
+def test_symmetric_padding_is_traced_to_the_stem():
+    logits = [r for r in failing(check_network(mutants.SYMMETRIC_PADDING)) if r.check == "network logits"]
+    assert logits and all(r.layer == "stem" for r in logits), describe(logits)
+    assert "(2, 32, 32, 32) vs reference (2, 31, 31, 32)" in logits[0].detail
+
+
+def test_top_activation_is_traced_to_the_top_of_kefficientnet_only():
+    rows = check_network(mutants.TOP_ACTIVATION)
+    bad = [r for r in failing(rows) if r.check == "network logits"]
+    assert bad and all(r.layer == "top" and r.config.startswith("kefficientnet") for r in bad), describe(bad)
+    assert not failing([r for r in rows if r.config.startswith("efficientnet")])
+
+
+def test_float16_accumulation_is_caught():
+    bad = failing(check_kpointwise(mutants.FLOAT16))
+    assert {"kpointwise forward", "kpointwise backward"} <= {r.check for r in bad}, describe(bad)
+
+
+def test_golden_files_verify_and_match_the_live_reference(tmp_path):
+    rows = golden.check_golden(get("numpy"))
+    assert len(rows) == 8 and not failing(rows), describe(failing(rows))
+    manifest = json.loads((golden.GOLDEN_DIR / golden.MANIFEST).read_text())
+    assert sum(f["bytes"] for f in manifest["files"].values()) < 5_000_000
+    # Regenerating gives the same numbers (to float64 round-off): the files are the reference.
+    golden.generate(tmp_path)
+    for name in manifest["files"]:
+        committed, _ = golden.load(name)
+        fresh, _ = golden.load(name, tmp_path)
+        assert committed.keys() == fresh.keys(), name
+        for k in committed:
+            np.testing.assert_allclose(fresh[k], committed[k], rtol=1e-12, atol=1e-14, err_msg=f"{name}:{k}")
+
+
+def test_tampered_golden_file_is_detected(tmp_path):
+    shutil.copytree(golden.GOLDEN_DIR, tmp_path / "g")
+    path = tmp_path / "g" / "kpointwise.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    rows = golden.check_golden(get("numpy"), tmp_path / "g")
+    bad = failing(rows)
+    assert len(bad) == 1 and bad[0].status == "error" and bad[0].layer == "kpointwise.safetensors"
+    assert "was modified: sha256" in bad[0].detail and str(path) in bad[0].detail
+
+
+def test_missing_golden_file_is_named(tmp_path):
+    shutil.copytree(golden.GOLDEN_DIR, tmp_path / "g")
+    (tmp_path / "g" / "network.safetensors").unlink()
+    bad = failing(golden.check_golden(get("numpy"), tmp_path / "g"))
+    assert len(bad) == 1 and "golden file missing" in bad[0].detail and "network.safetensors" in bad[0].detail
+    with pytest.raises(golden.GoldenError, match="manifest missing"):
+        golden.load("network.safetensors", tmp_path)
+
+
+def test_runner_reports_a_missing_backend_as_not_installed(monkeypatch):
+    cupy = get("cupy")
+    monkeypatch.setattr(type(cupy), "is_available", lambda self: False)
+    report = run(["cupy"])
+    assert report.passed and report.rows[0].status == "not installed"
+    assert "pip install 'gpconv[cupy]'" in report.rows[0].detail

@@ -1,0 +1,235 @@
+"""docs/method.md must agree with the code it explains.
+
+These tests fail when a generated region of the guide is stale (rerun
+``python docs/make_figures.py``), when a quoted code excerpt no longer appears in its core/
+source, when a ``core/FILE.py:Name`` reference dangles, or when a fact the guide states about
+interleaving or kPointwise stops being true of the code. They run the generator's check mode;
+they never draw the figures, so they need no matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from gpconv.core import KPointwise, KPointwiseSpec, deinterleave, group_count, interleave
+from gpconv.core.arch import efficientnet, kefficientnet
+from gpconv.core.paper import paper_table
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "docs" / "make_figures.py"
+METHOD = REPO / "docs" / "method.md"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpconv_docs_make_figures", SCRIPT)
+    assert spec is not None and spec.loader is not None, f"cannot load {SCRIPT}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def mf() -> ModuleType:
+    """The docs/make_figures.py module."""
+    return _load_script()
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    """The committed docs/method.md."""
+    return METHOD.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def computed(mf: ModuleType) -> dict[str, str]:
+    """Every generated section, computed from the code now."""
+    return mf.generated_sections()
+
+
+# --- generated regions -----------------------------------------------------------------------
+
+
+def test_every_section_has_a_region(mf: ModuleType, text: str) -> None:
+    found = mf.regions(text)
+    assert set(found) == set(mf.SECTIONS), (
+        f"method.md regions {sorted(found)} != make_figures.SECTIONS {sorted(mf.SECTIONS)}"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "group-count-examples",
+        "interleave-example",
+        "kpointwise-cases",
+        "pointwise-layers",
+        "params-per-kind",
+        "macs-per-kind",
+        "paper-table",
+    ],
+)
+def test_generated_region_is_current(
+    mf: ModuleType, text: str, computed: dict[str, str], name: str
+) -> None:
+    have = mf.regions(text).get(name)
+    assert have == computed[name], (
+        f"docs/method.md region {name!r} differs from the code; run `python docs/make_figures.py`"
+    )
+
+
+def test_paper_table_in_docs_equals_paper_table(mf: ModuleType, text: str) -> None:
+    assert mf.regions(text)["paper-table"] == paper_table(), (
+        "docs/method.md paper table != gpconv.core.paper.paper_table() (`gpconv summary --paper`)"
+    )
+
+
+def test_check_mode_passes(mf: ModuleType, text: str) -> None:
+    problems = mf.check(text)
+    assert not problems, "make_figures.check(method.md) found:\n" + "\n".join(problems)
+    assert mf.main(["--check"]) == 0
+
+
+def test_check_mode_detects_a_stale_table(mf: ModuleType, text: str) -> None:
+    stale = text.replace("| 4,020,358 | 4,020,358 |", "| 4,020,358 | 4,020,359 |", 1)
+    assert stale != text, "fixture: the paper table row to corrupt was not found"
+    problems = mf.check(stale)
+    assert any("paper-table" in p for p in problems), problems
+
+
+def test_check_mode_detects_a_changed_excerpt(mf: ModuleType, text: str) -> None:
+    line = "dy1 = dz if dy1 is None else dy1 + dz"
+    assert line in text, "fixture: the excerpt line to corrupt was not found"
+    problems = mf.check(text.replace(line, "dy1 = dz if dy1 is None else dy1 - dz"))
+    assert any("excerpt from core/pointwise.py" in p for p in problems), problems
+
+
+def test_render_rewrites_only_the_regions(
+    mf: ModuleType, text: str, computed: dict[str, str]
+) -> None:
+    emptied = re.sub(
+        r"(<!-- BEGIN generated:([\w-]+) -->\n).*?(<!-- END generated:\2 -->)",
+        r"\1\3",
+        text,
+        flags=re.DOTALL,
+    )
+    assert mf.render(emptied, computed) == text
+
+
+# --- excerpts and references -----------------------------------------------------------------
+
+
+def test_guide_quotes_the_core(mf: ModuleType, text: str) -> None:
+    paths = {path for path, _ in mf.excerpts(text)}
+    assert len(mf.excerpts(text)) >= 10 and "core/pointwise.py" in paths, paths
+
+
+def test_quoted_excerpts_exist_in_source(mf: ModuleType, text: str) -> None:
+    problems = [p for path, code in mf.excerpts(text) if (p := mf.excerpt_problem(path, code))]
+    assert not problems, "\n".join(problems)
+
+
+def test_code_references_resolve(mf: ModuleType, text: str) -> None:
+    refs = mf.references(text)
+    assert ("core/pointwise.py", "KPointwise.backward") in refs
+    problems = [p for path, name in refs if (p := mf.reference_problem(path, name))]
+    assert not problems, "\n".join(problems)
+
+
+def test_figures_are_linked_and_present(mf: ModuleType, text: str) -> None:
+    for name in mf.FIGURE_FILES:
+        assert f"](figures/{name})" in text, f"method.md does not show figures/{name}"
+        assert (REPO / "docs" / "figures" / name).is_file(), (
+            f"docs/figures/{name} missing; run the script"
+        )
+
+
+# --- facts the guide states ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c,g", [(12, 3), (12, 4), (8, 2), (6, 6), (6, 1), (1152, 64)])
+def test_interleave_index_formula(c: int, g: int) -> None:
+    s = c // g
+    x = np.arange(c)
+    out = interleave(x, g)
+    for gi in range(g):
+        for si in range(s):
+            assert out[si * g + gi] == x[gi * s + si], (
+                f"interleave(arange({c}), {g})[{si * g + gi}]"
+            )
+    np.testing.assert_array_equal(
+        deinterleave(out, g), x, err_msg=f"deinterleave(interleave(x, {g}), {g})"
+    )
+    np.testing.assert_array_equal(
+        deinterleave(x, g),
+        interleave(x, s),
+        err_msg=f"deinterleave(x, {g}) != interleave(x, {s}) [C={c}]",
+    )
+    if g == 1 or s == 1:
+        np.testing.assert_array_equal(
+            out, x, err_msg=f"interleave(x, {g}) should be the identity [C={c}]"
+        )
+
+
+def test_no_grouped_layer_skips_both_steps() -> None:
+    """Method §5: with G = group_count(...), G > 1 always interleaves or has a second conv."""
+    for m in (1, 2, 4, 16):
+        for cin in range(1, 49):
+            for cout in range(1, 49):
+                spec = KPointwiseSpec(cin, cout, group_count(cin, cout, m))
+                if spec.groups > 1:
+                    assert spec.interleaves or spec.has_second_conv, f"{spec} [m={m}]"
+
+
+def test_per_kind_totals_cover_every_layer(mf: ModuleType) -> None:
+    for arch in (
+        efficientnet("b0", 10),
+        kefficientnet("b0", 10, 16),
+        kefficientnet("b0", 10, 32, 3),
+    ):
+        kinds = mf.per_kind(arch, 32)
+        assert sum(p for p, _ in kinds.values()) == sum(arch.param_count()), arch.name
+        assert sum(m for _, m in kinds.values()) == arch.macs(32), arch.name
+
+
+def _block_diag(blocks: np.ndarray) -> np.ndarray:
+    g, ci, co = blocks.shape
+    out = np.zeros((g * ci, g * co))
+    for k in range(g):
+        out[k * ci : (k + 1) * ci, k * co : (k + 1) * co] = blocks[k]
+    return out
+
+
+def test_kpointwise_residual_and_two_path_gradient_as_documented() -> None:
+    """Method §5/§6 with a linear layer (no BN, no activation), written as dense matrices:
+    ``out = x W1 + x W1 P W2`` (residual onto the non-interleaved y1) and
+    ``dx = dout (I + P W2)^T W1^T`` (the two paths to y1 add)."""
+    rng = np.random.default_rng(0)
+    cin, cout, g = 8, 4, 2
+    spec = KPointwiseSpec(cin, cout, g, bn=False)
+    assert spec.interleaves and spec.has_second_conv
+    k1 = rng.standard_normal((1, 1, cin // g, cout))
+    k2 = rng.standard_normal((1, 1, cout // g, cout))
+    x = rng.standard_normal((5, cin))
+    dout = rng.standard_normal((5, cout))
+    out, cache = KPointwise.forward(spec, {"conv/kernel": k1, "conv2/kernel": k2}, x)
+    dx, grads = KPointwise.backward(cache, dout)
+
+    def dense(kernel: np.ndarray) -> np.ndarray:  # Keras (1, 1, Ci, Cout) -> block-diagonal
+        ci, co = kernel.shape[2], kernel.shape[3] // g
+        return _block_diag(np.transpose(kernel[0, 0].reshape(ci, g, co), (1, 0, 2)))
+
+    w1, w2 = dense(k1), dense(k2)
+    perm = interleave(np.eye(cout), g)  # y @ perm == interleave(y, g)
+    np.testing.assert_allclose(np.arange(cout) @ perm, interleave(np.arange(cout), g))
+    np.testing.assert_allclose(out, x @ w1 + x @ w1 @ perm @ w2, err_msg="KPointwise.forward")
+    np.testing.assert_allclose(
+        dx, dout @ (np.eye(cout) + perm @ w2).T @ w1.T, err_msg="KPointwise.backward dx"
+    )
+    assert set(grads) == {"conv/kernel", "conv2/kernel"}
