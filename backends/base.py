@@ -38,7 +38,8 @@ class Backend:
         raise NotImplementedError
 
     def load_params(self, model: Any, params: Mapping[str, np.ndarray]) -> None:
-        """Copy canonical parameters into ``model``; one ``ValueError`` lists every bad name/shape."""
+        """Copy canonical parameters into ``model``; one ``ValueError`` lists every bad
+        name/shape."""
         raise NotImplementedError
 
     def export_params(self, model: Any) -> dict[str, np.ndarray]:
@@ -51,17 +52,27 @@ class Backend:
         statistics and updates the model's moving statistics."""
         raise NotImplementedError
 
-    def loss_and_grads(self, model: Any, x: np.ndarray, labels: np.ndarray, training: bool = True) -> dict[str, Any]:
-        """Mean softmax cross-entropy and its gradients: ``{"loss": float, "logits", "dx" (N, H, W, 3),
-        "grads": {canonical trainable name: array in Keras layout}}``; updates moving stats in training."""
+    def loss_and_grads(
+        self, model: Any, x: np.ndarray, labels: np.ndarray, training: bool = True
+    ) -> dict[str, Any]:
+        """Mean softmax cross-entropy and its gradients: ``{"loss": float, "logits",
+        "dx" (N, H, W, 3), "grads": {canonical trainable name: array in Keras layout}}``;
+        updates moving stats in training."""
         raise NotImplementedError
 
     # --- single layers (property tests) ---------------------------------------------------
-    def kpointwise(self, spec: KPointwiseSpec, params: Mapping[str, np.ndarray], x: np.ndarray,
-                   dy: np.ndarray, training: bool = False) -> dict[str, Any]:
+    def kpointwise(
+        self,
+        spec: KPointwiseSpec,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        dy: np.ndarray,
+        training: bool = False,
+    ) -> dict[str, Any]:
         """Build the backend's kPointwise layer for ``spec``, load ``params`` (local names of
         ``spec.param_shapes()``), run ``x`` ``(N, H, W, Cin)`` and pull back ``dy``.
-        Returns ``{"y", "dx", "grads": {local name: array}, "moving_stats": {local name: array}}``."""
+        Returns ``{"y", "dx", "grads": {local name: array}, "moving_stats": {local name: array}}``.
+        """
         raise NotImplementedError
 
     def interleave(self, x: np.ndarray, groups: int) -> np.ndarray:

@@ -33,19 +33,27 @@ def kind_of(name: str) -> str:
     return VECTOR
 
 
-def validated(arch: Architecture, params: Mapping[str, Any], dtype: Any = np.float32) -> dict[str, np.ndarray]:
+def validated(
+    arch: Architecture, params: Mapping[str, Any], dtype: Any = np.float32
+) -> dict[str, np.ndarray]:
     """Check ``params`` against ``arch`` (one ``ValueError`` listing every missing, unexpected or
     mis-shaped name) and return them as contiguous NumPy arrays of ``dtype``."""
-    bad_types = [f"{k}: dtype {getattr(v, 'dtype', type(v).__name__)}" for k, v in params.items()
-                 if not np.issubdtype(np.asarray(v).dtype, np.floating)]
+    bad_types = [
+        f"{k}: dtype {getattr(v, 'dtype', type(v).__name__)}"
+        for k, v in params.items()
+        if not np.issubdtype(np.asarray(v).dtype, np.floating)
+    ]
     if bad_types:
         raise TypeError("Expected floating parameters, received:\n  " + "\n  ".join(bad_types))
     validate_params(arch, params)
     return {k: np.ascontiguousarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
 
 
-def convert(params: Mapping[str, np.ndarray], layouts: Mapping[str, Callable[[np.ndarray], np.ndarray]]) -> dict[str, np.ndarray]:
-    """Apply ``layouts[kind_of(name)]`` (a per-kind array transform, identity if absent) to each entry."""
+def convert(
+    params: Mapping[str, np.ndarray], layouts: Mapping[str, Callable[[np.ndarray], np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Apply ``layouts[kind_of(name)]`` (a per-kind array transform, identity if absent) to
+    each entry."""
     return {k: layouts.get(kind_of(k), _identity)(np.asarray(v)) for k, v in params.items()}
 
 

@@ -42,20 +42,41 @@ class NumpyBackend(Backend):
     def export_params(self, model: ReferenceModel) -> dict[str, np.ndarray]:
         return {k: np.array(v) for k, v in model.params.items()}
 
-    def forward(self, model: ReferenceModel, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
-        _, cache = network.forward(model.arch, model.params, np.asarray(x, self.dtype), training=training)
+    def forward(
+        self, model: ReferenceModel, x: np.ndarray, training: bool = False
+    ) -> dict[str, np.ndarray]:
+        _, cache = network.forward(
+            model.arch, model.params, np.asarray(x, self.dtype), training=training
+        )
         model.params.update(cache["moving_stats"])
         return dict(cache["intermediates"])
 
-    def loss_and_grads(self, model: ReferenceModel, x: np.ndarray, labels: np.ndarray,
-                       training: bool = True) -> dict[str, Any]:
-        out = network.loss_and_grads(model.arch, model.params, np.asarray(x, self.dtype),
-                                     np.asarray(labels), training=training)
+    def loss_and_grads(
+        self, model: ReferenceModel, x: np.ndarray, labels: np.ndarray, training: bool = True
+    ) -> dict[str, Any]:
+        out = network.loss_and_grads(
+            model.arch,
+            model.params,
+            np.asarray(x, self.dtype),
+            np.asarray(labels),
+            training=training,
+        )
         model.params.update(out["moving_stats"])
-        return {"loss": float(out["loss"]), "logits": out["logits"], "dx": out["dx"], "grads": out["grads"]}
+        return {
+            "loss": float(out["loss"]),
+            "logits": out["logits"],
+            "dx": out["dx"],
+            "grads": out["grads"],
+        }
 
-    def kpointwise(self, spec: KPointwiseSpec, params: Mapping[str, np.ndarray], x: np.ndarray,
-                   dy: np.ndarray, training: bool = False) -> dict[str, Any]:
+    def kpointwise(
+        self,
+        spec: KPointwiseSpec,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        dy: np.ndarray,
+        training: bool = False,
+    ) -> dict[str, Any]:
         p = {k: np.asarray(v, self.dtype) for k, v in params.items()}
         y, cache = KPointwise.forward(spec, p, np.asarray(x, self.dtype), training=training)
         dx, grads = KPointwise.backward(cache, np.asarray(dy, self.dtype))

@@ -12,19 +12,34 @@ from .main import UsageError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "check", help="prove backends equal to the reference (table; --json for machines)",
+        "check",
+        help="prove backends equal to the reference (table; --json for machines)",
         description="Check the reference (finite differences, golden files) and every installed "
         "backend (layer properties, whole networks, parameter exchange, golden files). "
-        "Exit 0 if all pass, 1 if any fails, 2 on usage errors.")
-    p.add_argument("--backend", action="append", metavar="NAME",
-                   help=f"backend to check (repeatable): {', '.join(names())}, or module:ATTRIBUTE "
-                   "for a third-party adapter; default: all")
+        "Exit 0 if all pass, 1 if any fails, 2 on usage errors.",
+    )
+    p.add_argument(
+        "--backend",
+        action="append",
+        metavar="NAME",
+        help=f"backend to check (repeatable): {', '.join(names())}, or module:ATTRIBUTE "
+        "for a third-party adapter; default: all",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the default: fewer layer and network configurations")
-    mode.add_argument("--full", action="store_true", help="every configuration (3 networks, 8 kPointwise cases)")
+    mode.add_argument(
+        "--quick", action="store_true", help="the default: fewer layer and network configurations"
+    )
+    mode.add_argument(
+        "--full", action="store_true", help="every configuration (3 networks, 8 kPointwise cases)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every drawn input and parameter")
-    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                   help="write the JSON report to PATH (or stdout instead of the table)")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="write the JSON report to PATH (or stdout instead of the table)",
+    )
     p.set_defaults(func=run)
 
 
@@ -34,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     for name in args.backend or []:
         if name not in names() and ":" not in name:
-            raise UsageError(f"unknown backend {name!r}; expected one of {names()} or module:ATTRIBUTE")
+            raise UsageError(
+                f"unknown backend {name!r}; expected one of {names()} or module:ATTRIBUTE"
+            )
     try:
         report = run_checks(args.backend, full=args.full, seed=args.seed)
     except (ImportError, AttributeError, ValueError) as err:

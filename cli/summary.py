@@ -12,14 +12,19 @@ from .main import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("summary", help="per-layer table (params, MACs, groups) of a model",
-                       description="Print a model's per-layer table and totals, or the paper's "
-                       "parameter table next to the counts computed from the architecture.")
+    p = sub.add_parser(
+        "summary",
+        help="per-layer table (params, MACs, groups) of a model",
+        description="Print a model's per-layer table and totals, or the paper's "
+        "parameter table next to the counts computed from the architecture.",
+    )
     p.add_argument("--model", default="kefficientnet-b0", choices=sorted(MODELS))
     p.add_argument("--min-channels-per-group", type=int, default=16)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--image-size", type=int, default=None, help="default: the variant's resolution")
-    p.add_argument("--skip-stride", type=int, default=-1, help="skip_stride_cnt (3 for 32x32 CIFAR)")
+    p.add_argument(
+        "--skip-stride", type=int, default=-1, help="skip_stride_cnt (3 for 32x32 CIFAR)"
+    )
     p.add_argument("--paper", action="store_true", help="the paper's table vs computed counts")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -41,10 +46,19 @@ def run(args: argparse.Namespace) -> int:
         print(arch.summary(size))
         return 0
     trainable, non_trainable = arch.param_count()
-    print(json.dumps({
-        "model": arch.name, "classes": arch.num_classes, "image_size": size,
-        "skip_stride_cnt": arch.skip_stride_cnt, "trainable": trainable,
-        "non_trainable": non_trainable, "macs": arch.macs(size),
-        "layers": [dataclasses.asdict(r) for r in arch.layers(size)],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": arch.name,
+                "classes": arch.num_classes,
+                "image_size": size,
+                "skip_stride_cnt": arch.skip_stride_cnt,
+                "trainable": trainable,
+                "non_trainable": non_trainable,
+                "macs": arch.macs(size),
+                "layers": [dataclasses.asdict(r) for r in arch.layers(size)],
+            },
+            indent=2,
+        )
+    )
     return 0

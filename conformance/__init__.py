@@ -5,10 +5,25 @@ self-check (``selfcheck``), hypothesis strategies (``strategies``) and mutant ba
 suite must catch (``mutants``). ``runner.run`` collects a ``Report``; ``gpconv check`` prints it.
 """
 
-from .checks import check_interleave, check_kpointwise, check_network, check_params, run_backend_checks
+from .checks import (
+    check_interleave,
+    check_kpointwise,
+    check_network,
+    check_params,
+    run_backend_checks,
+)
 from .golden import check_golden
 from .results import CheckResult
 from .runner import Report, run
 
-__all__ = ["CheckResult", "Report", "check_golden", "check_interleave", "check_kpointwise",
-           "check_network", "check_params", "run", "run_backend_checks"]
+__all__ = [
+    "CheckResult",
+    "Report",
+    "check_golden",
+    "check_interleave",
+    "check_kpointwise",
+    "check_network",
+    "check_params",
+    "run",
+    "run_backend_checks",
+]

@@ -43,8 +43,11 @@ def f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, np.float32).astype(np.float64)
 
 
-def randomise(shapes: dict[str, tuple[tuple[int, ...], bool]], values: dict[str, np.ndarray],
-              rng: np.random.Generator) -> dict[str, np.ndarray]:
+def randomise(
+    shapes: dict[str, tuple[tuple[int, ...], bool]],
+    values: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
     """Replace BN/bias entries with random values of realistic scale."""
     out = dict(values)
     for name, (shape, _) in shapes.items():
@@ -64,10 +67,13 @@ def network_arch(model: str, m: int | None, training: bool) -> Architecture:
 
 
 def network_label(model: str, m: int | None) -> str:
-    return f"{model}{f' {m}ch' if m else ''} {IMAGE_SIZE}x{IMAGE_SIZE} skip={SKIP_STRIDE} batch={BATCH}"
+    width = f" {m}ch" if m else ""
+    return f"{model}{width} {IMAGE_SIZE}x{IMAGE_SIZE} skip={SKIP_STRIDE} batch={BATCH}"
 
 
-def calibrated(arch: Architecture, params: dict[str, np.ndarray], x: np.ndarray) -> dict[str, np.ndarray]:
+def calibrated(
+    arch: Architecture, params: dict[str, np.ndarray], x: np.ndarray
+) -> dict[str, np.ndarray]:
     """Moving statistics set to the batch statistics of ``x`` (as after long training), so that
     inference-mode activations keep a sane scale through 16 blocks instead of exploding."""
     _, cache = network.forward(without_dropout(arch), params, x, training=True)
@@ -88,12 +94,22 @@ def network_case(model: str, m: int | None, training: bool, seed: int) -> dict[s
     params = calibrated(arch, params, x)
     labels = rng.integers(0, CLASSES, BATCH)
     logits, cache = network.forward(arch, params, x, training=training)
-    case = {"arch": arch, "params": params, "x": x, "labels": labels, "logits": logits,
-            "intermediates": cache["intermediates"]}
+    case = {
+        "arch": arch,
+        "params": params,
+        "x": x,
+        "labels": labels,
+        "logits": logits,
+        "intermediates": cache["intermediates"],
+    }
     if training:
         out = network.loss_and_grads(arch, params, x, labels, training=True)
-        case.update(loss=float(out["loss"]), grads=out["grads"], dx=out["dx"],
-                    moving_stats=out["moving_stats"])
+        case.update(
+            loss=float(out["loss"]),
+            grads=out["grads"],
+            dx=out["dx"],
+            moving_stats=out["moving_stats"],
+        )
     return case
 
 
@@ -104,21 +120,35 @@ def kpointwise_case(row: tuple, training: bool, seed: int) -> dict[str, Any]:
     return reference_kpointwise(spec, training, seed=[seed, cin, cout, groups, int(training)])
 
 
-def reference_kpointwise(spec: KPointwiseSpec, training: bool, seed: Any = 0,
-                         shape: tuple[int, int, int] = (3, 4, 5)) -> dict[str, Any]:
+def reference_kpointwise(
+    spec: KPointwiseSpec, training: bool, seed: Any = 0, shape: tuple[int, int, int] = (3, 4, 5)
+) -> dict[str, Any]:
     """Inputs ``x`` of ``shape + (Cin,)``, local params, ``dy`` and the float64 reference's
     ``y``, ``dx``, grads and moving stats for one kPointwise layer."""
     rng = np.random.default_rng(seed)
     shapes = spec.param_shapes()
-    params = randomise(shapes, {k: rng.standard_normal(s) / np.sqrt(spec.cin) for k, (s, _) in shapes.items()}, rng)
+    params = randomise(
+        shapes, {k: rng.standard_normal(s) / np.sqrt(spec.cin) for k, (s, _) in shapes.items()}, rng
+    )
     x = f32(rng.standard_normal((*shape, spec.cin)))
     y, cache = KPointwise.forward(spec, params, x, training=training)
     dy = f32(rng.standard_normal(y.shape))
     dx, grads = KPointwise.backward(cache, dy)
-    return {"spec": spec, "params": params, "x": x, "dy": dy, "y": y, "dx": dx, "grads": grads,
-            "moving_stats": cache["moving_stats"], "training": training}
+    return {
+        "spec": spec,
+        "params": params,
+        "x": x,
+        "dy": dy,
+        "y": y,
+        "dx": dx,
+        "grads": grads,
+        "moving_stats": cache["moving_stats"],
+        "training": training,
+    }
 
 
 def spec_label(spec: KPointwiseSpec, training: bool) -> str:
-    return (f"{spec.cin}->{spec.cout} G={spec.groups} bn={spec.bn} act={spec.activation} "
-            f"bias={spec.bias} training={training}")
+    return (
+        f"{spec.cin}->{spec.cout} G={spec.groups} bn={spec.bn} act={spec.activation} "
+        f"bias={spec.bias} training={training}"
+    )

@@ -31,28 +31,50 @@ TRAPS = {
     "stem": "stem: TF 'correct_pad' (asymmetric) vs symmetric padding, BN epsilon (1e-3 vs 1e-5)",
     "top": "top conv: kEffNet's top has no activation (EfficientNet's has swish)",
     "moving": "BN running stats: Keras momentum 0.99 and the *biased* batch variance "
-              "(PyTorch uses 0.1 and the unbiased variance)",
+    "(PyTorch uses 0.1 and the unbiased variance)",
     "interleave": "interleave order: out[s*G+g] = in[g*S+s] (ChannelShuffle), not its transpose",
     "kpointwise": "kPointwise: the residual adds the non-interleaved y1; BN epsilon 1e-3",
 }
 LOCATE_TOL = 1e-4  # relative to each intermediate's scale, when hunting the first diverging layer
 
 
-def _result(backend: Backend, check: str, layer: str, config: str, cmp: Comparison, hint: str = "") -> CheckResult:
+def _result(
+    backend: Backend, check: str, layer: str, config: str, cmp: Comparison, hint: str = ""
+) -> CheckResult:
     detail = cmp.note
     if not cmp.ok and hint:
         detail = f"{detail}; likely trap: {hint}" if detail else f"likely trap: {hint}"
-    return CheckResult(backend.name, check, layer, config, cmp.error, cmp.tolerance,
-                       "pass" if cmp.ok else "fail", detail)
+    return CheckResult(
+        backend.name,
+        check,
+        layer,
+        config,
+        cmp.error,
+        cmp.tolerance,
+        "pass" if cmp.ok else "fail",
+        detail,
+    )
 
 
-def guarded(backend: Backend, check: str, layer: str, config: str, fn: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+def guarded(
+    backend: Backend, check: str, layer: str, config: str, fn: Callable[[], list[CheckResult]]
+) -> list[CheckResult]:
     """Run ``fn``; an exception becomes an ``error`` row rather than aborting the whole report."""
     try:
         return fn()
     except Exception as err:  # a broken backend must show as a row, not a traceback
-        return [CheckResult(backend.name, check, layer, config, float("inf"), 0.0, "error",
-                            f"{type(err).__name__}: {err}")]
+        return [
+            CheckResult(
+                backend.name,
+                check,
+                layer,
+                config,
+                float("inf"),
+                0.0,
+                "error",
+                f"{type(err).__name__}: {err}",
+            )
+        ]
 
 
 def check_interleave(backend: Backend, seed: int = 0) -> list[CheckResult]:
@@ -61,10 +83,20 @@ def check_interleave(backend: Backend, seed: int = 0) -> list[CheckResult]:
     errors: dict[str, Comparison] = {}
     for c, g in C.INTERLEAVE_CASES:
         x = C.f32(rng.standard_normal((2, 3, 3, c)))
-        errors[f"C={c} G={g}"] = allclose(backend.interleave(x, g), interleave(x, g), rtol=0.0, atol=0.0)
+        errors[f"C={c} G={g}"] = allclose(
+            backend.interleave(x, g), interleave(x, g), rtol=0.0, atol=0.0
+        )
     config, cmp = worst(errors)
-    return [_result(backend, "interleave order", "interleave", f"worst of {len(errors)}: {config}", cmp,
-                    TRAPS["interleave"])]
+    return [
+        _result(
+            backend,
+            "interleave order",
+            "interleave",
+            f"worst of {len(errors)}: {config}",
+            cmp,
+            TRAPS["interleave"],
+        )
+    ]
 
 
 def check_kpointwise(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
@@ -72,8 +104,13 @@ def check_kpointwise(backend: Backend, seed: int = 0, full: bool = False) -> lis
     rows = []
     for row in C.KPOINTWISE_FULL if full else C.KPOINTWISE_QUICK:
         for training in (False, True):
-            rows += guarded(backend, "kpointwise", "kpointwise", str(row),
-                            lambda row=row, training=training: _kpointwise_rows(backend, row, training, seed))
+            rows += guarded(
+                backend,
+                "kpointwise",
+                "kpointwise",
+                str(row),
+                lambda row=row, training=training: _kpointwise_rows(backend, row, training, seed),
+            )
     return rows
 
 
@@ -88,15 +125,33 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
     got = backend.kpointwise(spec, ref["params"], ref["x"], ref["dy"], training=training)
     label = C.spec_label(spec, training)
     layer = f"kpointwise {spec.cin}->{spec.cout} G={spec.groups}"
-    out = [_result(backend, "kpointwise forward", layer, label, allclose(got["y"], ref["y"]), TRAPS["kpointwise"])]
+    out = [
+        _result(
+            backend,
+            "kpointwise forward",
+            layer,
+            label,
+            allclose(got["y"], ref["y"]),
+            TRAPS["kpointwise"],
+        )
+    ]
     grads = {"dx": relative_norm(got["dx"], ref["dx"])}
-    grads.update({k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()})
+    grads.update(
+        {k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()}
+    )
     name, cmp = worst(grads)
     out.append(_result(backend, "kpointwise backward", layer, f"{label} worst={name}", cmp))
     if ref["moving_stats"]:
-        stats = {k: allclose(got["moving_stats"].get(k, np.nan), v) for k, v in ref["moving_stats"].items()}
+        stats = {
+            k: allclose(got["moving_stats"].get(k, np.nan), v)
+            for k, v in ref["moving_stats"].items()
+        }
         name, cmp = worst(stats)
-        out.append(_result(backend, "bn moving stats", layer, f"{label} worst={name}", cmp, TRAPS["moving"]))
+        out.append(
+            _result(
+                backend, "bn moving stats", layer, f"{label} worst={name}", cmp, TRAPS["moving"]
+            )
+        )
     return out
 
 
@@ -117,12 +172,27 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
             counted = backend.param_count(native)
             expected = arch.param_count()
             count_err = float(sum(abs(a - b) for a, b in zip(counted, expected)))
-            out = [CheckResult(backend.name, "param count", "model", f"{label}: {counted} vs {expected}",
-                               count_err, 0.0, "pass" if count_err == 0 else "fail")]
+            out = [
+                CheckResult(
+                    backend.name,
+                    "param count",
+                    "model",
+                    f"{label}: {counted} vs {expected}",
+                    count_err,
+                    0.0,
+                    "pass" if count_err == 0 else "fail",
+                )
+            ]
             backend.load_params(native, case["params"])
             exported = backend.export_params(native)
-            missing = sorted(set(case["params"]) - set(exported)) + sorted(set(exported) - set(case["params"]))
-            diffs = {k: allclose(exported[k], np.float32(v), 0.0, 0.0) for k, v in case["params"].items() if k in exported}
+            missing = sorted(set(case["params"]) - set(exported)) + sorted(
+                set(exported) - set(case["params"])
+            )
+            diffs = {
+                k: allclose(exported[k], np.float32(v), 0.0, 0.0)
+                for k, v in case["params"].items()
+                if k in exported
+            }
             name, cmp = worst(diffs)
             if missing:
                 cmp = Comparison(float("inf"), 0.0, f"names differ: {missing[:5]}")
@@ -139,13 +209,21 @@ def check_network(backend: Backend, seed: int = 0, full: bool = False) -> list[C
     for model, m in _models(full):
         for training in (False, True):
             label = f"{C.network_label(model, m)} {'training' if training else 'inference'}"
-            rows += guarded(backend, "network", "model", label,
-                            lambda model=model, m=m, training=training, label=label:
-                            _network_rows(backend, model, m, training, seed, label))
+            rows += guarded(
+                backend,
+                "network",
+                "model",
+                label,
+                lambda model=model, m=m, training=training, label=label: _network_rows(
+                    backend, model, m, training, seed, label
+                ),
+            )
     return rows
 
 
-def _network_rows(backend: Backend, model: str, m: int | None, training: bool, seed: int, label: str) -> list[CheckResult]:
+def _network_rows(
+    backend: Backend, model: str, m: int | None, training: bool, seed: int, label: str
+) -> list[CheckResult]:
     ref = C.network_case(model, m, training, seed)
     native = backend.build(ref["arch"])
     backend.load_params(native, ref["params"])
@@ -159,23 +237,47 @@ def _network_rows(backend: Backend, model: str, m: int | None, training: bool, s
     if not cmp.ok:
         fresh = backend.build(ref["arch"])
         backend.load_params(fresh, ref["params"])
-        out.append(_locate(backend, "network logits", label, cmp, backend.forward(fresh, ref["x"], training=True), ref))
+        out.append(
+            _locate(
+                backend,
+                "network logits",
+                label,
+                cmp,
+                backend.forward(fresh, ref["x"], training=True),
+                ref,
+            )
+        )
     else:
         out.append(_result(backend, "network logits", "logits", label, cmp))
-    out.append(_result(backend, "network loss", "loss", label,
-                       allclose(got["loss"], ref["loss"], rtol=GRAD_TOL, atol=1e-6)))
+    out.append(
+        _result(
+            backend,
+            "network loss",
+            "loss",
+            label,
+            allclose(got["loss"], ref["loss"], rtol=GRAD_TOL, atol=1e-6),
+        )
+    )
     grads = {"input": relative_norm(got["dx"], ref["dx"])}
-    grads.update({k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()})
+    grads.update(
+        {k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()}
+    )
     name, cmp = worst(grads)
     out.append(_result(backend, "network gradients", name, label, cmp))
     exported = backend.export_params(native)
     stats = {k: allclose(exported.get(k, np.nan), v) for k, v in ref["moving_stats"].items()}
     name, cmp = worst(stats)
-    out.append(_result(backend, "network moving stats", name.rsplit("/", 2)[0], label, cmp, TRAPS["moving"]))
+    out.append(
+        _result(
+            backend, "network moving stats", name.rsplit("/", 2)[0], label, cmp, TRAPS["moving"]
+        )
+    )
     return out
 
 
-def _locate(backend: Backend, check: str, label: str, cmp: Comparison, got: dict, ref: dict) -> CheckResult:
+def _locate(
+    backend: Backend, check: str, label: str, cmp: Comparison, got: dict, ref: dict
+) -> CheckResult:
     """On failure, name the first intermediate (stem, blocks, top, logits) that diverges."""
     if cmp.ok:
         return _result(backend, check, "logits", label, cmp)
@@ -184,11 +286,15 @@ def _locate(backend: Backend, check: str, label: str, cmp: Comparison, got: dict
             continue
         local = scaled_max(got[layer], expected, LOCATE_TOL)
         if not local.ok:
-            note = f"first diverging layer {layer}: max|Δ|={local.error:.3g} > {local.tolerance:.3g}"
+            note = (
+                f"first diverging layer {layer}: max|Δ|={local.error:.3g} > {local.tolerance:.3g}"
+            )
             if local.note:
                 note += f" ({local.note})"
             trap = TRAPS.get(layer, TRAPS["stem"] if layer == "stem" else "")
-            return _result(backend, check, layer, label, Comparison(cmp.error, cmp.tolerance, note), trap)
+            return _result(
+                backend, check, layer, label, Comparison(cmp.error, cmp.tolerance, note), trap
+            )
     return _result(backend, check, "logits", label, cmp)
 
 
@@ -200,8 +306,9 @@ CHECKS: dict[str, Callable[..., list[CheckResult]]] = {
 }
 
 
-def run_backend_checks(backend: Backend, seed: int = 0, full: bool = False,
-                       only: tuple[str, ...] | None = None) -> Iterator[CheckResult]:
+def run_backend_checks(
+    backend: Backend, seed: int = 0, full: bool = False, only: tuple[str, ...] | None = None
+) -> Iterator[CheckResult]:
     """Every check (or those named in ``only``) of one backend, in order."""
     for name, fn in CHECKS.items():
         if only and name not in only:
@@ -209,4 +316,6 @@ def run_backend_checks(backend: Backend, seed: int = 0, full: bool = False,
         kwargs: dict[str, Any] = {"seed": seed}
         if name != "interleave":
             kwargs["full"] = full
-        yield from guarded(backend, name, "-", "", lambda fn=fn, kwargs=kwargs: fn(backend, **kwargs))
+        yield from guarded(
+            backend, name, "-", "", lambda fn=fn, kwargs=kwargs: fn(backend, **kwargs)
+        )

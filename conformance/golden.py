@@ -61,7 +61,9 @@ def gradient_sketch(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for name, g in grads.items():
         d = _direction(np.shape(g), name)
         g64 = np.asarray(g, np.float64)
-        out[name] = np.array([float(np.sum(g64 * d)), float(np.linalg.norm(g64)), float(np.linalg.norm(d))])
+        out[name] = np.array(
+            [float(np.sum(g64 * d)), float(np.linalg.norm(g64)), float(np.linalg.norm(d))]
+        )
     return out
 
 
@@ -70,7 +72,10 @@ def generate(directory: Path = GOLDEN_DIR) -> dict[str, Any]:
     from safetensors.numpy import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict[str, np.ndarray]] = {"interleave.safetensors": {}, "kpointwise.safetensors": {}}
+    files: dict[str, dict[str, np.ndarray]] = {
+        "interleave.safetensors": {},
+        "kpointwise.safetensors": {},
+    }
     meta: dict[str, dict[str, str]] = {"interleave.safetensors": {}, "kpointwise.safetensors": {}}
     rng = np.random.default_rng(SEED)
     for c, g in C.INTERLEAVE_CASES:
@@ -84,26 +89,46 @@ def generate(directory: Path = GOLDEN_DIR) -> dict[str, Any]:
         for training in (False, True):
             case = C.kpointwise_case(row, training, SEED)
             cid = _case_id(row, training)
-            meta["kpointwise.safetensors"][cid] = json.dumps({"row": list(row), "training": training})
-            kp.update({f"{cid}/x": case["x"], f"{cid}/dy": case["dy"], f"{cid}/y": case["y"], f"{cid}/dx": case["dx"]})
+            meta["kpointwise.safetensors"][cid] = json.dumps(
+                {"row": list(row), "training": training}
+            )
+            kp.update(
+                {
+                    f"{cid}/x": case["x"],
+                    f"{cid}/dy": case["dy"],
+                    f"{cid}/y": case["y"],
+                    f"{cid}/dx": case["dx"],
+                }
+            )
             kp.update({f"{cid}/params/{k}": v for k, v in case["params"].items()})
             kp.update({f"{cid}/grads/{k}": v for k, v in case["grads"].items()})
             kp.update({f"{cid}/moving_stats/{k}": v for k, v in case["moving_stats"].items()})
     infer = C.network_case(*NETWORK, False, SEED)
     train = C.network_case(*NETWORK, True, SEED)
-    net = {"x": infer["x"].astype(np.float32), "labels": np.asarray(infer["labels"], np.int64),
-           "inference/logits": infer["logits"], "training/logits": train["logits"],
-           "training/loss": np.array([train["loss"]]), "training/dx": train["dx"]}
+    net = {
+        "x": infer["x"].astype(np.float32),
+        "labels": np.asarray(infer["labels"], np.int64),
+        "inference/logits": infer["logits"],
+        "training/logits": train["logits"],
+        "training/loss": np.array([train["loss"]]),
+        "training/dx": train["dx"],
+    }
     net.update({f"params/{k}": v.astype(np.float32) for k, v in infer["params"].items()})
     net.update({f"training/moving_stats/{k}": v for k, v in train["moving_stats"].items()})
     net.update({f"training/grad_sketch/{k}": v for k, v in gradient_sketch(train["grads"]).items()})
     files["network.safetensors"] = net
     meta["network.safetensors"] = {"model": NETWORK[0], "min_channels_per_group": str(NETWORK[1])}
-    manifest: dict[str, Any] = {"generator": f"gpconv {__version__}", "seed": SEED,
-                                "date": datetime.date.today().isoformat(), "files": {}}
+    manifest: dict[str, Any] = {
+        "generator": f"gpconv {__version__}",
+        "seed": SEED,
+        "date": datetime.date.today().isoformat(),
+        "files": {},
+    }
     for name, tensors in files.items():
         path = directory / name
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta[name])
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta[name]
+        )
         manifest["files"][name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -116,7 +141,10 @@ def load(name: str, directory: Path = GOLDEN_DIR) -> tuple[dict[str, np.ndarray]
 
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
-        raise GoldenError(f"golden manifest missing: {manifest_path} (run `python -m gpconv.conformance generate`)")
+        raise GoldenError(
+            f"golden manifest missing: {manifest_path} "
+            "(run `python -m gpconv.conformance generate`)"
+        )
     manifest = json.loads(manifest_path.read_text())
     entry = manifest.get("files", {}).get(name)
     path = directory / name
@@ -126,14 +154,16 @@ def load(name: str, directory: Path = GOLDEN_DIR) -> tuple[dict[str, np.ndarray]
         raise GoldenError(f"golden file missing: {path}")
     actual = _sha256(path)
     if actual != entry["sha256"]:
-        raise GoldenError(f"golden file {path} was modified: sha256 {actual} != manifest {entry['sha256']}")
+        raise GoldenError(
+            f"golden file {path} was modified: sha256 {actual} != manifest {entry['sha256']}"
+        )
     with safe_open(str(path), framework="numpy") as f:
         metadata = f.metadata() or {}
     return load_file(str(path)), metadata
 
 
 def _sub(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _tolerances(backend: Backend) -> tuple[float, float, float]:
@@ -146,22 +176,54 @@ def _tolerances(backend: Backend) -> tuple[float, float, float]:
 def check_golden(backend: Backend, directory: Path = GOLDEN_DIR) -> list[CheckResult]:
     """The backend against every golden file; a bad file is an ``error`` row naming it."""
     rows: list[CheckResult] = []
-    for name, fn in (("interleave.safetensors", _golden_interleave), ("kpointwise.safetensors", _golden_kpointwise),
-                     ("network.safetensors", _golden_network)):
+    for name, fn in (
+        ("interleave.safetensors", _golden_interleave),
+        ("kpointwise.safetensors", _golden_kpointwise),
+        ("network.safetensors", _golden_network),
+    ):
         try:
             tensors, metadata = load(name, directory)
             rows += fn(backend, tensors, metadata)
         except GoldenError as err:
-            rows.append(CheckResult(backend.name, "golden", name, str(directory), float("inf"), 0.0, "error", str(err)))
+            rows.append(
+                CheckResult(
+                    backend.name,
+                    "golden",
+                    name,
+                    str(directory),
+                    float("inf"),
+                    0.0,
+                    "error",
+                    str(err),
+                )
+            )
         except Exception as err:  # a crashing backend is a failed row, not an aborted report
-            rows.append(CheckResult(backend.name, "golden", name, "", float("inf"), 0.0, "error",
-                                    f"{type(err).__name__}: {err}"))
+            rows.append(
+                CheckResult(
+                    backend.name,
+                    "golden",
+                    name,
+                    "",
+                    float("inf"),
+                    0.0,
+                    "error",
+                    f"{type(err).__name__}: {err}",
+                )
+            )
     return rows
 
 
 def _row(backend: Backend, layer: str, config: str, cmp: Comparison) -> CheckResult:
-    return CheckResult(backend.name, "golden", layer, config, cmp.error, cmp.tolerance,
-                       "pass" if cmp.ok else "fail", cmp.note)
+    return CheckResult(
+        backend.name,
+        "golden",
+        layer,
+        config,
+        cmp.error,
+        cmp.tolerance,
+        "pass" if cmp.ok else "fail",
+        cmp.note,
+    )
 
 
 def _golden_interleave(backend: Backend, t: dict, _: dict) -> list[CheckResult]:
@@ -180,7 +242,9 @@ def _golden_kpointwise(backend: Backend, t: dict, metadata: dict) -> list[CheckR
         spec_row, training = json.loads(info)["row"], json.loads(info)["training"]
         cin, cout, groups, bn, act, bias = spec_row
         spec = KPointwiseSpec(cin, cout, groups, bn=bn, activation=act, bias=bias)
-        got = backend.kpointwise(spec, _sub(t, f"{cid}/params/"), t[f"{cid}/x"], t[f"{cid}/dy"], training=training)
+        got = backend.kpointwise(
+            spec, _sub(t, f"{cid}/params/"), t[f"{cid}/x"], t[f"{cid}/dy"], training=training
+        )
         errors[f"{cid} y"] = allclose(got["y"], t[f"{cid}/y"], rtol, atol)
         errors[f"{cid} dx"] = allclose(got["dx"], t[f"{cid}/dx"], rtol, atol)
         for k, v in _sub(t, f"{cid}/grads/").items():
@@ -188,14 +252,24 @@ def _golden_kpointwise(backend: Backend, t: dict, metadata: dict) -> list[CheckR
         for k, v in _sub(t, f"{cid}/moving_stats/").items():
             errors[f"{cid} {k}"] = allclose(got["moving_stats"].get(k, np.nan), v, rtol, atol)
     name, cmp = worst(errors)
-    return [_row(backend, "kpointwise", f"kpointwise.safetensors: {len(metadata)} cases, worst={name}", cmp)]
+    return [
+        _row(
+            backend,
+            "kpointwise",
+            f"kpointwise.safetensors: {len(metadata)} cases, worst={name}",
+            cmp,
+        )
+    ]
 
 
 def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResult]:
     from ..core.arch import by_name, without_dropout
 
     rtol, atol, gtol = _tolerances(backend)
-    model, m = metadata.get("model", NETWORK[0]), int(metadata.get("min_channels_per_group", NETWORK[1]))
+    model, m = (
+        metadata.get("model", NETWORK[0]),
+        int(metadata.get("min_channels_per_group", NETWORK[1])),
+    )
     arch = by_name(model, C.CLASSES, m, C.SKIP_STRIDE)
     params = {k: v.astype(np.float64) for k, v in _sub(t, "params/").items()}
     x = t["x"].astype(np.float64)
@@ -203,25 +277,45 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
     native = backend.build(arch)
     backend.load_params(native, params)
     logit_tol = 1e-9 if gtol < 1e-6 else 1e-3
-    rows = [_row(backend, "logits (inference)", label,
-                 scaled_max(backend.forward(native, x)["logits"], t["inference/logits"], logit_tol))]
+    rows = [
+        _row(
+            backend,
+            "logits (inference)",
+            label,
+            scaled_max(backend.forward(native, x)["logits"], t["inference/logits"], logit_tol),
+        )
+    ]
     native = backend.build(without_dropout(arch))
     backend.load_params(native, params)
     got = backend.loss_and_grads(native, x, t["labels"], training=True)
-    rows.append(_row(backend, "logits (training)", label, scaled_max(got["logits"], t["training/logits"], logit_tol)))
-    rows.append(_row(backend, "loss", label, allclose(got["loss"], t["training/loss"][0], rtol * 10, atol)))
+    rows.append(
+        _row(
+            backend,
+            "logits (training)",
+            label,
+            scaled_max(got["logits"], t["training/logits"], logit_tol),
+        )
+    )
+    rows.append(
+        _row(backend, "loss", label, allclose(got["loss"], t["training/loss"][0], rtol * 10, atol))
+    )
     rows.append(_row(backend, "dx", label, scaled_max(got["dx"], t["training/dx"], logit_tol)))
     sketch = gradient_sketch(got["grads"])
     errors = {}
     for k, ref in _sub(t, "training/grad_sketch/").items():
         proj, norm, dnorm = ref
         mine = sketch.get(k, np.array([np.nan, np.nan, np.nan]))
-        err = max(abs(mine[0] - proj) / max(norm * dnorm, 1e-30), abs(mine[1] - norm) / max(norm, 1e-30))
+        err = max(
+            abs(mine[0] - proj) / max(norm * dnorm, 1e-30), abs(mine[1] - norm) / max(norm, 1e-30)
+        )
         errors[k] = Comparison(float(err) if np.isfinite(err) else float("inf"), gtol)
     name, cmp = worst(errors)
     rows.append(_row(backend, f"gradients ({name})", label, cmp))
     exported = backend.export_params(native)
-    stats = {k: allclose(exported.get(k, np.nan), v, rtol, atol) for k, v in _sub(t, "training/moving_stats/").items()}
+    stats = {
+        k: allclose(exported.get(k, np.nan), v, rtol, atol)
+        for k, v in _sub(t, "training/moving_stats/").items()
+    }
     name, cmp = worst(stats)
     rows.append(_row(backend, f"moving stats ({name})", label, cmp))
     return rows

@@ -24,8 +24,13 @@ class MutantBackend(NumpyBackend):
     """The reference with ``patches`` applied around every computation, and optionally a changed
     architecture or arithmetic dtype."""
 
-    def __init__(self, name: str, patches: Callable[[], list[Patch]] = list,
-                 arch_edit: Callable[[Architecture], Architecture] | None = None, dtype: Any = np.float64):
+    def __init__(
+        self,
+        name: str,
+        patches: Callable[[], list[Patch]] = list,
+        arch_edit: Callable[[Architecture], Architecture] | None = None,
+        dtype: Any = np.float64,
+    ):
         self.name = name
         self._patches = patches
         self._arch_edit = arch_edit
@@ -118,7 +123,9 @@ def _residual_on_interleaved() -> list[Patch]:
 def _second_branch(spec, params, x, training):
     """``y2`` of a kPointwise: recomputed so the mutant can swap which tensor the residual adds."""
     y1, _ = pointwise._conv_bn_act(spec, params, x, "conv", "bn", training)
-    y2, _ = pointwise._conv_bn_act(spec, params, pointwise.interleave(y1, spec.groups), "conv2", "bn2", training)
+    y2, _ = pointwise._conv_bn_act(
+        spec, params, pointwise.interleave(y1, spec.groups), "conv2", "bn2", training
+    )
     return y2
 
 
@@ -135,5 +142,12 @@ RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _resid
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
 
-ALL = (INTERLEAVE_TRANSPOSED, BN_EPS_1E5, UNBIASED_RUNNING_VARIANCE, SYMMETRIC_PADDING,
-       RESIDUAL_ON_INTERLEAVED, TOP_ACTIVATION, FLOAT16)
+ALL = (
+    INTERLEAVE_TRANSPOSED,
+    BN_EPS_1E5,
+    UNBIASED_RUNNING_VARIANCE,
+    SYMMETRIC_PADDING,
+    RESIDUAL_ON_INTERLEAVED,
+    TOP_ACTIVATION,
+    FLOAT16,
+)

@@ -10,13 +10,21 @@ from .runner import Report
 
 
 def _fmt(x: float) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else ("inf" if math.isinf(x) else f"{x:.2e}")
+    return (
+        "-"
+        if x is None or (isinstance(x, float) and math.isnan(x))
+        else ("inf" if math.isinf(x) else f"{x:.2e}")
+    )
 
 
 def _ratio(r: CheckResult) -> float:
     if r.status in ("error", "fail") and not r.tolerance:
         return math.inf
-    return r.error / r.tolerance if r.tolerance and math.isfinite(r.error) else (0.0 if r.passed else math.inf)
+    return (
+        r.error / r.tolerance
+        if r.tolerance and math.isfinite(r.error)
+        else (0.0 if r.passed else math.inf)
+    )
 
 
 def format_report(report: Report, command: str = "gpconv check") -> str:
@@ -32,9 +40,22 @@ def format_report(report: Report, command: str = "gpconv check") -> str:
             body.append((backend, "-", "-", "-", "-", "-", worst.detail))
             continue
         passed = sum(r.passed for r in rows)
-        result = "PASS" if passed == len(rows) else ("ERROR" if any(r.status == "error" for r in rows) else "FAIL")
-        body.append((backend, check, f"{passed}/{len(rows)}", worst.layer[:34], _fmt(worst.error),
-                     _fmt(worst.tolerance), result))
+        result = (
+            "PASS"
+            if passed == len(rows)
+            else ("ERROR" if any(r.status == "error" for r in rows) else "FAIL")
+        )
+        body.append(
+            (
+                backend,
+                check,
+                f"{passed}/{len(rows)}",
+                worst.layer[:34],
+                _fmt(worst.error),
+                _fmt(worst.tolerance),
+                result,
+            )
+        )
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     out = [line(header), line(tuple("-" * w for w in widths)), *map(line, body)]
@@ -42,10 +63,17 @@ def format_report(report: Report, command: str = "gpconv check") -> str:
     if failures:
         out += ["", f"{len(failures)} failing check(s):"]
         for r in failures:
-            out.append(f"  {r.status.upper()} [{r.backend}] {r.check} — layer {r.layer} — {r.config}")
-            out.append(f"      error {_fmt(r.error)} vs tolerance {_fmt(r.tolerance)}{'; ' + r.detail if r.detail else ''}")
+            out.append(
+                f"  {r.status.upper()} [{r.backend}] {r.check} — layer {r.layer} — {r.config}"
+            )
+            out.append(
+                f"      error {_fmt(r.error)} vs tolerance {_fmt(r.tolerance)}"
+                + (f"; {r.detail}" if r.detail else "")
+            )
         requested = {b: info.get("requested", b) for b, info in report.backends.items()}
-        backends = " ".join(f"--backend {requested.get(b, b)}" for b in dict.fromkeys(r.backend for r in failures))
+        backends = " ".join(
+            f"--backend {requested.get(b, b)}" for b in dict.fromkeys(r.backend for r in failures)
+        )
         out.append(f"  reproduce: {command} {backends} --{report.mode} --seed {report.seed}")
     verdict = "all checks passed" if report.passed else "FAILED"
     out += ["", f"{verdict} ({report.mode}, seed {report.seed}, {report.seconds:.1f} s)"]

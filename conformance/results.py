@@ -54,11 +54,15 @@ class Comparison:
 
 def _shape_mismatch(actual: np.ndarray, expected: np.ndarray) -> Comparison | None:
     if np.shape(actual) != np.shape(expected):
-        return Comparison(float("inf"), 0.0, f"shape {np.shape(actual)} vs reference {np.shape(expected)}")
+        return Comparison(
+            float("inf"), 0.0, f"shape {np.shape(actual)} vs reference {np.shape(expected)}"
+        )
     return None
 
 
-def allclose(actual: Any, expected: Any, rtol: float = LAYER_RTOL, atol: float = LAYER_ATOL) -> Comparison:
+def allclose(
+    actual: Any, expected: Any, rtol: float = LAYER_RTOL, atol: float = LAYER_ATOL
+) -> Comparison:
     """Element-wise ``|a - e| <= atol + rtol*|e|``; reports the worst element's ``|a - e|`` and its
     allowance. NaN anywhere counts as infinitely wrong."""
     a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
@@ -82,7 +86,9 @@ def scaled_max(actual: Any, expected: Any, tol: float = LOGIT_TOL) -> Comparison
     if (bad := _shape_mismatch(a, e)) is not None:
         return bad
     err = float(np.max(np.abs(a - e))) if a.size else 0.0
-    return Comparison(err if np.isfinite(err) else float("inf"), tol * max(1.0, float(np.max(np.abs(e)))))
+    return Comparison(
+        err if np.isfinite(err) else float("inf"), tol * max(1.0, float(np.max(np.abs(e))))
+    )
 
 
 def relative_norm(actual: Any, expected: Any, tol: float = GRAD_TOL) -> Comparison:
@@ -97,8 +103,13 @@ def relative_norm(actual: Any, expected: Any, tol: float = GRAD_TOL) -> Comparis
 
 def worst(named: dict[str, Comparison]) -> tuple[str, Comparison]:
     """The entry with the largest error/tolerance ratio."""
+
     def ratio(c: Comparison) -> float:
-        return np.inf if c.tolerance == 0 and c.error > 0 else (c.error / c.tolerance if c.tolerance else 0.0)
+        return (
+            np.inf
+            if c.tolerance == 0 and c.error > 0
+            else (c.error / c.tolerance if c.tolerance else 0.0)
+        )
 
     name = max(named, key=lambda k: ratio(named[k]))
     return name, named[name]

@@ -31,9 +31,16 @@ class Report:
         return all(r.passed or r.status == "not installed" for r in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "gpconv-check/1", "version": __version__, "mode": self.mode, "seed": self.seed,
-                "seconds": round(self.seconds, 2), "passed": self.passed, "backends": self.backends,
-                "results": [r.to_dict() for r in self.rows]}
+        return {
+            "schema": "gpconv-check/1",
+            "version": __version__,
+            "mode": self.mode,
+            "seed": self.seed,
+            "seconds": round(self.seconds, 2),
+            "passed": self.passed,
+            "backends": self.backends,
+            "results": [r.to_dict() for r in self.rows],
+        }
 
 
 def resolve(name: str) -> Backend:
@@ -42,7 +49,10 @@ def resolve(name: str) -> Backend:
         module, attr = name.split(":", 1)
         backend = getattr(importlib.import_module(module), attr)
         if not isinstance(backend, Backend):
-            raise ValueError(f"Expected {name} to be a gpconv.backends.base.Backend, received {type(backend).__name__}")
+            raise ValueError(
+                f"Expected {name} to be a gpconv.backends.base.Backend, "
+                f"received {type(backend).__name__}"
+            )
         return backend
     return get(name)
 
@@ -61,9 +71,23 @@ def run(backend_names: list[str] | None = None, full: bool = False, seed: int = 
         backend = resolve(name)
         label = backend.name or name
         if not backend.is_available():
-            report.backends[label] = {"status": "not installed", "hint": backend.install_hint, "requested": name}
-            report.rows.append(CheckResult(label, "installed", "-", backend.install_hint, float("nan"),
-                                           float("nan"), "not installed", f"not installed — {backend.install_hint}"))
+            report.backends[label] = {
+                "status": "not installed",
+                "hint": backend.install_hint,
+                "requested": name,
+            }
+            report.rows.append(
+                CheckResult(
+                    label,
+                    "installed",
+                    "-",
+                    backend.install_hint,
+                    float("nan"),
+                    float("nan"),
+                    "not installed",
+                    f"not installed — {backend.install_hint}",
+                )
+            )
             continue
         t0 = time.perf_counter()
         if label == "numpy":
@@ -71,7 +95,10 @@ def run(backend_names: list[str] | None = None, full: bool = False, seed: int = 
         else:
             report.rows += list(run_backend_checks(backend, seed, full))
         report.rows += check_golden(backend)
-        report.backends[label] = {"status": "checked", "requested": name,
-                                  "seconds": round(time.perf_counter() - t0, 2)}
+        report.backends[label] = {
+            "status": "checked",
+            "requested": name,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
     report.seconds = time.perf_counter() - start
     return report

@@ -26,8 +26,13 @@ def kpointwise_specs(draw: Any, max_channels: int = 48) -> KPointwiseSpec:
     cout = unit * draw(st.integers(1, max(1, max_channels // unit)))
     m = draw(st.integers(1, max(1, cin)))
     return KPointwiseSpec.from_min_channels(
-        cin, cout, m, bn=draw(st.booleans()), activation=draw(st.sampled_from(ACTIVATIONS)),
-        bias=draw(st.booleans()))
+        cin,
+        cout,
+        m,
+        bn=draw(st.booleans()),
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+        bias=draw(st.booleans()),
+    )
 
 
 @st.composite
@@ -45,4 +50,5 @@ def kpointwise_refs(draw: Any, max_channels: int = 48) -> dict[str, Any]:
 def interleave_cases() -> st.SearchStrategy[tuple[int, int]]:
     """``(channels, groups)`` with groups dividing channels."""
     return st.integers(1, 12).flatmap(
-        lambda g: st.tuples(st.integers(1, 8).map(lambda s: s * g), st.just(g)))
+        lambda g: st.tuples(st.integers(1, 8).map(lambda s: s * g), st.just(g))
+    )

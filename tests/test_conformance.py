@@ -7,8 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import given
-
 from gpconv.backends import get
 from gpconv.conformance import golden, mutants, strategies
 from gpconv.conformance.checks import (
@@ -18,6 +16,7 @@ from gpconv.conformance.checks import (
     compare_kpointwise,
 )
 from gpconv.conformance.runner import run
+from hypothesis import given
 
 
 def failing(rows):
@@ -25,8 +24,11 @@ def failing(rows):
 
 
 def describe(rows) -> str:
-    return "\n".join(f"{r.backend} {r.check} [{r.layer}] {r.config}: {r.error:.3g} vs {r.tolerance:.3g} "
-                     f"{r.status} {r.detail}" for r in rows)
+    return "\n".join(
+        f"{r.backend} {r.check} [{r.layer}] {r.config}: {r.error:.3g} vs {r.tolerance:.3g} "
+        f"{r.status} {r.detail}"
+        for r in rows
+    )
 
 
 def test_reference_passes_its_own_checks():
@@ -70,7 +72,9 @@ def test_unbiased_running_variance_fails_only_the_moving_statistics():
 
 
 def test_symmetric_padding_is_traced_to_the_stem():
-    logits = [r for r in failing(check_network(mutants.SYMMETRIC_PADDING)) if r.check == "network logits"]
+    logits = [
+        r for r in failing(check_network(mutants.SYMMETRIC_PADDING)) if r.check == "network logits"
+    ]
     assert logits and all(r.layer == "stem" for r in logits), describe(logits)
     assert "(2, 32, 32, 32) vs reference (2, 31, 31, 32)" in logits[0].detail
 
@@ -78,7 +82,9 @@ def test_symmetric_padding_is_traced_to_the_stem():
 def test_top_activation_is_traced_to_the_top_of_kefficientnet_only():
     rows = check_network(mutants.TOP_ACTIVATION)
     bad = [r for r in failing(rows) if r.check == "network logits"]
-    assert bad and all(r.layer == "top" and r.config.startswith("kefficientnet") for r in bad), describe(bad)
+    assert bad and all(r.layer == "top" and r.config.startswith("kefficientnet") for r in bad), (
+        describe(bad)
+    )
     assert not failing([r for r in rows if r.config.startswith("efficientnet")])
 
 
@@ -99,7 +105,9 @@ def test_golden_files_verify_and_match_the_live_reference(tmp_path):
         fresh, _ = golden.load(name, tmp_path)
         assert committed.keys() == fresh.keys(), name
         for k in committed:
-            np.testing.assert_allclose(fresh[k], committed[k], rtol=1e-12, atol=1e-14, err_msg=f"{name}:{k}")
+            np.testing.assert_allclose(
+                fresh[k], committed[k], rtol=1e-12, atol=1e-14, err_msg=f"{name}:{k}"
+            )
 
 
 def test_tampered_golden_file_is_detected(tmp_path):
@@ -118,7 +126,11 @@ def test_missing_golden_file_is_named(tmp_path):
     shutil.copytree(golden.GOLDEN_DIR, tmp_path / "g")
     (tmp_path / "g" / "network.safetensors").unlink()
     bad = failing(golden.check_golden(get("numpy"), tmp_path / "g"))
-    assert len(bad) == 1 and "golden file missing" in bad[0].detail and "network.safetensors" in bad[0].detail
+    assert (
+        len(bad) == 1
+        and "golden file missing" in bad[0].detail
+        and "network.safetensors" in bad[0].detail
+    )
     with pytest.raises(golden.GoldenError, match="manifest missing"):
         golden.load("network.safetensors", tmp_path)
 

@@ -51,29 +51,55 @@ class CupyBackend(NumpyBackend):
         cp = _cupy()
         return {k: cp.asarray(v, dtype=self.dtype) for k, v in params.items()}
 
-    def forward(self, model: ReferenceModel, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
+    def forward(
+        self, model: ReferenceModel, x: np.ndarray, training: bool = False
+    ) -> dict[str, np.ndarray]:
         cp = _cupy()
         params = self._device(model.params)
-        _, cache = network.forward(model.arch, params, cp.asarray(x, dtype=self.dtype), training=training)
+        _, cache = network.forward(
+            model.arch, params, cp.asarray(x, dtype=self.dtype), training=training
+        )
         model.params.update(_to_host(cache["moving_stats"]))
         return _to_host(dict(cache["intermediates"]))
 
-    def loss_and_grads(self, model: ReferenceModel, x: np.ndarray, labels: np.ndarray,
-                       training: bool = True) -> dict[str, Any]:
+    def loss_and_grads(
+        self, model: ReferenceModel, x: np.ndarray, labels: np.ndarray, training: bool = True
+    ) -> dict[str, Any]:
         cp = _cupy()
-        out = network.loss_and_grads(model.arch, self._device(model.params), cp.asarray(x, dtype=self.dtype),
-                                     cp.asarray(labels), training=training)
+        out = network.loss_and_grads(
+            model.arch,
+            self._device(model.params),
+            cp.asarray(x, dtype=self.dtype),
+            cp.asarray(labels),
+            training=training,
+        )
         model.params.update(_to_host(out["moving_stats"]))
-        return {"loss": float(out["loss"]), "logits": _to_host(out["logits"]), "dx": _to_host(out["dx"]),
-                "grads": _to_host(out["grads"])}
+        return {
+            "loss": float(out["loss"]),
+            "logits": _to_host(out["logits"]),
+            "dx": _to_host(out["dx"]),
+            "grads": _to_host(out["grads"]),
+        }
 
-    def kpointwise(self, spec: KPointwiseSpec, params: Mapping[str, np.ndarray], x: np.ndarray,
-                   dy: np.ndarray, training: bool = False) -> dict[str, Any]:
+    def kpointwise(
+        self,
+        spec: KPointwiseSpec,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        dy: np.ndarray,
+        training: bool = False,
+    ) -> dict[str, Any]:
         cp = _cupy()
-        y, cache = KPointwise.forward(spec, self._device(params), cp.asarray(x, dtype=self.dtype), training)
+        y, cache = KPointwise.forward(
+            spec, self._device(params), cp.asarray(x, dtype=self.dtype), training
+        )
         dx, grads = KPointwise.backward(cache, cp.asarray(dy, dtype=self.dtype))
-        return {"y": _to_host(y), "dx": _to_host(dx), "grads": _to_host(grads),
-                "moving_stats": _to_host(cache["moving_stats"])}
+        return {
+            "y": _to_host(y),
+            "dx": _to_host(dx),
+            "grads": _to_host(grads),
+            "moving_stats": _to_host(cache["moving_stats"]),
+        }
 
     def interleave(self, x: np.ndarray, groups: int) -> np.ndarray:
         return _to_host(interleave(_cupy().asarray(x), groups))
