@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from gpconv import __version__
 from gpconv.cli.main import main
 

@@ -7,6 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given
+
 from gpconv.backends import get
 from gpconv.conformance import golden, mutants, strategies
 from gpconv.conformance.checks import (
@@ -16,7 +18,6 @@ from gpconv.conformance.checks import (
     compare_kpointwise,
 )
 from gpconv.conformance.runner import run
-from hypothesis import given
 
 
 def failing(rows):
