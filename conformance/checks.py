@@ -21,6 +21,7 @@ from .results import (
     CheckResult,
     Comparison,
     allclose,
+    gradient_errors,
     relative_norm,
     scaled_max,
     worst,
@@ -135,10 +136,10 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
             TRAPS["kpointwise"],
         )
     ]
-    grads = {"dx": relative_norm(got["dx"], ref["dx"])}
-    grads.update(
-        {k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()}
-    )
+    grads = {
+        "dx": relative_norm(got["dx"], ref["dx"]),
+        **gradient_errors(got["grads"], ref["grads"]),
+    }
     name, cmp = worst(grads)
     out.append(_result(backend, "kpointwise backward", layer, f"{label} worst={name}", cmp))
     if ref["moving_stats"]:
@@ -258,10 +259,10 @@ def _network_rows(
             allclose(got["loss"], ref["loss"], rtol=GRAD_TOL, atol=1e-6),
         )
     )
-    grads = {"input": relative_norm(got["dx"], ref["dx"])}
-    grads.update(
-        {k: relative_norm(got["grads"].get(k, np.nan), v) for k, v in ref["grads"].items()}
-    )
+    grads = {
+        "input": relative_norm(got["dx"], ref["dx"]),
+        **gradient_errors(got["grads"], ref["grads"]),
+    }
     name, cmp = worst(grads)
     out.append(_result(backend, "network gradients", name, label, cmp))
     exported = backend.export_params(native)

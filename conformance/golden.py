@@ -29,7 +29,16 @@ from .. import __version__
 from ..backends.base import Backend
 from ..core.pointwise import KPointwiseSpec
 from . import cases as C
-from .results import GRAD_TOL, CheckResult, Comparison, allclose, relative_norm, scaled_max, worst
+from .results import (
+    GRAD_FLOOR,
+    GRAD_TOL,
+    CheckResult,
+    Comparison,
+    allclose,
+    gradient_errors,
+    scaled_max,
+    worst,
+)
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 MANIFEST = "manifest.json"
@@ -247,8 +256,8 @@ def _golden_kpointwise(backend: Backend, t: dict, metadata: dict) -> list[CheckR
         )
         errors[f"{cid} y"] = allclose(got["y"], t[f"{cid}/y"], rtol, atol)
         errors[f"{cid} dx"] = allclose(got["dx"], t[f"{cid}/dx"], rtol, atol)
-        for k, v in _sub(t, f"{cid}/grads/").items():
-            errors[f"{cid} {k}"] = relative_norm(got["grads"].get(k, np.nan), v, gtol)
+        graded = gradient_errors(got["grads"], _sub(t, f"{cid}/grads/"), gtol)
+        errors.update({f"{cid} {k}": v for k, v in graded.items()})
         for k, v in _sub(t, f"{cid}/moving_stats/").items():
             errors[f"{cid} {k}"] = allclose(got["moving_stats"].get(k, np.nan), v, rtol, atol)
     name, cmp = worst(errors)
@@ -302,12 +311,14 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
     rows.append(_row(backend, "dx", label, scaled_max(got["dx"], t["training/dx"], logit_tol)))
     sketch = gradient_sketch(got["grads"])
     errors = {}
-    for k, ref in _sub(t, "training/grad_sketch/").items():
+    refs = _sub(t, "training/grad_sketch/")
+    # The same floor as results.gradient_errors: exact zeros are judged on the network's scale.
+    floor = GRAD_FLOOR * max(float(r[1]) for r in refs.values())
+    for k, ref in refs.items():
         proj, norm, dnorm = ref
         mine = sketch.get(k, np.array([np.nan, np.nan, np.nan]))
-        err = max(
-            abs(mine[0] - proj) / max(norm * dnorm, 1e-30), abs(mine[1] - norm) / max(norm, 1e-30)
-        )
+        scale = max(norm, floor)
+        err = max(abs(mine[0] - proj) / (scale * dnorm), abs(mine[1] - norm) / scale)
         errors[k] = Comparison(float(err) if np.isfinite(err) else float("inf"), gtol)
     name, cmp = worst(errors)
     rows.append(_row(backend, f"gradients ({name})", label, cmp))

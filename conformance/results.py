@@ -91,14 +91,36 @@ def scaled_max(actual: Any, expected: Any, tol: float = LOGIT_TOL) -> Comparison
     )
 
 
-def relative_norm(actual: Any, expected: Any, tol: float = GRAD_TOL) -> Comparison:
-    """``||a - e|| / ||e|| <= tol`` (the gradient criterion; absolute when ``||e|| == 0``)."""
+GRAD_FLOOR = 1e-3  # relative-norm denominators are at least this share of the largest gradient
+
+
+def relative_norm(
+    actual: Any, expected: Any, tol: float = GRAD_TOL, floor: float = 0.0
+) -> Comparison:
+    """``||a - e|| / max(||e||, floor) <= tol`` (the gradient criterion)."""
     a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     if (bad := _shape_mismatch(a, e)) is not None:
         return bad
-    ref = float(np.linalg.norm(e))
+    ref = max(float(np.linalg.norm(e)), floor)
     err = float(np.linalg.norm(a - e)) / (ref if ref > 0 else 1.0)
     return Comparison(err if np.isfinite(err) else float("inf"), tol)
+
+
+def gradient_errors(
+    actual: dict[str, Any], expected: dict[str, Any], tol: float = GRAD_TOL
+) -> dict[str, Comparison]:
+    """``relative_norm`` of every expected gradient, floored at ``GRAD_FLOOR`` times the largest
+    expected gradient norm.
+
+    The floor matters for gradients that are zero in exact arithmetic — a bias or BN beta
+    followed by a training-mode BN, whose mean subtraction cancels any constant shift. The
+    reference then holds float64 round-off (~1e-17) and a float32 backend its own (~1e-9);
+    their ratio says nothing. Measured on the network's gradient scale, both are zero.
+    A missing gradient counts as NaN, i.e. infinitely wrong.
+    """
+    norms = [float(np.linalg.norm(np.asarray(v, np.float64))) for v in expected.values()]
+    floor = GRAD_FLOOR * max(norms, default=0.0)
+    return {k: relative_norm(actual.get(k, np.nan), v, tol, floor) for k, v in expected.items()}
 
 
 def worst(named: dict[str, Comparison]) -> tuple[str, Comparison]:
