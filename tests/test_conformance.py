@@ -99,7 +99,8 @@ def test_golden_files_verify_and_match_the_live_reference(tmp_path):
     assert len(rows) == 8 and not failing(rows), describe(failing(rows))
     manifest = json.loads((golden.GOLDEN_DIR / golden.MANIFEST).read_text())
     assert sum(f["bytes"] for f in manifest["files"].values()) < 5_000_000
-    # Regenerating gives the same numbers (to float64 round-off): the files are the reference.
+    # Regenerating gives the same numbers to the float64 golden tolerance (1e-9): the files are
+    # the reference, up to summation-order round-off.
     golden.generate(tmp_path)
     for name in manifest["files"]:
         committed, _ = golden.load(name)
@@ -107,7 +108,7 @@ def test_golden_files_verify_and_match_the_live_reference(tmp_path):
         assert committed.keys() == fresh.keys(), name
         for k in committed:
             np.testing.assert_allclose(
-                fresh[k], committed[k], rtol=1e-12, atol=1e-14, err_msg=f"{name}:{k}"
+                fresh[k], committed[k], rtol=1e-9, atol=1e-12, err_msg=f"{name}:{k}"
             )
 
 
