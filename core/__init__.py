@@ -1,4 +1,6 @@
-"""gpconv.core: the spec. Pure array-API code (NumPy, CuPy, array-api-strict); no framework imports."""
+"""gpconv.core: the spec. Array-API code (NumPy, CuPy, array-api-strict); no framework imports.
+
+NumPy draws random initial values and dropout masks, which are then moved to the inputs' library."""
 
 from .ops import (
     Add,
@@ -24,7 +26,22 @@ from .pointwise import (
 )
 
 __all__ = [
-    "Add", "BatchNorm", "ChannelScale", "Conv2D", "Dense", "DepthwiseConv2D", "Dropout",
-    "GlobalAveragePool", "GroupedPointwise", "Interleave", "KPointwise", "KPointwiseSpec",
-    "Sigmoid", "SoftmaxCrossEntropy", "Swish", "deinterleave", "group_count", "interleave",
+    "Add",
+    "BatchNorm",
+    "ChannelScale",
+    "Conv2D",
+    "Dense",
+    "DepthwiseConv2D",
+    "Dropout",
+    "GlobalAveragePool",
+    "GroupedPointwise",
+    "Interleave",
+    "KPointwise",
+    "KPointwiseSpec",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "Swish",
+    "deinterleave",
+    "group_count",
+    "interleave",
 ]

@@ -26,13 +26,17 @@ def namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
         return array_namespace(*(a for _, a in present))
     except TypeError as err:
         kinds = ", ".join(f"{n}: {type(a).__module__}.{type(a).__name__}" for n, a in present)
-        raise TypeError(f"Arrays from different libraries cannot be mixed; received {kinds}") from err
+        raise TypeError(
+            f"Arrays from different libraries cannot be mixed; received {kinds}"
+        ) from err
 
 
 def require_float(xp: Any, name: str, a: Any) -> None:
     """Raise ``TypeError`` unless ``a`` has a real floating dtype."""
     if not xp.isdtype(a.dtype, "real floating"):
-        raise TypeError(f"Expected {name} to have a real floating dtype, received {name}.dtype={a.dtype}")
+        raise TypeError(
+            f"Expected {name} to have a real floating dtype, received {name}.dtype={a.dtype}"
+        )
 
 
 def require_ndim(name: str, a: Any, ndim: int, layout: str) -> None:
@@ -48,7 +52,8 @@ def require_dim(name: str, a: Any, axis: int, size: int, why: str = "") -> None:
     if a.shape[axis] != size:
         reason = f" ({why})" if why else ""
         raise ValueError(
-            f"Expected {name}.shape[{axis}] == {size}{reason}, received {name}.shape={tuple(a.shape)}"
+            f"Expected {name}.shape[{axis}] == {size}{reason}, "
+            f"received {name}.shape={tuple(a.shape)}"
         )
 
 
@@ -56,7 +61,8 @@ def require_same_shape(name: str, a: Any, expected: tuple[int, ...], why: str) -
     """Raise ``ValueError`` unless ``a.shape == expected``."""
     if tuple(a.shape) != tuple(expected):
         raise ValueError(
-            f"Expected {name}.shape={tuple(expected)} ({why}), received {name}.shape={tuple(a.shape)}"
+            f"Expected {name}.shape={tuple(expected)} ({why}), "
+            f"received {name}.shape={tuple(a.shape)}"
         )
 
 

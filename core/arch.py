@@ -3,7 +3,8 @@ the reference network, every backend, the parameter counts and ``gpconv summary`
 
 An ``Architecture`` is ``stem -> blocks -> head``:
 
-* ``StemSpec``: 3×3 conv (stride 2, or 1 with ``skip_stride_cnt >= 0``; Keras ``correct_pad``) -> BN -> swish.
+* ``StemSpec``: 3×3 conv (stride 2, or 1 with ``skip_stride_cnt >= 0``; Keras ``correct_pad``)
+  -> BN -> swish.
 * ``MBConvSpec``: [expand kPointwise] -> depthwise k×k -> BN -> swish -> SE (avgpool -> reduce
   kPointwise -> expand kPointwise -> scale) -> project kPointwise -> [drop-connect + identity].
 * ``HeadSpec``: top kPointwise -> global average pool -> dropout -> dense (logits).
@@ -67,7 +68,9 @@ def round_repeats(repeats: int, depth: float) -> int:
 
 @dataclass(frozen=True)
 class StemSpec:
-    """3×3 conv (no bias) -> BN -> swish. Params ``stem_conv/kernel (3, 3, cin, cout)``, ``stem_bn/*``."""
+    """3×3 conv (no bias) -> BN -> swish.
+
+    Params ``stem_conv/kernel (3, 3, cin, cout)`` and ``stem_bn/*``."""
 
     cin: int
     cout: int
@@ -77,8 +80,10 @@ class StemSpec:
     name: str = "stem"
 
     def param_shapes(self) -> dict[str, tuple[tuple[int, ...], bool]]:
-        return {"stem_conv/kernel": ((self.kernel, self.kernel, self.cin, self.cout), True),
-                **_bn_shapes("stem_bn", self.cout)}
+        return {
+            "stem_conv/kernel": ((self.kernel, self.kernel, self.cin, self.cout), True),
+            **_bn_shapes("stem_bn", self.cout),
+        }
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,12 @@ class MBConvSpec:
 
     def pointwise(self) -> dict[str, KPointwiseSpec]:
         """The block's pointwise layers by full layer name, in execution order."""
-        parts = {"expand": self.expand, "se_reduce": self.se_reduce, "se_expand": self.se_expand,
-                 "project": self.project}
+        parts = {
+            "expand": self.expand,
+            "se_reduce": self.se_reduce,
+            "se_expand": self.se_expand,
+            "project": self.project,
+        }
         return {f"{self.name}_{k}": v for k, v in parts.items() if v is not None}
 
     def param_shapes(self) -> dict[str, tuple[tuple[int, ...], bool]]:
@@ -139,9 +148,11 @@ class HeadSpec:
     num_classes: int
 
     def param_shapes(self) -> dict[str, tuple[tuple[int, ...], bool]]:
-        return {**_prefixed("top", self.top),
-                "predictions/kernel": ((self.top.cout, self.num_classes), True),
-                "predictions/bias": ((self.num_classes,), True)}
+        return {
+            **_prefixed("top", self.top),
+            "predictions/kernel": ((self.top.cout, self.num_classes), True),
+            "predictions/bias": ((self.num_classes,), True),
+        }
 
 
 @dataclass(frozen=True)
@@ -214,8 +225,12 @@ class Architecture:
 
 
 def _bn_shapes(name: str, channels: int) -> dict[str, tuple[tuple[int, ...], bool]]:
-    return {f"{name}/gamma": ((channels,), True), f"{name}/beta": ((channels,), True),
-            f"{name}/moving_mean": ((channels,), False), f"{name}/moving_variance": ((channels,), False)}
+    return {
+        f"{name}/gamma": ((channels,), True),
+        f"{name}/beta": ((channels,), True),
+        f"{name}/moving_mean": ((channels,), False),
+        f"{name}/moving_variance": ((channels,), False),
+    }
 
 
 def _prefixed(prefix: str, spec: KPointwiseSpec) -> dict[str, tuple[tuple[int, ...], bool]]:
@@ -230,24 +245,51 @@ def _layer_rows(arch: Architecture, size: int) -> tuple[LayerRow, ...]:
 
     def pointwise(name: str, spec: KPointwiseSpec, hw: int) -> None:
         shapes = _prefixed(name, spec)
-        op = f"kPointwise{'+interleave' if spec.interleaves else ''}{'+conv2' if spec.has_second_conv else ''}"
-        rows.append(LayerRow(name, op if spec.groups > 1 else "Conv1x1", (hw, hw, spec.cout),
-                             spec.groups, count(shapes), spec.macs(hw * hw)))
+        steps = ("+interleave" if spec.interleaves else "") + (
+            "+conv2" if spec.has_second_conv else ""
+        )
+        op = f"kPointwise{steps}"
+        rows.append(
+            LayerRow(
+                name,
+                op if spec.groups > 1 else "Conv1x1",
+                (hw, hw, spec.cout),
+                spec.groups,
+                count(shapes),
+                spec.macs(hw * hw),
+            )
+        )
 
     stem = arch.stem
     size = output_size(size, stem.kernel, stem.stride, stem.padding)
-    rows.append(LayerRow("stem", f"Conv{stem.kernel}x{stem.kernel}/{stem.stride}+BN+swish",
-                         (size, size, stem.cout), 1, count(stem.param_shapes()),
-                         size * size * stem.kernel**2 * stem.cin * stem.cout))
+    rows.append(
+        LayerRow(
+            "stem",
+            f"Conv{stem.kernel}x{stem.kernel}/{stem.stride}+BN+swish",
+            (size, size, stem.cout),
+            1,
+            count(stem.param_shapes()),
+            size * size * stem.kernel**2 * stem.cin * stem.cout,
+        )
+    )
     for b in arch.blocks:
         if b.expand is not None:
             pointwise(f"{b.name}_expand", b.expand, size)
         size = output_size(size, b.kernel, b.stride, b.padding)
-        dw = {f"{b.name}_dwconv/kernel": ((b.kernel, b.kernel, b.channels, 1), True),
-              **_bn_shapes(f"{b.name}_bn", b.channels)}
-        rows.append(LayerRow(f"{b.name}_dwconv", f"DWConv{b.kernel}x{b.kernel}/{b.stride}+BN+swish",
-                             (size, size, b.channels), b.channels, count(dw),
-                             size * size * b.kernel**2 * b.channels))
+        dw = {
+            f"{b.name}_dwconv/kernel": ((b.kernel, b.kernel, b.channels, 1), True),
+            **_bn_shapes(f"{b.name}_bn", b.channels),
+        }
+        rows.append(
+            LayerRow(
+                f"{b.name}_dwconv",
+                f"DWConv{b.kernel}x{b.kernel}/{b.stride}+BN+swish",
+                (size, size, b.channels),
+                b.channels,
+                count(dw),
+                size * size * b.kernel**2 * b.channels,
+            )
+        )
         if b.se_reduce is not None:
             pointwise(f"{b.name}_se_reduce", b.se_reduce, 1)
             pointwise(f"{b.name}_se_expand", b.se_expand, 1)
@@ -256,19 +298,37 @@ def _layer_rows(arch: Architecture, size: int) -> tuple[LayerRow, ...]:
     pointwise("top", head.top, size)
     rows.append(LayerRow("avg_pool", "GlobalAveragePool", (1, 1, head.top.cout), 1, 0, 0))
     rows.append(LayerRow("top_dropout", f"Dropout({head.dropout})", (1, 1, head.top.cout), 1, 0, 0))
-    rows.append(LayerRow("predictions", "Dense", (1, 1, head.num_classes), 1,
-                         count(head.param_shapes()) - count(_prefixed("top", head.top)),
-                         head.top.cout * head.num_classes))
+    rows.append(
+        LayerRow(
+            "predictions",
+            "Dense",
+            (1, 1, head.num_classes),
+            1,
+            count(head.param_shapes()) - count(_prefixed("top", head.top)),
+            head.top.cout * head.num_classes,
+        )
+    )
     return tuple(rows)
 
 
-def _build(family: str, variant: str, num_classes: int, min_channels_per_group: int | None,
-           skip_stride_cnt: int) -> Architecture:
+def _build(
+    family: str,
+    variant: str,
+    num_classes: int,
+    min_channels_per_group: int | None,
+    skip_stride_cnt: int,
+) -> Architecture:
     if variant not in COEFFICIENTS:
         raise ValueError(f"Expected variant in {VARIANTS}, received variant={variant!r}")
     require_positive_int("num_classes", num_classes)
-    if isinstance(skip_stride_cnt, bool) or not isinstance(skip_stride_cnt, int) or skip_stride_cnt < -1:
-        raise ValueError(f"Expected skip_stride_cnt an int >= -1, received skip_stride_cnt={skip_stride_cnt!r}")
+    if (
+        isinstance(skip_stride_cnt, bool)
+        or not isinstance(skip_stride_cnt, int)
+        or skip_stride_cnt < -1
+    ):
+        raise ValueError(
+            f"Expected skip_stride_cnt an int >= -1, received skip_stride_cnt={skip_stride_cnt!r}"
+        )
     width, depth, resolution, dropout = COEFFICIENTS[variant]
     m = min_channels_per_group
 
@@ -277,8 +337,10 @@ def _build(family: str, variant: str, num_classes: int, min_channels_per_group: 
 
     stem_out = round_filters(STEM_FILTERS, width)
     stem = StemSpec(3, stem_out, 3, 1 if skip_stride_cnt >= 0 else 2)
-    stages = [(k, round_repeats(r, depth), round_filters(fi, width), round_filters(fo, width), e, s)
-              for k, r, fi, fo, e, s in B0_BLOCKS]
+    stages = [
+        (k, round_repeats(r, depth), round_filters(fi, width), round_filters(fo, width), e, s)
+        for k, r, fi, fo, e, s in B0_BLOCKS
+    ]
     total = sum(r for _, r, *_ in stages)
     blocks = []
     for i, (kernel, repeats, fin, fout, expand_ratio, stride) in enumerate(stages):
@@ -288,28 +350,42 @@ def _build(family: str, variant: str, num_classes: int, min_channels_per_group: 
             cin, s = (fin, stride) if j == 0 else (fout, 1)
             channels = cin * expand_ratio
             se = max(1, int(cin * SE_RATIO))
-            blocks.append(MBConvSpec(
-                name=f"block{i + 1}{chr(ord('a') + j)}", cin=cin, cout=fout, kernel=kernel, stride=s,
-                expand=pw(cin, channels, activation="swish") if expand_ratio != 1 else None,
-                se_reduce=pw(channels, se, bn=False, activation="swish", bias=True),
-                se_expand=pw(se, channels, bn=False, activation="sigmoid", bias=True),
-                project=pw(channels, fout),
-                drop_rate=DROP_CONNECT_RATE * len(blocks) / total,
-            ))
+            blocks.append(
+                MBConvSpec(
+                    name=f"block{i + 1}{chr(ord('a') + j)}",
+                    cin=cin,
+                    cout=fout,
+                    kernel=kernel,
+                    stride=s,
+                    expand=pw(cin, channels, activation="swish") if expand_ratio != 1 else None,
+                    se_reduce=pw(channels, se, bn=False, activation="swish", bias=True),
+                    se_expand=pw(se, channels, bn=False, activation="sigmoid", bias=True),
+                    project=pw(channels, fout),
+                    drop_rate=DROP_CONNECT_RATE * len(blocks) / total,
+                )
+            )
     top_out = round_filters(TOP_FILTERS, width)
     # kEffNet's top conv has no activation (the paper's code); EfficientNet's has swish.
     top_act = None if family == "kefficientnet" else "swish"
     head = HeadSpec(pw(blocks[-1].cout, top_out, activation=top_act), dropout, num_classes)
-    return Architecture(family, variant, num_classes, m, skip_stride_cnt, resolution, stem, tuple(blocks), head)
+    return Architecture(
+        family, variant, num_classes, m, skip_stride_cnt, resolution, stem, tuple(blocks), head
+    )
 
 
-def efficientnet(variant: str = "b0", num_classes: int = 1000, skip_stride_cnt: int = -1) -> Architecture:
+def efficientnet(
+    variant: str = "b0", num_classes: int = 1000, skip_stride_cnt: int = -1
+) -> Architecture:
     """EfficientNet-``variant`` as in ``keras.applications`` (logits head, no input rescaling)."""
     return _build("efficientnet", variant, num_classes, None, skip_stride_cnt)
 
 
-def kefficientnet(variant: str = "b0", num_classes: int = 1000, min_channels_per_group: int = 16,
-                  skip_stride_cnt: int = -1) -> Architecture:
+def kefficientnet(
+    variant: str = "b0",
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+) -> Architecture:
     """kEffNet-``variant``: EfficientNet with every pointwise conv a kPointwise of at least
     ``min_channels_per_group`` channels per group, and no activation on the top conv."""
     require_positive_int("min_channels_per_group", min_channels_per_group)
@@ -319,8 +395,9 @@ def kefficientnet(variant: str = "b0", num_classes: int = 1000, min_channels_per
 MODELS = {f"{fam}-{v}": (fam, v) for fam in ("efficientnet", "kefficientnet") for v in VARIANTS}
 
 
-def by_name(model: str, num_classes: int = 1000, min_channels_per_group: int = 16,
-            skip_stride_cnt: int = -1) -> Architecture:
+def by_name(
+    model: str, num_classes: int = 1000, min_channels_per_group: int = 16, skip_stride_cnt: int = -1
+) -> Architecture:
     """Build from a CLI-style name such as ``"kefficientnet-b0"``."""
     if model not in MODELS:
         raise ValueError(f"Expected model in {sorted(MODELS)}, received model={model!r}")

@@ -39,12 +39,20 @@ Masks = dict[str, Any]
 
 
 def _bn_swish(params: dict, prefix: str, y: Any, training: bool, stats: dict):
-    y, c_bn = BatchNorm.forward(y, params[f"{prefix}/gamma"], params[f"{prefix}/beta"],
-                                params[f"{prefix}/moving_mean"], params[f"{prefix}/moving_variance"],
-                                training=training)
+    y, c_bn = BatchNorm.forward(
+        y,
+        params[f"{prefix}/gamma"],
+        params[f"{prefix}/beta"],
+        params[f"{prefix}/moving_mean"],
+        params[f"{prefix}/moving_variance"],
+        training=training,
+    )
     if training:
-        stats[f"{prefix}/moving_mean"], stats[f"{prefix}/moving_variance"] = BatchNorm.updated_moving_stats(
-            params[f"{prefix}/moving_mean"], params[f"{prefix}/moving_variance"], c_bn)
+        stats[f"{prefix}/moving_mean"], stats[f"{prefix}/moving_variance"] = (
+            BatchNorm.updated_moving_stats(
+                params[f"{prefix}/moving_mean"], params[f"{prefix}/moving_variance"], c_bn
+            )
+        )
     y, c_act = Swish.forward(y)
     return y, (c_bn, c_act)
 
@@ -69,8 +77,15 @@ def _pointwise_backward(cache: dict, dy: Any, name: str, grads: dict) -> Any:
     return dx
 
 
-def _dropout_mask(xp: Any, like: Any, shape: tuple[int, ...], rate: float, site: str,
-                  masks: Masks | None, rng: np.random.Generator) -> Any:
+def _dropout_mask(
+    xp: Any,
+    like: Any,
+    shape: tuple[int, ...],
+    rate: float,
+    site: str,
+    masks: Masks | None,
+    rng: np.random.Generator,
+) -> Any:
     if masks is not None and site in masks:
         return masks[site]
     keep = rng.random(shape) >= rate
@@ -78,6 +93,7 @@ def _dropout_mask(xp: Any, like: Any, shape: tuple[int, ...], rate: float, site:
 
 
 # --- stem -------------------------------------------------------------------------------------
+
 
 def _stem_forward(spec: StemSpec, params: dict, x: Any, training: bool, stats: dict):
     y, c_conv = Conv2D.forward(x, params["stem_conv/kernel"], spec.stride, spec.padding)
@@ -95,8 +111,16 @@ def _stem_backward(cache: tuple, dy: Any, grads: dict) -> Any:
 
 # --- MBConv block -----------------------------------------------------------------------------
 
-def _block_forward(b: MBConvSpec, params: dict, x: Any, training: bool, stats: dict,
-                   masks: Masks | None, rng: np.random.Generator):
+
+def _block_forward(
+    b: MBConvSpec,
+    params: dict,
+    x: Any,
+    training: bool,
+    stats: dict,
+    masks: Masks | None,
+    rng: np.random.Generator,
+):
     c: dict[str, Any] = {}
     y = x
     if b.expand is not None:
@@ -105,15 +129,21 @@ def _block_forward(b: MBConvSpec, params: dict, x: Any, training: bool, stats: d
     y, c["dw_bn"] = _bn_swish(params, f"{b.name}_bn", y, training, stats)
     if b.se_reduce is not None:
         s, c["squeeze"] = GlobalAveragePool.forward(y, keepdims=True)
-        s, c["se_reduce"] = _pointwise(params, f"{b.name}_se_reduce", b.se_reduce, s, training, stats)
-        s, c["se_expand"] = _pointwise(params, f"{b.name}_se_expand", b.se_expand, s, training, stats)
+        s, c["se_reduce"] = _pointwise(
+            params, f"{b.name}_se_reduce", b.se_reduce, s, training, stats
+        )
+        s, c["se_expand"] = _pointwise(
+            params, f"{b.name}_se_expand", b.se_expand, s, training, stats
+        )
         y, c["excite"] = ChannelScale.forward(y, s)
     y, c["project"] = _pointwise(params, f"{b.name}_project", b.project, y, training, stats)
     if b.residual:
         mask = None
         if training and b.drop_rate > 0:
             xp = namespace(y)
-            mask = _dropout_mask(xp, y, (y.shape[0], 1, 1, 1), b.drop_rate, f"{b.name}_drop", masks, rng)
+            mask = _dropout_mask(
+                xp, y, (y.shape[0], 1, 1, 1), b.drop_rate, f"{b.name}_drop", masks, rng
+            )
         y, c["drop"] = Dropout.forward(y, mask, b.drop_rate)
         y, c["add"] = Add.forward(y, x)
     return y, c
@@ -141,8 +171,16 @@ def _block_backward(b: MBConvSpec, c: dict, dy: Any, grads: dict) -> Any:
 
 # --- head -------------------------------------------------------------------------------------
 
-def _head_forward(h: HeadSpec, params: dict, x: Any, training: bool, stats: dict,
-                  masks: Masks | None, rng: np.random.Generator):
+
+def _head_forward(
+    h: HeadSpec,
+    params: dict,
+    x: Any,
+    training: bool,
+    stats: dict,
+    masks: Masks | None,
+    rng: np.random.Generator,
+):
     c: dict[str, Any] = {}
     y, c["top"] = _pointwise(params, "top", h.top, x, training, stats)
     c["top_out"] = y
@@ -165,9 +203,17 @@ def _head_backward(c: dict, dy: Any, grads: dict) -> Any:
 
 # --- whole network ----------------------------------------------------------------------------
 
-def forward(arch: Architecture, params: dict, x: Any, training: bool = False,
-            masks: Masks | None = None, rng: np.random.Generator | int | None = None) -> tuple[Any, dict]:
-    """Logits ``(N, num_classes)`` for images ``x`` ``(N, H, W, 3)``, and the cache for ``backward``.
+
+def forward(
+    arch: Architecture,
+    params: dict,
+    x: Any,
+    training: bool = False,
+    masks: Masks | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[Any, dict]:
+    """Logits ``(N, num_classes)`` for images ``x`` ``(N, H, W, 3)``, and the cache for
+    ``backward``.
 
     ``cache["moving_stats"]`` holds the updated BN moving statistics (training mode only) and
     ``cache["intermediates"]`` the output of ``stem``, of every block, of ``top`` (the top
@@ -178,8 +224,10 @@ def forward(arch: Architecture, params: dict, x: Any, training: bool = False,
     require_ndim("x", x, 4, "(N, H, W, C)")
     require_float(xp, "x", x)
     if x.shape[-1] != arch.stem.cin:
-        raise ValueError(f"Expected x.shape[-1] == {arch.stem.cin} (channels-last images), "
-                         f"received x.shape={tuple(x.shape)}")
+        raise ValueError(
+            f"Expected x.shape[-1] == {arch.stem.cin} (channels-last images), "
+            f"received x.shape={tuple(x.shape)}"
+        )
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     stats: dict[str, Any] = {}
     y, c_stem = _stem_forward(arch.stem, params, x, training, stats)
@@ -192,8 +240,15 @@ def forward(arch: Architecture, params: dict, x: Any, training: bool = False,
     logits, c_head = _head_forward(arch.head, params, y, training, stats, masks, rng)
     intermediates["top"] = c_head.pop("top_out")
     intermediates["logits"] = logits
-    cache = {"arch": arch, "stem": c_stem, "blocks": c_blocks, "head": c_head,
-             "moving_stats": stats, "intermediates": intermediates, "y_shape": tuple(logits.shape)}
+    cache = {
+        "arch": arch,
+        "stem": c_stem,
+        "blocks": c_blocks,
+        "head": c_head,
+        "moving_stats": stats,
+        "intermediates": intermediates,
+        "y_shape": tuple(logits.shape),
+    }
     return logits, cache
 
 
@@ -210,8 +265,15 @@ def backward(cache: dict, dlogits: Any) -> tuple[Any, dict]:
     return dx, {k: grads[k] for k in order}
 
 
-def loss_and_grads(arch: Architecture, params: dict, x: Any, labels: Any, training: bool = True,
-                   masks: Masks | None = None, rng: np.random.Generator | int | None = None) -> dict:
+def loss_and_grads(
+    arch: Architecture,
+    params: dict,
+    x: Any,
+    labels: Any,
+    training: bool = True,
+    masks: Masks | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> dict:
     """Forward, softmax cross-entropy and backward in one call.
 
     Returns ``{"loss", "logits", "grads", "dx", "moving_stats"}``.
@@ -220,12 +282,23 @@ def loss_and_grads(arch: Architecture, params: dict, x: Any, labels: Any, traini
     loss, c_loss = SoftmaxCrossEntropy.forward(logits, labels)
     dlogits, _ = SoftmaxCrossEntropy.backward(c_loss)
     dx, grads = backward(cache, dlogits)
-    return {"loss": loss, "logits": logits, "grads": grads, "dx": dx,
-            "moving_stats": cache["moving_stats"]}
+    return {
+        "loss": loss,
+        "logits": logits,
+        "grads": grads,
+        "dx": dx,
+        "moving_stats": cache["moving_stats"],
+    }
 
 
-def sgd_step(params: dict, grads: dict, lr: float, momentum: float = 0.0,
-             velocity: dict | None = None, moving_stats: dict | None = None) -> tuple[dict, dict]:
+def sgd_step(
+    params: dict,
+    grads: dict,
+    lr: float,
+    momentum: float = 0.0,
+    velocity: dict | None = None,
+    moving_stats: dict | None = None,
+) -> tuple[dict, dict]:
     """One SGD (+momentum) step: ``v = momentum*v - lr*g; p = p + v``. Moving statistics from a
     training forward are written in. Returns new ``(params, velocity)``; inputs are not modified."""
     velocity = dict(velocity or {})

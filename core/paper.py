@@ -37,19 +37,32 @@ def paper_rows() -> list[dict]:
     for row in PUBLISHED:
         trainable, non_trainable = row.architecture().param_count()
         match = trainable == row.trainable and row.non_trainable in (None, non_trainable)
-        rows.append({"model": row.model, "classes": row.classes,
-                     "paper_trainable": row.trainable, "computed_trainable": trainable,
-                     "paper_non_trainable": row.non_trainable, "computed_non_trainable": non_trainable,
-                     "match": match})
+        rows.append(
+            {
+                "model": row.model,
+                "classes": row.classes,
+                "paper_trainable": row.trainable,
+                "computed_trainable": trainable,
+                "paper_non_trainable": row.non_trainable,
+                "computed_non_trainable": non_trainable,
+                "match": match,
+            }
+        )
     return rows
 
 
 def paper_table() -> str:
     """The rows of ``paper_rows`` as a Markdown table (embedded in docs/method.md)."""
-    lines = ["| model | classes | trainable (paper) | trainable (computed) | non-trainable (paper) "
-             "| non-trainable (computed) | equal |", "|---|---:|---:|---:|---:|---:|:---:|"]
+    lines = [
+        "| model | classes | trainable (paper) | trainable (computed) | non-trainable (paper) "
+        "| non-trainable (computed) | equal |",
+        "|---|---:|---:|---:|---:|---:|:---:|",
+    ]
     for r in paper_rows():
         paper_nt = f"{r['paper_non_trainable']:,}" if r["paper_non_trainable"] is not None else "—"
-        lines.append(f"| {r['model']} | {r['classes']} | {r['paper_trainable']:,} | {r['computed_trainable']:,} "
-                     f"| {paper_nt} | {r['computed_non_trainable']:,} | {'yes' if r['match'] else 'NO'} |")
+        lines.append(
+            f"| {r['model']} | {r['classes']} | {r['paper_trainable']:,} "
+            f"| {r['computed_trainable']:,} "
+            f"| {paper_nt} | {r['computed_non_trainable']:,} | {'yes' if r['match'] else 'NO'} |"
+        )
     return "\n".join(lines)

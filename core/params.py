@@ -29,25 +29,49 @@ if TYPE_CHECKING:
 def sub_params(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """The entries of ``params`` under ``prefix/``, with the prefix stripped."""
     head = prefix + "/"
-    return {k[len(head):]: v for k, v in params.items() if k.startswith(head)}
+    return {k[len(head) :]: v for k, v in params.items() if k.startswith(head)}
 
 
 def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = None) -> None:
-    """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter
-    (and, with ``dtype``, every parameter of another dtype)."""
+    """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter, every
+    parameter of a non-floating dtype and, with ``dtype``, every parameter of another dtype."""
     expected = arch.param_shapes()
-    problems = [f"missing {k}: expected shape {s}" for k, (s, _) in expected.items() if k not in params]
-    problems += [f"unexpected {k}" for k in params if k not in expected]
+    problems = [
+        f"missing {k}: expected shape {s}" for k, (s, _) in expected.items() if k not in params
+    ]
+    problems += [
+        f"unexpected {k}: received shape {_shape(v)}"
+        for k, v in params.items()
+        if k not in expected
+    ]
+    want = None if dtype is None else np.dtype(dtype).name
     for k, (shape, _) in expected.items():
         if k in params:
-            got = tuple(getattr(params[k], "shape", ()))
+            got, name = _shape(params[k]), _dtype_name(params[k])
             if got != shape:
                 problems.append(f"{k}: expected shape {shape}, received shape {got}")
-            elif dtype is not None and np.dtype(str(params[k].dtype)) != np.dtype(dtype):
-                problems.append(f"{k}: expected dtype {np.dtype(dtype)}, received dtype {params[k].dtype}")
+            elif want is not None and name != want:
+                problems.append(f"{k}: expected dtype {want}, received dtype {name}")
+            elif want is None and not _is_floating(name):
+                problems.append(f"{k}: expected a floating dtype, received dtype {name}")
     if problems:
         listing = "\n  ".join(problems)
-        raise ValueError(f"Parameters do not match {arch.name} ({len(problems)} problems):\n  {listing}")
+        raise ValueError(
+            f"Parameters do not match {arch.name} ({len(problems)} problems):\n  {listing}"
+        )
+
+
+def _shape(a: Any) -> tuple[int, ...]:
+    return tuple(getattr(a, "shape", ()))
+
+
+def _dtype_name(a: Any) -> str:
+    """``"float32"`` for NumPy/CuPy dtypes and for ``array_api_strict.float32`` alike."""
+    return str(getattr(a, "dtype", type(a).__name__)).rsplit(".", 1)[-1]
+
+
+def _is_floating(name: str) -> bool:
+    return name in ("float16", "bfloat16", "float32", "float64")
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -56,7 +80,9 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-def _variance_scaling_normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
+def _variance_scaling_normal(
+    rng: np.random.Generator, shape: tuple[int, ...], scale: float
+) -> np.ndarray:
     # Keras truncates at 2 sigma and rescales so the truncated distribution keeps the variance.
     std = math.sqrt(scale / _fans(shape)[1]) / 0.87962566103423978
     z = rng.standard_normal(shape)
@@ -71,7 +97,9 @@ def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return rng.uniform(-limit, limit, shape)
 
 
-def _initial_value(arch: Architecture, name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def _initial_value(
+    arch: Architecture, name: str, shape: tuple[int, ...], rng: np.random.Generator
+) -> np.ndarray:
     param = name.rsplit("/", 1)[1]
     if param in ("beta", "moving_mean", "bias"):
         return np.zeros(shape)
@@ -86,18 +114,24 @@ def _initial_value(arch: Architecture, name: str, shape: tuple[int, ...], rng: n
     return _variance_scaling_normal(rng, shape, 2.0)
 
 
-def init_params(arch: Architecture, seed: int = 0, dtype: Any = np.float32, xp: Any = None) -> dict[str, Any]:
+def init_params(
+    arch: Architecture, seed: int = 0, dtype: Any = np.float32, xp: Any = None
+) -> dict[str, Any]:
     """Fresh parameters with DESIGN.md's initialisers (as the paper's Keras code), as NumPy arrays
     (or arrays of namespace ``xp``) of ``dtype``. Deterministic in ``seed``."""
     rng = np.random.default_rng(seed)
-    params = {name: _initial_value(arch, name, shape, rng).astype(dtype)
-              for name, (shape, _) in arch.param_shapes().items()}
+    params = {
+        name: _initial_value(arch, name, shape, rng).astype(dtype)
+        for name, (shape, _) in arch.param_shapes().items()
+    }
     if xp is not None:
         params = {k: xp.asarray(v) for k, v in params.items()}
     return params
 
 
-def save_params(path: str | os.PathLike, params: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+def save_params(
+    path: str | os.PathLike, params: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write ``params`` as safetensors atomically (temp file, fsync, rename)."""
     from safetensors.numpy import save
 
@@ -106,8 +140,11 @@ def save_params(path: str | os.PathLike, params: Mapping[str, Any], metadata: Ma
     _atomic_write(path, blob)
 
 
-def load_params(path: str | os.PathLike, arch: Architecture | None = None) -> dict[str, np.ndarray]:
-    """Read a safetensors file; with ``arch``, validate names and shapes (one error listing all)."""
+def load_params(
+    path: str | os.PathLike, arch: Architecture | None = None, dtype: Any = None
+) -> dict[str, np.ndarray]:
+    """Read a safetensors file; with ``arch``, validate names, shapes and dtypes (``dtype``, or
+    any floating dtype) and raise one error listing every problem."""
     from safetensors.numpy import load
 
     path = os.fspath(path)
@@ -119,16 +156,23 @@ def load_params(path: str | os.PathLike, arch: Architecture | None = None) -> di
         except Exception as err:  # safetensors raises its own error types for corrupt headers
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
     if arch is not None:
-        validate_params(arch, params)
+        validate_params(arch, params, dtype)
     return params
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata stored in a safetensors header."""
+    path = os.fspath(path)
     with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    return dict(header.get("__metadata__", {}))
+        blob = f.read(8)
+        try:
+            n = int.from_bytes(blob, "little")
+            if len(blob) < 8 or n > os.path.getsize(path) - 8:
+                raise ValueError(f"header length {n} does not fit the file")
+            header = json.loads(f.read(n))
+            return dict(header.get("__metadata__") or {})
+        except (ValueError, AttributeError) as err:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
 
 
 def _to_numpy(a: Any) -> np.ndarray:

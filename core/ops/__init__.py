@@ -10,7 +10,18 @@ from .normalization import BatchNorm
 from .pooling import GlobalAveragePool
 
 __all__ = [
-    "Add", "BatchNorm", "ChannelScale", "Conv2D", "Dense", "DepthwiseConv2D", "Dropout",
-    "GlobalAveragePool", "Sigmoid", "SoftmaxCrossEntropy", "Swish", "get_activation",
-    "output_size", "pad_amounts",
+    "Add",
+    "BatchNorm",
+    "ChannelScale",
+    "Conv2D",
+    "Dense",
+    "DepthwiseConv2D",
+    "Dropout",
+    "GlobalAveragePool",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "Swish",
+    "get_activation",
+    "output_size",
+    "pad_amounts",
 ]

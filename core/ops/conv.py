@@ -71,7 +71,14 @@ def _windows(ho: int, wo: int, k: int, stride: int):
     """Yield ``(i, j, (rows, cols))``: the input window read by kernel tap ``(i, j)``."""
     for i in range(k):
         for j in range(k):
-            yield i, j, (slice(i, i + stride * (ho - 1) + 1, stride), slice(j, j + stride * (wo - 1) + 1, stride))
+            yield (
+                i,
+                j,
+                (
+                    slice(i, i + stride * (ho - 1) + 1, stride),
+                    slice(j, j + stride * (wo - 1) + 1, stride),
+                ),
+            )
 
 
 def _prepare(x: Any, kernel: Any, stride: int, padding: str, depthwise: bool):
@@ -111,10 +118,16 @@ class Conv2D:
         xpad = _pad(xp, x, pads)
         y = None
         for i, j, win in _windows(ho, wo, k, stride):
-            term = xpad[:, win[0], win[1], :] @ kernel[i, j]
+            term = xpad[:, win[0], win[1], :] @ kernel[i, j, ...]
             y = term if y is None else y + term
-        cache = {"xpad": xpad, "kernel": kernel, "stride": stride, "pads": pads,
-                 "x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
+        cache = {
+            "xpad": xpad,
+            "kernel": kernel,
+            "stride": stride,
+            "pads": pads,
+            "x_shape": tuple(x.shape),
+            "y_shape": tuple(y.shape),
+        }
         return y, cache
 
     @staticmethod
@@ -130,8 +143,8 @@ class Conv2D:
         dkernel = xp.zeros_like(kernel)
         for i, j, win in _windows(ho, wo, k, stride):
             patch = xp.reshape(xpad[:, win[0], win[1], :], (-1, cin))
-            dkernel[i, j] = xp.matrix_transpose(patch) @ dy2
-            dxpad[:, win[0], win[1], :] += dy @ xp.matrix_transpose(kernel[i, j])
+            dkernel[i, j, ...] = xp.matrix_transpose(patch) @ dy2
+            dxpad[:, win[0], win[1], :] += dy @ xp.matrix_transpose(kernel[i, j, ...])
         return _crop(dxpad, cache), {"kernel": dkernel}
 
 
@@ -153,8 +166,14 @@ class DepthwiseConv2D:
         for i, j, win in _windows(ho, wo, k, stride):
             term = xpad[:, win[0], win[1], :] * kernel[i, j, :, 0]
             y = term if y is None else y + term
-        cache = {"xpad": xpad, "kernel": kernel, "stride": stride, "pads": pads,
-                 "x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
+        cache = {
+            "xpad": xpad,
+            "kernel": kernel,
+            "stride": stride,
+            "pads": pads,
+            "x_shape": tuple(x.shape),
+            "y_shape": tuple(y.shape),
+        }
         return y, cache
 
     @staticmethod

@@ -8,7 +8,8 @@ from .._validate import check_dy, namespace, require_dim, require_float, require
 
 
 class Dense:
-    """``y = x @ kernel + bias``: x ``(N, Cin)``, kernel ``(Cin, Cout)`` (Keras layout), bias ``(Cout,)``.
+    """``y = x @ kernel + bias``: x ``(N, Cin)``, kernel ``(Cin, Cout)`` (Keras layout),
+    bias ``(Cout,)``.
 
     Backward: ``dx = dy @ kernel^T``, ``dkernel = x^T @ dy``, ``dbias = sum_n dy``.
     """
@@ -24,9 +25,15 @@ class Dense:
         y = x @ kernel
         if bias is not None:
             require_ndim("bias", bias, 1, "(Cout,)")
+            require_float(xp, "bias", bias)
             require_dim("bias", bias, 0, kernel.shape[1], "output features, kernel.shape[1]")
             y = y + bias
-        return y, {"x": x, "kernel": kernel, "has_bias": bias is not None, "y_shape": tuple(y.shape)}
+        return y, {
+            "x": x,
+            "kernel": kernel,
+            "has_bias": bias is not None,
+            "y_shape": tuple(y.shape),
+        }
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:

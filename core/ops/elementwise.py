@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_float, require_same_shape
+from .._validate import check_dy, namespace, require_float, require_ndim, require_same_shape
 
 
 class Add:
@@ -32,7 +32,9 @@ class ChannelScale:
     @staticmethod
     def forward(x: Any, s: Any) -> tuple[Any, dict]:
         xp = namespace(x, s, names=("x", "s"))
+        require_ndim("x", x, 4, "(N, H, W, C)")
         require_float(xp, "x", x)
+        require_float(xp, "s", s)
         n, _, _, c = x.shape
         require_same_shape("s", s, (n, 1, 1, c), "one scale per sample and channel")
         return x * s, {"x": x, "s": s}
@@ -57,9 +59,10 @@ class Dropout:
     def forward(x: Any, mask: Any | None, rate: float) -> tuple[Any, dict]:
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"Expected 0 <= rate < 1, received rate={rate}")
+        xp = namespace(x, mask, names=("x", "mask"))
+        require_float(xp, "x", x)
         if mask is None or rate == 0.0:
             return x, {"scale": None, "y_shape": tuple(x.shape)}
-        xp = namespace(x, mask, names=("x", "mask"))
         if mask.ndim != x.ndim or any(m not in (1, d) for m, d in zip(mask.shape, x.shape)):
             raise ValueError(
                 f"Expected mask broadcastable to x.shape={tuple(x.shape)}, "

@@ -21,7 +21,8 @@ class SoftmaxCrossEntropy:
         require_float(xp, "logits", logits)
         if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
             raise ValueError(
-                f"Expected labels.shape=({logits.shape[0]},), received labels.shape={tuple(labels.shape)}"
+                f"Expected labels.shape=({logits.shape[0]},), "
+                f"received labels.shape={tuple(labels.shape)}"
             )
         if not xp.isdtype(labels.dtype, "integral"):
             raise TypeError(f"Expected integer labels, received labels.dtype={labels.dtype}")
@@ -30,7 +31,9 @@ class SoftmaxCrossEntropy:
             raise ValueError(f"Expected labels in [0, {k}), received values outside that range")
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-        onehot = xp.astype(xp.arange(k)[None, :] == xp.astype(labels, xp.int64)[:, None], logits.dtype)
+        onehot = xp.astype(
+            xp.arange(k)[None, :] == xp.astype(labels, xp.int64)[:, None], logits.dtype
+        )
         loss = -xp.sum(log_probs * onehot) / logits.shape[0]
         return loss, {"probs": xp.exp(log_probs), "onehot": onehot}
 

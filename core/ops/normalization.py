@@ -44,8 +44,11 @@ class BatchNorm:
         c = x.shape[-1]
         for name, a in zip(names[1:], arrays[1:]):
             if a.ndim != 1:
-                raise ValueError(f"Expected {name} of shape ({c},), received {name}.shape={tuple(a.shape)}")
+                raise ValueError(
+                    f"Expected {name} of shape ({c},), received {name}.shape={tuple(a.shape)}"
+                )
             require_dim(name, a, 0, c, "channels, x.shape[-1]")
+            require_float(xp, name, a)
         axes = tuple(range(x.ndim - 1))
         if training:
             mean = xp.mean(x, axis=axes)
@@ -55,8 +58,15 @@ class BatchNorm:
         inv_std = 1.0 / xp.sqrt(var + eps)
         xhat = (x - mean) * inv_std
         y = gamma * xhat + beta
-        cache = {"xhat": xhat, "gamma": gamma, "inv_std": inv_std, "training": training,
-                 "batch_mean": mean, "batch_variance": var, "y_shape": tuple(y.shape)}
+        cache = {
+            "xhat": xhat,
+            "gamma": gamma,
+            "inv_std": inv_std,
+            "training": training,
+            "batch_mean": mean,
+            "batch_variance": var,
+            "y_shape": tuple(y.shape),
+        }
         return y, cache
 
     @staticmethod

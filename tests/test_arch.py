@@ -1,0 +1,315 @@
+"""Architecture as data (issue 4): the published parameter and MAC counts to the unit, Keras's
+EfficientNet-B1..B7 as an independent oracle, any min_channels_per_group, the summary table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from helpers import fmt
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gpconv.core import group_count
+from gpconv.core.arch import (
+    VARIANTS,
+    by_name,
+    efficientnet,
+    kefficientnet,
+    round_filters,
+    without_dropout,
+)
+
+MODELS = {
+    "EfficientNet-B0": lambda classes, skip=-1: efficientnet("b0", classes, skip),
+    "kEffNet-B0 16ch": lambda classes, skip=-1: kefficientnet("b0", classes, 16, skip),
+    "kEffNet-B0 32ch": lambda classes, skip=-1: kefficientnet("b0", classes, 32, skip),
+}
+
+# model: (trainable 10, non-trainable 10, trainable 100, MACs 224, MACs 32 skip 3) — DESIGN.md §1.
+PUBLISHED = {
+    "EfficientNet-B0": (4_020_358, 42_016, 4_135_648, 384_547_552, 403_436_272),
+    "kEffNet-B0 16ch": (639_702, 45_632, 754_992, 123_613_524, 81_153_588),
+    "kEffNet-B0 32ch": (1_059_202, 45_600, 1_174_492, 169_104_392, 134_729_912),
+}
+
+
+@pytest.mark.parametrize("model", list(PUBLISHED))
+def test_published_parameter_counts(model):
+    trainable10, non_trainable10, trainable100, _, _ = PUBLISHED[model]
+    got = MODELS[model](10).param_count()
+    assert got == (trainable10, non_trainable10), (
+        f"{model}.param_count() = {got}, but should be {(trainable10, non_trainable10)} "
+        "[num_classes=10]"
+    )
+    got = MODELS[model](100).param_count()
+    assert got[0] == trainable100, (
+        f"{model} trainable = {got[0]:,}, but should be {trainable100:,} [num_classes=100]"
+    )
+    assert got[1] == non_trainable10, (
+        f"{model} non-trainable changed with num_classes=100: {got[1]:,}"
+    )
+
+
+@pytest.mark.parametrize("model", list(PUBLISHED))
+def test_published_macs_and_feature_maps(model):
+    *_, macs224, macs32 = PUBLISHED[model]
+    arch = MODELS[model](10)
+    assert arch.macs(224) == macs224, (
+        f"{model}.macs(224) = {arch.macs(224):,}, but should be {macs224:,}"
+    )
+    assert arch.feature_size(224) == 7, (
+        f"{model} final feature map {arch.feature_size(224)} at 224, should be 7"
+    )
+    small = MODELS[model](10, 3)
+    assert small.macs(32) == macs32, (
+        f"{model}.macs(32) = {small.macs(32):,}, but should be {macs32:,} [skip_stride_cnt=3]"
+    )
+    assert small.feature_size(32) == 8, (
+        f"{model} final feature map {small.feature_size(32)}, should be 8 [32px, skip 3]"
+    )
+    # 32 -> 31 (stride-1 stem keeps correct_pad) -> 16 -> 8, as the paper's CIFAR runs.
+    sizes = [r.output_shape[0] for r in small.layers(32)]
+    assert sizes[0] == 31 and 16 in sizes, (
+        f"{model} feature maps at 32px (skip 3): {sorted(set(sizes))}"
+    )
+
+
+def test_paper_table_agrees():
+    from gpconv.core.paper import paper_rows
+
+    bad = [r for r in paper_rows() if not r["match"]]
+    assert not bad, f"core.paper.paper_rows() mismatches: {bad}"
+
+
+# --- Keras applications as the oracle for B1..B7 ----------------------------------------------
+
+# keras.applications.EfficientNetBx(weights=None) starts with Rescaling + Normalization layers; the
+# Normalization layer holds non-trainable mean (3), variance (3) and count (1). Our architecture
+# takes already-normalised images, so trainable counts must be equal and non-trainable differ by 7.
+KERAS_NORMALIZATION_NON_TRAINABLE = 7
+
+
+def _keras_counts(variant: str) -> tuple[int, int]:
+    keras = pytest.importorskip("keras")
+    model = getattr(keras.applications, f"EfficientNet{variant.upper()}")(weights=None, classes=10)
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    non_trainable = sum(math.prod(w.shape) for w in model.non_trainable_weights)
+    del model
+    keras.backend.clear_session()
+    return trainable, non_trainable
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["b0", "b1", "b2", "b3"]
+    + [pytest.param(v, marks=pytest.mark.slow) for v in ("b4", "b5", "b6", "b7")],
+)
+def test_efficientnet_counts_equal_keras_applications(variant):
+    k_trainable, k_non_trainable = _keras_counts(variant)
+    trainable, non_trainable = efficientnet(variant, 10).param_count()
+    assert trainable == k_trainable, (
+        f"efficientnet({variant!r}, 10) trainable = {trainable:,}, "
+        f"but keras.applications says {k_trainable:,}"
+    )
+    assert non_trainable + KERAS_NORMALIZATION_NON_TRAINABLE == k_non_trainable, (
+        f"efficientnet({variant!r}, 10) non-trainable = {non_trainable:,}, "
+        f"keras.applications {k_non_trainable:,}; expected a difference of exactly "
+        f"{KERAS_NORMALIZATION_NON_TRAINABLE} (Keras's input Normalization layer)"
+    )
+
+
+# --- structure and any min_channels_per_group -------------------------------------------------
+
+
+@given(
+    m=st.integers(1, 512),
+    variant=st.sampled_from(("b0", "b1", "b2")),
+    classes=st.integers(1, 1000),
+    skip=st.integers(-1, 7),
+)
+def test_any_min_channels_per_group_builds_a_consistent_kefficientnet(m, variant, classes, skip):
+    arch = kefficientnet(variant, classes, m, skip)
+    base = efficientnet(variant, classes, skip)
+    config = fmt(dict(variant=variant, num_classes=classes, m=m, skip_stride_cnt=skip))
+    assert [b.name for b in arch.blocks] == [b.name for b in base.blocks], (
+        f"block lists differ {config}"
+    )
+    for block in arch.blocks:
+        for layer, spec in block.pointwise().items():
+            expected = group_count(spec.cin, spec.cout, m)
+            assert spec.groups == expected, (
+                f"{layer}.groups = {spec.groups}, but should be {expected} {config}"
+            )
+    assert arch.head.top.groups == group_count(arch.head.top.cin, arch.head.top.cout, m)
+    rows = arch.layers(64)
+    trainable, non_trainable = arch.param_count()
+    assert sum(r.params for r in rows) == trainable + non_trainable, (
+        f"layer params do not sum to the total {config}"
+    )
+    assert sum(r.macs for r in rows) == arch.macs(64), f"layer MACs do not sum to macs() {config}"
+    for block, base_block in zip(arch.blocks, base.blocks):
+        for (name, spec), base_spec in zip(
+            block.pointwise().items(), base_block.pointwise().values()
+        ):
+            first = math.prod(spec.param_shapes()["conv/kernel"][0])
+            assert first <= math.prod(base_spec.param_shapes()["conv/kernel"][0]), (
+                f"{name} grew {config}"
+            )
+
+
+@given(m=st.integers(1, 64), seed=st.integers(0, 2**16))
+def test_any_min_channels_per_group_runs_forward(m, seed):
+    import numpy as np
+
+    from gpconv.core import network
+
+    arch = kefficientnet("b0", 3, m, skip_stride_cnt=3)
+    params = network.init_params(arch, seed)
+    x = np.random.default_rng(seed).standard_normal((2, 8, 8, 3)).astype(np.float32)
+    logits, _ = network.forward(arch, params, x, training=True, rng=seed)
+    assert logits.shape == (2, 3) and np.isfinite(logits).all(), (
+        f"network.forward(kefficientnet('b0', 3, {m}, skip_stride_cnt=3)) gave {logits}"
+    )
+
+
+def test_huge_min_channels_means_every_pointwise_conv_is_ungrouped():
+    arch, base = kefficientnet("b0", 10, 10_000), efficientnet("b0", 10)
+    groups = {spec.groups for b in arch.blocks for spec in b.pointwise().values()} | {
+        arch.head.top.groups
+    }
+    assert groups == {1}, f"kefficientnet(m=10000) has groups {groups}, but should be ungrouped"
+    # Same weights as EfficientNet; only the top conv's activation differs (no parameters).
+    assert arch.param_count() == base.param_count(), (
+        f"{arch.param_count()} != {base.param_count()} [m=10000]"
+    )
+
+
+def test_block_table_facts():
+    arch, k = efficientnet("b0", 10), kefficientnet("b0", 10, 16)
+    assert len(arch.blocks) == 16, f"EfficientNet-B0 has {len(arch.blocks)} blocks, should be 16"
+    assert arch.head.top.activation == "swish" and k.head.top.activation is None, (
+        "top conv activation: EfficientNet swish, kEffNet none"
+    )
+    for b in arch.blocks:
+        se = b.se_reduce.cout
+        assert se == max(1, int(b.cin * 0.25)), (
+            f"{b.name} SE filters {se}, should be max(1, int({b.cin}*0.25))"
+        )
+        assert (
+            b.se_reduce.bias
+            and b.se_expand.bias
+            and not b.project.bias
+            and b.project.activation is None
+        )
+        assert b.se_expand.activation == "sigmoid" and b.se_reduce.activation == "swish"
+    rates = [b.drop_rate for b in arch.blocks]
+    assert rates == [0.2 * i / 16 for i in range(16)], f"drop-connect rates {rates}"
+    assert arch.stem.stride == 2 and efficientnet("b0", 10, 0).stem.stride == 1, (
+        "stem stride with skip_stride_cnt"
+    )
+    strides3 = [b.stride for b in efficientnet("b0", 10, 3).blocks if b.name.endswith("a")]
+    assert strides3 == [1, 1, 1, 2, 1, 2, 1], (
+        f"first-block strides with skip_stride_cnt=3: {strides3}"
+    )
+    assert [b.residual for b in arch.blocks[:3]] == [False, False, True]
+
+
+def test_round_filters_follows_keras():
+    assert [round_filters(f, 1.1) for f in (32, 16, 24, 40, 80, 112, 192, 320, 1280)] == [
+        32,
+        16,
+        24,
+        48,
+        88,
+        120,
+        208,
+        352,
+        1408,
+    ]
+    assert round_filters(32, 2.0) == 64 and round_filters(1280, 2.0) == 2560
+    assert round_filters(4, 1.0) == 8, "round_filters never goes below 8"
+
+
+def test_summary_lists_every_layer_and_the_totals():
+    arch = kefficientnet("b0", 10, 16, 3)
+    text = arch.summary(32)
+    trainable, non_trainable = arch.param_count()
+    for row in arch.layers(32):
+        assert row.name in text, f"summary(32) is missing layer {row.name!r}"
+        assert str(row.output_shape) in text, (
+            f"summary(32) is missing {row.name}'s shape {row.output_shape}"
+        )
+    for line in (
+        f"Total params: {trainable + non_trainable:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {non_trainable:,}",
+        f"MACs (conv + dense): {arch.macs(32):,}",
+    ):
+        assert line in text, f"summary(32) is missing {line!r}"
+    names = [r.name for r in arch.layers(32)]
+    assert len(names) == len(set(names)), "layer names are not unique"
+    assert names[0] == "stem" and names[-1] == "predictions"
+
+
+def test_param_names_are_unique_and_layouts_keras():
+    shapes = kefficientnet("b0", 10, 16).param_shapes()
+    assert shapes["stem_conv/kernel"] == ((3, 3, 3, 32), True)
+    assert shapes["block1a_dwconv/kernel"] == ((3, 3, 32, 1), True)
+    assert shapes["block6b_project/conv/kernel"] == ((1, 1, 1152 // 64, 192), True)
+    assert shapes["predictions/kernel"] == ((1280, 10), True)
+    assert shapes["stem_bn/moving_variance"] == ((32,), False)
+
+
+def test_by_name_and_without_dropout():
+    assert by_name("kefficientnet-b0", 10, 32, 3) == kefficientnet("b0", 10, 32, 3)
+    assert by_name("efficientnet-b2", 5) == efficientnet("b2", 5)
+    arch = without_dropout(kefficientnet("b0", 10))
+    assert arch.head.dropout == 0.0 and all(b.drop_rate == 0.0 for b in arch.blocks)
+    assert arch.param_count() == kefficientnet("b0", 10).param_count()
+    assert set(VARIANTS) == {f"b{i}" for i in range(8)}
+
+
+@pytest.mark.parametrize(
+    ("call", "thunk", "exc", "fragment"),
+    [
+        (
+            "kefficientnet(m=0)",
+            lambda: kefficientnet("b0", 10, 0),
+            ValueError,
+            "min_channels_per_group >= 1",
+        ),
+        (
+            "kefficientnet(m=1.5)",
+            lambda: kefficientnet("b0", 10, 1.5),
+            TypeError,
+            "min_channels_per_group to be an int",
+        ),
+        ("efficientnet('b8')", lambda: efficientnet("b8"), ValueError, "received variant='b8'"),
+        (
+            "efficientnet(num_classes=0)",
+            lambda: efficientnet("b0", 0),
+            ValueError,
+            "num_classes >= 1",
+        ),
+        (
+            "efficientnet(skip=-2)",
+            lambda: efficientnet("b0", 10, -2),
+            ValueError,
+            "skip_stride_cnt=-2",
+        ),
+        (
+            "by_name('resnet50')",
+            lambda: by_name("resnet50"),
+            ValueError,
+            "received model='resnet50'",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_arch_bad_arguments(call, thunk, exc, fragment):
+    with pytest.raises(exc) as info:
+        thunk()
+    assert fragment in str(info.value), (
+        f"{call} raised {info.value!r}, which does not mention {fragment!r}"
+    )

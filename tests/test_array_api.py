@@ -1,0 +1,347 @@
+"""The core is array-API pure: every op, KPointwise and a whole network run on array-api-strict
+arrays (which reject any NumPy-only call) and agree with the NumPy results; mixing array
+libraries is a clear TypeError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_close,
+    convert,
+    drop_masks,
+    random_kpointwise_params,
+    random_network_params,
+    tiny_architecture,
+    to_numpy,
+)
+
+from gpconv.core import (
+    Add,
+    BatchNorm,
+    ChannelScale,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    Dropout,
+    GlobalAveragePool,
+    GroupedPointwise,
+    Interleave,
+    KPointwise,
+    KPointwiseSpec,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Swish,
+    network,
+)
+
+xs = pytest.importorskip("array_api_strict")
+
+
+def strict(tree):
+    return convert(tree, xs.asarray)
+
+
+def is_strict(a) -> bool:
+    return type(a).__module__.startswith("array_api_strict")
+
+
+def r(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+ONES4 = np.ones(4)
+BN_STATS = {
+    "gamma": 1 + 0.1 * r(4, seed=1),
+    "beta": 0.1 * r(4, seed=2),
+    "moving_mean": 0.1 * r(4, seed=3),
+    "moving_variance": 1 + 0.5 * np.abs(r(4, seed=4)),
+}
+
+# name: (forward taking the arrays as keywords, the arrays). Backward is each op's own.
+OPS = {
+    "Conv2D(stride=1, same)": (
+        Conv2D,
+        lambda x, kernel: Conv2D.forward(x, kernel, 1, "same"),
+        {"x": r(2, 6, 7, 3), "kernel": r(3, 3, 3, 4, seed=1)},
+    ),
+    "Conv2D(stride=2, correct)": (
+        Conv2D,
+        lambda x, kernel: Conv2D.forward(x, kernel, 2, "correct"),
+        {"x": r(2, 6, 7, 3), "kernel": r(3, 3, 3, 4, seed=1)},
+    ),
+    "DepthwiseConv2D(k=5, stride=2)": (
+        DepthwiseConv2D,
+        lambda x, kernel: DepthwiseConv2D.forward(x, kernel, 2, "correct"),
+        {"x": r(2, 7, 6, 4), "kernel": r(5, 5, 4, 1, seed=1)},
+    ),
+    "DepthwiseConv2D(k=3, same)": (
+        DepthwiseConv2D,
+        lambda x, kernel: DepthwiseConv2D.forward(x, kernel, 1, "same"),
+        {"x": r(2, 5, 5, 4), "kernel": r(3, 3, 4, 1, seed=1)},
+    ),
+    "BatchNorm(training)": (
+        BatchNorm,
+        lambda **a: BatchNorm.forward(**a, training=True),
+        {"x": r(2, 3, 3, 4), **BN_STATS},
+    ),
+    "BatchNorm(inference)": (
+        BatchNorm,
+        lambda **a: BatchNorm.forward(**a, training=False),
+        {"x": r(2, 3, 3, 4), **BN_STATS},
+    ),
+    "Swish": (Swish, Swish.forward, {"x": 3 * r(2, 3, 3, 4)}),
+    "Sigmoid": (Sigmoid, Sigmoid.forward, {"x": 3 * r(2, 3, 3, 4)}),
+    "GlobalAveragePool": (GlobalAveragePool, GlobalAveragePool.forward, {"x": r(2, 3, 3, 4)}),
+    "GlobalAveragePool(keepdims)": (
+        GlobalAveragePool,
+        lambda x: GlobalAveragePool.forward(x, keepdims=True),
+        {"x": r(2, 3, 3, 4)},
+    ),
+    "Dense": (
+        Dense,
+        Dense.forward,
+        {"x": r(3, 5), "kernel": r(5, 4, seed=1), "bias": r(4, seed=2)},
+    ),
+    "Dropout(per-element)": (
+        Dropout,
+        lambda x, mask: Dropout.forward(x, mask, 0.3),
+        {"x": r(2, 3, 3, 4), "mask": (r(2, 3, 3, 4, seed=1) > 0).astype(np.float64)},
+    ),
+    "Dropout(drop-connect)": (
+        Dropout,
+        lambda x, mask: Dropout.forward(x, mask, 0.3),
+        {"x": r(2, 3, 3, 4), "mask": np.array([0.0, 1.0]).reshape(2, 1, 1, 1)},
+    ),
+    "Add": (Add, Add.forward, {"a": r(2, 3, 3, 4), "b": r(2, 3, 3, 4, seed=1)}),
+    "ChannelScale": (
+        ChannelScale,
+        ChannelScale.forward,
+        {"x": r(2, 3, 3, 4), "s": r(2, 1, 1, 4, seed=1)},
+    ),
+    "SoftmaxCrossEntropy": (
+        SoftmaxCrossEntropy,
+        SoftmaxCrossEntropy.forward,
+        {"logits": r(3, 5), "labels": np.array([0, 4, 2])},
+    ),
+    "GroupedPointwise(G=3, bias)": (
+        GroupedPointwise,
+        lambda **a: GroupedPointwise.forward(**a, groups=3),
+        {"x": r(2, 3, 3, 6), "kernel": r(1, 1, 2, 9, seed=1), "bias": r(9, seed=2)},
+    ),
+    "GroupedPointwise(G=1)": (
+        GroupedPointwise,
+        GroupedPointwise.forward,
+        {"x": r(2, 3, 6), "kernel": r(1, 1, 6, 4)},
+    ),
+    "Interleave(G=3)": (Interleave, lambda x: Interleave.forward(x, 3), {"x": r(2, 3, 3, 12)}),
+}
+
+
+def _run(op, forward, arrays):
+    y, cache = forward(**arrays)
+    dy = 1.0 if op is SoftmaxCrossEntropy else y * 0.5 + 0.25  # any dy of y's namespace and shape
+    dx, grads = op.backward(cache, dy)
+    return {
+        "y": y,
+        **{f"dx{i}": d for i, d in enumerate(dx if isinstance(dx, tuple) else (dx,))},
+        **{f"d{k}": v for k, v in grads.items()},
+    }
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_op_on_array_api_strict_matches_numpy(name):
+    op, forward, arrays = OPS[name]
+    expected = _run(op, forward, arrays)
+    got = _run(op, forward, strict(arrays))
+    assert set(got) == set(expected), (
+        f"{name}: outputs {sorted(got)} on array-api-strict, {sorted(expected)} on NumPy"
+    )
+    for k, v in got.items():
+        assert is_strict(v), (
+            f"{name} returned {k} of type {type(v).__name__} for array-api-strict input"
+        )
+        assert_close(
+            f"{name} [array_api_strict]", k, to_numpy(v), expected[k], {"dtype": "float64"}
+        )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        KPointwiseSpec(8, 4, 2, bn=True, activation="swish", bias=True),  # interleave + second conv
+        KPointwiseSpec(4, 8, 2, bn=True, activation="sigmoid"),  # interleave, no second conv
+        KPointwiseSpec(8, 2, 2, bn=False, activation=None, bias=True),  # Cout // G == 1
+        KPointwiseSpec(6, 5, 1, bn=True, activation="swish"),
+    ],  # G == 1
+    ids=str,
+)
+def test_kpointwise_on_array_api_strict_matches_numpy(spec):
+    params = random_kpointwise_params(spec, np.random.default_rng(0))
+    x = r(2, 3, 3, spec.cin)
+
+    def run(p, x):
+        y, cache = KPointwise.forward(spec, p, x, training=True)
+        dx, grads = KPointwise.backward(cache, y * 0.5 + 0.25)
+        return {
+            "y": y,
+            "dx": dx,
+            **{f"d{k}": v for k, v in grads.items()},
+            **{f"stats {k}": v for k, v in cache["moving_stats"].items()},
+        }
+
+    expected, got = run(params, x), run(strict(params), xs.asarray(x))
+    assert set(got) == set(expected)
+    for k, v in got.items():
+        assert is_strict(v), (
+            f"KPointwise returned {k} of type {type(v).__name__} for array-api-strict input"
+        )
+        assert_close("KPointwise [array_api_strict]", k, to_numpy(v), expected[k], {"spec": spec})
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_tiny_network_on_array_api_strict_matches_numpy(training):
+    arch = tiny_architecture()
+    params = random_network_params(arch)
+    x, labels = r(2, 8, 8, 3), np.array([0, 2])
+    masks = drop_masks(arch, 2) if training else None
+    expected = network.loss_and_grads(arch, params, x, labels, training=training, masks=masks)
+    got = network.loss_and_grads(
+        arch,
+        strict(params),
+        xs.asarray(x),
+        xs.asarray(labels),
+        training=training,
+        masks=strict(masks),
+    )
+    config = {"arch": arch.name, "training": training}
+    for key in ("loss", "logits", "dx"):
+        assert is_strict(got[key]), f"network.loss_and_grads {key} is {type(got[key]).__name__}"
+        assert_close(
+            "network.loss_and_grads [array_api_strict]",
+            key,
+            to_numpy(got[key]),
+            expected[key],
+            config,
+        )
+    for group in ("grads", "moving_stats"):
+        assert set(got[group]) == set(expected[group])
+        for k, v in got[group].items():
+            assert_close(
+                "network.loss_and_grads [array_api_strict]",
+                f"{group}[{k!r}]",
+                to_numpy(v),
+                expected[group][k],
+                config,
+            )
+
+
+def test_network_rng_masks_on_array_api_strict():
+    """Masks drawn from the seeded generator land in the input's namespace and dtype."""
+    arch = tiny_architecture()
+    params = random_network_params(arch)
+    x = r(2, 8, 8, 3)
+    expected, _ = network.forward(arch, params, x, training=True, rng=11)
+    got, _ = network.forward(arch, strict(params), xs.asarray(x), training=True, rng=11)
+    assert_close(
+        "network.forward [array_api_strict]", "logits", to_numpy(got), expected, {"rng": 11}
+    )
+
+
+def test_float32_preserved_on_array_api_strict():
+    x, k = xs.asarray(r(2, 5, 5, 3), dtype=xs.float32), xs.asarray(r(1, 1, 1, 6), dtype=xs.float32)
+    y, cache = GroupedPointwise.forward(x, k, groups=3)
+    dx, grads = GroupedPointwise.backward(cache, y)
+    for what, a in (("y", y), ("dx", dx), ("dkernel", grads["kernel"])):
+        assert a.dtype == xs.float32, (
+            f"GroupedPointwise {what}.dtype={a.dtype}, but should be float32 [strict]"
+        )
+
+
+# --- mixed libraries --------------------------------------------------------------------------
+
+S = xs.asarray
+MIXED = [
+    (
+        "Conv2D.forward(numpy x, strict kernel)",
+        lambda: Conv2D.forward(r(1, 4, 4, 2), S(r(3, 3, 2, 2))),
+        ["x:", "kernel:"],
+    ),
+    (
+        "DepthwiseConv2D.forward(strict x, numpy kernel)",
+        lambda: DepthwiseConv2D.forward(S(r(1, 4, 4, 2)), r(3, 3, 2, 1)),
+        ["x:", "kernel:"],
+    ),
+    (
+        "BatchNorm.forward(strict gamma)",
+        lambda: BatchNorm.forward(r(2, 4), S(ONES4), ONES4, ONES4, ONES4),
+        ["x:", "gamma:"],
+    ),
+    (
+        "Dense.forward(strict bias)",
+        lambda: Dense.forward(r(2, 3), r(3, 4), S(ONES4)),
+        ["x:", "bias:"],
+    ),
+    (
+        "GroupedPointwise.forward(strict kernel)",
+        lambda: GroupedPointwise.forward(r(2, 4), S(r(1, 1, 2, 4)), groups=2),
+        ["x:", "kernel:"],
+    ),
+    ("Add.forward(numpy, strict)", lambda: Add.forward(r(2, 3), S(r(2, 3))), ["a:", "b:"]),
+    (
+        "ChannelScale.forward(strict s)",
+        lambda: ChannelScale.forward(r(2, 3, 3, 4), S(r(2, 1, 1, 4))),
+        ["x:", "s:"],
+    ),
+    (
+        "Dropout.forward(strict mask)",
+        lambda: Dropout.forward(r(2, 3), S(np.ones((2, 3))), 0.5),
+        ["x:", "mask:"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(numpy labels)",
+        lambda: SoftmaxCrossEntropy.forward(S(r(2, 3)), np.array([0, 1])),
+        ["logits:", "labels:"],
+    ),
+    (
+        "KPointwise.forward(numpy params, strict x)",
+        lambda: KPointwise.forward(
+            KPointwiseSpec(4, 4, 2),
+            random_kpointwise_params(KPointwiseSpec(4, 4, 2), np.random.default_rng(0)),
+            S(r(2, 4)),
+        ),
+        ["x:", "kernel:"],
+    ),
+    (
+        "Conv2D.backward(numpy cache, strict dy)",
+        lambda: Conv2D.backward(Conv2D.forward(r(1, 4, 4, 2), r(3, 3, 2, 2))[1], S(r(1, 4, 4, 2))),
+        [],
+    ),
+    (
+        "network.forward(numpy params, strict x)",
+        lambda: network.forward(
+            tiny_architecture(), random_network_params(tiny_architecture()), S(r(2, 8, 8, 3))
+        ),
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "thunk", "names"), MIXED, ids=[m[0] for m in MIXED])
+def test_mixed_array_libraries_are_a_type_error(call, thunk, names):
+    with pytest.raises(TypeError) as info:
+        thunk()
+    msg = str(info.value)
+    assert "different libraries" in msg, (
+        f"{call} raised {msg!r}, which does not say the libraries differ"
+    )
+    for name in names:
+        assert name in msg, f"{call} raised {msg!r}, which does not name argument {name!r}"
+    assert "numpy" in msg and "array_api_strict" in msg, (
+        f"{call} raised {msg!r}, not naming both libraries"
+    )
+
+
+def test_strict_integer_input_is_a_type_error():
+    with pytest.raises(TypeError, match=r"x.dtype=.*int64"):
+        Swish.forward(xs.asarray([1, 2, 3]))

@@ -1,0 +1,757 @@
+"""Core ops: forwards against independent oracles, float64 finite-difference gradients of every
+op (dx and every grads entry), bad input, and NaN/Inf propagation."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_close,
+    batchnorm_ref,
+    check_op_grads,
+    conv_cases,
+    fmt,
+    naive_conv2d,
+    seeds,
+)
+from hypothesis import given
+
+from gpconv.core import (
+    Add,
+    BatchNorm,
+    ChannelScale,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    Dropout,
+    GlobalAveragePool,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Swish,
+)
+from gpconv.core.ops import output_size, pad_amounts
+
+
+def normal(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# --- padding (TF correct_pad), against hand-derived amounts ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding", "expected"),
+    [
+        (32, 3, 2, "correct", (0, 1)),  # even: one less on top/left
+        (32, 5, 2, "correct", (1, 2)),
+        (224, 3, 2, "correct", (0, 1)),
+        (31, 3, 2, "correct", (1, 1)),  # odd: symmetric
+        (31, 5, 2, "correct", (2, 2)),
+        (7, 5, 2, "correct", (2, 2)),
+        (32, 3, 1, "correct", (0, 1)),  # skip_stride stem: stride 1 keeps correct_pad
+        (32, 3, 1, "same", (1, 1)),
+        (32, 5, 1, "same", (2, 2)),
+        (31, 5, 1, "same", (2, 2)),
+        (32, 3, 2, "valid", (0, 0)),
+    ],
+)
+def test_pad_amounts_hand_derived(size, kernel, stride, padding, expected):
+    got = pad_amounts(size, kernel, stride, padding)
+    assert got == expected, f"pad_amounts returned {got}, but should be {expected} " + fmt(
+        dict(size=size, kernel=kernel, stride=stride, padding=padding)
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding", "expected"),
+    [
+        (224, 3, 2, "correct", 112),
+        (32, 3, 1, "correct", 31),
+        (31, 3, 2, "correct", 16),
+        (16, 5, 2, "correct", 8),
+        (16, 5, 1, "same", 16),
+        (15, 3, 2, "correct", 8),
+        (7, 3, 1, "valid", 5),
+    ],
+)
+def test_output_size(size, kernel, stride, padding, expected):
+    got = output_size(size, kernel, stride, padding)
+    assert got == expected, f"output_size returned {got}, but should be {expected} " + fmt(
+        dict(size=size, kernel=kernel, stride=stride, padding=padding)
+    )
+
+
+def test_pad_amounts_rejects_same_with_stride_2_and_unknown_padding():
+    with pytest.raises(ValueError, match=r"stride=1 with padding='same'.*received stride=2"):
+        pad_amounts(32, 3, 2, "same")
+    with pytest.raises(ValueError, match=r"padding in .*received padding='full'"):
+        pad_amounts(32, 3, 1, "full")
+
+
+# --- convolutions: forward oracle and gradients -----------------------------------------------
+
+
+@given(case=conv_cases(), seed=seeds)
+def test_conv2d_forward_matches_naive_loop(case, seed):
+    x = normal(*case["x_shape"], seed=seed)
+    kernel = normal(case["k"], case["k"], x.shape[-1], case["cout"], seed=seed + 1)
+    y, _ = Conv2D.forward(x, kernel, case["stride"], case["padding"])
+    pads = tuple(pad_amounts(s, case["k"], case["stride"], case["padding"]) for s in x.shape[1:3])
+    assert_close("Conv2D.forward", "y", y, naive_conv2d(x, kernel, case["stride"], pads), case)
+
+
+@given(case=conv_cases(depthwise=True), seed=seeds)
+def test_depthwise_forward_matches_naive_loop(case, seed):
+    x = normal(*case["x_shape"], seed=seed)
+    kernel = normal(case["k"], case["k"], x.shape[-1], 1, seed=seed + 1)
+    y, _ = DepthwiseConv2D.forward(x, kernel, case["stride"], case["padding"])
+    pads = tuple(pad_amounts(s, case["k"], case["stride"], case["padding"]) for s in x.shape[1:3])
+    assert_close(
+        "DepthwiseConv2D.forward",
+        "y",
+        y,
+        naive_conv2d(x, kernel, case["stride"], pads, depthwise=True),
+        case,
+    )
+
+
+CONV_CONFIGS = [
+    (s, p) for s, p in [(1, "same"), (1, "correct"), (1, "valid"), (2, "correct"), (2, "valid")]
+]
+
+
+@pytest.mark.parametrize(("stride", "padding"), CONV_CONFIGS)
+@pytest.mark.parametrize("x_shape", [(2, 5, 6, 3), (1, 6, 7, 2)], ids=["odd-even", "even-odd"])
+def test_conv2d_gradients(stride, padding, x_shape):
+    config = dict(stride=stride, padding=padding, k=3, **{"x.shape": x_shape})
+    check_op_grads(
+        "Conv2D.backward",
+        lambda x, kernel: Conv2D.forward(x, kernel, stride, padding),
+        Conv2D.backward,
+        {"x": normal(*x_shape), "kernel": normal(3, 3, x_shape[-1], 4, seed=1)},
+        config,
+    )
+
+
+@given(case=conv_cases(), seed=seeds)
+def test_conv2d_gradients_drawn(case, seed):
+    x_shape, k = case["x_shape"], case["k"]
+    check_op_grads(
+        "Conv2D.backward",
+        lambda x, kernel: Conv2D.forward(x, kernel, case["stride"], case["padding"]),
+        Conv2D.backward,
+        {
+            "x": normal(*x_shape, seed=seed),
+            "kernel": normal(k, k, x_shape[-1], case["cout"], seed=seed + 1),
+        },
+        case,
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize(
+    ("stride", "padding"), [(1, "same"), (2, "correct"), (1, "correct"), (2, "valid")]
+)
+@pytest.mark.parametrize("hw", [(6, 7), (7, 6)])
+def test_depthwise_gradients(k, stride, padding, hw):
+    x_shape = (2, *hw, 3)
+    config = dict(stride=stride, padding=padding, k=k, **{"x.shape": x_shape})
+    check_op_grads(
+        "DepthwiseConv2D.backward",
+        lambda x, kernel: DepthwiseConv2D.forward(x, kernel, stride, padding),
+        DepthwiseConv2D.backward,
+        {"x": normal(*x_shape), "kernel": normal(k, k, 3, 1, seed=1)},
+        config,
+    )
+
+
+# --- batch norm -------------------------------------------------------------------------------
+
+
+def _bn_params(c: int, seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "gamma": 1 + 0.3 * rng.standard_normal(c),
+        "beta": 0.3 * rng.standard_normal(c),
+        "moving_mean": 0.5 * rng.standard_normal(c),
+        "moving_variance": rng.uniform(0.5, 2.0, c),
+    }
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("x_shape", [(2, 3, 3, 4), (6, 5)])
+def test_batchnorm_forward_matches_formula(training, x_shape):
+    x = 2.0 + 3.0 * normal(*x_shape)
+    p = _bn_params(x_shape[-1])
+    y, cache = BatchNorm.forward(x, **p, training=training)
+    axes = tuple(range(x.ndim - 1))
+    mean, var = (
+        (x.mean(axis=axes), x.var(axis=axes))
+        if training
+        else (p["moving_mean"], p["moving_variance"])
+    )
+    config = dict(training=training, **{"x.shape": x_shape})
+    assert_close(
+        "BatchNorm.forward",
+        "y",
+        y,
+        batchnorm_ref(x, p["gamma"], p["beta"], mean, var, eps=1e-3),
+        config,
+    )
+
+
+def test_batchnorm_moving_stats_follow_keras():
+    """Keras: r <- 0.99 r + 0.01 batch, with the *biased* batch variance (PyTorch would use the
+    unbiased one and momentum 0.1)."""
+    x = 1.5 + 2.0 * normal(4, 3, 3, 5)
+    p = _bn_params(5)
+    _, cache = BatchNorm.forward(x, **p, training=True)
+    mean, var = BatchNorm.updated_moving_stats(p["moving_mean"], p["moving_variance"], cache)
+    config = {"x.shape": x.shape, "training": True}
+    assert_close(
+        "BatchNorm.updated_moving_stats",
+        "moving_mean",
+        mean,
+        0.99 * p["moving_mean"] + 0.01 * x.mean(axis=(0, 1, 2)),
+        config,
+    )
+    assert_close(
+        "BatchNorm.updated_moving_stats",
+        "moving_variance",
+        var,
+        0.99 * p["moving_variance"] + 0.01 * x.var(axis=(0, 1, 2), ddof=0),
+        config,
+    )
+    _, cache = BatchNorm.forward(x, **p, training=False)
+    same = BatchNorm.updated_moving_stats(p["moving_mean"], p["moving_variance"], cache)
+    assert same[0] is p["moving_mean"] and same[1] is p["moving_variance"], (
+        "BatchNorm.updated_moving_stats changed the statistics after an inference forward "
+        "[training=False]"
+    )
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("x_shape", [(2, 3, 3, 4), (5, 3)])
+def test_batchnorm_gradients(training, x_shape):
+    p = _bn_params(x_shape[-1])
+    check_op_grads(
+        "BatchNorm.backward",
+        lambda x, gamma, beta: BatchNorm.forward(
+            x, gamma, beta, p["moving_mean"], p["moving_variance"], training=training
+        ),
+        BatchNorm.backward,
+        {"x": 1.0 + 2.0 * normal(*x_shape), "gamma": p["gamma"], "beta": p["beta"]},
+        dict(training=training, **{"x.shape": x_shape}),
+    )
+
+
+# --- activations ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", [Sigmoid, Swish], ids=["Sigmoid", "Swish"])
+def test_activation_forward_and_extremes(op):
+    x = np.concatenate([normal(50) * 5, [-1000.0, -40.0, 0.0, 40.0, 1000.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings from exp at +-1000
+        y, _ = op.forward(x)
+    s = 1.0 / (1.0 + np.exp(-np.clip(x, -700, 700)))
+    assert_close(
+        f"{op.__name__}.forward",
+        "y",
+        y,
+        s if op is Sigmoid else x * s,
+        {"x": "normal*5 and +-1000"},
+    )
+
+
+@pytest.mark.parametrize("op", [Sigmoid, Swish], ids=["Sigmoid", "Swish"])
+def test_activation_gradients(op):
+    check_op_grads(
+        f"{op.__name__}.backward",
+        op.forward,
+        op.backward,
+        {"x": 3.0 * normal(2, 3, 3, 4)},
+        {"x.shape": (2, 3, 3, 4)},
+    )
+
+
+# --- pooling, dense, element-wise, loss -------------------------------------------------------
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_average_pool(keepdims):
+    x = normal(2, 3, 5, 4)
+    y, _ = GlobalAveragePool.forward(x, keepdims=keepdims)
+    config = {"keepdims": keepdims, "x.shape": x.shape}
+    assert_close(
+        "GlobalAveragePool.forward", "y", y, x.mean(axis=(1, 2), keepdims=keepdims), config
+    )
+    check_op_grads(
+        "GlobalAveragePool.backward",
+        lambda x: GlobalAveragePool.forward(x, keepdims=keepdims),
+        GlobalAveragePool.backward,
+        {"x": x},
+        config,
+    )
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense(bias):
+    x, kernel, b = normal(3, 5), normal(5, 4, seed=1), normal(4, seed=2)
+    inputs = {"x": x, "kernel": kernel, **({"bias": b} if bias else {})}
+    y, _ = Dense.forward(**inputs)
+    assert_close("Dense.forward", "y", y, x @ kernel + (b if bias else 0.0), {"bias": bias})
+    check_op_grads("Dense.backward", Dense.forward, Dense.backward, inputs, {"bias": bias})
+
+
+@pytest.mark.parametrize(
+    "mask_shape", [(2, 3, 3, 4), (2, 1, 1, 1)], ids=["per-element", "drop-connect"]
+)
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_dropout_with_explicit_mask(mask_shape, rate):
+    x = normal(2, 3, 3, 4)
+    mask = np.random.default_rng(7).random(mask_shape) >= rate
+    mask.reshape(-1)[:2] = (True, False)  # at least one kept and one dropped entry
+    config = {"rate": rate, "mask.shape": mask_shape}
+    y, _ = Dropout.forward(x, mask, rate)
+    assert_close("Dropout.forward", "y", y, x * mask / (1 - rate), config)
+    check_op_grads(
+        "Dropout.backward",
+        lambda x: Dropout.forward(x, mask, rate),
+        Dropout.backward,
+        {"x": x},
+        config,
+    )
+
+
+def test_dropout_identity_without_mask_or_rate():
+    x = normal(2, 4)
+    for mask, rate in ((None, 0.3), (np.zeros((2, 4), dtype=bool), 0.0)):
+        y, cache = Dropout.forward(x, mask, rate)
+        assert np.array_equal(y, x), (
+            f"Dropout.forward is not the identity [mask={mask}, rate={rate}]"
+        )
+        dx, _ = Dropout.backward(cache, x)
+        assert np.array_equal(dx, x), (
+            f"Dropout.backward is not the identity [mask={mask}, rate={rate}]"
+        )
+
+
+def test_add():
+    a, b = normal(2, 3, 3, 4), normal(2, 3, 3, 4, seed=1)
+    y, _ = Add.forward(a, b)
+    assert_close("Add.forward", "y", y, a + b, {"shape": a.shape})
+    check_op_grads(
+        "Add.backward",
+        Add.forward,
+        Add.backward,
+        {"a": a, "b": b},
+        {"shape": a.shape},
+        dx_names=("a", "b"),
+    )
+
+
+def test_channel_scale():
+    x, s = normal(2, 3, 4, 5), normal(2, 1, 1, 5, seed=1)
+    y, _ = ChannelScale.forward(x, s)
+    expected = np.einsum("nhwc,nc->nhwc", x, s[:, 0, 0, :])
+    assert_close("ChannelScale.forward", "y", y, expected, {"x.shape": x.shape})
+    check_op_grads(
+        "ChannelScale.backward",
+        ChannelScale.forward,
+        ChannelScale.backward,
+        {"x": x, "s": s},
+        {"x.shape": x.shape, "s.shape": s.shape},
+        dx_names=("x", "s"),
+    )
+
+
+def test_softmax_cross_entropy():
+    logits, labels = 3.0 * normal(4, 5), np.array([0, 4, 2, 2])
+    loss, _ = SoftmaxCrossEntropy.forward(logits, labels)
+    expected = np.mean([np.log(np.sum(np.exp(row))) - row[k] for row, k in zip(logits, labels)])
+    assert_close("SoftmaxCrossEntropy.forward", "loss", loss, expected, {"labels": labels.tolist()})
+    check_op_grads(
+        "SoftmaxCrossEntropy.backward",
+        lambda logits: SoftmaxCrossEntropy.forward(logits, labels),
+        SoftmaxCrossEntropy.backward,
+        {"logits": logits},
+        {"labels": labels.tolist()},
+        dx_names=("logits",),
+    )
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 1000.0, 1000.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, _ = SoftmaxCrossEntropy.forward(logits, np.array([0, 2]))
+    assert_close("SoftmaxCrossEntropy.forward", "loss", loss, np.log(2.0) / 2, {"logits": "+-1000"})
+
+
+def test_ops_preserve_float32():
+    x = normal(2, 5, 5, 3).astype(np.float32)
+    k = normal(3, 3, 3, 4).astype(np.float32)
+    y, cache = Conv2D.forward(x, k, 2, "correct")
+    dx, grads = Conv2D.backward(cache, y)
+    for what, a in (("y", y), ("dx", dx), ("dkernel", grads["kernel"])):
+        assert a.dtype == np.float32, (
+            f"Conv2D {what}.dtype={a.dtype}, but should be float32 [stride=2]"
+        )
+    ones = np.ones(4, dtype=np.float32)
+    y, cache = BatchNorm.forward(y, ones, ones * 0, ones * 0, ones, training=True)
+    assert y.dtype == np.float32, (
+        f"BatchNorm.forward y.dtype={y.dtype}, but should be float32 [training=True]"
+    )
+    y, _ = Swish.forward(y)
+    assert y.dtype == np.float32, f"Swish.forward y.dtype={y.dtype}, but should be float32"
+
+
+# --- bad input: clear ValueError/TypeError naming the argument and the values ----------------
+
+X4 = normal(2, 5, 6, 3)
+K33 = normal(3, 3, 3, 4)
+ONES3 = np.ones(3)
+BAD_INPUT = [
+    (
+        "Conv2D.forward(x rank 3)",
+        lambda: Conv2D.forward(X4[0], K33),
+        ValueError,
+        ["x of rank 4", "x.shape=(5, 6, 3)"],
+    ),
+    (
+        "Conv2D.forward(kernel Cin != x C)",
+        lambda: Conv2D.forward(X4, normal(3, 3, 2, 4)),
+        ValueError,
+        ["kernel.shape[2] == 3", "kernel.shape=(3, 3, 2, 4)"],
+    ),
+    (
+        "Conv2D.forward(int x)",
+        lambda: Conv2D.forward(X4.astype(np.int64), K33),
+        TypeError,
+        ["x to have a real floating dtype", "x.dtype=int64"],
+    ),
+    (
+        "Conv2D.forward(bool kernel)",
+        lambda: Conv2D.forward(X4, K33 > 0),
+        TypeError,
+        ["kernel to have a real floating dtype", "kernel.dtype=bool"],
+    ),
+    (
+        "Conv2D.forward(stride=0)",
+        lambda: Conv2D.forward(X4, K33, 0),
+        ValueError,
+        ["stride >= 1", "stride=0"],
+    ),
+    (
+        "Conv2D.forward(non-square)",
+        lambda: Conv2D.forward(X4, normal(3, 1, 3, 4)),
+        ValueError,
+        ["square kernel", "kernel.shape=(3, 1, 3, 4)"],
+    ),
+    (
+        "Conv2D.forward(too small)",
+        lambda: Conv2D.forward(normal(1, 2, 2, 3), K33, 1, "valid"),
+        ValueError,
+        ["x.shape=(1, 2, 2, 3)", "too small"],
+    ),
+    (
+        "Conv2D.forward(list x)",
+        lambda: Conv2D.forward(X4.tolist(), K33),
+        TypeError,
+        ["x to be an array", "list"],
+    ),
+    (
+        "DepthwiseConv2D.forward(multiplier 2)",
+        lambda: DepthwiseConv2D.forward(X4, normal(3, 3, 3, 2)),
+        ValueError,
+        ["kernel.shape[3] == 1", "depth multiplier"],
+    ),
+    (
+        "DepthwiseConv2D.forward(kernel C != x C)",
+        lambda: DepthwiseConv2D.forward(X4, normal(3, 3, 4, 1)),
+        ValueError,
+        ["kernel.shape[2] == 3", "kernel.shape=(3, 3, 4, 1)"],
+    ),
+    (
+        "BatchNorm.forward(gamma size)",
+        lambda: BatchNorm.forward(X4, np.ones(4), ONES3, ONES3, ONES3),
+        ValueError,
+        ["gamma.shape[0] == 3", "gamma.shape=(4,)"],
+    ),
+    (
+        "BatchNorm.forward(gamma rank 2)",
+        lambda: BatchNorm.forward(X4, np.ones((1, 3)), ONES3, ONES3, ONES3),
+        ValueError,
+        ["gamma of shape (3,)", "gamma.shape=(1, 3)"],
+    ),
+    (
+        "BatchNorm.forward(int x)",
+        lambda: BatchNorm.forward(X4.astype(np.int32), ONES3, ONES3, ONES3, ONES3),
+        TypeError,
+        ["x.dtype=int32"],
+    ),
+    (
+        "BatchNorm.forward(int gamma)",
+        lambda: BatchNorm.forward(X4, np.ones(3, int), ONES3, ONES3, ONES3),
+        TypeError,
+        ["gamma.dtype=int64"],
+    ),
+    ("Swish.forward(bool x)", lambda: Swish.forward(X4 > 0), TypeError, ["x.dtype=bool"]),
+    ("Sigmoid.forward(int x)", lambda: Sigmoid.forward(np.arange(3)), TypeError, ["x.dtype=int64"]),
+    (
+        "GlobalAveragePool.forward(x rank 2)",
+        lambda: GlobalAveragePool.forward(X4[0, 0]),
+        ValueError,
+        ["x of rank 4", "x.shape=(6, 3)"],
+    ),
+    (
+        "Dense.forward(x rank 4)",
+        lambda: Dense.forward(X4, normal(3, 2)),
+        ValueError,
+        ["x of rank 2", "x.shape=(2, 5, 6, 3)"],
+    ),
+    (
+        "Dense.forward(kernel rows)",
+        lambda: Dense.forward(normal(2, 3), normal(4, 2)),
+        ValueError,
+        ["kernel.shape[0] == 3", "kernel.shape=(4, 2)"],
+    ),
+    (
+        "Dense.forward(bias size)",
+        lambda: Dense.forward(normal(2, 3), normal(3, 2), np.ones(3)),
+        ValueError,
+        ["bias.shape[0] == 2", "bias.shape=(3,)"],
+    ),
+    (
+        "Dense.forward(int bias)",
+        lambda: Dense.forward(normal(2, 3), normal(3, 2), np.ones(2, int)),
+        TypeError,
+        ["bias.dtype=int64"],
+    ),
+    (
+        "Dropout.forward(rate=1)",
+        lambda: Dropout.forward(X4, np.ones_like(X4), 1.0),
+        ValueError,
+        ["0 <= rate < 1", "rate=1.0"],
+    ),
+    (
+        "Dropout.forward(mask shape)",
+        lambda: Dropout.forward(X4, np.ones((2, 5, 1)), 0.5),
+        ValueError,
+        ["mask broadcastable to x.shape=(2, 5, 6, 3)", "mask.shape=(2, 5, 1)"],
+    ),
+    (
+        "Dropout.forward(int x)",
+        lambda: Dropout.forward(X4.astype(int), np.ones((2, 1, 1, 1)), 0.5),
+        TypeError,
+        ["x.dtype=int64"],
+    ),
+    (
+        "Add.forward(shapes)",
+        lambda: Add.forward(X4, X4[:1]),
+        ValueError,
+        ["b.shape=(2, 5, 6, 3)", "received b.shape=(1, 5, 6, 3)"],
+    ),
+    (
+        "ChannelScale.forward(s shape)",
+        lambda: ChannelScale.forward(X4, normal(2, 3)),
+        ValueError,
+        ["s.shape=(2, 1, 1, 3)", "received s.shape=(2, 3)"],
+    ),
+    (
+        "ChannelScale.forward(x rank 2)",
+        lambda: ChannelScale.forward(X4[0, 0], normal(6, 1, 1, 3)),
+        ValueError,
+        ["x of rank 4", "x.shape=(6, 3)"],
+    ),
+    (
+        "ChannelScale.forward(int s)",
+        lambda: ChannelScale.forward(X4, np.ones((2, 1, 1, 3), int)),
+        TypeError,
+        ["s.dtype=int64"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(float labels)",
+        lambda: SoftmaxCrossEntropy.forward(normal(2, 3), np.array([0.0, 1.0])),
+        TypeError,
+        ["integer labels", "labels.dtype=float64"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(labels shape)",
+        lambda: SoftmaxCrossEntropy.forward(normal(2, 3), np.array([0, 1, 2])),
+        ValueError,
+        ["labels.shape=(2,)", "labels.shape=(3,)"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(label 3 of K=3)",
+        lambda: SoftmaxCrossEntropy.forward(normal(2, 3), np.array([0, 3])),
+        ValueError,
+        ["labels in [0, 3)"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(int logits)",
+        lambda: SoftmaxCrossEntropy.forward(np.ones((2, 3), int), np.array([0, 1])),
+        TypeError,
+        ["logits.dtype=int64"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "thunk", "exc", "fragments"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT]
+)
+def test_bad_input_is_rejected_with_a_clear_message(call, thunk, exc, fragments):
+    with pytest.raises(exc) as info:
+        thunk()
+    for fragment in fragments:
+        assert fragment in str(info.value), (
+            f"{call} raised {info.value!r}, which does not mention {fragment!r}"
+        )
+
+
+def _forward_caches():
+    """(op name, backward, cache, y) for one forward of each op."""
+    x = normal(2, 5, 6, 3)
+    out = [
+        ("Conv2D", Conv2D.backward, *Conv2D.forward(x, K33, 2, "correct")[::-1]),
+        (
+            "DepthwiseConv2D",
+            DepthwiseConv2D.backward,
+            *DepthwiseConv2D.forward(x, normal(3, 3, 3, 1))[::-1],
+        ),
+        (
+            "BatchNorm",
+            BatchNorm.backward,
+            *BatchNorm.forward(x, ONES3, ONES3, ONES3, ONES3, True)[::-1],
+        ),
+        ("Swish", Swish.backward, *Swish.forward(x)[::-1]),
+        ("Sigmoid", Sigmoid.backward, *Sigmoid.forward(x)[::-1]),
+        ("GlobalAveragePool", GlobalAveragePool.backward, *GlobalAveragePool.forward(x)[::-1]),
+        ("Dense", Dense.backward, *Dense.forward(normal(2, 3), normal(3, 4))[::-1]),
+        ("Dropout", Dropout.backward, *Dropout.forward(x, np.ones((2, 1, 1, 1)), 0.5)[::-1]),
+        ("Add", Add.backward, *Add.forward(x, x)[::-1]),
+        ("ChannelScale", ChannelScale.backward, *ChannelScale.forward(x, normal(2, 1, 1, 3))[::-1]),
+    ]
+    return [(name, bwd, cache, y) for name, bwd, cache, y in out]
+
+
+@pytest.mark.parametrize(
+    ("name", "backward", "cache", "y"), _forward_caches(), ids=[c[0] for c in _forward_caches()]
+)
+def test_backward_rejects_dy_of_another_shape(name, backward, cache, y):
+    dy = np.ones((y.shape[0] + 1,) + y.shape[1:])  # a mismatched batch size
+    with pytest.raises(ValueError) as info:
+        backward(cache, dy)
+    msg = str(info.value)
+    for fragment in (f"dy.shape={y.shape}", f"received dy.shape={dy.shape}", name):
+        assert fragment in msg, (
+            f"{name}.backward(dy.shape={dy.shape}) raised {msg!r}, missing {fragment!r}"
+        )
+
+
+# --- NaN / Inf propagate, never replaced ------------------------------------------------------
+
+
+def _poisoned(value: float) -> np.ndarray:
+    x = normal(2, 5, 6, 3)
+    x[0, 2, 3, 1] = value
+    return x
+
+
+PROPAGATION = [
+    ("Conv2D", lambda x: Conv2D.forward(x, K33, 2, "correct")[0]),
+    ("DepthwiseConv2D", lambda x: DepthwiseConv2D.forward(x, normal(5, 5, 3, 1), 1, "same")[0]),
+    ("BatchNorm(training)", lambda x: BatchNorm.forward(x, ONES3, ONES3, ONES3, ONES3, True)[0]),
+    ("BatchNorm(inference)", lambda x: BatchNorm.forward(x, ONES3, ONES3, ONES3, ONES3, False)[0]),
+    ("Swish", lambda x: Swish.forward(x)[0]),
+    ("Sigmoid", lambda x: Sigmoid.forward(x)[0]),
+    ("GlobalAveragePool", lambda x: GlobalAveragePool.forward(x)[0]),
+    ("Dense", lambda x: Dense.forward(x.reshape(2, -1), normal(90, 4))[0]),
+    (
+        "Dropout(dropped sample)",
+        lambda x: Dropout.forward(x, np.array([0.0, 1.0])[:, None, None, None], 0.5)[0],
+    ),
+    ("ChannelScale", lambda x: ChannelScale.forward(x, normal(2, 1, 1, 3))[0]),
+    (
+        "SoftmaxCrossEntropy",
+        lambda x: SoftmaxCrossEntropy.forward(x.reshape(2, -1), np.array([0, 1]))[0],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "run"), PROPAGATION, ids=[p[0] for p in PROPAGATION])
+def test_nan_propagates(name, run):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = np.asarray(run(_poisoned(np.nan)))
+    assert np.isnan(y).any(), (
+        f"{name}.forward replaced a NaN input: no NaN in the output [x[0,2,3,1]=nan]"
+    )
+    assert not np.isnan(np.asarray(run(_poisoned(0.5)))).any(), (
+        f"{name}.forward makes NaN from finite input"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "run"),
+    [p for p in PROPAGATION if p[0] != "Sigmoid"],
+    ids=[p[0] for p in PROPAGATION if p[0] != "Sigmoid"],
+)
+def test_inf_propagates(name, run):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = np.asarray(run(_poisoned(np.inf)))
+    assert not np.isfinite(y).all(), (
+        f"{name}.forward replaced an Inf input: output all finite [x[0,2,3,1]=inf]"
+    )
+
+
+def test_sigmoid_of_infinities_is_its_limit():
+    y, _ = Sigmoid.forward(np.array([-np.inf, np.inf, np.nan]))
+    assert y[0] == 0.0 and y[1] == 1.0 and np.isnan(y[2]), (
+        f"Sigmoid.forward([-inf, inf, nan]) = {y}"
+    )
+
+
+def test_nan_in_dy_propagates_through_backward():
+    for name, backward, cache, y in _forward_caches():
+        dy = np.ones(y.shape)
+        dy.reshape(-1)[0] = np.nan
+        dx, grads = backward(cache, dy)
+        flat = [np.asarray(a) for a in (dx if isinstance(dx, tuple) else (dx,))] + [
+            np.asarray(g) for g in grads.values()
+        ]
+        assert any(np.isnan(a).any() for a in flat), (
+            f"{name}.backward dropped a NaN in dy [dy[0,...]=nan]"
+        )
+
+
+def test_gradient_checker_catches_a_wrong_backward():
+    """The checker itself: a backward with a deliberate error (Swish's forward paired with
+    Sigmoid's backward, or a kernel gradient scaled by 1.001) must fail."""
+    x = normal(2, 3)
+    with pytest.raises(AssertionError, match=r"Swish.backward dx rel err"):
+        check_op_grads(
+            "Swish.backward",
+            Swish.forward,
+            lambda c, dy: Sigmoid.backward({"y": c["s"]}, dy),
+            {"x": x},
+            {"x.shape": x.shape},
+        )
+
+    def off_backward(cache, dy):
+        dx, grads = Conv2D.backward(cache, dy)
+        return dx, {"kernel": grads["kernel"] * 1.001}
+
+    with pytest.raises(AssertionError, match=r"Conv2D.backward dkernel rel err"):
+        check_op_grads(
+            "Conv2D.backward",
+            Conv2D.forward,
+            off_backward,
+            {"x": normal(1, 4, 4, 2), "kernel": normal(3, 3, 2, 2)},
+            {"stride": 1},
+        )

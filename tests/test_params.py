@@ -1,0 +1,246 @@
+"""Canonical parameters: safetensors round trip, every bad-load case, and the initialisers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from helpers import tiny_architecture
+
+from gpconv.core import network
+from gpconv.core.arch import efficientnet, kefficientnet
+from gpconv.core.params import (
+    init_params,
+    load_params,
+    read_metadata,
+    save_params,
+    sub_params,
+    validate_params,
+)
+
+
+@pytest.fixture(scope="module")
+def arch():
+    return tiny_architecture()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_safetensors_round_trip_is_bit_exact(tmp_path, arch, dtype):
+    params = init_params(arch, seed=3, dtype=dtype)
+    # Not just zeros and ones: a non-trivial statistic must survive the round trip too.
+    params["stem_bn/moving_mean"][:] = np.random.default_rng(0).standard_normal(32)
+    meta = {"model": arch.name, "seed": 3, "note": "ünïcode ok"}
+    path = tmp_path / "p.safetensors"
+    save_params(path, params, metadata=meta)
+    loaded = load_params(path, arch)
+    assert set(loaded) == set(params), "load_params changed the names"
+    for k, v in params.items():
+        assert loaded[k].dtype == v.dtype, (
+            f"load_params({k!r}).dtype={loaded[k].dtype}, but should be {v.dtype}"
+        )
+        assert loaded[k].tobytes() == v.tobytes(), (
+            f"load_params({k!r}) is not bit-exact [dtype={dtype.__name__}]"
+        )
+    assert read_metadata(path) == {k: str(v) for k, v in meta.items()}, (
+        f"read_metadata = {read_metadata(path)}"
+    )
+    assert not list(tmp_path.glob("*.tmp-*")), "save_params left a temporary file behind"
+
+
+def test_save_without_metadata_and_overwrite(tmp_path, arch):
+    path = tmp_path / "p.safetensors"
+    save_params(path, init_params(arch, seed=0))
+    save_params(path, init_params(arch, seed=1))  # atomic replace of an existing file
+    loaded = load_params(path, arch)
+    assert np.array_equal(loaded["stem_conv/kernel"], init_params(arch, seed=1)["stem_conv/kernel"])
+    assert read_metadata(path) == {}
+
+
+def test_loaded_params_run_the_network(tmp_path, arch):
+    params = init_params(arch, seed=0, dtype=np.float64)
+    save_params(tmp_path / "p.safetensors", params)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3))
+    a, _ = network.forward(arch, params, x)
+    b, _ = network.forward(arch, load_params(tmp_path / "p.safetensors", arch), x)
+    assert np.array_equal(a, b), "network.forward differs after a save/load round trip"
+
+
+def test_every_bad_load_case_is_listed_in_one_error(tmp_path, arch):
+    params = init_params(arch, seed=0)
+    del params["stem_bn/gamma"], params["top/conv/kernel"]
+    params["block1a_dwconv/kernel"] = np.zeros((5, 5, 32, 1), np.float32)
+    params["predictions/bias"] = np.zeros(7, np.float32)
+    params["stray/kernel"] = np.zeros((2, 2), np.float32)
+    params["block9z_bn/gamma"] = np.zeros(4, np.float32)
+    path = tmp_path / "bad.safetensors"
+    save_params(path, params)
+    with pytest.raises(ValueError) as info:
+        load_params(path, arch)
+    msg = str(info.value)
+    expected_fragments = [
+        "6 problems",
+        "missing stem_bn/gamma: expected shape (32,)",
+        "missing top/conv/kernel: expected shape " + str(arch.param_shapes()["top/conv/kernel"][0]),
+        "unexpected stray/kernel",
+        "unexpected block9z_bn/gamma",
+        "block1a_dwconv/kernel: expected shape (3, 3, 32, 1), received shape (5, 5, 32, 1)",
+        "predictions/bias: expected shape (3,), received shape (7,)",
+    ]
+    for fragment in expected_fragments:
+        assert fragment in msg, f"load_params(bad file) error {msg!r} is missing {fragment!r}"
+    assert load_params(path).keys() == params.keys(), "load_params without arch must not validate"
+
+
+def test_unexpected_names_report_their_shape(arch):
+    params = init_params(arch, seed=0)
+    params["stray/kernel"] = np.zeros((2, 5), np.float32)
+    with pytest.raises(ValueError, match=r"unexpected stray/kernel: received shape \(2, 5\)"):
+        validate_params(arch, params)
+
+
+def test_wrong_dtypes_are_listed(tmp_path, arch):
+    params = init_params(arch, seed=0)
+    params["stem_conv/kernel"] = params["stem_conv/kernel"].astype(np.float16)
+    params["stem_bn/gamma"] = params["stem_bn/gamma"].astype(np.int32)
+    with pytest.raises(ValueError) as info:
+        validate_params(arch, params, dtype=np.float32)
+    msg = str(info.value)
+    for fragment in (
+        "2 problems",
+        "stem_conv/kernel: expected dtype float32, received dtype float16",
+        "stem_bn/gamma: expected dtype float32, received dtype int32",
+    ):
+        assert fragment in msg, (
+            f"validate_params(dtype=float32) error {msg!r} is missing {fragment!r}"
+        )
+    # Without an expected dtype, only non-floating parameters are wrong.
+    with pytest.raises(
+        ValueError, match=r"stem_bn/gamma: expected a floating dtype, received dtype int32"
+    ):
+        validate_params(arch, params)
+    save_params(tmp_path / "p.safetensors", params)
+    with pytest.raises(
+        ValueError, match=r"stem_conv/kernel: expected dtype float32, received dtype float16"
+    ):
+        load_params(tmp_path / "p.safetensors", arch, dtype=np.float32)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        load_params(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"garbage" * 3, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}     "],
+    ids=["empty", "garbage", "bad-header"],
+)
+def test_corrupt_file(tmp_path, content):
+    path = tmp_path / "corrupt.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"corrupt.safetensors.*is not a valid safetensors file"):
+        load_params(path)
+
+
+def test_truncated_file(tmp_path, arch):
+    path = tmp_path / "t.safetensors"
+    save_params(path, init_params(arch, seed=0))
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="is not a valid safetensors file"):
+        load_params(path, arch)
+
+
+def test_read_metadata_of_corrupt_file(tmp_path):
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"c.safetensors.*is not a valid safetensors file"):
+        read_metadata(path)
+
+
+# --- initialisation ---------------------------------------------------------------------------
+
+
+def test_init_is_deterministic_in_the_seed(arch):
+    a, b, c = init_params(arch, 7), init_params(arch, 7), init_params(arch, 8)
+    assert list(a) == list(arch.param_shapes()), (
+        "init_params keys are not the canonical names in order"
+    )
+    assert all(np.array_equal(a[k], b[k]) for k in a), "init_params(seed=7) is not deterministic"
+    assert not np.array_equal(a["stem_conv/kernel"], c["stem_conv/kernel"]), (
+        "seeds 7 and 8 gave the same kernel"
+    )
+    assert all(a[k].dtype == np.float32 for k in a), "init_params default dtype should be float32"
+    assert all(v.dtype == np.float64 for v in init_params(arch, 7, dtype=np.float64).values())
+
+
+def test_init_constants_follow_keras():
+    arch = kefficientnet("b0", 10, 16)
+    params = init_params(arch, 0)
+    for k, v in params.items():
+        p = k.rsplit("/", 1)[1]
+        if p in ("gamma", "moving_variance"):
+            assert np.all(v == 1), f"init_params[{k!r}] should be ones"
+        elif p in ("beta", "moving_mean", "bias"):
+            assert np.all(v == 0), f"init_params[{k!r}] should be zeros"
+
+
+def _fans(shape):
+    receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def test_kefficientnet_pointwise_kernels_are_glorot_uniform():
+    arch = kefficientnet("b0", 10, 16)
+    params = init_params(arch, 0)
+    for k, v in params.items():
+        if "/conv" in k and k.endswith("kernel"):
+            fan_in, fan_out = _fans(v.shape)
+            limit = math.sqrt(6 / (fan_in + fan_out))
+            assert np.abs(v).max() <= limit, (
+                f"init_params[{k!r}] exceeds the glorot limit {limit:.4f}"
+            )
+            if v.size >= 10_000:
+                std = float(v.std())
+                assert abs(std - limit / math.sqrt(3)) < 0.05 * limit, (
+                    f"{k}: std {std:.4f}, glorot {limit / 3**0.5:.4f}"
+                )
+
+
+def test_variance_scaling_initialisers():
+    """EfficientNet convs: VarianceScaling(2, fan_out, truncated normal) — |w| <= 2 sigma and the
+    std of the truncated distribution equal to sqrt(2/fan_out); dense: VarianceScaling(1/3,
+    fan_out, uniform), limit sqrt(1/fan_out). Stem and depthwise are the same in kEffNet."""
+    for arch in (efficientnet("b0", 10), kefficientnet("b0", 10, 16)):
+        params = init_params(arch, 0)
+        for k, v in params.items():
+            fam_conv = arch.family == "efficientnet" and "/conv" in k
+            if not (k.endswith("kernel") and (fam_conv or "stem" in k or "dwconv" in k)):
+                continue
+            target = math.sqrt(2.0 / _fans(v.shape)[1])
+            sigma = target / 0.87962566103423978
+            assert np.abs(v).max() <= 2 * sigma + 1e-7, (
+                f"{arch.name} init_params[{k!r}] beyond 2 sigma"
+            )
+            if v.size >= 20_000:
+                assert abs(float(v.std()) - target) < 0.05 * target, (
+                    f"{arch.name} {k}: std {v.std():.4g}, want {target:.4g}"
+                )
+        dense = params["predictions/kernel"]
+        limit = math.sqrt(1.0 / 10)
+        assert np.abs(dense).max() <= limit and np.abs(dense).max() > 0.9 * limit, (
+            f"{arch.name} predictions/kernel max {np.abs(dense).max():.4f}, limit {limit:.4f}"
+        )
+
+
+def test_init_params_into_another_namespace(arch):
+    xp = pytest.importorskip("array_api_strict")
+    params = init_params(arch, 0, dtype=np.float64, xp=xp)
+    assert all(type(v).__module__.startswith("array_api_strict") for v in params.values())
+    validate_params(arch, params, dtype=np.float64)
+
+
+def test_sub_params():
+    params = {"a/conv/kernel": 1, "a/bn/gamma": 2, "ab/conv/kernel": 3, "b/x": 4}
+    assert sub_params(params, "a") == {"conv/kernel": 1, "bn/gamma": 2}
