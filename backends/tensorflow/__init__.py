@@ -1,0 +1,55 @@
+"""TensorFlow / Keras 3 backend: kEffNet and EfficientNet B0–B7 as Keras Functional models built
+from ``core.arch``, the layers of the method, and parameter exchange with the reference.
+
+    from gpconv.backends.tensorflow import KEfficientNetB0, load_params, export_params
+    model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
+
+Names are resolved lazily (PEP 562): importing this package (as the backend registry does)
+does not import TensorFlow; the first attribute access does, and registers every custom layer
+so ``keras.models.load_model`` can rebuild saved models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **{
+        f"{family}B{i}": "applications"
+        for family in ("EfficientNet", "KEfficientNet")
+        for i in range(8)
+    },
+    "build_model": "models",
+    "intermediates_model": "models",
+    "CorrectPadding2D": "padding",
+    "FusedBatchNormalization": "normalization",
+    "GroupedPointwise": "pointwise",
+    "InterleaveChannels": "pointwise",
+    "KPointwise": "pointwise",
+    "canonical_variables": "params",
+    "export_params": "params",
+    "load_params": "params",
+    "IMPLS": "grouped",
+    "resolve_impl": "grouped",
+}
+_LAYER_MODULES = (
+    "normalization",
+    "padding",
+    "pointwise",
+)  # imported together: registers every custom layer
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for module in _LAYER_MODULES:
+        importlib.import_module(f".{module}", __name__)
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,125 @@
+"""``keras.applications``-style constructors: ``EfficientNetB0..B7`` and ``KEfficientNetB0..B7``.
+
+Each builds the architecture with ``core.arch`` and the model with ``models.build_model``::
+
+    model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
+    logits = model(images)                                  # (N, 10) logits
+    probs = KEfficientNetB0(classes=10, input_shape=(32, 32, 3),
+                            classifier_activation="softmax")(images)  # or keras.ops.softmax(logits)
+
+Models return **logits** by default (``classifier_activation=None``): train them with
+``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``. ``weights`` is ``None``
+(fresh initialisation) or the path of a canonical safetensors file (``core.params.save_params``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ...core.arch import Architecture, efficientnet, kefficientnet
+from ...core.params import load_params as read_params
+from ._runtime import keras
+from .models import build_model
+from .params import load_params
+
+Constructor = Callable[..., keras.Model]
+
+
+def _finish(
+    arch: Architecture, weights: str | None, include_top: bool, **kwargs: Any
+) -> keras.Model:
+    model = build_model(arch, include_top=include_top, **kwargs)
+    if weights is not None:
+        params = read_params(weights)
+        if not include_top:  # the classifier's parameters have no layer to go to
+            params = {k: v for k, v in params.items() if not k.startswith("predictions/")}
+        load_params(model, params)
+    return model
+
+
+def _efficientnet(variant: str) -> Constructor:
+    def constructor(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: Any = None,
+        skip_stride_cnt: int = -1,
+        impl: str = "auto",
+        name: str | None = None,
+    ) -> keras.Model:
+        arch = efficientnet(variant, classes, skip_stride_cnt)
+        return _finish(
+            arch,
+            weights,
+            include_top,
+            input_shape=input_shape,
+            pooling=pooling,
+            classifier_activation=classifier_activation,
+            impl=impl,
+            name=name,
+        )
+
+    constructor.__name__ = constructor.__qualname__ = f"EfficientNet{variant.upper()}"
+    constructor.__doc__ = (
+        f"EfficientNet-{variant.upper()} as keras.applications (no input rescaling); returns\n"
+        "logits. "
+        "``skip_stride_cnt=n >= 0`` makes the stem stride 1 and the first ``n`` stages stride 1\n"
+        "(the paper's 32x32 runs use 3). Images are channels-last ``(N, H, W, 3)``."
+    )
+    return constructor
+
+
+def _kefficientnet(variant: str) -> Constructor:
+    def constructor(
+        include_top: bool = True,
+        weights: str | None = None,
+        input_shape: tuple | None = None,
+        pooling: str | None = None,
+        classes: int = 1000,
+        classifier_activation: Any = None,
+        skip_stride_cnt: int = -1,
+        min_channels_per_group: int = 16,
+        impl: str = "auto",
+        name: str | None = None,
+    ) -> keras.Model:
+        arch = kefficientnet(variant, classes, min_channels_per_group, skip_stride_cnt)
+        return _finish(
+            arch,
+            weights,
+            include_top,
+            input_shape=input_shape,
+            pooling=pooling,
+            classifier_activation=classifier_activation,
+            impl=impl,
+            name=name,
+        )
+
+    constructor.__name__ = constructor.__qualname__ = f"KEfficientNet{variant.upper()}"
+    constructor.__doc__ = (
+        f"kEffNet-{variant.upper()}: EfficientNet-{variant.upper()} with every pointwise conv a\n"
+        "KPointwise of at least ``min_channels_per_group`` channels per group (16 or 32 in the\n"
+        "paper) and no activation on the top conv; returns logits. ``impl`` picks the grouped\n"
+        "product (default ``'auto'``: the fastest that works here)."
+    )
+    return constructor
+
+
+EfficientNetB0 = _efficientnet("b0")
+EfficientNetB1 = _efficientnet("b1")
+EfficientNetB2 = _efficientnet("b2")
+EfficientNetB3 = _efficientnet("b3")
+EfficientNetB4 = _efficientnet("b4")
+EfficientNetB5 = _efficientnet("b5")
+EfficientNetB6 = _efficientnet("b6")
+EfficientNetB7 = _efficientnet("b7")
+KEfficientNetB0 = _kefficientnet("b0")
+KEfficientNetB1 = _kefficientnet("b1")
+KEfficientNetB2 = _kefficientnet("b2")
+KEfficientNetB3 = _kefficientnet("b3")
+KEfficientNetB4 = _kefficientnet("b4")
+KEfficientNetB5 = _kefficientnet("b5")
+KEfficientNetB6 = _kefficientnet("b6")
+KEfficientNetB7 = _kefficientnet("b7")

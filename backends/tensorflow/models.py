@@ -1,0 +1,210 @@
+"""Keras Functional models built by walking a ``core.arch.Architecture`` (never a second copy of
+the block table): stem -> MBConv blocks -> head, with the layer names of the canonical
+parameters (``stem_conv``, ``block2a_expand``, ``block2a_dwconv``, ``top``, ``predictions``...).
+
+Keras semantics as ``keras.applications.EfficientNet``: BN epsilon 1e-3 / momentum 0.99 (the
+Keras defaults; computed by the fused kernel, see ``normalization``), ``correct_pad`` zero
+padding + valid conv for the stem and stride-2 depthwise convs, ``"same"`` for stride-1 depthwise
+convs, drop-connect as ``Dropout(rate, noise_shape=(None, 1, 1, 1))`` and dropout before the
+classifier. Unlike keras.applications there is no input rescaling layer: inputs go straight to
+the stem, as in the reference. Channels-last; the classifier returns logits unless
+``classifier_activation`` is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...core.arch import Architecture, HeadSpec, MBConvSpec, StemSpec
+from ...core.pointwise import KPointwiseSpec
+from ._runtime import keras
+from .normalization import FusedBatchNormalization
+from .padding import CorrectPadding2D
+from .pointwise import KPointwise
+
+layers = keras.layers
+
+# keras.applications.efficientnet's initialisers (DESIGN.md §1).
+CONV_KERNEL_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"},
+}
+DENSE_KERNEL_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
+}
+# The paper's kEffNet code initialises every kPointwise conv glorot-uniform.
+KPOINTWISE_KERNEL_INITIALIZER = "glorot_uniform"
+
+
+def _init(config: Any) -> Any:
+    return keras.initializers.get(config)  # a fresh object per layer (no shared RNG state)
+
+
+class _Builder:
+    """Applies the layers of one architecture to Keras tensors; holds the per-model choices."""
+
+    def __init__(self, arch: Architecture, impl: str) -> None:
+        self.arch = arch
+        self.impl = impl
+        self.pointwise_init = (
+            KPOINTWISE_KERNEL_INITIALIZER
+            if arch.family == "kefficientnet"
+            else CONV_KERNEL_INITIALIZER
+        )
+
+    def pointwise(self, spec: KPointwiseSpec, name: str, x: Any) -> Any:
+        layer = KPointwise.from_spec(
+            spec, impl=self.impl, kernel_initializer=_init(self.pointwise_init), name=name
+        )
+        return layer(x)
+
+    def spatial(self, x: Any, kernel: int, stride: int, padding: str, name: str) -> tuple[Any, str]:
+        """Insert ``correct_pad`` where the spec asks for it; returns the conv's own padding."""
+        if padding == "correct":
+            return CorrectPadding2D(kernel, stride, name=f"{name}_pad")(x), "valid"
+        return x, padding
+
+    def bn_swish(self, x: Any, bn: str, act: str) -> Any:
+        x = FusedBatchNormalization(name=bn)(x)
+        return layers.Activation("swish", name=act)(x)
+
+    def stem(self, s: StemSpec, x: Any) -> Any:
+        x, padding = self.spatial(x, s.kernel, s.stride, s.padding, "stem_conv")
+        x = layers.Conv2D(
+            s.cout,
+            s.kernel,
+            strides=s.stride,
+            padding=padding,
+            use_bias=False,
+            kernel_initializer=_init(CONV_KERNEL_INITIALIZER),
+            name="stem_conv",
+        )(x)
+        return self.bn_swish(x, "stem_bn", "stem_activation")
+
+    def block(self, b: MBConvSpec, inputs: Any) -> Any:
+        x = inputs
+        if b.expand is not None:
+            x = self.pointwise(b.expand, f"{b.name}_expand", x)
+        x, padding = self.spatial(x, b.kernel, b.stride, b.padding, f"{b.name}_dwconv")
+        x = layers.DepthwiseConv2D(
+            b.kernel,
+            strides=b.stride,
+            padding=padding,
+            use_bias=False,
+            depthwise_initializer=_init(CONV_KERNEL_INITIALIZER),
+            name=f"{b.name}_dwconv",
+        )(x)
+        x = self.bn_swish(x, f"{b.name}_bn", f"{b.name}_activation")
+        if b.se_reduce is not None:
+            s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{b.name}_se_squeeze")(x)
+            s = self.pointwise(b.se_reduce, f"{b.name}_se_reduce", s)
+            s = self.pointwise(b.se_expand, f"{b.name}_se_expand", s)
+            x = layers.Multiply(name=f"{b.name}_se_excite")([x, s])
+        x = self.pointwise(b.project, f"{b.name}_project", x)
+        if b.residual:
+            if b.drop_rate > 0:  # drop-connect: one Bernoulli draw per sample
+                x = layers.Dropout(b.drop_rate, noise_shape=(None, 1, 1, 1), name=f"{b.name}_drop")(
+                    x
+                )
+            x = layers.Add(name=f"{b.name}_add")([x, inputs])
+        return x
+
+    def head(
+        self,
+        h: HeadSpec,
+        x: Any,
+        include_top: bool,
+        pooling: str | None,
+        classifier_activation: Any,
+    ) -> Any:
+        x = self.pointwise(h.top, "top", x)
+        if include_top:
+            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            if h.dropout > 0:
+                x = layers.Dropout(h.dropout, name="top_dropout")(x)
+            return layers.Dense(
+                h.num_classes,
+                activation=classifier_activation,
+                kernel_initializer=_init(DENSE_KERNEL_INITIALIZER),
+                name="predictions",
+            )(x)
+        if pooling == "avg":
+            return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if pooling == "max":
+            return layers.GlobalMaxPooling2D(name="max_pool")(x)
+        return x
+
+
+def default_input_shape(
+    arch: Architecture, include_top: bool
+) -> tuple[int | None, int | None, int]:
+    """As keras.applications: the variant's resolution with the classifier, any size without."""
+    size = arch.resolution if include_top else None
+    return (size, size, arch.stem.cin)
+
+
+def build_model(
+    arch: Architecture,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    include_top: bool = True,
+    pooling: str | None = None,
+    classifier_activation: Any = None,
+    impl: str = "auto",
+    name: str | None = None,
+) -> keras.Model:
+    """A Keras Functional model of ``arch``: images ``(N, H, W, 3)`` -> logits ``(N, classes)``
+    (or probabilities with ``classifier_activation="softmax"``). With ``include_top=False`` it
+    returns the ``top`` features ``(N, h, w, C)``, or ``(N, C)`` with ``pooling="avg"``/``"max"``.
+    ``impl`` selects the grouped-pointwise implementation (``gpconv.backends.tensorflow.grouped``).
+    """
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"Expected pooling in (None, 'avg', 'max'), received pooling={pooling!r}")
+    input_shape = (
+        tuple(input_shape) if input_shape is not None else default_input_shape(arch, include_top)
+    )
+    if len(input_shape) != 3 or input_shape[-1] != arch.stem.cin:
+        raise ValueError(
+            f"Expected input_shape (H, W, {arch.stem.cin}) (channels-last), "
+            f"received input_shape={input_shape}"
+        )
+    builder = _Builder(arch, impl)
+    inputs = keras.Input(shape=input_shape, name="input_layer")
+    x = builder.stem(arch.stem, inputs)
+    for b in arch.blocks:
+        x = builder.block(b, x)
+    outputs = builder.head(arch.head, x, include_top, pooling, classifier_activation)
+    return keras.Model(inputs, outputs, name=name or model_name(arch))
+
+
+def model_name(arch: Architecture) -> str:
+    """``efficientnetb0``, ``kefficientnetb0_16ch`` (keras.applications style)."""
+    suffix = f"_{arch.min_channels_per_group}ch" if arch.family == "kefficientnet" else ""
+    return f"{arch.family}{arch.variant}{suffix}"
+
+
+def intermediate_layers(arch: Architecture) -> dict[str, str]:
+    """``{intermediate key: layer name}`` for the keys of ``core.network``'s
+    ``cache["intermediates"]``: ``stem``, each block, ``top``, ``logits``."""
+    out = {"stem": "stem_activation"}
+    for b in arch.blocks:
+        out[b.name] = f"{b.name}_add" if b.residual else f"{b.name}_project"
+    out["top"] = "top"
+    out["logits"] = "predictions"
+    return out
+
+
+def intermediates_model(model: keras.Model, arch: Architecture) -> keras.Model:
+    """A model sharing ``model``'s layers whose outputs are ``intermediate_layers(arch)``."""
+    names = intermediate_layers(arch)
+    outputs = {key: model.get_layer(layer).output for key, layer in names.items()}
+    return keras.Model(model.input, outputs, name=f"{model.name}_intermediates")
+
+
+__all__ = [
+    "build_model",
+    "default_input_shape",
+    "intermediate_layers",
+    "intermediates_model",
+    "model_name",
+]

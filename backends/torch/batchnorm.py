@@ -1,0 +1,76 @@
+"""Batch normalisation with Keras semantics, for NCHW (or channels_last) tensors.
+
+PyTorch's ``nn.BatchNorm2d`` differs from Keras in three ways that silently change a ported
+model: eps (1e-5 vs 1e-3), momentum convention (0.1 for the *new* value vs 0.99 for the *old*
+one) and the running variance, which PyTorch feeds the *unbiased* batch variance while Keras
+(and ``core.ops.normalization``) feeds the biased one. ``KerasBatchNorm2d`` keeps the fused
+``F.batch_norm`` kernel and corrects the running variance afterwards, on ``C`` numbers only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.ops.normalization import EPSILON, MOMENTUM
+
+
+class KerasBatchNorm2d(nn.Module):
+    """``y = weight * (x - mean) / sqrt(var + eps) + bias`` per channel (axis 1).
+
+    Shapes: x ``(N, C, ...)`` in any memory format; ``weight`` (gamma), ``bias`` (beta),
+    ``running_mean``, ``running_var`` ``(C,)``. Training normalises with the batch mean and
+    biased variance and updates ``r <- momentum * r + (1 - momentum) * batch`` with the biased
+    variance; inference uses the running statistics. ``momentum`` is in Keras's convention.
+    """
+
+    def __init__(self, num_features: int, eps: float = EPSILON, momentum: float = MOMENTUM) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum} (Keras convention)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        n = x.numel() // x.shape[1]  # elements per channel
+        if n < 2:
+            return self._forward_single(x)
+        # torch updates r' = m r + (1 - m) var_b n / (n - 1); Keras m r + (1 - m) var_b. torch's
+        # update goes to a copy (autograd saves it, so it must not change afterwards), and solving
+        # it for var_b gives Keras's r = m r / n + r' (n - 1) / n: C numbers, no second pass over x.
+        torch_var = self.running_var.clone()
+        y = F.batch_norm(
+            x,
+            self.running_mean,
+            torch_var,
+            self.weight,
+            self.bias,
+            True,
+            1.0 - self.momentum,
+            self.eps,
+        )
+        with torch.no_grad():
+            self.running_var.mul_(self.momentum / n).add_(torch_var, alpha=(n - 1) / n)
+        return y
+
+    def _forward_single(self, x: torch.Tensor) -> torch.Tensor:
+        """One element per channel: the batch variance is 0, torch's unbiased one undefined."""
+        dims = [d for d in range(x.ndim) if d != 1]
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        with torch.no_grad():
+            self.running_mean.mul_(self.momentum).add_(mean.detach(), alpha=1 - self.momentum)
+            self.running_var.mul_(self.momentum).add_(var.detach(), alpha=1 - self.momentum)
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return (x - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)

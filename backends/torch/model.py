@@ -1,0 +1,242 @@
+"""EfficientNet / kEffNet as one nn.Module built by walking a ``core.arch.Architecture``, and the
+torchvision-style constructors ``efficientnet_b0..b7`` and ``kefficientnet_b0..b7``.
+
+Input ``(N, 3, H, W)`` (NCHW as PyTorch users expect, any memory format), output logits
+``(N, num_classes)``. With ``channels_last=True`` the input is converted once at the entry and
+every layer then runs physically NHWC, which is what makes grouped 1×1 convs fast on CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...core import arch as core_arch
+from ...core.arch import Architecture
+from ...core.params import init_params
+from .blocks import Head, MBConv, Stem
+from .params import load_params
+from .pointwise import DEFAULT_IMPL
+
+# Whole-network default memory format, chosen by benchmarks/bench_torch_train.py.
+DEFAULT_CHANNELS_LAST = True
+
+
+class EfficientNet(nn.Module):
+    """The network of ``arch`` (EfficientNet or kEffNet): ``stem`` -> ``blocks`` (an
+    ``nn.ModuleDict`` keyed by Keras block name, ``block1a``...) -> ``head``.
+
+    ``impl`` selects the grouped 1×1 implementation (``pointwise.IMPLS``); ``seed`` the initial
+    weights (DESIGN.md §1's Keras initialisers, drawn by ``core.params.init_params``; default:
+    a seed drawn from torch's RNG, so ``torch.manual_seed`` makes it reproducible).
+    """
+
+    def __init__(
+        self,
+        arch: Architecture,
+        impl: str = DEFAULT_IMPL,
+        channels_last: bool = DEFAULT_CHANNELS_LAST,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.channels_last = channels_last
+        self.stem = Stem(arch.stem)
+        self.blocks = nn.ModuleDict({b.name: MBConv(b, impl) for b in arch.blocks})
+        self.head = Head(arch.head, impl)
+        self.reset_parameters(seed)
+
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Re-initialise every parameter (and reset moving statistics) like the Keras models."""
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        load_params(self, init_params(self.arch, seed=seed))
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        cin = self.arch.stem.cin
+        if x.dim() != 4:
+            raise ValueError(
+                f"Expected x of rank 4 (N, {cin}, H, W), received x.shape={tuple(x.shape)}"
+            )
+        if x.shape[1] != cin:
+            hint = " (channels-last data? use x.permute(0, 3, 1, 2))" if x.shape[-1] == cin else ""
+            raise ValueError(
+                f"Expected x.shape[1] == {cin} channels (N, C, H, W), "
+                f"received x.shape={tuple(x.shape)}{hint}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"Expected floating-point images, received x.dtype={x.dtype}")
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(self._check_input(x))
+        for block in self.blocks.values():
+            y = block(y)
+        return self.head(y)
+
+    def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs of ``stem``, every block, ``top`` (the top conv, before pooling) and
+        ``logits``: the keys of ``core.network.forward``'s ``cache["intermediates"]``."""
+        out = {"stem": self.stem(self._check_input(x))}
+        y = out["stem"]
+        for name, block in self.blocks.items():
+            y = out[name] = block(y)
+        out["top"] = self.head.top(y)
+        out["logits"] = self.head.classify(out["top"])
+        return out
+
+
+def build(arch: Architecture, **kwargs: Any) -> EfficientNet:
+    """``EfficientNet(arch, **kwargs)``: any ``core.arch`` architecture as a module."""
+    return EfficientNet(arch, **kwargs)
+
+
+def _efficientnet(
+    variant: str, num_classes: int, skip_stride_cnt: int, **kwargs: Any
+) -> EfficientNet:
+    return EfficientNet(core_arch.efficientnet(variant, num_classes, skip_stride_cnt), **kwargs)
+
+
+def _kefficientnet(
+    variant: str, num_classes: int, min_channels_per_group: int, skip_stride_cnt: int, **kwargs: Any
+) -> EfficientNet:
+    arch = core_arch.kefficientnet(variant, num_classes, min_channels_per_group, skip_stride_cnt)
+    return EfficientNet(arch, **kwargs)
+
+
+def efficientnet_b0(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B0 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b0", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b0(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B0 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b0", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
+
+
+def efficientnet_b1(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B1 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b1", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b1(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B1 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b1", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
+
+
+def efficientnet_b2(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B2 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b2", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b2(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B2 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b2", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
+
+
+def efficientnet_b3(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B3 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b3", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b3(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B3 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b3", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
+
+
+def efficientnet_b4(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B4 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b4", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b4(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B4 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b4", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
+
+
+def efficientnet_b5(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B5 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b5", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b5(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B5 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b5", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
+
+
+def efficientnet_b6(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B6 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b6", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b6(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B6 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b6", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
+
+
+def efficientnet_b7(
+    num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
+) -> EfficientNet:
+    """EfficientNet-B7 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _efficientnet("b7", num_classes, skip_stride_cnt, **kwargs)
+
+
+def kefficientnet_b7(
+    num_classes: int = 1000,
+    min_channels_per_group: int = 16,
+    skip_stride_cnt: int = -1,
+    **kwargs: Any,
+) -> EfficientNet:
+    """kEffNet-B7 returning logits; ``kwargs``: see ``EfficientNet``."""
+    return _kefficientnet("b7", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)

@@ -1,0 +1,199 @@
+"""Grouped pointwise convolution, channel interleave and kPointwise (DESIGN.md §1) as nn.Modules.
+
+Tensors are NCHW in shape; the memory format may be contiguous NCHW or ``channels_last``
+(physically NHWC), and every module here keeps the format it is given.
+
+The grouped 1×1 conv can be computed several ways with very different CPU speed (DESIGN.md §5;
+``benchmarks/bench_torch_pointwise.py`` measures them). ``GroupedPointwise2d(impl=...)`` selects:
+
+* ``"conv"``: ``F.conv2d(groups=G)`` on the input as given (slow backward in NCHW on CPU);
+* ``"channels_last"``: the same conv on a ``channels_last`` input (converted if needed);
+* ``"matmul"``: one batched matmul over groups, written for the input's memory format;
+* ``"einsum"``: the same product as ``torch.einsum``, letting torch pick the contraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.pointwise import KPointwiseSpec
+from .batchnorm import KerasBatchNorm2d
+
+Impl = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
+
+# The default, chosen by benchmarks/bench_torch_pointwise.py and bench_torch_train.py.
+DEFAULT_IMPL = "channels_last"
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-d tensor is physically NHWC (and not merely ambiguous, e.g. C == 1)."""
+    return (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    )
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
+    return F.conv2d(x, w, b, groups=groups)
+
+
+def _channels_last(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int
+) -> torch.Tensor:
+    return F.conv2d(x.contiguous(memory_format=torch.channels_last), w, b, groups=groups)
+
+
+def _matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
+    n, cin, h, wd = x.shape
+    cout = w.shape[0]
+    ci, co = cin // groups, cout // groups
+    wg = w.view(groups, co, ci)
+    if is_channels_last(x):
+        # Rows are pixels: (G, M, Ci) @ (G, Ci, Co) -> (G, M, Co), back to (M, G*Co) = NHWC.
+        xg = x.permute(0, 2, 3, 1).reshape(-1, groups, ci).transpose(0, 1)
+        y = (
+            torch.bmm(xg, wg.transpose(1, 2))
+            .transpose(0, 1)
+            .reshape(n, h, wd, cout)
+            .permute(0, 3, 1, 2)
+        )
+    else:
+        # Columns are pixels: (G, Co, Ci) @ (N, G, Ci, HW) -> (N, G, Co, HW) = NCHW, no copies.
+        y = torch.matmul(wg, x.reshape(n, groups, ci, h * wd)).view(n, cout, h, wd)
+    return y if b is None else y + b.view(1, -1, 1, 1)
+
+
+def _einsum(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
+    n, cin, h, wd = x.shape
+    cout = w.shape[0]
+    y = torch.einsum(
+        "goi,ngip->ngop",
+        w.view(groups, cout // groups, cin // groups),
+        x.reshape(n, groups, cin // groups, h * wd),
+    )
+    y = y.reshape(n, cout, h, wd)
+    return y if b is None else y + b.view(1, -1, 1, 1)
+
+
+IMPLS: dict[str, Impl] = {
+    "conv": _conv,
+    "channels_last": _channels_last,
+    "matmul": _matmul,
+    "einsum": _einsum,
+}
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"Expected impl in {sorted(IMPLS)}, received impl={impl!r}")
+    return impl
+
+
+class GroupedPointwise2d(nn.Conv2d):
+    """Grouped 1×1 convolution: output block ``g`` sees only input block ``g`` (contiguous
+    blocks, as ``groups=`` in Keras and PyTorch).
+
+    Shapes: x ``(N, Cin, H, W)`` -> ``(N, Cout, H, W)``; ``weight (Cout, Cin/G, 1, 1)`` (the
+    ``nn.Conv2d`` layout whatever ``impl`` computes the product), ``bias (Cout,)`` or None.
+    """
+
+    def __init__(
+        self, cin: int, cout: int, groups: int = 1, bias: bool = False, impl: str = DEFAULT_IMPL
+    ) -> None:
+        super().__init__(cin, cout, 1, groups=groups, bias=bias)
+        self.impl = _check_impl(impl)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, impl={self.impl!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return IMPLS[self.impl](x, self.weight, self.bias, self.groups)
+
+
+class Interleave(nn.Module):
+    """Channel interleave ``out[:, s*G + g] = x[:, g*S + s]`` with ``S = C // G``: the order of
+    ``nn.ChannelShuffle(G)`` and of ``core.interleave`` (there on the last axis).
+
+    Shapes: ``(N, C, ...) -> (N, C, ...)``, memory format kept. Runs torch's native
+    ``channel_shuffle`` (a blocked transpose per pixel, ~1.4x faster forward+backward than
+    reshape-transpose-copy on channels_last CPU tensors); the ONNX exporter, which has no
+    symbolic for it, and inputs of rank < 3 get the reshape-transpose formulation.
+    """
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, g = x.shape[1], self.groups
+        if c % g:
+            raise ValueError(f"Expected groups={g} to divide the channels x.shape[1]={c}")
+        if x.dim() >= 3 and not torch.onnx.is_in_onnx_export():
+            return torch.channel_shuffle(x, g)
+        return interleave_by_reshape(x, g)
+
+
+def interleave_by_reshape(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """``Interleave`` as view ``(G, S)`` -> transpose -> flatten, for ``(N, C, ...)`` tensors;
+    a channels_last input is shuffled on its physical last axis (no NCHW copy)."""
+    c = x.shape[1]
+    if is_channels_last(x):
+        nhwc = x.permute(0, 2, 3, 1)
+        lead = nhwc.shape[:-1]
+        out = nhwc.reshape(*lead, groups, c // groups).transpose(-1, -2).reshape(*lead, c)
+        return out.permute(0, 3, 1, 2)
+    n, rest = x.shape[0], x.shape[2:]
+    return x.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(n, c, *rest)
+
+
+ACTIVATIONS: dict[str | None, Callable[[], nn.Module]] = {
+    "swish": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    None: nn.Identity,
+}
+
+
+class KPointwise(nn.Module):
+    """kPointwise (DESIGN.md §1) from a ``core.pointwise.KPointwiseSpec``: ``(N, Cin, H, W) ->
+    (N, Cout, H, W)``.
+
+    ``y1 = act(bn(conv(x)))``; ``z = interleave(y1)`` if ``Cout // G > 1``; and if ``Cin >= Cout``
+    ``out = act(bn2(conv2(z))) + y1`` (the residual adds the *non-interleaved* ``y1``), else
+    ``out = z``. With ``G == 1`` only ``conv`` [+ ``bn``] [+ act] exist: a plain 1×1 conv.
+    Submodules ``conv``, ``bn``, ``conv2``, ``bn2`` mirror the canonical names ``conv/kernel``, ...
+    """
+
+    def __init__(self, spec: KPointwiseSpec, impl: str = DEFAULT_IMPL) -> None:
+        super().__init__()
+        self.spec = spec
+        self.conv = GroupedPointwise2d(spec.cin, spec.cout, spec.groups, spec.bias, impl)
+        self.bn = KerasBatchNorm2d(spec.cout) if spec.bn else None
+        self.act = ACTIVATIONS[spec.activation]()
+        self.interleave = Interleave(spec.groups) if spec.interleaves else None
+        if spec.has_second_conv:
+            self.conv2 = GroupedPointwise2d(spec.cout, spec.cout, spec.groups, spec.bias, impl)
+            self.bn2 = KerasBatchNorm2d(spec.cout) if spec.bn else None
+
+    def _conv_bn_act(self, conv: nn.Module, bn: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        y = conv(x)
+        return self.act(y if bn is None else bn(y))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.spec.cin:
+            raise ValueError(
+                f"Expected x of shape (N, {self.spec.cin}, H, W) (the layer's Cin), "
+                f"received x.shape={tuple(x.shape)}"
+            )
+        y1 = self._conv_bn_act(self.conv, self.bn, x)
+        z = y1 if self.interleave is None else self.interleave(y1)
+        if not self.spec.has_second_conv:
+            return z
+        return self._conv_bn_act(self.conv2, self.bn2, z) + y1

@@ -1,0 +1,178 @@
+"""``gpconv bench``: which backend (and grouped-pointwise implementation) is fastest here.
+
+Default: for each installed backend (torch, tensorflow; numpy only when named) and model
+(EfficientNet-B0, kEffNet-B0): parameters, MACs, forward images/s and train-step time, the
+kEffNet/EfficientNet ratios from this run, and a recommendation line. ``--op pointwise`` times the
+grouped 1×1 implementations each backend offers on kEffNet's layer shapes instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from dataclasses import asdict
+
+from ..core.arch import MODELS
+from .main import UsageError
+
+BACKENDS = ("torch", "tensorflow", "numpy")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench",
+        help="measure backends: throughput, train-step time, kEffNet/EfficientNet ratios",
+        description="Benchmark every installed backend on this machine and recommend the fastest.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        default=None,
+        help="backend to measure (repeatable; default: installed torch and tensorflow)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=sorted(MODELS),
+        default=None,
+        help="model to measure (repeatable; default: efficientnet-b0 and kefficientnet-b0)",
+    )
+    p.add_argument("--min-channels-per-group", type=int, default=16, help="kEffNet group minimum")
+    p.add_argument("--image-size", type=int, default=32, help="square input size")
+    p.add_argument("--skip-stride", type=int, default=3, help="skip_stride_cnt (-1: none)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument(
+        "--steps", type=int, default=3, help="timed calls per measurement (median reported)"
+    )
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (tracing, caches)")
+    p.add_argument(
+        "--op",
+        choices=("model", "pointwise"),
+        default="model",
+        help="'pointwise': compare grouped 1x1 implementations per backend instead",
+    )
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per framework (default: the framework's own choice)")
+    p.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    p.add_argument("--plot", metavar="FILE", help="write a bar chart (PNG)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"Expected --threads >= 1, received {args.threads}")
+    for name, low in (
+        ("batch_size", 1),
+        ("steps", 1),
+        ("warmup", 0),
+        ("image_size", 8),
+        ("min_channels_per_group", 1),
+    ):
+        if getattr(args, name) < low:
+            raise UsageError(
+                f"Expected --{name.replace('_', '-')} >= {low}, received {getattr(args, name)}"
+            )
+    if args.skip_stride < -1:
+        raise UsageError(f"Expected --skip-stride >= -1, received {args.skip_stride}")
+
+
+def _backends(requested: list[str] | None) -> tuple[list[str], list[dict[str, str]]]:
+    from .. import backends
+    from ..perf.models import DEFAULT_BACKENDS
+
+    usable, skipped = [], []
+    for name in requested or DEFAULT_BACKENDS:
+        adapter = backends.get(name)
+        if adapter.is_available():
+            usable.append(name)
+        else:
+            skipped.append({"backend": name, "reason": f"not installed ({adapter.install_hint})"})
+    if requested and skipped:
+        raise UsageError("; ".join(f"backend {s['backend']!r} {s['reason']}" for s in skipped))
+    return list(dict.fromkeys(usable)), skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..perf import report
+    from ..perf.machine import describe, one_line
+    from ..perf.models import DEFAULT_MODELS, ModelBenchConfig, bench_model, ratios, recommend
+    from ..perf.pointwise import bench_pointwise, kefficientnet_cases
+    from ..train.frameworks import set_threads
+
+    _check(args)
+    names, skipped = _backends(args.backend)
+    if not names:
+        raise UsageError(
+            "no backend to measure: " + "; ".join(f"{s['backend']} {s['reason']}" for s in skipped)
+        )
+    machine = describe()
+    print(f"gpconv bench on {one_line(machine)}, {machine['date']}", flush=True)
+    for s in skipped:
+        print(f"  skipping {s['backend']}: {s['reason']}", flush=True)
+    cfg = ModelBenchConfig(
+        args.image_size,
+        args.skip_stride,
+        args.batch_size,
+        args.steps,
+        args.warmup,
+        args.min_channels_per_group,
+    )
+    for name in names:
+        set_threads(name, args.threads)
+    results, point_rows, failed = [], [], 0
+    if args.op == "pointwise":
+        cases = kefficientnet_cases(
+            args.image_size, args.skip_stride, args.batch_size, args.min_channels_per_group
+        )
+        for name in names:
+            print(
+                f"  measuring {name} grouped pointwise on {len(cases)} kEffNet-B0 layer shapes ...",
+                flush=True,
+            )
+            point_rows += bench_pointwise(name, cases, args.steps, args.warmup)
+        print(report.pointwise_table(point_rows))
+        lines = report.pointwise_recommendations(point_rows)
+    else:
+        for name in names:
+            for model in args.model or DEFAULT_MODELS:
+                print(f"  measuring {name} {model} ...", flush=True)
+                try:
+                    results.append(bench_model(name, model, cfg))
+                except (
+                    Exception
+                ) as err:  # report and go on: one broken backend must not hide the rest
+                    failed += 1
+                    traceback.print_exc()
+                    skipped.append({"backend": name, "reason": f"{model} failed: {err}"})
+        if not results:
+            return 1
+        print(report.model_table(results))
+        found = ratios(results)
+        lines = report.ratio_lines(found) + report.recommendation_lines(recommend(results), machine)
+    for line in lines:
+        print(line)
+    if args.json:
+        doc = report.document(
+            args.op,
+            machine,
+            {**asdict(cfg), "backends": names, "op": args.op, "threads": args.threads},
+            results,
+            ratios(results) if results else [],
+            recommend(results) if results else {},
+            point_rows,
+            skipped,
+        )
+        report.write_json(args.json, doc)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot:
+        title = f"gpconv bench, {one_line(machine)}, {machine['date'][:10]}"
+        if point_rows:
+            report.plot_pointwise(args.plot, point_rows, title)
+        else:
+            report.plot_models(args.plot, results, title)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 1 if failed else 0

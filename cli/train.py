@@ -1,0 +1,134 @@
+"""``gpconv train``: train EfficientNet / kEffNet with any backend (see ``gpconv.train.run``).
+
+Under ``torchrun --nproc-per-node N -m gpconv.cli train --backend torch ...`` it trains with
+DistributedDataParallel; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..core.arch import MODELS
+from .main import UsageError
+
+BACKENDS = ("torch", "tensorflow", "numpy")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on digits, CIFAR-10 or an image folder",
+        description="Train EfficientNet or kEffNet with a backend; writes metrics.csv, curves.png, "
+        "summary.json, checkpoints and params.safetensors to --out. Run under torchrun for DDP.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--backend", required=True, choices=BACKENDS, help="framework to train with")
+    p.add_argument("--model", required=True, choices=sorted(MODELS), help="architecture")
+    p.add_argument("--min-channels-per-group", type=int, default=16, help="kEffNet group minimum")
+    p.add_argument(
+        "--data",
+        default="digits",
+        metavar="digits|cifar10=DIR|folder=DIR",
+        help="data set: scikit-learn digits (no download), CIFAR-10 binary files, or an "
+        "ImageFolder-style tree",
+    )
+    p.add_argument("--image-size", type=int, default=32, help="square input size in pixels")
+    p.add_argument(
+        "--skip-stride",
+        type=int,
+        default=3,
+        help="skip_stride_cnt: stem stride 1 and stride 1 in the first N stages (-1: none)",
+    )
+    p.add_argument("--epochs", type=int, default=10, help="total epochs (may grow on --resume)")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size (all processes)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="base learning rate (default: sgd 0.05, adam 1e-3)"
+    )
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd: momentum 0.9")
+    p.add_argument(
+        "--schedule", choices=("cosine", "constant"), default="cosine", help="per-epoch lr schedule"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="initial weights, data order, augmentation, dropout"
+    )
+    p.add_argument(
+        "--augment", action="store_true", help="random crop (4-px zero padding) + horizontal flip"
+    )
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last complete checkpoint",
+    )
+    p.add_argument(
+        "--no-dropout",
+        action="store_true",
+        help="set dropout and drop-connect to 0 (exact comparisons between runs)",
+    )
+    p.add_argument(
+        "--no-sync-bn",
+        dest="sync_bn",
+        action="store_false",
+        help="under DDP, normalise with per-process batch statistics instead of global ones",
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="use only the first N train and N test images"
+    )
+    p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the framework (default: its own choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import distributed
+    from ..train.run import ConfigError, RunConfig, train
+
+    cfg = RunConfig(
+        backend=args.backend,
+        model=args.model,
+        out=args.out,
+        min_channels_per_group=args.min_channels_per_group,
+        data=args.data,
+        image_size=args.image_size,
+        skip_stride=args.skip_stride,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        seed=args.seed,
+        augment=args.augment,
+        resume=args.resume,
+        no_dropout=args.no_dropout,
+        limit=args.limit,
+        sync_bn=args.sync_bn,
+        keep=args.keep,
+        progress=not args.quiet,
+        threads=args.threads,
+    )
+    try:
+        # Validate before joining a process group so a bad command fails fast in every process.
+        cfg.validate(distributed.world_size_from_env())
+    except ConfigError as err:
+        raise UsageError(str(err)) from err
+    dist = distributed.from_env()
+    try:
+        summary = train(cfg, dist)
+    except ConfigError as err:
+        raise UsageError(str(err)) from err
+    finally:
+        dist.close()
+    if dist.is_main:
+        final = summary["final"]
+        print(
+            f"gpconv train: done: test acc {final['test_acc']:.4f}, "
+            f"test loss {final['test_loss']:.4f} "
+            f"after {summary['epochs_completed']} epochs ({summary['seconds_total']:.0f}s); "
+            f"files in {cfg.out}",
+            file=sys.stdout,
+        )
+    return 0

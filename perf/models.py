@@ -1,0 +1,103 @@
+"""Whole-network speed per backend and model: forward images/s and train-step time.
+
+Both are measured through the same ``train.frameworks`` steps that ``gpconv train`` runs (SGD,
+batch of random channels-last images), so a bench number is what a training run will see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.arch import by_name
+from ..train.frameworks import OptimConfig, create
+from .timing import time_call
+
+DEFAULT_MODELS = ("efficientnet-b0", "kefficientnet-b0")
+# The numpy backend is the float64 reference (minutes per B0 step); it is benched only on request.
+DEFAULT_BACKENDS = ("torch", "tensorflow")
+
+
+@dataclass(frozen=True)
+class ModelBenchConfig:
+    """What to measure: square ``image_size`` images, ``batch_size`` per step, ``steps`` timed
+    calls after ``warmup`` untimed ones (median reported)."""
+
+    image_size: int = 32
+    skip_stride: int = 3
+    batch_size: int = 32
+    steps: int = 3
+    warmup: int = 1
+    min_channels_per_group: int = 16
+    num_classes: int = 10
+    seed: int = 0
+
+
+def bench_model(backend: str, model: str, cfg: ModelBenchConfig) -> dict[str, Any]:
+    """One result row: the architecture's size and cost, and the measured speeds."""
+    arch = by_name(model, cfg.num_classes, cfg.min_channels_per_group, cfg.skip_stride)
+    fw = create(backend, arch, OptimConfig("sgd", 1e-3), cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    x = rng.standard_normal((cfg.batch_size, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+    y = rng.integers(0, cfg.num_classes, cfg.batch_size)
+    forward = time_call(lambda: fw.predict(x), cfg.steps, cfg.warmup)
+    train = time_call(lambda: fw.train_step(x, y), cfg.steps, cfg.warmup)
+    trainable, non_trainable = arch.param_count()
+    return {
+        "backend": backend,
+        "model": model,
+        "arch": arch.name,
+        "params_trainable": trainable,
+        "params_non_trainable": non_trainable,
+        "macs_per_image": arch.macs(cfg.image_size),
+        "forward_ms": forward.ms,
+        "forward_images_per_s": cfg.batch_size / forward.median,
+        "train_step_ms": train.ms,
+        "train_images_per_s": cfg.batch_size / train.median,
+        "forward_timing": forward.as_dict(),
+        "train_timing": train.as_dict(),
+    }
+
+
+def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per backend and variant, kEffNet / EfficientNet for every measured kEffNet: parameter and
+    MAC ratios from the architectures, speed ratios from this run's measurements
+    (``train_step_ratio < 1``: kEffNet trains faster; ``forward_speed_ratio > 1``: kEffNet
+    infers faster)."""
+    out = []
+    by_key = {(r["backend"], r["model"]): r for r in results}
+    for r in results:
+        family, _, variant = r["model"].partition("-")
+        if family != "kefficientnet" or (r["backend"], f"efficientnet-{variant}") not in by_key:
+            continue
+        e = by_key[(r["backend"], f"efficientnet-{variant}")]
+        out.append(
+            {
+                "backend": r["backend"],
+                "kefficientnet": r["arch"],
+                "efficientnet": e["arch"],
+                "params_ratio": r["params_trainable"] / e["params_trainable"],
+                "macs_ratio": r["macs_per_image"] / e["macs_per_image"],
+                "train_step_ratio": r["train_step_ms"] / e["train_step_ms"],
+                "forward_speed_ratio": r["forward_images_per_s"] / e["forward_images_per_s"],
+            }
+        )
+    return out
+
+
+def recommend(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model, the backend with the shortest train step (and its margin over the next)."""
+    best: dict[str, dict[str, Any]] = {}
+    for model in dict.fromkeys(r["model"] for r in results):
+        rows = sorted((r for r in results if r["model"] == model), key=lambda r: r["train_step_ms"])
+        best[model] = {
+            "backend": rows[0]["backend"],
+            "train_step_ms": rows[0]["train_step_ms"],
+            "runner_up": rows[1]["backend"] if len(rows) > 1 else None,
+            "speedup_over_runner_up": rows[1]["train_step_ms"] / rows[0]["train_step_ms"]
+            if len(rows) > 1
+            else None,
+        }
+    return best

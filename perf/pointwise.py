@@ -1,0 +1,197 @@
+"""``gpconv bench --op pointwise``: each backend's grouped 1×1 implementations, forward + backward,
+on layer shapes taken from kEffNet, next to the ungrouped conv of the same shape (what
+EfficientNet pays for that layer).
+
+Implementations per backend (what the backends expose):
+
+* numpy: ``core.pointwise.GroupedPointwise`` (one batched matmul over groups) vs the same product
+  as one dense matmul with a block-diagonal kernel;
+* torch: ``backends.torch.pointwise.IMPLS`` (``conv``, ``channels_last``, ``matmul``, ``einsum``),
+  each on an NCHW-contiguous and a channels_last input; the model's default is marked;
+* tensorflow: ``backends.tensorflow.grouped.IMPLEMENTATIONS`` (``conv``, ``matmul``, ``einsum``,
+  ``keras``), each inside a ``tf.function``; ``auto``'s choice for this machine is marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.arch import by_name
+from .timing import time_call
+
+UNGROUPED = "ungrouped (G=1)"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A grouped 1×1 conv: ``(batch, hw, hw, cin) -> (batch, hw, hw, cout)`` with ``groups``."""
+
+    layer: str
+    cin: int
+    cout: int
+    groups: int
+    hw: int
+    batch: int
+
+    def __str__(self) -> str:
+        shape = f"{self.cin}->{self.cout} G={self.groups} {self.hw}x{self.hw}"
+        return f"{shape} (batch {self.batch}, {self.layer})"
+
+
+def kefficientnet_cases(
+    image_size: int = 32,
+    skip_stride: int = 3,
+    batch: int = 32,
+    min_channels_per_group: int = 16,
+    count: int = 3,
+) -> list[Case]:
+    """Distinct grouped pointwise shapes of kEffNet-B0 at ``image_size``: the ``count - 1``
+    costliest (MACs) and the one with the most groups."""
+    arch = by_name("kefficientnet-b0", 10, min_channels_per_group, skip_stride)
+    specs = {"top": arch.head.top}
+    for block in arch.blocks:
+        specs.update(block.pointwise())
+    found: dict[tuple[int, int, int, int], tuple[int, Case]] = {}
+    for row in arch.layers(image_size):
+        spec = specs.get(row.name)
+        if spec is None or row.groups < 2 or row.output_shape[0] < 2:  # SE convs run on 1x1
+            continue
+        key = (spec.cin, spec.cout, row.groups, row.output_shape[0])
+        found.setdefault(key, (row.macs, Case(row.name, *key, batch)))
+    ranked = [c for _, c in sorted(found.values(), key=lambda mc: -mc[0])]
+    chosen = ranked[: max(1, count - 1)]
+    most_groups = max(ranked, key=lambda c: c.groups)
+    return chosen + ([most_groups] if most_groups not in chosen and count > 1 else [])
+
+
+# --- one timing function per backend: {implementation label: fwd+bwd callable} ------------------
+
+
+def numpy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
+    from ..core.pointwise import GroupedPointwise
+
+    rng = np.random.default_rng(0)
+    g, ci, co = case.groups, case.cin // case.groups, case.cout // case.groups
+    x = rng.standard_normal((case.batch, case.hw, case.hw, case.cin)).astype(np.float32)
+    dy = rng.standard_normal((case.batch, case.hw, case.hw, case.cout)).astype(np.float32)
+    kernel = rng.standard_normal((1, 1, ci, case.cout)).astype(np.float32)
+    dense = np.zeros((case.cin, case.cout), np.float32)  # block-diagonal: the same product
+    for k in range(g):
+        dense[k * ci : (k + 1) * ci, k * co : (k + 1) * co] = kernel[0, 0, :, k * co : (k + 1) * co]
+    mask = dense != 0
+    full = rng.standard_normal((1, 1, case.cin, case.cout)).astype(np.float32)
+
+    def grouped() -> None:
+        _, cache = GroupedPointwise.forward(x, kernel)
+        GroupedPointwise.backward(cache, dy)
+
+    def blockdiag() -> None:
+        xm, dym = x.reshape(-1, case.cin), dy.reshape(-1, case.cout)
+        _ = xm @ dense
+        _ = dym @ dense.T, (xm.T @ dym) * mask
+
+    def ungrouped() -> None:
+        _, cache = GroupedPointwise.forward(x, full)
+        GroupedPointwise.backward(cache, dy)
+
+    return {
+        "batched-matmul (core)": grouped,
+        "dense block-diagonal": blockdiag,
+        UNGROUPED: ungrouped,
+    }, "batched-matmul (core)"
+
+
+def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
+    import torch
+
+    from ..backends.torch.model import DEFAULT_CHANNELS_LAST
+    from ..backends.torch.pointwise import DEFAULT_IMPL, IMPLS, GroupedPointwise2d
+
+    torch.manual_seed(0)
+    formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+    def timed(groups: int, impl: str, fmt: str) -> Callable[[], Any]:
+        layer = GroupedPointwise2d(case.cin, case.cout, groups, impl=impl)
+        x = torch.randn(case.batch, case.cin, case.hw, case.hw).contiguous(
+            memory_format=formats[fmt]
+        )
+        x.requires_grad_(True)
+        dy = torch.randn(case.batch, case.cout, case.hw, case.hw).contiguous(
+            memory_format=formats[fmt]
+        )
+
+        def run() -> None:
+            layer(x).backward(dy)
+
+        return run
+
+    out = {f"{impl} [{fmt}]": timed(case.groups, impl, fmt) for impl in IMPLS for fmt in formats}
+    out[UNGROUPED] = timed(1, DEFAULT_IMPL, "channels_last" if DEFAULT_CHANNELS_LAST else "nchw")
+    return out, f"{DEFAULT_IMPL} [{'channels_last' if DEFAULT_CHANNELS_LAST else 'nchw'}]"
+
+
+def tensorflow_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
+    import tensorflow as tf
+
+    from ..backends.tensorflow.grouped import IMPLEMENTATIONS, resolve_impl
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((case.batch, case.hw, case.hw, case.cin)), tf.float32)
+    dy = tf.constant(rng.standard_normal((case.batch, case.hw, case.hw, case.cout)), tf.float32)
+
+    def timed(fn: Callable, groups: int) -> Callable[[], Any]:
+        kernel = tf.constant(rng.standard_normal((1, 1, case.cin // groups, case.cout)), tf.float32)
+
+        @tf.function
+        def step() -> list[tf.Tensor]:
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                y = fn(x, kernel, groups)
+            return tape.gradient(y, [x, kernel], output_gradients=dy)
+
+        return lambda: [t.numpy() for t in step()]
+
+    out = {name: timed(fn, case.groups) for name, fn in IMPLEMENTATIONS.items()}
+    out[UNGROUPED] = timed(IMPLEMENTATIONS["conv"], 1)
+    return out, resolve_impl("auto")
+
+
+IMPLS_BY_BACKEND: dict[str, Callable[[Case], tuple[dict[str, Callable[[], Any]], str]]] = {
+    "numpy": numpy_impls,
+    "torch": torch_impls,
+    "tensorflow": tensorflow_impls,
+}
+
+
+def bench_pointwise(
+    backend: str, cases: list[Case], steps: int = 5, warmup: int = 1
+) -> list[dict[str, Any]]:
+    """Rows ``{backend, case, impl, ms, default, fastest}`` for every implementation and case."""
+    rows = []
+    for case in cases:
+        impls, default = IMPLS_BY_BACKEND[backend](case)
+        timings = {name: time_call(fn, steps, warmup) for name, fn in impls.items()}
+        grouped = {k: t for k, t in timings.items() if k != UNGROUPED}
+        fastest = min(grouped, key=lambda k: grouped[k].median)
+        for name, t in timings.items():
+            rows.append(
+                {
+                    "backend": backend,
+                    "case": str(case),
+                    "layer": case.layer,
+                    "cin": case.cin,
+                    "cout": case.cout,
+                    "groups": case.groups,
+                    "hw": case.hw,
+                    "batch": case.batch,
+                    "impl": name,
+                    "ms": t.ms,
+                    "default": name == default,
+                    "fastest": name == fastest,
+                }
+            )
+    return rows

@@ -1,0 +1,181 @@
+"""Bench output: text tables, the recommendation line, the JSON document and the plot.
+
+JSON document (``format: "gpconv-bench/1"``)::
+
+    {"format", "op": "model" | "pointwise", "machine": {...}, "config": {...},
+     "results": [model rows], "ratios": [...], "recommendation": {model: {...}},
+     "pointwise": [implementation rows], "skipped": [{"backend", "reason"}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .machine import one_line
+
+FORMAT = "gpconv-bench/1"
+
+
+def document(
+    op: str,
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    results: list[dict[str, Any]],
+    ratios: list[dict[str, Any]],
+    recommendation: dict[str, Any],
+    pointwise: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "op": op,
+        "machine": machine,
+        "config": config,
+        "results": results,
+        "ratios": ratios,
+        "recommendation": recommendation,
+        "pointwise": pointwise,
+        "skipped": skipped,
+    }
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+
+def model_table(results: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'backend':<11} {'model':<22} {'params':>10} {'MMACs/img':>10} {'fwd img/s':>10} "
+        f"{'train ms':>10} {'train img/s':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(
+            f"{r['backend']:<11} {r['arch']:<22} {r['params_trainable']:>10,} "
+            f"{r['macs_per_image'] / 1e6:>10.1f} {r['forward_images_per_s']:>10.1f} "
+            f"{r['train_step_ms']:>10.1f} {r['train_images_per_s']:>11.1f}"
+        )
+    return "\n".join(lines)
+
+
+def ratio_lines(ratios: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{r['backend']}: {r['kefficientnet']} / {r['efficientnet']}: "
+        f"params x{r['params_ratio']:.3f}, "
+        f"MACs x{r['macs_ratio']:.3f}, train-step time x{r['train_step_ratio']:.2f} "
+        f"({'faster' if r['train_step_ratio'] < 1 else 'slower'}), forward speed "
+        f"x{r['forward_speed_ratio']:.2f}"
+        for r in ratios
+    ]
+
+
+def recommendation_lines(best: dict[str, Any], machine: dict[str, Any]) -> list[str]:
+    lines = []
+    for model, b in best.items():
+        margin = (
+            f", {b['speedup_over_runner_up']:.2f}x faster than {b['runner_up']}"
+            if b["runner_up"]
+            else " (the only backend measured)"
+        )
+        lines.append(
+            f"Recommendation: train {model} with --backend {b['backend']} on this machine "
+            f"({one_line(machine)}): {b['train_step_ms']:.0f} ms/step{margin}"
+        )
+    return lines
+
+
+def pointwise_table(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        for case in dict.fromkeys(r["case"] for r in rows if r["backend"] == backend):
+            lines.append(f"{backend}: {case}, forward + backward")
+            for r in (r for r in rows if r["backend"] == backend and r["case"] == case):
+                tags = [t for t, on in (("fastest", r["fastest"]), ("default", r["default"])) if on]
+                lines.append(f"    {r['impl']:<28} {r['ms']:>9.2f} ms  {' '.join(tags)}")
+    return "\n".join(lines)
+
+
+def pointwise_recommendations(rows: list[dict[str, Any]]) -> list[str]:
+    """Per backend: the implementation fastest on most cases, and whether it is the default."""
+    lines = []
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        wins: dict[str, int] = {}
+        default = next((r["impl"] for r in rows if r["backend"] == backend and r["default"]), None)
+        for r in rows:
+            if r["backend"] == backend and r["fastest"]:
+                wins[r["impl"]] = wins.get(r["impl"], 0) + 1
+        top = max(wins, key=wins.get)
+        cases = sum(wins.values())
+        verdict = "the default already" if top == default else f"default is {default}"
+        lines.append(
+            f"Recommendation: {backend} grouped pointwise: {top} (fastest in {wins[top]}/{cases} "
+            f"cases; {verdict})"
+        )
+    return lines
+
+
+def plot_models(path: str, results: list[dict[str, Any]], title: str) -> None:
+    """Train-step time and forward throughput per backend, one bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(dict.fromkeys(r["backend"] for r in results))
+    models = list(dict.fromkeys(r["arch"] for r in results))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    width = 0.8 / max(1, len(models))
+    for ax, key, label in (
+        (axes[0], "train_step_ms", "train step (ms, lower is better)"),
+        (axes[1], "forward_images_per_s", "forward images/s (higher is better)"),
+    ):
+        for i, model in enumerate(models):
+            values = [
+                next((r[key] for r in results if r["backend"] == b and r["arch"] == model), 0)
+                for b in backends
+            ]
+            ax.bar([j + i * width for j in range(len(backends))], values, width, label=model)
+        ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(backends))], backends)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pointwise(path: str, rows: list[dict[str, Any]], title: str) -> None:
+    """One panel per backend: fwd+bwd ms of each implementation, grouped by case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    fig, axes = plt.subplots(
+        1, len(backends), figsize=(5 * len(backends), 4.5), constrained_layout=True, squeeze=False
+    )
+    for ax, backend in zip(axes[0], backends):
+        mine = [r for r in rows if r["backend"] == backend]
+        cases = list(dict.fromkeys(r["layer"] for r in mine))
+        impls = list(dict.fromkeys(r["impl"] for r in mine))
+        width = 0.8 / len(impls)
+        for i, impl in enumerate(impls):
+            values = [
+                next(r["ms"] for r in mine if r["layer"] == c and r["impl"] == impl) for c in cases
+            ]
+            ax.bar([j + i * width for j in range(len(cases))], values, width, label=impl)
+        ax.set_xticks(
+            [j + width * (len(impls) - 1) / 2 for j in range(len(cases))], cases, fontsize=8
+        )
+        ax.set_yscale("log")
+        ax.set(title=backend, ylabel="forward + backward ms (log)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

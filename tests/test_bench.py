@@ -1,0 +1,153 @@
+"""``gpconv bench``: JSON schema, ratios and recommendation on tiny runs, pointwise comparison."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpconv.cli.main import main
+from gpconv.perf import models, pointwise, timing
+
+TINY = [
+    "--image-size",
+    "8",
+    "--skip-stride",
+    "0",
+    "--batch-size",
+    "2",
+    "--steps",
+    "1",
+    "--warmup",
+    "0",
+]
+ROW_KEYS = {
+    "backend",
+    "model",
+    "arch",
+    "params_trainable",
+    "params_non_trainable",
+    "macs_per_image",
+    "forward_ms",
+    "forward_images_per_s",
+    "train_step_ms",
+    "train_images_per_s",
+}
+
+
+def test_model_bench_json_schema_ratios_and_recommendation(tmp_path, capsys):
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert (
+        main(["bench", "--backend", "numpy", *TINY, "--json", str(out), "--plot", str(plot)]) == 0
+    )
+    text = capsys.readouterr().out
+    assert "Recommendation: train kefficientnet-b0 with --backend numpy" in text
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "gpconv-bench/1" and doc["op"] == "model"
+    assert {"date", "cpu", "cpus", "platform", "versions"} <= set(doc["machine"])
+    assert doc["config"]["batch_size"] == 2 and doc["config"]["backends"] == ["numpy"]
+    assert [r["model"] for r in doc["results"]] == ["efficientnet-b0", "kefficientnet-b0"]
+    for row in doc["results"]:
+        assert ROW_KEYS <= set(row) and row["train_step_ms"] > 0 and row["forward_images_per_s"] > 0
+    (ratio,) = doc["ratios"]
+    assert ratio["params_ratio"] == pytest.approx(639702 / 4020358)
+    assert ratio["train_step_ratio"] == pytest.approx(
+        doc["results"][1]["train_step_ms"] / doc["results"][0]["train_step_ms"]
+    )
+    assert doc["recommendation"]["kefficientnet-b0"]["backend"] == "numpy"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pointwise_bench_numpy(tmp_path, capsys):
+    out = tmp_path / "pw.json"
+    assert (
+        main(["bench", "--op", "pointwise", "--backend", "numpy", *TINY, "--json", str(out)]) == 0
+    )
+    assert "Recommendation: numpy grouped pointwise:" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["op"] == "pointwise" and doc["results"] == []
+    cases = {r["case"] for r in doc["pointwise"]}
+    assert len(cases) >= 2
+    for case in cases:
+        rows = [r for r in doc["pointwise"] if r["case"] == case]
+        assert sum(r["fastest"] for r in rows) == 1 and sum(r["default"] for r in rows) == 1
+        assert {r["impl"] for r in rows} == {
+            "batched-matmul (core)",
+            "dense block-diagonal",
+            pointwise.UNGROUPED,
+        }
+
+
+def test_pointwise_bench_torch_lists_every_implementation():
+    pytest.importorskip("torch")
+    from gpconv.backends.torch.pointwise import IMPLS
+
+    case = pointwise.Case("t", 32, 64, 2, 4, 2)
+    rows = pointwise.bench_pointwise("torch", [case], steps=1, warmup=0)
+    assert {r["impl"] for r in rows} == {
+        f"{i} [{f}]" for i in IMPLS for f in ("nchw", "channels_last")
+    } | {pointwise.UNGROUPED}
+    assert sum(r["default"] for r in rows) == 1
+
+
+def test_kefficientnet_cases_are_grouped_and_distinct():
+    cases = pointwise.kefficientnet_cases(32, 3, batch=4)
+    assert len(cases) == 3 and len({(c.cin, c.cout, c.groups, c.hw) for c in cases}) == 3
+    assert all(c.groups > 1 and c.cin % c.groups == 0 and c.hw > 1 for c in cases)
+    assert max(c.groups for c in cases) == max(
+        c.groups for c in pointwise.kefficientnet_cases(32, 3, count=20)
+    )
+
+
+def test_ratios_and_recommendation_from_rows():
+    rows = [
+        {
+            "backend": b,
+            "model": m,
+            "arch": m,
+            "params_trainable": p,
+            "macs_per_image": 10,
+            "train_step_ms": t,
+            "forward_images_per_s": f,
+        }
+        for b, m, p, t, f in [
+            ("torch", "efficientnet-b0", 100, 50.0, 10.0),
+            ("torch", "kefficientnet-b0", 16, 25.0, 30.0),
+            ("tensorflow", "efficientnet-b0", 100, 40.0, 12.0),
+            ("tensorflow", "kefficientnet-b0", 16, 80.0, 6.0),
+        ]
+    ]
+    found = {r["backend"]: r for r in models.ratios(rows)}
+    assert (
+        found["torch"]["train_step_ratio"] == 0.5 and found["torch"]["forward_speed_ratio"] == 3.0
+    )
+    assert found["tensorflow"]["train_step_ratio"] == 2.0
+    best = models.recommend(rows)
+    assert (
+        best["efficientnet-b0"]["backend"] == "tensorflow"
+        and best["kefficientnet-b0"]["backend"] == "torch"
+    )
+    assert best["kefficientnet-b0"]["speedup_over_runner_up"] == pytest.approx(80 / 25)
+
+
+def test_time_call_median_and_warmup():
+    calls = []
+    t = timing.time_call(lambda: calls.append(1), steps=3, warmup=2)
+    assert len(calls) == 5 and len(t.samples) == 3 and t.best <= t.median
+    with pytest.raises(ValueError, match="steps >= 1"):
+        timing.time_call(lambda: None, steps=0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--steps", "0"], ["--batch-size", "0"], ["--image-size", "4"], ["--skip-stride", "-2"]],
+)
+def test_bench_bad_values_exit_2(args, capsys):
+    assert main(["bench", "--backend", "numpy", *args]) == 2
+    assert "Expected" in capsys.readouterr().err
+
+
+def test_bench_unknown_backend_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--backend", "mxnet"])
+    assert exc.value.code == 2

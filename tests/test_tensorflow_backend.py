@@ -1,0 +1,628 @@
+"""TensorFlow / Keras 3 backend (issue 6), checked against the float64 reference (core), never
+against itself: layers (hypothesis-drawn configs), whole networks, parameter exchange, Keras
+serialisation, tf.function / XLA, parameter counts and errors.
+
+Tolerances (DESIGN.md §4, float32 vs float64): per layer ``rtol=1e-4, atol=1e-5`` (atol scaled
+by the reference's magnitude for gradients, which are sums over the batch); whole networks
+``max|Δ| <= 1e-3 * max(1, max|ref|)`` and ``‖g − g_ref‖ <= 1e-3 ‖g_ref‖`` per parameter, plus an
+absolute floor of ``1e-6 * max_p ‖g_ref_p‖`` for gradients that are zero in exact arithmetic
+(the beta of a BN whose output only reaches training-mode BNs through linear ops: float32
+round-off leaves ~1e-7 where float64 leaves ~1e-16).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from helpers import (  # noqa: E402
+    calibrated_params,
+    fmt,
+    random_kpointwise_params,
+    random_network_params,
+    tiny_architecture,
+)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import gpconv.backends as backends  # noqa: E402
+from gpconv.backends.tensorflow import (  # noqa: E402
+    CorrectPadding2D,
+    EfficientNetB0,
+    FusedBatchNormalization,
+    GroupedPointwise,
+    InterleaveChannels,
+    KEfficientNetB0,
+    KPointwise,
+    build_model,
+    canonical_variables,
+    export_params,
+    load_params,
+)
+from gpconv.backends.tensorflow.adapter import TensorFlowBackend  # noqa: E402
+from gpconv.backends.tensorflow.grouped import resolve_impl  # noqa: E402
+from gpconv.core import GroupedPointwise as RefGroupedPointwise  # noqa: E402
+from gpconv.core import KPointwise as RefKPointwise  # noqa: E402
+from gpconv.core import interleave as ref_interleave  # noqa: E402
+from gpconv.core import network  # noqa: E402
+from gpconv.core.arch import efficientnet, kefficientnet, without_dropout  # noqa: E402
+from gpconv.core.ops import pad_amounts  # noqa: E402
+from gpconv.core.paper import PUBLISHED  # noqa: E402
+from gpconv.core.pointwise import KPointwiseSpec  # noqa: E402
+
+FAST_IMPLS = ("conv", "matmul", "einsum")  # "keras" compiles with XLA per shape: tested once
+LABELS = np.array([1, 3])
+
+
+def as_numpy(a) -> np.ndarray:
+    """Tensors, Keras variables and arrays as float64 NumPy arrays."""
+    return np.asarray(a.numpy() if hasattr(a, "numpy") else a, dtype=np.float64)
+
+
+def close(
+    what: str,
+    actual,
+    expected,
+    config: dict,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    scale_atol: bool = False,
+) -> None:
+    """``|a - e| <= atol' + rtol*|e|`` elementwise; ``atol' = atol * max(1, max|e|)`` if scaled."""
+    a, e = as_numpy(actual), as_numpy(expected)
+    assert a.shape == e.shape, f"{what}.shape={a.shape}, but should be {e.shape} {fmt(config)}"
+    if scale_atol:
+        atol = atol * max(1.0, float(np.abs(e).max(initial=0.0)))
+    bad = np.abs(a - e) > atol + rtol * np.abs(e)
+    assert not bad.any(), (
+        f"tensorflow {what}: {int(bad.sum())}/{a.size} entries off, max|Δ|="
+        f"{np.abs(a - e).max():.2e} (rtol={rtol}, atol={atol:.1e}) {fmt(config)}"
+    )
+
+
+def network_close(what: str, actual, expected, config: dict) -> None:
+    a, e = as_numpy(actual), as_numpy(expected)
+    assert a.shape == e.shape, f"{what}.shape={a.shape}, but should be {e.shape} {fmt(config)}"
+    err, tol = np.abs(a - e).max(), 1e-3 * max(1.0, float(np.abs(e).max()))
+    assert err <= tol, f"tensorflow {what} max|Δ| {err:.2e} > {tol:.1e} {fmt(config)}"
+
+
+def grads_close(grads: dict, ref: dict, config: dict, tol: float = 1e-3) -> None:
+    assert list(grads) == list(ref), f"gradient names differ from the reference {fmt(config)}"
+    floor = 1e-6 * max(float(np.linalg.norm(g)) for g in ref.values())
+    for k, g_ref in ref.items():
+        assert grads[k].shape == g_ref.shape, f"d{k}.shape={grads[k].shape} {fmt(config)}"
+        diff, norm = float(np.linalg.norm(grads[k] - g_ref)), float(np.linalg.norm(g_ref))
+        assert diff <= tol * norm + floor, (
+            f"tensorflow loss_and_grads d{k}: ‖Δ‖={diff:.2e}, ‖ref‖={norm:.2e}, rel "
+            f"{diff / max(norm, 1e-300):.1e} > {tol:.0e} {fmt(config)}"
+        )
+
+
+# --- the adapter's import contract -------------------------------------------------------------
+
+
+def test_adapter_imports_without_tensorflow():
+    """The registry imports the adapter before asking is_available(): it must not need TF."""
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+        "import gpconv.backends as b; be = b.get('tensorflow')\n"
+        "assert be.name == 'tensorflow' and be.requires == ('tensorflow', 'keras')\n"
+        "assert be.extra == 'tensorflow' and 'gpconv[tensorflow]' in be.install_hint\n"
+        "import gpconv.backends.tensorflow as t; assert 'KPointwise' in dir(t)\n"
+        "try:\n    t.KPointwise\n"
+        "except ImportError as e:\n    assert 'gpconv[tensorflow]' in str(e)\n"
+        "else:\n    raise AssertionError('KPointwise resolved without TensorFlow')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_registry_gives_this_backend():
+    backend = backends.get("tensorflow")
+    assert isinstance(backend, TensorFlowBackend) and backend.is_available()
+    for method in ("build", "load_params", "export_params", "forward", "loss_and_grads",
+                   "kpointwise", "interleave", "param_count"):  # fmt: skip
+        assert getattr(type(backend), method) is not getattr(backends.Backend, method), method
+
+
+def test_auto_impl_resolves_to_a_differentiable_one():
+    assert resolve_impl("auto") in ("conv", "matmul")
+    with pytest.raises(ValueError, match="Expected impl in"):
+        resolve_impl("fft")
+    with pytest.raises(ValueError, match="Expected impl in"):
+        GroupedPointwise(4, impl="fft")
+
+
+# --- single layers vs core ------------------------------------------------------------------
+
+
+@st.composite
+def kpointwise_cases(draw):
+    cin, cout = draw(st.integers(1, 48)), draw(st.integers(1, 48))
+    m = draw(st.integers(1, 24))
+    spec = KPointwiseSpec.from_min_channels(
+        cin, cout, m, bn=draw(st.booleans()), bias=draw(st.booleans()),
+        activation=draw(st.sampled_from([None, "swish", "sigmoid"])),
+    )  # fmt: skip
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), cin)
+    return (
+        spec,
+        shape,
+        draw(st.sampled_from(FAST_IMPLS)),
+        draw(st.booleans()),
+        draw(st.integers(0, 2**16)),
+    )
+
+
+@given(case=kpointwise_cases())
+def test_kpointwise_layer_matches_reference(case):
+    """Forward, GradientTape gradients (input and every weight) and, in training mode, the
+    updated moving statistics equal core's KPointwise in float64."""
+    spec, shape, impl, training, seed = case
+    rng = np.random.default_rng(seed)
+    params = random_kpointwise_params(spec, rng)
+    x = rng.standard_normal(shape)
+    y_ref, cache = RefKPointwise.forward(spec, params, x, training=training)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, grads_ref = RefKPointwise.backward(cache, dy)
+    out = TensorFlowBackend(impl).kpointwise(spec, params, x, dy, training=training)
+    config = dict(spec=spec, x=shape, impl=impl, training=training, seed=seed)
+    close("KPointwise y", out["y"], y_ref, config)
+    # Gradients are sums over the batch; an entry that is zero in exact arithmetic (a bias
+    # before a training-mode BN) keeps float32 round-off of the layer's gradient scale.
+    atol = 1e-5 * max(1.0, *(np.abs(g).max() for g in (dx_ref, *grads_ref.values())))
+    close("KPointwise dx", out["dx"], dx_ref, config, atol=atol)
+    assert set(out["grads"]) == set(grads_ref), (
+        f"gradient names {sorted(out['grads'])} {fmt(config)}"
+    )
+    for k, g in grads_ref.items():
+        close(f"KPointwise d{k}", out["grads"][k], g, config, atol=atol)
+    assert set(out["moving_stats"]) == set(cache["moving_stats"]), fmt(config)
+    for k, v in cache["moving_stats"].items():
+        close(f"KPointwise {k}", out["moving_stats"][k], v, config)
+
+
+@given(
+    groups=st.integers(1, 8), ci=st.integers(1, 6), co=st.integers(1, 6), bias=st.booleans(),
+    impl=st.sampled_from(FAST_IMPLS), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_grouped_pointwise_layer_matches_reference(groups, ci, co, bias, impl, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, 2, groups * ci))
+    layer = GroupedPointwise(groups * co, groups, use_bias=bias, impl=impl)
+    layer.build(x.shape)
+    kernel, b = rng.standard_normal(layer.kernel.shape), rng.standard_normal(groups * co)
+    layer.kernel.assign(kernel.astype(np.float32))
+    if bias:
+        layer.bias.assign(b.astype(np.float32))
+    y_ref, cache = RefGroupedPointwise.forward(x, kernel, b if bias else None, groups)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, g_ref = RefGroupedPointwise.backward(cache, dy)
+    xt = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+    weights = [layer.kernel] + ([layer.bias] if bias else [])
+    dx, *grads = tape.gradient(y, [xt, *weights], output_gradients=tf.constant(dy, tf.float32))
+    config = dict(groups=groups, ci=ci, co=co, bias=bias, impl=impl, seed=seed)
+    close("GroupedPointwise y", y, y_ref, config)
+    atol = 1e-5 * max(1.0, *(np.abs(g).max() for g in (dx_ref, *g_ref.values())))
+    close("GroupedPointwise dx", dx, dx_ref, config, atol=atol)
+    close("GroupedPointwise dkernel", grads[0], g_ref["kernel"], config, atol=atol)
+    if bias:
+        close("GroupedPointwise dbias", grads[1], g_ref["bias"], config, atol=atol)
+
+
+def test_keras_conv_impl_matches_reference():
+    """The Conv2D(groups) route (XLA on CPU), kept for benchmarks, computes the same thing."""
+    spec = KPointwiseSpec(32, 48, 8, activation="swish")  # interleave + no second conv
+    rng = np.random.default_rng(3)
+    params, x = random_kpointwise_params(spec, rng), rng.standard_normal((2, 3, 3, 32))
+    y_ref, cache = RefKPointwise.forward(spec, params, x)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, _ = RefKPointwise.backward(cache, dy)
+    out = TensorFlowBackend("keras").kpointwise(spec, params, x, dy)
+    close("KPointwise[keras] y", out["y"], y_ref, {"impl": "keras"})
+    close("KPointwise[keras] dx", out["dx"], dx_ref, {"impl": "keras"}, scale_atol=True)
+
+
+@given(groups=st.integers(1, 8), size=st.integers(1, 8), lead=st.sampled_from([(2,), (2, 3, 1)]),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_interleave_matches_reference_and_backward_is_inverse(groups, size, lead, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((*lead, groups * size))
+    out = backends.get("tensorflow").interleave(x, groups)
+    assert out.dtype == x.dtype
+    np.testing.assert_array_equal(out, ref_interleave(x, groups))  # a permutation: exact
+    xt, dy = tf.constant(x), tf.constant(rng.standard_normal(x.shape))
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = InterleaveChannels(groups, dtype="float64")(xt)
+    dx = tape.gradient(y, xt, output_gradients=dy).numpy()
+    np.testing.assert_array_equal(ref_interleave(dx, groups), dy.numpy())
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_batch_norm_keeps_keras_semantics(training):
+    """Fused BN = keras.layers.BatchNormalization: output, gradients and moving statistics
+    (updated with the *biased* batch variance), with eps 1e-3 and momentum 0.99."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((3, 4, 5, 6)) * 2 + 1, tf.float32)
+    dy = tf.constant(rng.standard_normal(x.shape), tf.float32)
+    layers = [FusedBatchNormalization(), keras.layers.BatchNormalization()]
+    outs = []
+    for layer in layers:
+        layer.build(x.shape)
+        for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+            getattr(layer, name).assign(np.random.default_rng(1).uniform(0.5, 1.5, 6))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+        outs.append([y, *tape.gradient(y, [x, layer.gamma, layer.beta], output_gradients=dy),
+                     layer.moving_mean, layer.moving_variance])  # fmt: skip
+    names = ("y", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance")
+    for name, a, b in zip(names, *outs, strict=True):
+        close(f"FusedBatchNormalization {name}", a, b,
+              {"training": training}, scale_atol=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [5, 6, 31, 32])
+def test_correct_padding_static_and_dynamic(size):
+    """core's pad_amounts, whether the size is known when the graph is built or not."""
+    x = tf.random.normal((1, size, size + 1, 2))
+    layer = CorrectPadding2D(3, 2)
+    dynamic = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 2))])
+    (t, b), (left, r) = pad_amounts(size, 3, 2, "correct"), pad_amounts(size + 1, 3, 2, "correct")
+    expected = np.pad(x.numpy(), ((0, 0), (t, b), (left, r), (0, 0)))
+    np.testing.assert_array_equal(layer(x).numpy(), expected)
+    np.testing.assert_array_equal(dynamic(x).numpy(), expected)
+    assert layer.compute_output_shape((None, size, None, 2)) == (None, size + t + b, None, 2)
+
+
+# --- whole networks vs core -----------------------------------------------------------------
+
+NETWORKS = {
+    "EfficientNet-B0": lambda: efficientnet("b0", 10, skip_stride_cnt=3),
+    "kEffNet-B0 16ch": lambda: kefficientnet("b0", 10, 16, skip_stride_cnt=3),
+    "kEffNet-B0 32ch": lambda: kefficientnet("b0", 10, 32, skip_stride_cnt=3),
+}
+
+
+@pytest.fixture(scope="module", params=list(NETWORKS))
+def network_case(request):
+    """``(name, architecture without dropout, backend, model)`` at 32x32, skip_stride_cnt=3."""
+    arch = without_dropout(NETWORKS[request.param]())
+    backend = TensorFlowBackend()
+    return request.param, arch, backend, backend.build(arch)
+
+
+def images(n: int = 2, size: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng([seed, 99]).standard_normal((n, size, size, 3))
+
+
+def test_network_inference_matches_reference(network_case):
+    """Every intermediate (stem, each block, top, logits) of an inference forward."""
+    name, arch, backend, model = network_case
+    x = images()
+    params = calibrated_params(arch, random_network_params(arch, seed=1), x)
+    backend.load_params(model, params)
+    _, cache = network.forward(arch, params, x)
+    out = backend.forward(model, x)
+    assert list(out) == list(cache["intermediates"])
+    config = dict(model=name, input=x.shape, training=False)
+    for key, ref in cache["intermediates"].items():
+        network_close(f"forward[{key}]", out[key], ref, config)
+    assert np.abs(cache["intermediates"]["logits"]).max() > 0.1  # a check that can fail
+
+
+def test_network_training_step_matches_reference(network_case):
+    """Training mode: logits, loss, gradients of every trainable parameter and of the input, and
+    the updated BN moving statistics."""
+    name, arch, backend, model = network_case
+    x = images(seed=2)
+    params = random_network_params(arch, seed=2)
+    backend.load_params(model, params)
+    ref = network.loss_and_grads(arch, params, x, LABELS, training=True)
+    out = backend.loss_and_grads(model, x, LABELS, training=True)
+    config = dict(model=name, input=x.shape, training=True)
+    network_close("logits", out["logits"], ref["logits"], config)
+    network_close("loss", out["loss"], ref["loss"], config)
+    network_close("dx", out["dx"], ref["dx"], config)
+    grads_close(out["grads"], ref["grads"], config)
+    stats = backend.export_params(model)
+    for k, v in ref["moving_stats"].items():
+        close(k, stats[k], v, config, scale_atol=True)
+    untouched = set(params) - set(ref["moving_stats"])
+    assert all(np.array_equal(stats[k], params[k].astype(np.float32)) for k in untouched)
+
+
+@pytest.mark.parametrize("family", ["kefficientnet", "efficientnet"])
+@settings(max_examples=4)
+@given(
+    n=st.integers(1, 3), size=st.integers(5, 12), skip=st.integers(-1, 2), seed=st.integers(0, 99)
+)
+def test_tiny_network_property(family, n, size, skip, seed):
+    """Drawn batch, odd/even image sizes and strides on a 4-block network: forward (inference)
+    and training gradients."""
+    arch = without_dropout(tiny_architecture(family, skip_stride_cnt=skip))
+    backend = TensorFlowBackend()
+    model = backend.build(arch)
+    x, labels = images(n, size, seed), np.arange(n) % arch.num_classes
+    params = random_network_params(arch, seed)
+    backend.load_params(model, params)
+    config = dict(arch=arch.name, input=x.shape, skip_stride_cnt=skip, seed=seed)
+    _, cache = network.forward(arch, params, x)
+    out = backend.forward(model, x)
+    for key, ref in cache["intermediates"].items():
+        network_close(f"forward[{key}]", out[key], ref, config)
+    ref = network.loss_and_grads(arch, params, x, labels)
+    got = backend.loss_and_grads(model, x, labels)
+    network_close("loss", got["loss"], ref["loss"], config)
+    grads_close(got["grads"], ref["grads"], config)
+
+
+# --- parameter counts, structure ---------------------------------------------------------------
+
+
+def test_efficientnet_b0_trainable_count_equals_keras_applications():
+    ours = EfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
+    theirs = keras.applications.EfficientNetB0(weights=None, classes=10)
+    count = backends.get("tensorflow").param_count
+    assert count(ours)[0] == count(theirs)[0] == 4_020_358
+
+
+@pytest.mark.parametrize("row", [r for r in PUBLISHED], ids=lambda r: f"{r.model} {r.classes}")
+def test_parameter_counts_equal_the_paper(row):
+    arch = row.architecture()
+    model = build_model(arch, input_shape=(32, 32, 3))
+    trainable, non_trainable = backends.get("tensorflow").param_count(model)
+    assert trainable == row.trainable, f"{row.model} ({row.classes} classes)"
+    assert row.non_trainable in (None, non_trainable), f"{row.model} ({row.classes} classes)"
+    assert (trainable, non_trainable) == arch.param_count()
+
+
+def test_layers_follow_the_architecture():
+    """Names, groups, paddings and dropout rates come from core.arch (Keras semantics)."""
+    arch = kefficientnet("b0", 10, 16, skip_stride_cnt=3)
+    model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
+    assert model.get_layer("stem_conv").output.shape == (None, 31, 31, 32)  # correct_pad, stride 1
+    for b in arch.blocks:
+        for name, spec in b.pointwise().items():
+            layer = model.get_layer(name)
+            assert isinstance(layer, KPointwise) and layer.spec == KPointwiseSpec(
+                spec.cin, spec.cout, spec.groups, spec.bn, None, spec.bias
+            ), name
+            assert layer.activation is keras.activations.get(spec.activation), name
+        dw = model.get_layer(f"{b.name}_dwconv")
+        assert (
+            dw.padding == ("valid" if b.stride == 2 else "same") and dw.strides == (b.stride,) * 2
+        )
+        if b.residual and b.drop_rate > 0:
+            drop = model.get_layer(f"{b.name}_drop")
+            assert drop.rate == pytest.approx(b.drop_rate) and drop.noise_shape == (None, 1, 1, 1)
+    assert model.get_layer("top").activation is keras.activations.linear  # kEffNet: none
+    assert model.get_layer("top_dropout").rate == 0.2
+    for bn in (model.get_layer("stem_bn"), model.get_layer("block2a_expand").bn):
+        assert (bn.epsilon, bn.momentum) == (1e-3, 0.99)
+
+
+def test_constructor_options():
+    x = images(2, 32)
+    probs = KEfficientNetB0(classes=5, input_shape=(32, 32, 3), classifier_activation="softmax")(x)
+    np.testing.assert_allclose(np.sum(probs, axis=1), 1.0, rtol=1e-5)
+    features = EfficientNetB0(include_top=False, pooling="avg", input_shape=(None, None, 3))
+    assert features(images(1, 40)).shape == (1, 1280)
+    assert KEfficientNetB0(include_top=False).output.shape == (None, None, None, 1280)
+    assert KEfficientNetB0().input.shape == (None, 224, 224, 3)  # keras.applications' default
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["b1", "b2", "b3", "b4", "b5", "b6", "b7"])
+def test_larger_variants_match_architecture_counts(variant):
+    import gpconv.backends.tensorflow as tfb
+
+    suffix = variant.upper()
+    for constructor, arch in (
+        (getattr(tfb, f"EfficientNet{suffix}"), efficientnet(variant, 10)),
+        (getattr(tfb, f"KEfficientNet{suffix}"), kefficientnet(variant, 10, 16)),
+    ):
+        model = constructor(classes=10)
+        assert model.input.shape[1] == arch.resolution
+        assert backends.get("tensorflow").param_count(model) == arch.param_count()
+
+
+# --- parameter exchange and serialisation ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_kmodel():
+    """kEffNet-B0 16ch, 32x32, skip 3, with random parameters loaded; and those parameters."""
+    arch = kefficientnet("b0", 10, 16, skip_stride_cnt=3)
+    model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
+    params = random_network_params(arch, seed=5)
+    load_params(model, params)
+    return model, params
+
+
+def test_exchange_round_trip_is_exact(small_kmodel):
+    model, params = small_kmodel
+    exported = export_params(model)
+    assert list(exported) == list(params)  # canonical order, moving statistics included
+    for k, v in params.items():
+        np.testing.assert_array_equal(exported[k], v.astype(np.float32), err_msg=k)
+    load_params(model, exported)
+    again = export_params(model)
+    assert all(np.array_equal(again[k], exported[k]) for k in exported)
+
+
+def test_load_params_lists_every_problem_and_assigns_nothing(small_kmodel):
+    model, params = small_kmodel
+    before = export_params(model)
+    bad = dict(params)
+    del bad["stem_conv/kernel"]
+    bad["top/conv/kernel"] = np.zeros((1, 1, 3, 3))
+    bad["block9z_project/conv/kernel"] = np.zeros(3)
+    bad["block1a_bn/gamma"] = bad["block1a_bn/gamma"] + 1.0  # valid: must not be assigned
+    with pytest.raises(ValueError) as err:
+        load_params(model, bad)
+    message = str(err.value)
+    for fragment in ("3 problems", "missing stem_conv/kernel", "unexpected block9z_project",
+                     "top/conv/kernel: expected shape (1, 1, 16, 1280)"):  # fmt: skip
+        assert fragment in message, message
+    after = export_params(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    with pytest.raises(TypeError, match="floating"):
+        load_params(model, {**params, "stem_bn/gamma": np.ones(32, dtype=np.int64)})
+
+
+# Keras's own saving code calls np.array on variables (a NumPy 2 deprecation inside Keras).
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_keras_save_and_load_round_trip(small_kmodel, tmp_path):
+    model, _ = small_kmodel
+    path = tmp_path / "kefficientnet.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = images(2, 32).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
+    assert {type(l).__name__ for l in loaded.layers} >= {"KPointwise", "CorrectPadding2D"}
+    reloaded = export_params(loaded)
+    for k, v in export_params(model).items():
+        np.testing.assert_array_equal(reloaded[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        GroupedPointwise(24, 4, use_bias=True, impl="matmul", name="g"),
+        InterleaveChannels(3, name="i"),
+        KPointwise(40, min_channels_per_group=8, activation="swish", use_bias=True, name="k"),
+        KPointwise(40, groups=5, use_bn=False, impl="einsum", name="k2"),
+        CorrectPadding2D(5, 2, name="p"),
+        FusedBatchNormalization(name="bn"),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_layer_config_round_trip(layer):
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    x = tf.random.normal((2, 3, 3, 120))
+    layer.build(x.shape)
+    clone.build(x.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(clone(x), layer(x))
+
+
+def test_weights_file_argument(small_kmodel, tmp_path):
+    from gpconv.core.params import save_params
+
+    _, params = small_kmodel
+    path = tmp_path / "p.safetensors"
+    save_params(path, params)
+    model = KEfficientNetB0(
+        weights=str(path), classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3
+    )
+    np.testing.assert_array_equal(
+        export_params(model)["top/conv/kernel"], params["top/conv/kernel"].astype(np.float32)
+    )
+    headless = KEfficientNetB0(weights=str(path), include_top=False, skip_stride_cnt=3)
+    assert "predictions/kernel" not in export_params(headless)
+
+
+# --- tf.function / XLA ----------------------------------------------------------------------
+
+
+def test_tf_function_with_unknown_shapes_matches_reference(small_kmodel):
+    """A graph traced once for any image size: correct_pad is chosen at run time (even and odd
+    sizes) and the logits still equal the reference's."""
+    _, params = small_kmodel
+    arch = kefficientnet("b0", 10, 16, skip_stride_cnt=3)
+    model = KEfficientNetB0(classes=10, input_shape=(None, None, 3), skip_stride_cnt=3)
+    load_params(model, params)
+    graph = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, None, None, 3))]
+    )
+    for size in (32, 33):
+        x = images(2, size, seed=size)
+        logits, _ = network.forward(arch, params, x)
+        network_close("tf.function logits", graph(x.astype(np.float32)), logits, {"size": size})
+    assert graph.experimental_get_tracing_count() == 1  # one trace served both sizes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["auto", "matmul"])
+def test_jit_compile_train_step_matches_reference(impl):
+    arch = without_dropout(tiny_architecture("kefficientnet", skip_stride_cnt=1))
+    model = build_model(arch, input_shape=(9, 9, 3), impl=impl)
+    params = random_network_params(arch, seed=3)
+    load_params(model, params)
+    x = images(2, 9, seed=3)
+    variables = list(model.trainable_variables)
+
+    @tf.function(jit_compile=True)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        return logits, tape.gradient(loss, variables)
+
+    logits, grads = step(tf.constant(x, tf.float32), tf.constant(LABELS % arch.num_classes))
+    ref = network.loss_and_grads(arch, params, x, LABELS % arch.num_classes)
+    config = dict(arch=arch.name, impl=impl, jit_compile=True)
+    network_close("logits", logits, ref["logits"], config)
+    names = {id(v): k for k, v in canonical_variables(model).items() if v.trainable}
+    grads_close({names[id(v)]: g.numpy() for v, g in zip(variables, grads, strict=True)},
+                ref["grads"], config)  # fmt: skip
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_give_clear_errors(small_kmodel):
+    backend = TensorFlowBackend()
+    arch = tiny_architecture()
+    model = backend.build(arch)
+    with pytest.raises(ValueError, match=r"Expected images of shape \(N, H, W, 3\)"):
+        backend.forward(model, np.zeros((2, 8, 8, 4)))
+    with pytest.raises(ValueError, match=r"Expected images of shape"):
+        backend.forward(model, np.zeros((8, 8, 3)))
+    with pytest.raises(TypeError, match="floating images"):
+        backend.forward(model, np.zeros((1, 8, 8, 3), dtype=np.int32))
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\)"):
+        backend.loss_and_grads(model, images(2, 8), np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"labels of shape \(2,\)"):
+        backend.loss_and_grads(model, images(2, 8), np.array([0]))
+    with pytest.raises(ValueError, match="not built by this backend"):
+        backend.forward(small_kmodel[0], images(1, 32))
+    spec = KPointwiseSpec(8, 8, 2)
+    with pytest.raises(ValueError, match="missing conv/kernel"):
+        backend.kpointwise(spec, {}, np.zeros((1, 2, 2, 8)), np.zeros((1, 2, 2, 8)))
+    with pytest.raises(ValueError, match=r"Expected dy.shape=\(1, 2, 2, 8\)"):
+        backend.kpointwise(spec, random_kpointwise_params(spec, np.random.default_rng(0)),
+                           np.zeros((1, 2, 2, 8)), np.zeros((1, 2, 2, 4)))  # fmt: skip
+
+
+def test_bad_layer_arguments_give_clear_errors():
+    with pytest.raises(ValueError, match="groups=3 to divide filters=8"):
+        GroupedPointwise(8, 3)
+    with pytest.raises(ValueError, match=r"groups=4 to divide input channels"):
+        GroupedPointwise(8, 4).build((1, 2, 2, 6))
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        GroupedPointwise(8, 4).build((1, 8))
+    with pytest.raises(ValueError, match="groups=4 to divide channels"):
+        InterleaveChannels(4).build((1, 2, 2, 6))
+    with pytest.raises(ValueError, match="groups or min_channels_per_group"):
+        KPointwise(8, min_channels_per_group=None)
+    with pytest.raises(ValueError, match="input_shape"):
+        EfficientNetB0(input_shape=(32, 32, 1))
+    with pytest.raises(ValueError, match="pooling"):
+        EfficientNetB0(include_top=False, pooling="sum")

@@ -1,0 +1,192 @@
+"""Crash-safe checkpoints: safetensors + JSON, written atomically, verified on load; never pickle.
+
+Layout of one checkpoint, ``<run>/checkpoints/epoch-0003/``:
+
+* ``params.safetensors``: every parameter in canonical names and Keras layouts (the backend's
+  ``export_params``), loadable by any backend with ``core.params.load_params``;
+* ``optimizer.safetensors``: the optimiser's arrays (momenta, Adam moments, step counts) under
+  framework-specific names;
+* ``state.json``: epoch, run arguments, RNG scheme, metrics history, optimiser metadata and the
+  SHA-256 of both array files. It is written last; a checkpoint without it, or whose hashes do
+  not match, is incomplete and skipped.
+
+The folder is assembled under a temporary name (files fsynced) and renamed into place, then the
+parent directory is fsynced: a SIGKILL or power loss leaves either the old set of checkpoints or
+the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.params import load_params, save_params
+
+CHECKPOINTS = "checkpoints"
+PREFIX = "epoch-"
+TMP_PREFIX = ".tmp-"
+FORMAT = "gpconv-checkpoint/1"
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temp file, fsync and rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file, fsync and rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint folder: ``epoch`` is the number of completed epochs."""
+
+    path: str
+    state: dict[str, Any]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.state["epoch"])
+
+    def params(self) -> dict[str, np.ndarray]:
+        return load_params(os.path.join(self.path, "params.safetensors"))
+
+    def optimizer(self) -> dict[str, np.ndarray]:
+        arrays = load_params(os.path.join(self.path, "optimizer.safetensors"))
+        # save_params stores 0-d arrays (step counters) as shape (1,); restore the recorded shapes.
+        shapes = self.state.get("optimizer_shapes", {})
+        return {k: v.reshape(shapes[k]) if k in shapes else v for k, v in arrays.items()}
+
+
+def save(
+    run_dir: str,
+    epoch: int,
+    params: dict[str, np.ndarray],
+    optimizer: dict[str, np.ndarray],
+    state: dict[str, Any],
+    keep: int = 2,
+    metadata: dict[str, str] | None = None,
+) -> Checkpoint:
+    """Write checkpoint ``epoch`` (completed epochs) atomically and keep the newest ``keep``."""
+    root = os.path.join(run_dir, CHECKPOINTS)
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, f"{PREFIX}{epoch:04d}")
+    tmp = os.path.join(root, f"{TMP_PREFIX}{PREFIX}{epoch:04d}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_params(
+        os.path.join(tmp, "params.safetensors"),
+        params,
+        metadata={"format": FORMAT, "epoch": str(epoch), **(metadata or {})},
+    )
+    save_params(os.path.join(tmp, "optimizer.safetensors"), optimizer)
+    state = {
+        **state,
+        "format": FORMAT,
+        "epoch": epoch,
+        "optimizer_shapes": {k: list(np.shape(v)) for k, v in optimizer.items()},
+        "files": {
+            f: _sha256(os.path.join(tmp, f))
+            for f in ("params.safetensors", "optimizer.safetensors")
+        },
+    }
+    write_json_atomic(os.path.join(tmp, "state.json"), state)
+    _fsync_dir(tmp)
+    if os.path.exists(final):
+        # Only an invalid checkpoint can be in the way (a valid one would have been resumed from).
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    prune(run_dir, keep)
+    return Checkpoint(final, state)
+
+
+def verify(path: str) -> Checkpoint:
+    """Load ``path/state.json`` and check both array files against their recorded hashes;
+    ``ValueError`` says what is missing or corrupt."""
+    state_file = os.path.join(path, "state.json")
+    if not os.path.isfile(state_file):
+        raise ValueError(f"incomplete checkpoint {path}: no state.json")
+    try:
+        with open(state_file) as f:
+            state = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"corrupt {state_file}: {err}") from err
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{state_file}: expected format {FORMAT!r}, found {state.get('format')!r}")
+    for name, digest in state.get("files", {}).items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise ValueError(f"incomplete checkpoint {path}: {name} missing")
+        if _sha256(file) != digest:
+            raise ValueError(f"corrupt checkpoint file {file}: SHA-256 does not match state.json")
+    return Checkpoint(path, state)
+
+
+def epochs_on_disk(run_dir: str) -> list[tuple[int, str]]:
+    """``(epoch, path)`` of every ``epoch-NNNN`` folder, oldest first (verified or not)."""
+    root = os.path.join(run_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        if name.startswith(PREFIX) and name[len(PREFIX) :].isdigit():
+            found.append((int(name[len(PREFIX) :]), os.path.join(root, name)))
+    return sorted(found)
+
+
+def latest(run_dir: str, warn: bool = True) -> Checkpoint | None:
+    """The newest checkpoint that verifies; broken ones are reported on stderr and skipped."""
+    for _, path in reversed(epochs_on_disk(run_dir)):
+        try:
+            return verify(path)
+        except ValueError as err:
+            if warn:
+                print(f"gpconv train: skipping {err}", file=sys.stderr)
+    return None
+
+
+def prune(run_dir: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints and leftovers of interrupted writes."""
+    root = os.path.join(run_dir, CHECKPOINTS)
+    for name in os.listdir(root):
+        if name.startswith(TMP_PREFIX) and not name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    on_disk = epochs_on_disk(run_dir)
+    for _, path in on_disk[: max(0, len(on_disk) - keep)]:
+        shutil.rmtree(path, ignore_errors=True)

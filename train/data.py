@@ -1,0 +1,266 @@
+"""Data sets for ``gpconv train``: scikit-learn digits, CIFAR-10 (binary version), image folders.
+
+Every loader returns a ``Dataset`` of channels-last images ``(N, H, W, 3)`` (``uint8`` in
+``[0, 255]`` or ``float32`` in ``[0, 1]``) and ``int64`` labels ``(N,)``; ``Dataset.normalize``
+turns a batch into float32 standardised with the *training* set's per-channel mean and std.
+
+Nothing here unpickles: CIFAR-10 is read from its binary release (records of 1 label byte + 3072
+bytes CHW) and images with PIL. Missing or corrupt inputs raise ``DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# The test split of data sets without one is fixed (independent of --seed) so that runs with
+# different seeds are scored on the same images.
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".webp", ".tif", ".tiff")
+CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST_FILE = "test_batch.bin"
+
+
+class DataError(ValueError):
+    """Missing, unreadable or malformed training data (the message names the file)."""
+
+
+@dataclass
+class Dataset:
+    """Train and test images ``(N, H, W, 3)`` with ``int64`` labels ``(N,)`` and class names."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    mean: np.ndarray = field(init=False)
+    std: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        x = _unit(self.x_train)
+        self.mean = x.mean(axis=(0, 1, 2)).astype(np.float32)
+        # A constant channel (all-black borders, grey digits) must not divide by zero.
+        self.std = np.maximum(x.std(axis=(0, 1, 2)), 1e-3).astype(np.float32)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """A batch ``(B, H, W, 3)`` as float32 ``(x - mean) / std`` per channel."""
+        return ((_unit(x) - self.mean) / self.std).astype(np.float32, copy=False)
+
+    def limited(self, n: int | None) -> Dataset:
+        """The first ``n`` train and ``n`` test images (quick checks); statistics recomputed."""
+        if n is None:
+            return self
+        return Dataset(
+            self.name,
+            self.x_train[:n],
+            self.y_train[:n],
+            self.x_test[:n],
+            self.y_test[:n],
+            self.classes,
+        )
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Images as float32 in ``[0, 1]``."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    return x.astype(np.float32, copy=False)
+
+
+# --- resizing ---------------------------------------------------------------------------------
+
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of 1-D linear interpolation with half-pixel centres (the
+    convention of PIL, ``torch ... align_corners=False`` and ``tf.image.resize``), edges clamped."""
+    pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize ``(N, H, W, C)`` images to ``(N, size, size, C)`` (separable bilinear), float32."""
+    _, h, w, _ = images.shape
+    rows, cols = _bilinear_matrix(h, size), _bilinear_matrix(w, size)
+    out = np.einsum("ih,nhwc,jw->nijc", rows, _unit(images).astype(np.float64), cols)
+    return out.astype(np.float32)
+
+
+# --- data sets --------------------------------------------------------------------------------
+
+
+def load_digits(image_size: int = 32) -> Dataset:
+    """scikit-learn's 1,797 real 8×8 handwritten digits, bilinearly resized to ``image_size``,
+    grey replicated to 3 channels, in ``[0, 1]``; stratified 80/20 split with a fixed seed
+    (1,437 train / 360 test)."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    grey = (bunch.images / 16.0)[..., None]  # (N, 8, 8, 1), pixel values 0..16
+    images = np.repeat(resize_bilinear(grey, image_size), 3, axis=-1)
+    labels = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
+    )
+    return Dataset("digits", x_tr, y_tr, x_te, y_te, [str(d) for d in range(10)])
+
+
+def read_cifar10_file(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 binary batch: ``(images (N, 32, 32, 3) uint8, labels (N,) int64)``."""
+    if not os.path.isfile(path):
+        raise DataError(f"CIFAR-10 file not found: {path}")
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % CIFAR_RECORD:
+        raise DataError(
+            f"Corrupt CIFAR-10 file {path}: {raw.size} bytes is not a whole number of "
+            f"{CIFAR_RECORD}-byte records (1 label byte + 3072 image bytes)"
+        )
+    records = raw.reshape(-1, CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise DataError(f"Corrupt CIFAR-10 file {path}: label {int(labels.max())} outside 0..9")
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW -> HWC
+    return np.ascontiguousarray(images), labels
+
+
+def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
+    """CIFAR-10 from ``directory`` holding ``data_batch_{1..5}.bin`` and ``test_batch.bin``
+    (or its ``cifar-10-batches-bin`` sub-folder, as the archive unpacks)."""
+    nested = os.path.join(directory, "cifar-10-batches-bin")
+    if not os.path.isfile(os.path.join(directory, CIFAR_TEST_FILE)) and os.path.isdir(nested):
+        directory = nested
+    if not os.path.isdir(directory):
+        raise DataError(f"CIFAR-10 directory not found: {directory}")
+    parts = [read_cifar10_file(os.path.join(directory, f)) for f in CIFAR_TRAIN_FILES]
+    x_te, y_te = read_cifar10_file(os.path.join(directory, CIFAR_TEST_FILE))
+    x_tr = np.concatenate([p[0] for p in parts])
+    y_tr = np.concatenate([p[1] for p in parts])
+    if image_size != 32:
+        x_tr, x_te = resize_bilinear(x_tr, image_size), resize_bilinear(x_te, image_size)
+    classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    meta = os.path.join(directory, "batches.meta.txt")
+    if os.path.isfile(meta):
+        with open(meta) as f:
+            names = [line.strip() for line in f if line.strip()]
+        classes = names[:10] if len(names) >= 10 else classes
+    return Dataset("cifar10", x_tr, y_tr, x_te, y_te, classes)
+
+
+def _class_dirs(root: str) -> list[str]:
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
+def _read_tree(root: str, classes: list[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        folder = os.path.join(root, cls)
+        files = (
+            sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+            if os.path.isdir(folder)
+            else []
+        )
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                    images.append(np.asarray(rgb, dtype=np.uint8))
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                raise DataError(f"Cannot read image {path}: {err}") from err
+            labels.append(label)
+    if not images:
+        raise DataError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in class folders under {root}")
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def load_folder(directory: str, image_size: int = 32) -> Dataset:
+    """An ImageFolder-style tree: ``directory/<class>/<image>``, split 80/20 (stratified, fixed
+    seed), or ``directory/train/<class>/...`` with ``directory/test`` (or ``val``) used as given.
+    Images are converted to RGB and resized bilinearly with PIL."""
+    if not os.path.isdir(directory):
+        raise DataError(f"Image folder not found: {directory}")
+    test_dir = next(
+        (
+            os.path.join(directory, d)
+            for d in ("test", "val")
+            if os.path.isdir(os.path.join(directory, d))
+        ),
+        None,
+    )
+    train_dir = os.path.join(directory, "train")
+    if test_dir and os.path.isdir(train_dir):
+        classes = _class_dirs(train_dir)
+        if not classes:
+            raise DataError(f"No class sub-folders in {train_dir}")
+        extra = sorted(set(_class_dirs(test_dir)) - set(classes))
+        if extra:
+            raise DataError(f"{test_dir} has classes missing from {train_dir}: {extra}")
+        x_tr, y_tr = _read_tree(train_dir, classes, image_size)
+        x_te, y_te = _read_tree(test_dir, classes, image_size)
+        return Dataset(f"folder:{directory}", x_tr, y_tr, x_te, y_te, classes)
+    classes = _class_dirs(directory)
+    if not classes:
+        raise DataError(f"No class sub-folders in {directory}")
+    x, y = _read_tree(directory, classes, image_size)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
+    test = np.zeros(len(y), dtype=bool)
+    for label in range(len(classes)):  # stratified: every class keeps ~20% for testing
+        members = order[y[order] == label]
+        test[members[: int(round(len(members) * TEST_FRACTION))]] = True
+    if not test.any() or test.all():
+        raise DataError(f"Too few images under {directory} for a train/test split ({len(y)})")
+    return Dataset(f"folder:{directory}", x[~test], y[~test], x[test], y[test], classes)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"digits"``, ``"cifar10=DIR"`` or ``"folder=DIR"`` -> ``(kind, path)``."""
+    kind, sep, path = spec.partition("=")
+    if kind == "digits" and not sep:
+        return kind, None
+    if kind in ("cifar10", "folder") and sep and path:
+        return kind, path
+    raise ValueError(f"Expected --data digits, cifar10=DIR or folder=DIR, received {spec!r}")
+
+
+def load(spec: str, image_size: int = 32) -> Dataset:
+    """Load the data set named by ``spec`` (see ``parse_spec``) at ``image_size``."""
+    kind, path = parse_spec(spec)
+    if kind == "digits":
+        return load_digits(image_size)
+    if kind == "cifar10":
+        return load_cifar10(path, image_size)
+    return load_folder(path, image_size)

@@ -1,0 +1,99 @@
+"""Process-group context for multi-process training (``torchrun``), and its one-process default.
+
+``torchrun --nproc-per-node N -m gpconv.cli train --backend torch ...`` sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR/PORT``; ``from_env`` then joins the process group
+(NCCL when CUDA is available, gloo on CPU). The loop only needs what ``Dist`` offers: who it is,
+whether it writes files (rank 0 only), a sum over processes and a broadcast from rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Dist:
+    """A single process: rank 0 of 1. ``TorchDist`` overrides the collective operations."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes files and draws progress bars."""
+        return self.rank == 0
+
+    def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """Element-wise sum of ``values`` over all processes (float64)."""
+        return np.asarray(values, dtype=np.float64)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every process (a JSON-able object)."""
+        return obj
+
+    def close(self) -> None:
+        """Leave the process group."""
+
+
+class TorchDist(Dist):
+    """``torch.distributed`` with gloo (CPU) or NCCL (CUDA)."""
+
+    def __init__(self, rank: int, world: int, local_rank: int) -> None:
+        import torch
+        import torch.distributed as td
+
+        super().__init__(rank, world, local_rank)
+        self.device = (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if not td.is_initialized():
+            td.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.distributed as td
+
+        t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
+        td.all_reduce(t)
+        return t.cpu().numpy()
+
+    def broadcast(self, obj: Any) -> Any:
+        # JSON bytes in a uint8 tensor rather than broadcast_object_list, which pickles.
+        import torch
+        import torch.distributed as td
+
+        data = json.dumps(obj).encode() if self.is_main else b""
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        td.broadcast(size, src=0)
+        buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=self.device)
+        if self.is_main:
+            buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        td.broadcast(buf, src=0)
+        return json.loads(bytes(buf.cpu().numpy()).decode())
+
+    def close(self) -> None:
+        import torch.distributed as td
+
+        if td.is_initialized():
+            td.destroy_process_group()
+
+
+def world_size_from_env() -> int:
+    """``WORLD_SIZE`` as set by torchrun (1 when absent)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def from_env() -> Dist:
+    """``TorchDist`` when launched by torchrun with ``WORLD_SIZE > 1``, else ``Dist()``."""
+    world = world_size_from_env()
+    if world <= 1:
+        return Dist()
+    return TorchDist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))

@@ -1,0 +1,67 @@
+"""Per-framework model + optimiser behind the shared loop; ``create`` picks one by backend name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...core.arch import Architecture
+from ..distributed import Dist
+from .base import Framework, OptimConfig, softmax_cross_entropy
+
+FRAMEWORKS = ("numpy", "torch", "tensorflow")
+
+
+def create(
+    backend: str,
+    arch: Architecture,
+    optim: OptimConfig,
+    seed: int = 0,
+    dist: Dist | None = None,
+    **options: Any,
+) -> Framework:
+    """A ``Framework`` for ``backend`` with a fresh model (``core.params.init_params(arch, seed)``:
+    the same initial weights in every framework). ``options`` go to the framework (torch:
+    ``sync_bn``, ``device``)."""
+    dist = dist or Dist()
+    if backend == "numpy":
+        from .numpy_fw import NumpyFramework
+
+        return NumpyFramework(arch, optim, seed, dist)
+    if backend == "torch":
+        from .torch_fw import TorchFramework
+
+        return TorchFramework(arch, optim, seed, dist, **options)
+    if backend == "tensorflow":
+        from .tensorflow_fw import TensorflowFramework
+
+        return TensorflowFramework(arch, optim, seed, dist)
+    raise ValueError(f"Expected backend in {FRAMEWORKS}, received backend={backend!r}")
+
+
+def set_threads(backend: str, threads: int | None) -> None:
+    """Limit the framework's CPU threads (``None``: its default). On a CPU shared with other
+    jobs one thread per process can beat two: idle-spinning thread pools fight for the cores."""
+    if threads is None:
+        return
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        try:  # only possible before TensorFlow's runtime starts
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError as err:
+            raise ValueError(f"cannot set TensorFlow threads now: {err}") from err
+
+
+__all__ = [
+    "FRAMEWORKS",
+    "Framework",
+    "OptimConfig",
+    "create",
+    "set_threads",
+    "softmax_cross_entropy",
+]

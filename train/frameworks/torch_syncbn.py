@@ -1,0 +1,70 @@
+"""Batch norm over the global batch under DDP, with Keras semantics, on any device.
+
+``torch.nn.SyncBatchNorm`` cannot serve here: it refuses CPU tensors (gloo) and has PyTorch's
+BN semantics (unbiased running variance, eps 1e-5), while the torch backend uses
+``KerasBatchNorm2d`` (biased variance, eps 1e-3, momentum 0.99). ``SyncKerasBatchNorm2d`` reduces
+the per-channel sums with ``torch.distributed.nn.functional.all_reduce``, which is
+differentiable (its backward all-reduces the gradient), so the forward *and* backward equal
+one process normalising the whole global batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.distributed as td
+from torch import nn
+from torch.distributed.nn.functional import all_reduce
+
+from ...backends.torch.batchnorm import KerasBatchNorm2d
+
+# Its successor in torch._functional_collectives is private; this one is public and differentiable.
+warnings.filterwarnings(
+    "ignore",
+    message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
+    category=FutureWarning,
+)
+
+
+class SyncKerasBatchNorm2d(KerasBatchNorm2d):
+    """``KerasBatchNorm2d`` whose training statistics are taken over all processes.
+
+    Shapes: x ``(N, C, H, W)`` per process. Two all-reduces per forward (sum and count, then the
+    centred sum of squares: the two-pass variance, stable in float32) and two in backward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not td.is_initialized() or td.get_world_size() == 1:
+            return super().forward(x)
+        dims = [d for d in range(x.ndim) if d != 1]
+        count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
+        totals = all_reduce(torch.cat([x.sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:-1] / n
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        centred = x - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / n  # biased, as Keras
+        with torch.no_grad():
+            self.running_mean.mul_(self.momentum).add_(mean.detach(), alpha=1 - self.momentum)
+            self.running_var.mul_(self.momentum).add_(var.detach(), alpha=1 - self.momentum)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return centred * scale.view(shape) + self.bias.view(shape)
+
+
+def convert_sync_batchnorm(model: nn.Module) -> int:
+    """Turn every ``KerasBatchNorm2d`` of ``model`` into ``SyncKerasBatchNorm2d`` in place (same
+    parameters and buffers, so parameter export keeps working); returns how many. Any other BN
+    class raises ``TypeError`` rather than silently staying per-process."""
+    converted = 0
+    for module in model.modules():
+        if type(module) is KerasBatchNorm2d:
+            module.__class__ = SyncKerasBatchNorm2d
+            converted += 1
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+            module, nn.SyncBatchNorm
+        ):
+            raise TypeError(
+                f"cannot synchronise {type(module).__name__}: only KerasBatchNorm2d is supported"
+            )
+    return converted

@@ -1,0 +1,410 @@
+"""One training run end to end: validate the run folder, load data, build the framework, resume,
+train, and write the run's files (main process only).
+
+Run folder ``--out``:
+
+* ``run.json``: the run's identity (model, backend, data, hyper-parameters) written when it starts;
+  ``--resume`` refuses a folder whose identity differs, and a folder holding a run is never
+  reused without ``--resume``;
+* ``checkpoints/epoch-NNNN/``: see ``train.checkpoint`` (the newest two are kept);
+* ``metrics.csv``, ``curves.png``, ``summary.json`` (rewritten after every epoch);
+* ``params.safetensors``: the final canonical parameters, loadable by any backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .. import backends
+from ..core.arch import MODELS, Architecture, by_name, without_dropout
+from ..core.params import save_params
+from ..perf.machine import describe
+from . import checkpoint, metrics
+from .data import DataError, Dataset, load
+from .distributed import Dist
+from .frameworks import FRAMEWORKS, Framework, OptimConfig, create, set_threads
+from .loop import LoopConfig, fit
+
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
+# Arguments that define a run: a resume must repeat them. --epochs may grow (the lr schedule then
+# follows the new length), and process count, progress display and checkpoint retention are free.
+IDENTITY = (
+    "model",
+    "min_channels_per_group",
+    "backend",
+    "data",
+    "image_size",
+    "skip_stride",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "schedule",
+    "seed",
+    "augment",
+    "no_dropout",
+    "limit",
+)
+
+
+class ConfigError(ValueError):
+    """Bad arguments or an unusable run folder, found before anything was written (exit 2)."""
+
+
+@dataclass
+class RunConfig:
+    """Everything ``gpconv train`` takes (see ``cli/train.py`` for the meaning of each)."""
+
+    backend: str
+    model: str
+    out: str
+    min_channels_per_group: int = 16
+    data: str = "digits"
+    image_size: int = 32
+    skip_stride: int = 3
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float | None = None
+    optimizer: str = "sgd"
+    schedule: str = "cosine"
+    seed: int = 0
+    augment: bool = False
+    resume: bool = False
+    no_dropout: bool = False
+    limit: int | None = None
+    sync_bn: bool = True
+    keep: int = 2
+    progress: bool = True
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.optimizer, 0.05)
+
+    def identity(self) -> dict[str, Any]:
+        ident = {k: getattr(self, k) for k in IDENTITY}
+        if not self.model.startswith("kefficientnet"):
+            ident["min_channels_per_group"] = None  # meaningless for EfficientNet
+        return ident
+
+    def validate(self, world: int = 1) -> None:
+        """Raise ``ConfigError`` for any argument outside its domain."""
+        if self.backend not in FRAMEWORKS:
+            raise ConfigError(f"Expected --backend in {FRAMEWORKS}, received {self.backend!r}")
+        if self.model not in MODELS:
+            raise ConfigError(f"Expected --model in {sorted(MODELS)}, received {self.model!r}")
+        for name, low in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("image_size", 8),
+            ("min_channels_per_group", 1),
+            ("keep", 1),
+        ):
+            if getattr(self, name) < low:
+                raise ConfigError(
+                    f"Expected --{name.replace('_', '-')} >= {low}, received {getattr(self, name)}"
+                )
+        if self.skip_stride < -1:
+            raise ConfigError(f"Expected --skip-stride >= -1, received {self.skip_stride}")
+        if not self.lr > 0:
+            raise ConfigError(f"Expected --lr > 0, received {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"Expected --threads >= 1, received {self.threads}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"Expected --limit >= 1, received {self.limit}")
+        try:
+            OptimConfig(self.optimizer, self.lr)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"Expected --schedule cosine or constant, received {self.schedule!r}")
+        try:
+            from .data import parse_spec
+
+            parse_spec(self.data)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        adapter = backends.get(self.backend)
+        if not adapter.is_available():
+            raise ConfigError(f"backend {self.backend!r} is not installed: {adapter.install_hint}")
+        if world > 1:
+            if self.backend != "torch":
+                raise ConfigError(
+                    f"multi-process training (WORLD_SIZE={world}) needs --backend torch, "
+                    f"received {self.backend!r}"
+                )
+            if self.batch_size % world:
+                raise ConfigError(
+                    f"--batch-size {self.batch_size} (global) must be divisible by the "
+                    f"{world} processes"
+                )
+
+
+# --- run folder -------------------------------------------------------------------------------
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from err
+
+
+def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Human-readable differences between a stored run identity and the requested one."""
+    return [
+        f"{k}: run has {stored.get(k)!r}, requested {wanted.get(k)!r}"
+        for k in IDENTITY
+        if stored.get(k) != wanted.get(k)
+    ]
+
+
+def check_out(cfg: RunConfig) -> None:
+    """Make sure ``cfg.out`` can take this run without overwriting another. Reads only; raises
+    ``ConfigError`` when the folder holds another run, an unrelated non-empty folder, or cannot
+    be written. ``make_out`` creates it once the data and model are known to be good."""
+    out = cfg.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if not os.path.isdir(out):
+        parent = os.path.dirname(os.path.abspath(out))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot create --out {out}: {parent} is not a writable folder")
+        return
+    run_json = os.path.join(out, "run.json")
+    if os.path.isfile(run_json):
+        stored = _read_json(run_json)
+        if not cfg.resume:
+            raise ConfigError(
+                f"--out {out} already holds a run ({stored['identity'].get('model')}, "
+                f"{stored['identity'].get('backend')}); pass --resume to continue it "
+                "or choose another --out"
+            )
+        diff = identity_diff(stored["identity"], cfg.identity())
+        if diff:
+            raise ConfigError(
+                f"cannot --resume {out}: it is a different run:\n  " + "\n  ".join(diff)
+            )
+    elif os.listdir(out):
+        raise ConfigError(
+            f"--out {out} is not empty and holds no gpconv run (no run.json); "
+            "refusing to write into it"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write to --out {out}: {err.strerror or err}") from err
+
+
+def make_out(out: str) -> None:
+    """Create the run folder (``ConfigError`` if that fails)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write to --out {out}: {err.strerror or err}") from err
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+
+def _summary(
+    cfg: RunConfig,
+    arch: Architecture,
+    data: Dataset,
+    history: list[dict],
+    status: str,
+    world: int,
+    started: float,
+) -> dict[str, Any]:
+    trainable, non_trainable = arch.param_count()
+    best = max(history, key=lambda r: r["test_acc"]) if history else None
+    last = history[-1] if history else {}
+    return {
+        "status": status,
+        "model": cfg.model,
+        "arch": arch.name,
+        "backend": cfg.backend,
+        "data": data.name,
+        "num_classes": data.num_classes,
+        "train_images": int(len(data.y_train)),
+        "test_images": int(len(data.y_test)),
+        "image_size": cfg.image_size,
+        "skip_stride": cfg.skip_stride,
+        "params": {"trainable": trainable, "non_trainable": non_trainable},
+        "macs_per_image": arch.macs(cfg.image_size),
+        "epochs": cfg.epochs,
+        "epochs_completed": len(history),
+        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+        "best_test_acc": best["test_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "train_images_per_s": last.get("images_per_s"),
+        "seconds_total": sum(r["seconds"] for r in history),
+        "seconds_this_session": time.perf_counter() - started,
+        "processes": world,
+        "config": asdict(cfg),
+        "machine": describe(),
+    }
+
+
+class RunWriter:
+    """Writes the run folder after each epoch (main process only)."""
+
+    def __init__(
+        self, cfg: RunConfig, fw: Framework, arch: Architecture, data: Dataset, world: int
+    ) -> None:
+        self.cfg, self.fw, self.arch, self.data, self.world = cfg, fw, arch, data, world
+        self.started = time.perf_counter()
+
+    def start(self) -> None:
+        checkpoint.write_json_atomic(
+            os.path.join(self.cfg.out, "run.json"),
+            {"format": "gpconv-run/1", "identity": self.cfg.identity(), "arch": self.arch.name},
+        )
+
+    def epoch_end(self, history: list[dict]) -> None:
+        opt_arrays, opt_meta = self.fw.optimizer_state()
+        state = {
+            "identity": self.cfg.identity(),
+            "arch": self.arch.name,
+            "backend": self.cfg.backend,
+            "config": asdict(self.cfg),
+            "history": history,
+            "optimizer": opt_meta,
+            "rng": {
+                "scheme": "numpy default_rng([seed, epoch, stream, ...]) per epoch",
+                "seed": self.cfg.seed,
+                "next_epoch": len(history),
+            },
+        }
+        checkpoint.save(
+            self.cfg.out,
+            len(history),
+            self.fw.export_params(),
+            opt_arrays,
+            state,
+            keep=self.cfg.keep,
+            metadata={"arch": self.arch.name, "backend": self.cfg.backend},
+        )
+        self.files(history, "running")
+
+    def files(self, history: list[dict], status: str) -> None:
+        out = self.cfg.out
+        metrics.write_csv(os.path.join(out, "metrics.csv"), history)
+        if history:
+            metrics.plot_curves(
+                os.path.join(out, "curves.png"),
+                history,
+                f"{self.arch.name} ({self.cfg.backend}) on {self.data.name}, "
+                f"{self.cfg.image_size}x{self.cfg.image_size}",
+            )
+        checkpoint.write_json_atomic(
+            os.path.join(out, "summary.json"),
+            _summary(self.cfg, self.arch, self.data, history, status, self.world, self.started),
+        )
+
+    def finish(self, history: list[dict]) -> None:
+        save_params(
+            os.path.join(self.cfg.out, "params.safetensors"),
+            self.fw.export_params(),
+            metadata={
+                "arch": self.arch.name,
+                "backend": self.cfg.backend,
+                "epochs": str(len(history)),
+            },
+        )
+        self.files(history, "complete")
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def prepare(cfg: RunConfig, dist: Dist) -> None:
+    """Validate arguments and the run folder on the main process; every process raises the same
+    ``ConfigError`` if it fails (so no rank waits forever at a collective)."""
+    error = None
+    if dist.is_main:
+        try:
+            cfg.validate(dist.world)
+            check_out(cfg)
+        except ConfigError as err:
+            error = str(err)
+    error = dist.broadcast(error)
+    if error:
+        raise ConfigError(error)
+
+
+def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
+    """Run (or resume) the training described by ``cfg``; returns the summary dict."""
+    dist = dist or Dist()
+    prepare(cfg, dist)
+    try:
+        data = load(cfg.data, cfg.image_size).limited(cfg.limit)
+    except DataError as err:
+        raise ConfigError(str(err)) from err
+    if len(data.y_train) < cfg.batch_size:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} exceeds the {len(data.y_train)} training images"
+        )
+    arch = by_name(cfg.model, data.num_classes, cfg.min_channels_per_group, cfg.skip_stride)
+    if cfg.no_dropout:
+        arch = without_dropout(arch)
+    try:
+        set_threads(cfg.backend, cfg.threads)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    fw = create(
+        cfg.backend,
+        arch,
+        OptimConfig(cfg.optimizer, cfg.lr),
+        cfg.seed,
+        dist,
+        **({"sync_bn": cfg.sync_bn} if cfg.backend == "torch" else {}),
+    )
+    history: list[dict] = []
+    ckpt = checkpoint.latest(cfg.out, warn=dist.is_main) if cfg.resume else None
+    if ckpt is not None:
+        diff = identity_diff(ckpt.state["identity"], cfg.identity())
+        if diff:
+            raise ConfigError(
+                f"cannot --resume from {ckpt.path}: different run:\n  " + "\n  ".join(diff)
+            )
+        fw.load_params(ckpt.params())
+        fw.load_optimizer_state(ckpt.optimizer(), ckpt.state["optimizer"])
+        history = ckpt.state["history"]
+    writer = RunWriter(cfg, fw, arch, data, dist.world)
+    if dist.is_main:
+        make_out(cfg.out)
+        trainable, _ = arch.param_count()
+        where = f"resuming after epoch {ckpt.epoch}" if ckpt else "from scratch"
+        print(
+            f"gpconv train: {arch.name} ({trainable:,} trainable params) with {cfg.backend} on "
+            f"{data.name} ({len(data.y_train)} train / {len(data.y_test)} test, "
+            f"{cfg.image_size}px), "
+            f"{dist.world} process(es), {where} -> {cfg.out}",
+            flush=True,
+        )
+        if cfg.resume and ckpt is None:
+            print(
+                "gpconv train: no complete checkpoint to resume; starting from scratch",
+                file=sys.stderr,
+            )
+        writer.start()
+    loop_cfg = LoopConfig(
+        cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.augment, cfg.schedule, cfg.progress
+    )
+    history = fit(fw, data, loop_cfg, dist, history, writer.epoch_end if dist.is_main else None)
+    if dist.is_main:
+        writer.finish(history)
+        return _summary(cfg, arch, data, history, "complete", dist.world, writer.started)
+    return {}
