@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
 from gpconv.core import deinterleave, group_count, interleave
 from gpconv.core.arch import Architecture, efficientnet, kefficientnet
 from gpconv.core.paper import paper_table

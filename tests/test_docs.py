@@ -17,6 +17,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+
 from gpconv.core import KPointwise, KPointwiseSpec, deinterleave, group_count, interleave
 from gpconv.core.arch import efficientnet, kefficientnet
 from gpconv.core.paper import paper_table
