@@ -1,5 +1,5 @@
 """PyTorch backend vs the float64 NumPy reference (core): property tests per layer, whole networks,
-parameter exchange, errors, and (slow) torch.compile and ONNX export.
+parameter exchange, errors, ONNX export and (slow) torch.compile.
 
 Tolerances (DESIGN.md §4, float32 backend vs float64 reference):
 
@@ -630,10 +630,15 @@ def test_adapter_imports_without_torch():
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
-# --- compilers and exporters (slow) -----------------------------------------------------------
+# --- compilers and exporters -----------------------------------------------------------------
+
+
+# torch's own modules still use torch.jit.script_method, which warns on import.
+JIT_DEPRECATION = "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings(JIT_DEPRECATION)
 def test_torch_compile_matches_eager():
     arch = core_arch.without_dropout(core_arch.kefficientnet("b0", 10, 16, skip_stride_cnt=3))
     eager, model = EfficientNet(arch, seed=0), EfficientNet(arch, seed=0)
@@ -653,7 +658,7 @@ def test_torch_compile_matches_eager():
         torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.filterwarnings(JIT_DEPRECATION)
 def test_onnx_export_runs_in_onnxruntime_like_the_reference(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

@@ -1,6 +1,7 @@
 """PyTorch backend: EfficientNet and kEffNet B0–B7 as ``nn.Module``s built from ``core.arch``,
 proven equal to the reference by ``tests/test_torch_backend.py``.
 
+    >>> import torch
     >>> from gpconv.backends.torch import kefficientnet_b0, load_params, export_params
     >>> model = kefficientnet_b0(num_classes=10, min_channels_per_group=16, skip_stride_cnt=3)
     >>> logits = model(torch.randn(8, 3, 32, 32))  # NCHW in, logits out

@@ -2,7 +2,7 @@
 ``Stem`` (``StemSpec``), ``MBConv`` (``MBConvSpec``) and ``Head`` (``HeadSpec``).
 
 Tensors are ``(N, C, H, W)``, NCHW or channels_last. Submodule names follow the canonical
-parameter names (``block2a_expand/conv/kernel`` lives at ``block2a.expand.conv.weight``), see
+parameter names (``block2a_expand/conv/kernel`` is ``blocks.block2a.expand.conv.weight``), see
 ``backends/torch/params.py``.
 """
 

@@ -25,7 +25,9 @@ from .batchnorm import KerasBatchNorm2d
 
 Impl = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
 
-# The default, chosen by benchmarks/bench_torch_pointwise.py and bench_torch_train.py.
+# The default, chosen by benchmarks/bench_torch_train.py: in the channels_last network, oneDNN's
+# grouped conv beats the batched matmul/einsum formulations, which need NHWC<->group copies
+# (the NCHW matmul is fastest for an isolated layer, but NCHW makes depthwise conv and BN slower).
 DEFAULT_IMPL = "channels_last"
 
 
