@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ("check", "summary")
+COMMANDS = ("check", "summary", "train", "bench")
 
 
 class UsageError(Exception):
