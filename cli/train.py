@@ -76,8 +76,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--limit", type=int, default=None, help="use only the first N train and N test images"
     )
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the framework (default: its own choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for the framework (default: its own choice)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
     return p

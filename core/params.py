@@ -135,7 +135,8 @@ def save_params(
     """Write ``params`` as safetensors atomically (temp file, fsync, rename)."""
     from safetensors.numpy import save
 
-    arrays = {k: np.ascontiguousarray(_to_numpy(v)) for k, v in params.items()}
+    # order="C" rather than ascontiguousarray, which turns 0-d arrays (step counters) into (1,).
+    arrays = {k: np.asarray(_to_numpy(v), order="C") for k, v in params.items()}
     blob = save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()})
     _atomic_write(path, blob)
 

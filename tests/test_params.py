@@ -244,3 +244,14 @@ def test_init_params_into_another_namespace(arch):
 def test_sub_params():
     params = {"a/conv/kernel": 1, "a/bn/gamma": 2, "ab/conv/kernel": 3, "b/x": 4}
     assert sub_params(params, "a") == {"conv/kernel": 1, "bn/gamma": 2}
+
+
+def test_save_keeps_zero_dim_arrays_zero_dim(tmp_path):
+    # Optimizer step counters are 0-d; np.ascontiguousarray would have saved them as (1,).
+    from gpconv.core.params import load_params, save_params
+
+    path = tmp_path / "scalars.safetensors"
+    save_params(path, {"step": np.array(7.0), "w": np.ones((2, 3))})
+    loaded = load_params(path)
+    assert loaded["step"].shape == () and float(loaded["step"]) == 7.0
+    assert loaded["w"].shape == (2, 3)

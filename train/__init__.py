@@ -1,0 +1,9 @@
+"""gpconv.train: what ``gpconv train`` runs.
+
+* ``data``: digits / CIFAR-10 binary / image-folder loaders (channels-last, never pickle);
+* ``sampling``: epoch plans (order, augmentation, dropout seeds) as functions of ``(seed, epoch)``;
+* ``frameworks``: per-framework model + optimiser steps (numpy reference, torch, tensorflow);
+* ``loop``: the one training loop; ``progress``: tqdm bar or plain lines;
+* ``checkpoint``: atomic, verified safetensors + JSON checkpoints; ``metrics``: CSV and plots;
+* ``distributed``: the torchrun process group; ``run``: a whole run from its ``RunConfig``.
+"""

@@ -252,7 +252,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if kind == "digits" and not sep:
         return kind, None
     if kind in ("cifar10", "folder") and sep and path:
-        return kind, path
+        return kind, os.path.expanduser(path)  # the shell does not expand "cifar10=~/..."
     raise ValueError(f"Expected --data digits, cifar10=DIR or folder=DIR, received {spec!r}")
 
 
