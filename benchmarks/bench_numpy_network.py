@@ -28,6 +28,7 @@ import numpy as np
 from gpconv import core
 from gpconv.core import network
 from gpconv.core.arch import Architecture, efficientnet, kefficientnet
+from gpconv.perf.timing import limit_blas_threads
 
 TARGET_S = 2.0
 SIZE, SKIP = 32, 3
@@ -98,17 +99,6 @@ def profile(step: Callable[[], None], top: int = 8) -> list[tuple[str, float]]:
     return sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
 
 
-def set_threads(threads: int) -> str:
-    if not threads:
-        return "BLAS default threads"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return "BLAS default threads (threadpoolctl not installed)"
-    threadpool_limits(threads)
-    return f"{threads} BLAS thread(s)"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -117,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="also show time per core op")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
-    threads = set_threads(args.threads)
+    threads = limit_blas_threads(args.threads)
     archs = models()
     steps = {name: train_step(arch, args.batch) for name, arch in archs.items()}
     times = median_times(steps, args.repeats)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gpconv.core import GroupedPointwise, deinterleave, interleave
+from gpconv.perf.timing import limit_blas_threads
 
 # (N, H, W, Cin, Cout, G): DESIGN.md §5's case and block6's project conv of kEffNet-B0 16ch.
 CASES = ((32, 16, 16, 192, 192, 12), (32, 16, 16, 1152, 192, 64))
@@ -123,25 +124,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def set_threads(threads: int) -> str:
-    """Limit BLAS threads (threadpoolctl, when installed); returns a description."""
-    if not threads:
-        return "BLAS default threads"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return "BLAS default threads (threadpoolctl not installed)"
-    threadpool_limits(threads)
-    return f"{threads} BLAS thread(s)"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=0, help="BLAS threads (0: library default)")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
-    threads = set_threads(args.threads)
+    threads = limit_blas_threads(args.threads)
     rows = run(args.repeats)
     print(
         f"NumPy {np.__version__} GroupedPointwise fwd+bwd, float32, {threads}, "

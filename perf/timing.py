@@ -42,3 +42,18 @@ def time_call(fn: Callable[[], Any], steps: int = 5, warmup: int = 1) -> Timing:
         fn()
         samples.append(time.perf_counter() - start)
     return Timing(statistics.median(samples), min(samples), tuple(samples))
+
+
+def limit_blas_threads(threads: int) -> str:
+    """Limit NumPy's BLAS to ``threads`` (threadpoolctl, when installed; 0 keeps the default).
+
+    Returns a description for reports. On a shared CPU, one thread avoids OpenBLAS workers
+    spinning on the many small per-group products of a grouped conv."""
+    if not threads:
+        return "BLAS default threads"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return "BLAS default threads (threadpoolctl not installed)"
+    threadpool_limits(threads)
+    return f"{threads} BLAS thread(s)"
