@@ -32,10 +32,11 @@ def sub_params(params: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(head) :]: v for k, v in params.items() if k.startswith(head)}
 
 
-def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = None) -> None:
-    """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter, every
-    parameter of a non-floating dtype and, with ``dtype``, every parameter of another dtype."""
-    expected = arch.param_shapes()
+def shape_problems(
+    expected: Mapping[str, tuple[tuple[int, ...], bool]], params: Mapping[str, Any]
+) -> list[str]:
+    """Every missing, unexpected or mis-shaped name of ``params`` against ``expected``
+    (``{name: (shape, trainable)}``, as ``param_shapes()`` returns), one line each."""
     problems = [
         f"missing {k}: expected shape {s}" for k, (s, _) in expected.items() if k not in params
     ]
@@ -44,13 +45,24 @@ def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = 
         for k, v in params.items()
         if k not in expected
     ]
+    problems += [
+        f"{k}: expected shape {s}, received shape {_shape(params[k])}"
+        for k, (s, _) in expected.items()
+        if k in params and _shape(params[k]) != s
+    ]
+    return problems
+
+
+def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = None) -> None:
+    """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter, every
+    parameter of a non-floating dtype and, with ``dtype``, every parameter of another dtype."""
+    expected = arch.param_shapes()
+    problems = shape_problems(expected, params)
     want = None if dtype is None else np.dtype(dtype).name
     for k, (shape, _) in expected.items():
-        if k in params:
-            got, name = _shape(params[k]), _dtype_name(params[k])
-            if got != shape:
-                problems.append(f"{k}: expected shape {shape}, received shape {got}")
-            elif want is not None and name != want:
+        if k in params and _shape(params[k]) == shape:
+            name = _dtype_name(params[k])
+            if want is not None and name != want:
                 problems.append(f"{k}: expected dtype {want}, received dtype {name}")
             elif want is None and not _is_floating(name):
                 problems.append(f"{k}: expected a floating dtype, received dtype {name}")

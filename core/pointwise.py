@@ -31,6 +31,7 @@ from ._validate import (
 from .ops.activations import get_activation
 from .ops.elementwise import Add
 from .ops.normalization import BatchNorm
+from .params import shape_problems
 
 
 def group_count(cin: int, cout: int, min_channels_per_group: int) -> int:
@@ -357,20 +358,7 @@ class KPointwise:
 
 def _check_params(spec: KPointwiseSpec, params: dict) -> None:
     """One ``ValueError`` listing every missing, unexpected or mis-shaped parameter of ``spec``."""
-    expected = spec.param_shapes()
-    problems = [
-        f"missing {k}: expected shape {s}" for k, (s, _) in expected.items() if k not in params
-    ]
-    problems += [
-        f"unexpected {k}: received shape {tuple(v.shape)}"
-        for k, v in params.items()
-        if k not in expected
-    ]
-    problems += [
-        f"{k}: expected shape {s}, received shape {tuple(params[k].shape)}"
-        for k, (s, _) in expected.items()
-        if k in params and tuple(params[k].shape) != s
-    ]
+    problems = shape_problems(spec.param_shapes(), params)
     if problems:
         raise ValueError(f"Parameters do not match {spec}: " + "; ".join(problems))
 
