@@ -121,6 +121,40 @@ def _ungroup(xp: Any, a: Any) -> Any:
     return xp.reshape(xp.permute_dims(a, (1, 0, 2)), (b, groups * c))
 
 
+def check_grouped_pointwise(
+    x: Any, kernel: Any, bias: Any | None, groups: int | None
+) -> tuple[Any, int]:
+    """Validate ``GroupedPointwise`` arguments: x ``(..., Cin)``, kernel ``(1, 1, Cin/G, Cout)``,
+    bias ``(Cout,)`` or ``None``. Returns ``(array namespace, groups)``, inferring
+    ``groups = Cin / kernel.shape[2]`` when it is ``None``. Shared with other implementations of
+    the same op (the CuPy fused kernels) so that bad input fails identically everywhere."""
+    xp = namespace(x, kernel, bias, names=("x", "kernel", "bias"))
+    require_float(xp, "x", x)
+    require_float(xp, "kernel", kernel)
+    if x.ndim < 1:
+        raise ValueError(f"Expected x of shape (..., Cin), received x.shape={tuple(x.shape)}")
+    require_ndim("kernel", kernel, 4, "(1, 1, Cin/G, Cout)")
+    if tuple(kernel.shape[:2]) != (1, 1):
+        raise ValueError(f"Expected a 1x1 kernel, received kernel.shape={tuple(kernel.shape)}")
+    cin, ci, cout = x.shape[-1], kernel.shape[2], kernel.shape[3]
+    if groups is None:
+        if cin % ci:
+            raise ValueError(
+                f"Expected kernel.shape[2] to divide x.shape[-1]={cin}, "
+                f"received kernel.shape={tuple(kernel.shape)}"
+            )
+        groups = cin // ci
+    require_positive_int("groups", groups)
+    require_divides(groups, cin, "input channels x.shape[-1]")
+    require_divides(groups, cout, "output channels kernel.shape[3]")
+    require_dim("kernel", kernel, 2, cin // groups, f"Cin/G = {cin}/{groups}")
+    if bias is not None:
+        require_ndim("bias", bias, 1, "(Cout,)")
+        require_float(xp, "bias", bias)
+        require_dim("bias", bias, 0, cout, "output channels")
+    return xp, groups
+
+
 class GroupedPointwise:
     """Grouped 1×1 convolution: ``y[..., g*Co + o] = sum_i x[..., g*Ci + i] * W[g, i, o] + b``.
 
@@ -136,30 +170,8 @@ class GroupedPointwise:
     def forward(
         x: Any, kernel: Any, bias: Any | None = None, groups: int | None = None
     ) -> tuple[Any, dict]:
-        xp = namespace(x, kernel, bias, names=("x", "kernel", "bias"))
-        require_float(xp, "x", x)
-        require_float(xp, "kernel", kernel)
-        if x.ndim < 1:
-            raise ValueError(f"Expected x of shape (..., Cin), received x.shape={tuple(x.shape)}")
-        require_ndim("kernel", kernel, 4, "(1, 1, Cin/G, Cout)")
-        if tuple(kernel.shape[:2]) != (1, 1):
-            raise ValueError(f"Expected a 1x1 kernel, received kernel.shape={tuple(kernel.shape)}")
+        xp, groups = check_grouped_pointwise(x, kernel, bias, groups)
         cin, ci, cout = x.shape[-1], kernel.shape[2], kernel.shape[3]
-        if groups is None:
-            if cin % ci:
-                raise ValueError(
-                    f"Expected kernel.shape[2] to divide x.shape[-1]={cin}, "
-                    f"received kernel.shape={tuple(kernel.shape)}"
-                )
-            groups = cin // ci
-        require_positive_int("groups", groups)
-        require_divides(groups, cin, "input channels x.shape[-1]")
-        require_divides(groups, cout, "output channels kernel.shape[3]")
-        require_dim("kernel", kernel, 2, cin // groups, f"Cin/G = {cin}/{groups}")
-        if bias is not None:
-            require_ndim("bias", bias, 1, "(Cout,)")
-            require_float(xp, "bias", bias)
-            require_dim("bias", bias, 0, cout, "output channels")
         co = cout // groups
         x2 = xp.reshape(x, (-1, cin))  # (M, Cin)
         w = xp.permute_dims(xp.reshape(kernel, (ci, groups, co)), (1, 0, 2))  # (G, Ci, Co)
@@ -323,13 +335,7 @@ class KPointwise:
     def forward(
         spec: KPointwiseSpec, params: dict, x: Any, training: bool = False
     ) -> tuple[Any, dict]:
-        namespace(x, names=("x",))
-        if x.ndim < 1 or x.shape[-1] != spec.cin:
-            raise ValueError(
-                f"Expected x.shape[-1] == {spec.cin} (the layer's Cin), "
-                f"received x.shape={tuple(x.shape)}"
-            )
-        _check_params(spec, params)
+        check_kpointwise_inputs(spec, params, x)
         y1, c1 = _conv_bn_act(spec, params, x, "conv", "bn", training)
         z = interleave(y1, spec.groups) if spec.interleaves else y1
         cache: dict = {"spec": spec, "c1": c1, "y_shape": tuple(y1.shape)}
@@ -356,8 +362,16 @@ class KPointwise:
         return dx, grads
 
 
-def _check_params(spec: KPointwiseSpec, params: dict) -> None:
-    """One ``ValueError`` listing every missing, unexpected or mis-shaped parameter of ``spec``."""
+def check_kpointwise_inputs(spec: KPointwiseSpec, params: dict, x: Any) -> None:
+    """Validate a kPointwise call: ``x`` an array ``(..., spec.cin)``, and one ``ValueError``
+    listing every missing, unexpected or mis-shaped parameter of ``spec``. Shared with other
+    implementations of the layer (the CuPy fused one) so that bad input fails identically."""
+    namespace(x, names=("x",))
+    if x.ndim < 1 or x.shape[-1] != spec.cin:
+        raise ValueError(
+            f"Expected x.shape[-1] == {spec.cin} (the layer's Cin), "
+            f"received x.shape={tuple(x.shape)}"
+        )
     problems = shape_problems(spec.param_shapes(), params)
     if problems:
         raise ValueError(f"Parameters do not match {spec}: " + "; ".join(problems))
