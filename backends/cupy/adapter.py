@@ -1,6 +1,10 @@
 """The reference on the GPU: ``core`` run unchanged on CuPy arrays (the array namespace comes from
 the inputs). Conformance compares it, in float32, with the NumPy float64 reference.
 
+Single kPointwise layers run on the fused CUDA kernels by default (``fused.FusedKPointwise``:
+no separate interleave pass); ``CupyBackend(kpointwise_impl="core")`` runs core's
+``KPointwise`` instead. Whole networks use core's network on CuPy arrays either way.
+
 The module imports without CuPy; ``is_available`` also requires a CUDA device.
 """
 
@@ -15,6 +19,7 @@ import numpy as np
 from ...core import network
 from ...core.pointwise import KPointwise, KPointwiseSpec, interleave
 from ..numpy_reference import NumpyBackend, ReferenceModel
+from .fused import FusedKPointwise
 
 
 def _cupy() -> Any:
@@ -29,11 +34,24 @@ def _to_host(tree: Any) -> Any:
     return tree.get() if hasattr(tree, "get") else tree
 
 
+KPOINTWISE_IMPLS = {"fused": FusedKPointwise, "core": KPointwise}
+
+
 class CupyBackend(NumpyBackend):
+    """``kpointwise_impl``: ``"fused"`` (the CUDA kernels of ``fused``) or ``"core"``."""
+
     name = "cupy"
     requires = ("cupy",)
     extra = "cupy"
     dtype: Any = np.float32
+
+    def __init__(self, kpointwise_impl: str = "fused") -> None:
+        if kpointwise_impl not in KPOINTWISE_IMPLS:
+            raise ValueError(
+                f"Expected kpointwise_impl in {sorted(KPOINTWISE_IMPLS)}, "
+                f"received kpointwise_impl={kpointwise_impl!r}"
+            )
+        self.kpointwise_impl = kpointwise_impl
 
     def is_available(self) -> bool:
         if importlib.util.find_spec("cupy") is None:
@@ -90,10 +108,9 @@ class CupyBackend(NumpyBackend):
         training: bool = False,
     ) -> dict[str, Any]:
         cp = _cupy()
-        y, cache = KPointwise.forward(
-            spec, self._device(params), cp.asarray(x, dtype=self.dtype), training
-        )
-        dx, grads = KPointwise.backward(cache, cp.asarray(dy, dtype=self.dtype))
+        op = KPOINTWISE_IMPLS[self.kpointwise_impl]
+        y, cache = op.forward(spec, self._device(params), cp.asarray(x, dtype=self.dtype), training)
+        dx, grads = op.backward(cache, cp.asarray(dy, dtype=self.dtype))
         return {
             "y": _to_host(y),
             "dx": _to_host(dx),

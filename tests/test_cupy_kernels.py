@@ -1,0 +1,316 @@
+"""The fused CuPy kernels, checked without a GPU.
+
+* nvcc (when installed) compiles ``kernels.SOURCE`` to PTX for sm_90, both dtypes;
+* g++ (when installed) compiles the *same source* behind a shim and ``kernel_emulator`` runs its
+  launches on NumPy arrays (threads per block, ``__syncthreads`` as a barrier), standing in for
+  ``kernels.launch``: ``FusedGroupedPointwise`` and ``FusedKPointwise`` — plans, argument types,
+  index maps, reductions — are then compared with core's float64 reference on the CPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fused_cases import assert_matches, conv_cases, inputs, reference, run_fused
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_emulator import Emulator
+
+from gpconv.backends.cupy import fused, kernels
+from gpconv.backends.cupy.fused import FusedGroupedPointwise, FusedKPointwise
+from gpconv.backends.numpy_reference import NumpyBackend
+from gpconv.conformance import cases, strategies
+from gpconv.conformance.checks import compare_kpointwise
+from gpconv.core.pointwise import GroupedPointwise, KPointwise, KPointwiseSpec
+
+NEEDS_GXX = pytest.mark.skipif(
+    shutil.which("g++") is None, reason="g++ not found: the CPU emulation of the kernels needs it"
+)
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    """``kernels.launch`` replaced by the CPU emulator, outputs poisoned with NaN."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found: the CPU emulation of the kernels needs it")
+    em = Emulator()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernels, "launch", em.launch)
+        mp.setattr(fused, "POISON_OUTPUTS", True)
+        yield em
+    em.close()
+
+
+# --- the source compiles for the GPU --------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found (CUDA toolkit)")
+def test_kernel_source_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
+    src = tmp_path / "gpw.cu"
+    src.write_text(kernels.SOURCE)
+    ptx = tmp_path / "gpw.ptx"
+    cmd = ["nvcc", "-arch=sm_90", "--ptx", "-x", "cu", *kernels.DEFINES]
+    result = subprocess.run(
+        [*cmd, "-o", str(ptx), str(src)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"nvcc failed:\n{result.stderr}"
+    entries = {
+        line.split()[2].split("(")[0] for line in ptx.read_text().splitlines() if ".entry" in line
+    }
+    assert entries == set(kernels.KERNEL_NAMES), f"PTX entries {sorted(entries)}"
+
+
+# --- launch plans ------------------------------------------------------------------------------
+
+
+@given(m=st.integers(0, 10**7), weights=st.integers(1, 10**6), sms=st.integers(1, 200))
+def test_dweight_chunks_cover_every_row_once(m: int, weights: int, sms: int) -> None:
+    chunks, rows = kernels.dweight_chunks(m, weights, sms)
+    assert 1 <= chunks <= 65535 and rows >= 1, (chunks, rows)
+    assert (chunks - 1) * rows < max(m, 1) <= chunks * rows, f"{chunks=} {rows=} [m={m}]"
+    assert chunks * weights <= max(kernels.PARTIAL_LIMIT, weights), (chunks, weights)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plans_pass_arguments_of_the_kernels_exact_c_types(emulator, dtype) -> None:
+    x, dy = np.zeros((5, 12), dtype), np.zeros((5, 8), dtype)
+    w, partial = np.zeros((3, 8), dtype), np.zeros((2, 24), dtype)
+    plans = [
+        kernels.forward_launch(x, w, w, False, dy, 4, True, False),
+        kernels.dinput_launch(dy, w, x, 4, False, True),
+        kernels.dweight_launch(x, dy, partial, 3, 4, True, True),
+    ]
+    for plan in plans:
+        kinds = "".join(
+            "p" if isinstance(a, np.ndarray) else {4: "i", 8: "q"}[a.dtype.itemsize]
+            for a in plan.args
+        )
+        assert kinds == emulator.signature(plan.name), plan.name
+
+
+# --- the fused conv equals core's conv with separate interleave passes ------------------------
+
+
+@given(case=conv_cases())
+def test_fused_grouped_pointwise_float64_matches_core(emulator, case) -> None:
+    arrays = inputs(case, np.float64)
+    got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
+    assert_matches(got, reference(case, arrays), case, rtol=1e-10, atol=1e-12)
+
+
+@given(case=conv_cases())
+def test_fused_grouped_pointwise_float32_matches_core(emulator, case) -> None:
+    arrays = inputs(case, np.float32)
+    got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
+    assert all(v.dtype == np.float32 for v in got.values()), {k: v.dtype for k, v in got.items()}
+    assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [  # kEffNet-like shapes wider than a warp, so blocks have several passes and bank strides
+        {"cin": 192, "cout": 192, "groups": 12},
+        {"cin": 576, "cout": 96, "groups": 32},
+        {"cin": 48, "cout": 288, "groups": 3},
+    ],
+)
+def test_fused_grouped_pointwise_on_wide_layers(emulator, case) -> None:
+    for ii in (False, True):
+        for oi in (False, True):
+            c = dict(case, lead=(2, 3, 1), bias=True, interleave_input=ii, interleave_output=oi)
+            c["seed"] = 7
+            arrays = inputs(c, np.float64)
+            got = run_fused(FusedGroupedPointwise, c, arrays, np.asarray)
+            assert_matches(got, reference(c, arrays), c, rtol=1e-10, atol=1e-12)
+
+
+def _guarded(a: np.ndarray, pad: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` copied into the middle of a NaN buffer: (buffer, the view holding ``a``)."""
+    buf = np.full(a.size + 2 * pad, np.nan, a.dtype)
+    view = buf[pad : pad + a.size].reshape(a.shape)
+    view[...] = a
+    return buf, view
+
+
+def test_kernels_touch_nothing_outside_their_arrays(emulator) -> None:
+    """Inputs sit between NaN guards (an out-of-bounds read would poison the result) and so do
+    outputs (an out-of-bounds write would overwrite a guard)."""
+    case = {
+        "lead": (1, 3, 3),
+        "cin": 24,
+        "cout": 36,
+        "groups": 6,
+        "bias": True,
+        "interleave_input": True,
+        "interleave_output": True,
+        "seed": 3,
+    }
+    a = inputs(case, np.float64)
+    ref = reference(case, a)
+    g, m = case["groups"], 9
+    bufs = {}
+    for name, arr in {
+        "x": a["x"].reshape(m, -1),
+        "w": a["kernel"].reshape(4, 36),
+        "b": a["bias"],
+        "dy": a["dy"].reshape(m, -1),
+        "y": np.zeros((m, 36)),
+        "dx": np.zeros((m, 24)),
+        "partial": np.zeros((2, 4 * 36)),
+    }.items():
+        bufs[name] = _guarded(arr)
+    v = {k: view for k, (_, view) in bufs.items()}
+    for name in ("y", "dx", "partial"):
+        v[name][...] = np.nan
+    kernels.launch(kernels.forward_launch(v["x"], v["w"], v["b"], True, v["y"], g, True, True))
+    kernels.launch(kernels.dinput_launch(v["dy"], v["w"], v["dx"], g, True, True))
+    kernels.launch(kernels.dweight_launch(v["x"], v["dy"], v["partial"], 5, g, True, True))
+    np.testing.assert_allclose(v["y"], ref["y"].reshape(m, -1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(v["dx"], ref["dx"].reshape(m, -1), rtol=1e-12, atol=1e-12)
+    dw = v["partial"].sum(axis=0).reshape(ref["kernel"].shape)
+    np.testing.assert_allclose(dw, ref["kernel"], rtol=1e-12, atol=1e-12)
+    for name, (buf, view) in bufs.items():
+        outside = np.concatenate([buf[:64], buf[64 + view.size :]])
+        assert np.isnan(outside).all(), f"a kernel wrote outside {name}"
+
+
+@NEEDS_GXX
+def test_a_wrong_index_map_is_caught() -> None:
+    """The emulation has teeth: the kernels with the inverse map's roles swapped disagree."""
+    good = "return (p % b) * a + p / b;"
+    assert good in kernels.SOURCE
+    mutant = Emulator(kernels.SOURCE.replace(good, "return (p % a) * b + p / a;"))
+    case = {
+        "lead": (1, 2, 2),
+        "cin": 12,
+        "cout": 18,
+        "groups": 3,
+        "bias": False,
+        "interleave_input": False,
+        "interleave_output": True,
+        "seed": 0,
+    }
+    arrays = inputs(case)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernels, "launch", mutant.launch)
+            got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
+    finally:
+        mutant.close()
+    with pytest.raises(AssertionError):
+        assert_matches(got, reference(case, arrays), case, rtol=1e-10, atol=1e-12)
+
+
+# --- validation is core's ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape, bias_shape, groups",
+    [
+        ((2, 12), (1, 1, 5, 8), None, None),  # Ci does not divide Cin
+        ((2, 12), (1, 1, 4, 8), None, 2),  # groups disagree with the kernel
+        ((2, 12), (1, 1, 4, 10), None, 3),  # groups do not divide Cout
+        ((2, 12), (3, 3, 4, 8), None, None),  # not 1x1
+        ((2, 12), (1, 1, 4, 8), (7,), None),  # bias length
+        ((), (1, 1, 4, 8), None, None),  # no channel axis
+    ],
+)
+def test_bad_input_fails_exactly_as_in_core(x_shape, kernel_shape, bias_shape, groups) -> None:
+    x, k = np.zeros(x_shape), np.zeros(kernel_shape)
+    b = None if bias_shape is None else np.zeros(bias_shape)
+    with pytest.raises((ValueError, TypeError)) as want:
+        GroupedPointwise.forward(x, k, b, groups)
+    with pytest.raises(type(want.value)) as got:
+        FusedGroupedPointwise.forward(x, k, b, groups)
+    assert str(got.value) == str(want.value)
+
+
+def test_unsupported_dtypes_are_refused() -> None:
+    with pytest.raises(TypeError, match="float32 or float64"):
+        FusedGroupedPointwise.forward(
+            np.zeros((2, 4), np.float16), np.zeros((1, 1, 4, 4), np.float16)
+        )
+
+
+def test_kpointwise_bad_input_fails_exactly_as_in_core() -> None:
+    spec = KPointwiseSpec(8, 8, 2)
+    params = {"conv/kernel": np.zeros((1, 1, 4, 8))}
+    for x in (np.zeros((2, 8)), np.zeros((2, 6))):
+        with pytest.raises(ValueError) as want:
+            KPointwise.forward(spec, params, x)
+        with pytest.raises(ValueError) as got:
+            FusedKPointwise.forward(spec, params, x)
+        assert str(got.value) == str(want.value)
+
+
+# --- kPointwise on the fused kernels ---------------------------------------------------------
+
+
+class EmulatedFusedBackend(NumpyBackend):
+    """The reference backend with its kPointwise replaced by ``FusedKPointwise`` (float64)."""
+
+    name = "fused (CPU emulation)"
+
+    def kpointwise(self, spec, params, x, dy, training=False):
+        p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+        y, cache = FusedKPointwise.forward(spec, p, np.asarray(x, np.float64), training)
+        dx, grads = FusedKPointwise.backward(cache, np.asarray(dy, np.float64))
+        return {"y": y, "dx": dx, "grads": grads, "moving_stats": cache["moving_stats"]}
+
+
+def _assert_kpointwise_equal(ref: dict, got: dict, rtol: float = 1e-10) -> None:
+    where = cases.spec_label(ref["spec"], ref["training"])
+    assert set(got["grads"]) == set(ref["grads"]), (sorted(got["grads"]), where)
+    assert set(got["moving_stats"]) == set(ref["moving_stats"]), where
+    pairs = [("y", got["y"], ref["y"]), ("dx", got["dx"], ref["dx"])]
+    pairs += [(k, got["grads"][k], v) for k, v in ref["grads"].items()]
+    pairs += [(k, got["moving_stats"][k], v) for k, v in ref["moving_stats"].items()]
+    for name, have, want in pairs:
+        scale = max(1.0, float(np.abs(want).max()) if np.size(want) else 1.0)
+        np.testing.assert_allclose(
+            have, want, rtol=rtol, atol=1e-12 * scale, err_msg=f"{name} [{where}]"
+        )
+
+
+@pytest.mark.parametrize("row", cases.KPOINTWISE_FULL, ids=str)
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_kpointwise_equals_core_on_every_branch(emulator, row, training) -> None:
+    ref = cases.kpointwise_case(row, training, seed=0)
+    got = EmulatedFusedBackend().kpointwise(
+        ref["spec"], ref["params"], ref["x"], ref["dy"], training
+    )
+    _assert_kpointwise_equal(ref, got)
+
+
+@given(ref=strategies.kpointwise_refs())
+def test_fused_kpointwise_properties(emulator, ref) -> None:
+    _assert_kpointwise_equal(
+        ref,
+        EmulatedFusedBackend().kpointwise(
+            ref["spec"], ref["params"], ref["x"], ref["dy"], ref["training"]
+        ),
+    )
+    rows = compare_kpointwise(EmulatedFusedBackend(), ref)
+    assert all(r.passed for r in rows), [str(r) for r in rows if not r.passed]
+
+
+def test_fused_kpointwise_runs_no_separate_interleave(emulator, monkeypatch) -> None:
+    """The point of fusing: kPointwise never calls interleave on activations (only on the
+    per-channel BN vectors of length Cout)."""
+    calls = []
+    real = fused.interleave
+
+    def spy(a, groups):
+        calls.append(tuple(a.shape))
+        return real(a, groups)
+
+    monkeypatch.setattr(fused, "interleave", spy)
+    for row in cases.KPOINTWISE_FULL:
+        ref = cases.kpointwise_case(row, True, seed=1)
+        EmulatedFusedBackend().kpointwise(ref["spec"], ref["params"], ref["x"], ref["dy"], True)
+    assert all(len(shape) == 1 for shape in calls), f"interleave called on {calls}"
+    assert calls, "expected the BN vectors of the interleave-only cases to be permuted"
