@@ -43,6 +43,7 @@ from gpconv.backends.tensorflow import (  # noqa: E402
     InterleaveChannels,
     KEfficientNetB0,
     KPointwise,
+    SlabGradDepthwiseConv2D,
     build_model,
     canonical_variables,
     export_params,
@@ -55,6 +56,7 @@ from gpconv.core import KPointwise as RefKPointwise  # noqa: E402
 from gpconv.core import interleave as ref_interleave  # noqa: E402
 from gpconv.core import network  # noqa: E402
 from gpconv.core.arch import efficientnet, kefficientnet, without_dropout  # noqa: E402
+from gpconv.core.ops import DepthwiseConv2D as RefDepthwiseConv2D  # noqa: E402
 from gpconv.core.ops import pad_amounts  # noqa: E402
 from gpconv.core.paper import PUBLISHED  # noqa: E402
 from gpconv.core.pointwise import KPointwiseSpec  # noqa: E402
@@ -274,6 +276,32 @@ def test_fused_batch_norm_keeps_keras_semantics(training):
     for name, a, b in zip(names, *outs, strict=True):
         close(f"FusedBatchNormalization {name}", a, b,
               {"training": training}, scale_atol=True)  # fmt: skip
+
+
+@given(kernel=st.sampled_from([3, 5, 7]), size=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_slab_grad_depthwise_matches_reference(kernel, size, seed):
+    """SlabGradDepthwiseConv2D (the models' depthwise layer): forward, input and filter
+    gradients equal core's float64 DepthwiseConv2D; 5x5 and 7x7 take the column-slab filter
+    gradient (backends/depthwise_grad.py), 3x3 the parent's."""
+    rng = np.random.default_rng(seed)
+    c = 5
+    x, k = rng.standard_normal((2, size, size + 1, c)), rng.standard_normal((kernel, kernel, c, 1))
+    y_ref, cache = RefDepthwiseConv2D.forward(x, k, 1, "same")
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref, g_ref = RefDepthwiseConv2D.backward(cache, dy)
+    layer = SlabGradDepthwiseConv2D(kernel, padding="same", use_bias=False)
+    layer.build(x.shape)
+    layer.kernel.assign(k.astype(np.float32))
+    assert layer._slab_grad() == (kernel > 3)
+    xt = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+    dx, dk = tape.gradient(y, [xt, layer.kernel], output_gradients=tf.constant(dy, tf.float32))
+    config = {"kernel": kernel, "x": x.shape}
+    close("depthwise y", y, y_ref, config, scale_atol=True)
+    close("depthwise dx", dx, dx_ref, config, scale_atol=True)
+    close("depthwise dkernel", dk, g_ref["kernel"], config, scale_atol=True)
 
 
 @pytest.mark.parametrize("size", [5, 6, 31, 32])

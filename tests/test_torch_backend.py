@@ -395,6 +395,31 @@ def test_keras_conv_padding_matches_core(
     )
 
 
+@pytest.mark.parametrize("kernel", [5, 7])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_wide_depthwise_weight_gradient_in_slabs_matches_core(kernel, channels_last):
+    """Stride-1 5x5 / 7x7 depthwise convs take the column-slab weight gradient on CPU
+    (backends/depthwise_grad.py) and still equal core's float64 DepthwiseConv2D."""
+    rng = np.random.default_rng(kernel)
+    c = 6
+    x, k = rng.normal(size=(2, 7, 8, c)), rng.normal(size=(kernel, kernel, c, 1))
+    y_ref, cache = DepthwiseConv2D.forward(x, k, 1, "same")
+    dy = rng.normal(size=y_ref.shape)
+    dx_ref, g_ref = DepthwiseConv2D.backward(cache, dy)
+    conv = KerasConv2d(c, c, kernel, 1, "same", groups=c)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(k.transpose(2, 3, 0, 1)))
+    xt = nchw(x, channels_last, grad=True)
+    y = conv(xt)
+    assert type(y.grad_fn).__name__ == "_DepthwiseSlabGradBackward"
+    y.backward(nchw(dy))
+    close(nhwc(y), y_ref, f"y k={kernel}")
+    close_grad(nhwc(xt.grad), dx_ref, f"dx k={kernel}")
+    close_grad(conv.weight.grad.numpy().transpose(2, 3, 0, 1), g_ref["kernel"], f"dk k={kernel}")
+    with torch.no_grad():  # inference (and tracing) keeps the plain op
+        assert conv(xt).grad_fn is None
+
+
 def test_drop_connect_is_per_sample_and_scaled():
     torch.manual_seed(0)
     drop = DropConnect(0.5).train()

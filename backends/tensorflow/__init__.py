@@ -23,6 +23,7 @@ _EXPORTS = {
     "build_model": "models",
     "intermediates_model": "models",
     "CorrectPadding2D": "padding",
+    "SlabGradDepthwiseConv2D": "depthwise",
     "FusedBatchNormalization": "normalization",
     "GroupedPointwise": "pointwise",
     "InterleaveChannels": "pointwise",
@@ -34,6 +35,7 @@ _EXPORTS = {
     "resolve_impl": "grouped",
 }
 _LAYER_MODULES = (
+    "depthwise",
     "normalization",
     "padding",
     "pointwise",

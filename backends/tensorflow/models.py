@@ -18,6 +18,7 @@ from typing import Any
 from ...core.arch import Architecture, HeadSpec, MBConvSpec, StemSpec
 from ...core.pointwise import KPointwiseSpec
 from ._runtime import keras
+from .depthwise import SlabGradDepthwiseConv2D
 from .normalization import FusedBatchNormalization
 from .padding import CorrectPadding2D
 from .pointwise import KPointwise
@@ -87,7 +88,7 @@ class _Builder:
         if b.expand is not None:
             x = self.pointwise(b.expand, f"{b.name}_expand", x)
         x, padding = self.spatial(x, b.kernel, b.stride, b.padding, f"{b.name}_dwconv")
-        x = layers.DepthwiseConv2D(
+        x = SlabGradDepthwiseConv2D(
             b.kernel,
             strides=b.stride,
             padding=padding,
