@@ -81,7 +81,7 @@ def test_plans_pass_arguments_of_the_kernels_exact_c_types(emulator, dtype) -> N
     w, partial = np.zeros((3, 8), dtype), np.zeros((2, 24), dtype)
     plans = [
         kernels.forward_launch(x, w, w, False, dy, 4, True, False),
-        kernels.dinput_launch(dy, w, x, 4, False, True),
+        kernels.dinput_launch(dy, np.zeros((2, 12), dtype), x, 4, False, True),
         kernels.dweight_launch(x, dy, partial, 3, 4, True, True),
     ]
     for plan in plans:
@@ -166,8 +166,11 @@ def test_kernels_touch_nothing_outside_their_arrays(emulator) -> None:
     v = {k: view for k, (_, view) in bufs.items()}
     for name in ("y", "dx", "partial"):
         v[name][...] = np.nan
-    kernels.launch(kernels.forward_launch(v["x"], v["w"], v["b"], True, v["y"], g, True, True))
-    kernels.launch(kernels.dinput_launch(v["dy"], v["w"], v["dx"], g, True, True))
+    bufs["wf"] = _guarded(kernels.forward_weights(v["w"], g, True))
+    bufs["wd"] = _guarded(kernels.dinput_weights(v["w"], g, True))
+    v = {k: view for k, (_, view) in bufs.items()}
+    kernels.launch(kernels.forward_launch(v["x"], v["wf"], v["b"], True, v["y"], g, True, True))
+    kernels.launch(kernels.dinput_launch(v["dy"], v["wd"], v["dx"], g, True, True))
     kernels.launch(kernels.dweight_launch(v["x"], v["dy"], v["partial"], 5, g, True, True))
     np.testing.assert_allclose(v["y"], ref["y"].reshape(m, -1), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(v["dx"], ref["dx"].reshape(m, -1), rtol=1e-12, atol=1e-12)

@@ -99,9 +99,10 @@ class FusedGroupedPointwise:
         b = _matrix(xp, bias, cout, dtype)[0] if bias is not None else w
         y = _empty(xp, (x2.shape[0], cout), dtype, x)
         if x2.shape[0]:
+            wf = _matrix(xp, kernels.forward_weights(w, groups, interleave_output), cout, dtype)
             kernels.launch(
                 kernels.forward_launch(
-                    x2, w, b, bias is not None, y, groups, interleave_input, interleave_output
+                    x2, wf, b, bias is not None, y, groups, interleave_input, interleave_output
                 )
             )
         y = xp.reshape(y, tuple(x.shape[:-1]) + (cout,))
@@ -129,7 +130,8 @@ class FusedGroupedPointwise:
         chunks, rows = kernels.dweight_chunks(m, ci * cout, kernels.multiprocessors(x2))
         partial = _empty(xp, (chunks, ci * cout), x2.dtype, dy)
         if m:
-            kernels.launch(kernels.dinput_launch(dy2, w, dx, groups, *cache["maps"]))
+            wd = _matrix(xp, kernels.dinput_weights(w, groups, cache["maps"][0]), cin, x2.dtype)
+            kernels.launch(kernels.dinput_launch(dy2, wd, dx, groups, *cache["maps"]))
             kernels.launch(kernels.dweight_launch(x2, dy2, partial, rows, groups, *cache["maps"]))
             dw = xp.sum(partial, axis=0)
         else:
@@ -214,7 +216,8 @@ class FusedKPointwise:
     """``core.pointwise.KPointwise`` (same arguments, outputs, gradients, ``cache["moving_stats"]``
     and errors) on the fused kernels: no separate interleave pass (see the module docstring).
 
-    Channels-last ``(..., Cin) -> (..., Cout)``. Backward: with a second conv, conv2's ``dx`` is
+    Channels-last ``(..., Cin) -> (..., Cout)``. ``G == 1`` and layers that do not interleave run
+    the same kernels with identity maps. Backward: with a second conv, conv2's ``dx`` is
     already in ``y1``'s layout (the kernel wrote it back through the interleave), so
     ``dy1 = dy + dx2``; without one, ``dy`` flows back through the interleaved BN into conv1.
     """

@@ -31,8 +31,10 @@ back in the layout of the ``x`` that was handed in, and ``bias`` is indexed by l
 * ``gpw_forward``/``gpw_dinput``: each block stages ``GPW_ROWS`` rows of its input in shared
   memory with coalesced loads, then each thread produces one output position for those rows, so
   global reads and writes stay coalesced whatever the maps; only shared-memory reads are permuted.
-* ``gpw_dweight``: one thread per weight per chunk of rows; each chunk writes its partial sums to
-  its own row of ``partial (chunks, Ci*Cout)``, which the caller sums (deterministic, no atomics).
+* ``gpw_dweight``: one thread per weight per chunk of rows, reading ``x`` and ``dy`` straight from
+  global memory (lanes take consecutive memory positions of ``dy``); each chunk writes its partial
+  sums to its own row of ``partial (chunks, Ci*Cout)``, which the caller sums (deterministic, no
+  atomics).
 
 The arithmetic lives in ``__device__`` helpers with no CUDA-only syntax, and the ``__global__``
 shells use only ``threadIdx``/``blockIdx``/``blockDim``/``__syncthreads``/``extern __shared__``,
@@ -47,6 +49,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
+
+from ...core.pointwise import deinterleave, interleave
 
 ROWS_PER_BLOCK = 4  # GPW_ROWS: rows a block stages; each weight load is reused for all of them
 MAX_THREADS = 256
@@ -95,24 +100,21 @@ __device__ __forceinline__ void gpw_stage(T* tile, int stride, const T* __restri
   }
 }
 
-// acc[r] = sum_k tile[r, read(g*n + k)] * w[g*wg + j*wj + k*wk] for the GPW_ROWS staged rows,
-// where the output's logical channel c = g*per + j and read = the map (ra, rb). The memory
-// position of logical channel g*n + k is walked incrementally (no division per term):
-// c -> c + 1 moves pos by rb, or by 1 - (ra - 1)*rb when c + 1 is a multiple of ra.
+// acc[r] = sum_k tile[r, read(g*n + k)] * wp[k*wstride] for the GPW_ROWS staged rows: output
+// group g reads logical channels g*n + k through the map (ra, rb). Their memory positions are
+// walked incrementally (no division per term): c -> c + 1 moves pos by rb, or by
+// 1 - (ra - 1)*rb when c + 1 is a multiple of ra.
 template <typename T>
 __device__ __forceinline__ void gpw_dot_rows(T* acc, const T* tile, int stride,
-                                             const T* __restrict__ w, int c, int n, int per,
-                                             int ra, int rb, int wg, int wj, int wk) {
-  const int g = c / per;
-  const int j = c - g * per;
-  const T* wp = w + (gpw_i64)g * wg + (gpw_i64)j * wj;
+                                             const T* __restrict__ wp, int wstride, int g, int n,
+                                             int ra, int rb) {
   int lc = g * n;
   int pos = gpw_map(lc, ra, rb);
   int kmod = lc % ra;
   const int wrap = 1 - (ra - 1) * rb;
   for (int r = 0; r < GPW_ROWS; ++r) acc[r] = T(0);
   for (int k = 0; k < n; ++k) {
-    const T wv = __ldg(wp + (gpw_i64)k * wk);
+    const T wv = __ldg(wp + (gpw_i64)k * wstride);
     const int slot = gpw_pad(pos);
     for (int r = 0; r < GPW_ROWS; ++r) acc[r] += tile[r * stride + slot] * wv;
     if (++kmod == ra) {
@@ -125,17 +127,19 @@ __device__ __forceinline__ void gpw_dot_rows(T* acc, const T* tile, int stride,
 }
 
 // Thread t of nt writes output positions p = t, t + nt, ... < out_len of the staged rows:
-// dst[row, p] = dot for logical channel unmap(p; wa, wb), plus bias[c] when has_bias.
+// dst[row, p] = sum_k tile[row, read(g*n + k)] * w[k, p] (+ bias[c]), where c = unmap(p; wa, wb)
+// is p's logical channel and g = c / per its group. w (n, out_len) holds each output's weights in
+// the output's *memory* order, so a warp's weight loads are contiguous whatever the maps.
 template <typename T>
 __device__ __forceinline__ void gpw_map_rows(const T* tile, int stride, const T* __restrict__ w,
                                              const T* __restrict__ bias, int has_bias,
                                              T* __restrict__ dst, gpw_i64 row0, gpw_i64 m,
                                              int out_len, int n, int per, int ra, int rb, int wa,
-                                             int wb, int wg, int wj, int wk, int t, int nt) {
+                                             int wb, int t, int nt) {
   for (int p = t; p < out_len; p += nt) {
     const int c = gpw_unmap(p, wa, wb);
     T acc[GPW_ROWS];
-    gpw_dot_rows<T>(acc, tile, stride, w, c, n, per, ra, rb, wg, wj, wk);
+    gpw_dot_rows<T>(acc, tile, stride, w + p, out_len, c / per, n, ra, rb);
     const T b = has_bias ? __ldg(bias + c) : T(0);
     for (int r = 0; r < GPW_ROWS; ++r) {
       if (row0 + r < m) dst[(row0 + r) * out_len + p] = acc[r] + b;
@@ -156,7 +160,8 @@ __device__ __forceinline__ T gpw_dweight_sum(const T* __restrict__ x, const T* _
 // Staged rows; declared double (8-byte aligned) and cast to T: one extern array serves both types.
 extern __shared__ double gpw_smem[];
 
-// y (m, cout) = conv(x (m, cin)) through the maps (ia, ib) in and (oa, ob) out.
+// y (m, cout) = conv(x (m, cin)) through the maps (ia, ib) in and (oa, ob) out; w (ci, cout) is
+// the kernel with its columns in y's memory order (see forward_weights in kernels.py).
 template <typename T>
 __device__ void gpw_forward(const T* __restrict__ x, const T* __restrict__ w,
                             const T* __restrict__ bias, int has_bias, T* __restrict__ y,
@@ -168,12 +173,13 @@ __device__ void gpw_forward(const T* __restrict__ x, const T* __restrict__ w,
   const int ci = cin / groups, co = cout / groups;
   gpw_stage<T>(tile, stride, x, row0, m, cin, threadIdx.x, blockDim.x);
   __syncthreads();
-  // output c = g*Co + o reads logical inputs g*Ci + k with weights W[k*Cout + g*Co + o]
-  gpw_map_rows<T>(tile, stride, w, bias, has_bias, y, row0, m, cout, ci, co, ia, ib, oa, ob, co,
-                  1, cout, threadIdx.x, blockDim.x);
+  // output c = g*Co + o reads logical inputs g*Ci + k; w[k, p] = W[g, k, o]
+  gpw_map_rows<T>(tile, stride, w, bias, has_bias, y, row0, m, cout, ci, co, ia, ib, oa, ob,
+                  threadIdx.x, blockDim.x);
 }
 
-// dx (m, cin) from dy (m, cout): the forward's transpose, written through the input map.
+// dx (m, cin) from dy (m, cout): the forward's transpose, written through the input map; w
+// (co, cin) is the transposed kernel with its columns in dx's memory order (dinput_weights).
 template <typename T>
 __device__ void gpw_dinput(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
                            gpw_i64 m, int cin, int cout, int groups, int ia, int ib, int oa,
@@ -184,12 +190,14 @@ __device__ void gpw_dinput(const T* __restrict__ dy, const T* __restrict__ w, T*
   const int ci = cin / groups, co = cout / groups;
   gpw_stage<T>(tile, stride, dy, row0, m, cout, threadIdx.x, blockDim.x);
   __syncthreads();
-  // output c = g*Ci + i reads logical dy channels g*Co + k with weights W[i*Cout + g*Co + k]
-  gpw_map_rows<T>(tile, stride, w, w, 0, dx, row0, m, cin, co, ci, oa, ob, ia, ib, co, cout, 1,
-                  threadIdx.x, blockDim.x);
+  // output c = g*Ci + i reads logical dy channels g*Co + k; w[k, q] = W[g, i, k]
+  gpw_map_rows<T>(tile, stride, w, w, 0, dx, row0, m, cin, co, ci, oa, ob, ia, ib, threadIdx.x,
+                  blockDim.x);
 }
 
 // partial[chunk, i*Cout + c] = sum over the chunk's rows of x_logical[g*Ci + i] * dy_logical[c].
+// Thread j takes (i, pd) = (j / Cout, j % Cout) with pd a *memory* position of dy, so a warp's
+// dy loads are contiguous whatever the output map; c = unmap(pd) is the logical channel.
 template <typename T>
 __device__ void gpw_dweight(const T* __restrict__ x, const T* __restrict__ dy,
                             T* __restrict__ partial, gpw_i64 m, gpw_i64 rows_per_chunk, int cin,
@@ -197,11 +205,12 @@ __device__ void gpw_dweight(const T* __restrict__ x, const T* __restrict__ dy,
   const int ci = cin / groups, co = cout / groups;
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= ci * cout) return;
-  const int i = j / cout, c = j - i * cout, g = c / co;
+  const int i = j / cout, pd = j - i * cout;
+  const int c = gpw_unmap(pd, oa, ob), g = c / co;
   const gpw_i64 m0 = (gpw_i64)blockIdx.y * rows_per_chunk;
   const gpw_i64 m1 = gpw_min64(m, m0 + rows_per_chunk);
-  partial[(gpw_i64)blockIdx.y * ci * cout + j] = gpw_dweight_sum<T>(
-      x, dy, m0, m1, cin, cout, gpw_map(g * ci + i, ia, ib), gpw_map(c, oa, ob));
+  partial[(gpw_i64)blockIdx.y * ci * cout + i * cout + c] =
+      gpw_dweight_sum<T>(x, dy, m0, m1, cin, cout, gpw_map(g * ci + i, ia, ib), pd);
 }
 
 #define GPW_KERNELS(T, SUFFIX)                                                                 \
@@ -279,6 +288,25 @@ def _maps(
     )
 
 
+def forward_weights(w: Any, groups: int, interleave_output: bool) -> Any:
+    """The kernel as ``gpw_forward`` reads it: ``w (Ci, Cout)`` with its columns in the memory
+    order of ``y`` (column ``p`` holds the weights of the logical output channel stored at ``p``),
+    i.e. ``interleave`` of the columns when ``y`` is written interleaved."""
+    return interleave(w, groups) if interleave_output else w
+
+
+def dinput_weights(w: Any, groups: int, interleave_input: bool) -> Any:
+    """The kernel as ``gpw_dinput`` reads it, ``(Co, Cin)``: ``[k, q] = W[g, i, k]`` for the logical
+    input channel ``g*Ci + i`` stored at position ``q`` of ``dx`` (``deinterleave`` of the columns
+    when the input was read interleaved)."""
+    xp = array_namespace(w)
+    ci, cout = w.shape
+    co = cout // groups
+    wd = xp.permute_dims(xp.reshape(w, (ci, groups, co)), (2, 1, 0))  # (Co, G, Ci)
+    wd = xp.reshape(wd, (co, groups * ci))
+    return deinterleave(wd, groups) if interleave_input else wd
+
+
 def forward_launch(
     x: Any,
     w: Any,
@@ -289,8 +317,9 @@ def forward_launch(
     interleave_input: bool,
     interleave_output: bool,
 ) -> Launch:
-    """``y (M, Cout) = conv(x (M, Cin))`` with ``w (Ci, Cout)``; ``bias (Cout,)`` is read only when
-    ``has_bias`` (pass any array of the dtype otherwise)."""
+    """``y (M, Cout) = conv(x (M, Cin))`` with ``w = forward_weights(...)`` ``(Ci, Cout)``;
+    ``bias (Cout,)`` (by logical channel) is read only when ``has_bias`` (pass any array of the
+    dtype otherwise)."""
     m, cin = x.shape
     cout = y.shape[1]
     return Launch(
@@ -307,7 +336,8 @@ def forward_launch(
 def dinput_launch(
     dy: Any, w: Any, dx: Any, groups: int, interleave_input: bool, interleave_output: bool
 ) -> Launch:
-    """``dx (M, Cin)`` from ``dy (M, Cout)`` in the layouts the forward read and wrote."""
+    """``dx (M, Cin)`` from ``dy (M, Cout)`` in the layouts the forward read and wrote, with
+    ``w = dinput_weights(...)`` ``(Co, Cin)``."""
     m, cout = dy.shape
     cin = dx.shape[1]
     return Launch(
