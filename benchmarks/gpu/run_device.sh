@@ -27,7 +27,8 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.txt, record th
 # --- environment: array-api-compat from the carried wheel, gpconv through a symlink ---------------
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl \
-  || echo "wheel install failed" | tee -a "$STATUS"
+  || { echo "pip install of the wheel failed; unzipping it instead" | tee -a "$STATUS"
+       for w in .whl/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done; }
 mkdir -p /tmp/pkg
 ln -sfn "$PWD" /tmp/pkg/gpconv
 export PYTHONPATH="/tmp/pkg:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
