@@ -31,6 +31,8 @@ back in the layout of the ``x`` that was handed in, and ``bias`` is indexed by l
 * ``gpw_forward``/``gpw_dinput``: each block stages ``GPW_ROWS`` rows of its input in shared
   memory with coalesced loads, then each thread produces one output position for those rows, so
   global reads and writes stay coalesced whatever the maps; only shared-memory reads are permuted.
+  Their weights come pre-arranged in the output's memory order (``forward_weights``,
+  ``dinput_weights``: a gather of the small kernel), so weight loads are contiguous too.
 * ``gpw_dweight``: one thread per weight per chunk of rows, reading ``x`` and ``dy`` straight from
   global memory (lanes take consecutive memory positions of ``dy``); each chunk writes its partial
   sums to its own row of ``partial (chunks, Ci*Cout)``, which the caller sums (deterministic, no
@@ -55,7 +57,7 @@ from ...core.pointwise import deinterleave, interleave
 
 ROWS_PER_BLOCK = 4  # GPW_ROWS: rows a block stages; each weight load is reused for all of them
 MAX_THREADS = 256
-DEFAULT_SHARED_BYTES = 48 * 1024  # above this a kernel must opt in (cudaFuncAttribute...)
+DEFAULT_SHARED_BYTES = 48 * 1024  # above this a launch must opt in (max_dynamic_shared_size_bytes)
 PARTIAL_LIMIT = 1 << 24  # elements of dW partial sums; bounds the chunk count for wide layers
 MIN_ROWS_PER_CHUNK = 64
 THREADS_PER_SM = 2048
