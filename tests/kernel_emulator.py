@@ -1,12 +1,12 @@
 """Run the CUDA source of ``gpconv.backends.cupy.kernels`` on the CPU, unchanged.
 
 g++ compiles ``kernels.SOURCE`` behind a shim that turns the CUDA keywords into C++
-(``__global__``/``__device__`` vanish, ``__ldg(p)`` is ``*p``, ``extern __shared__`` is one host
-buffer) and a driver that emulates a launch: blocks run one after another, the threads of a
-block are real threads and ``__syncthreads`` is a barrier among them. ``launch(plan)`` takes the
-very ``kernels.Launch`` that CuPy would get, so the plan's grid, block, shared-memory size and
-argument list — checked against the kernel's C signature, scalar widths included — are exercised
-as well as the index math.
+(``__global__``/``__device__``/``__launch_bounds__`` vanish, ``__ldg(p)`` is ``*p``,
+``extern __shared__`` is one host buffer) and a driver that emulates a launch: blocks run one
+after another, the threads of a block are real threads and ``__syncthreads`` is a barrier among
+them. ``launch(plan)`` takes the very ``kernels.Launch`` that CuPy would get, so the plan's grid,
+block, shared-memory size and argument list — checked against the kernel's C signature, scalar
+widths included — are exercised as well as the index math.
 
 Poisoning: the shared buffer is filled with NaN before each block, so a read of a slot the block
 did not stage shows up as NaN in the result, and a block that writes past the plan's
@@ -39,6 +39,7 @@ template <typename T> inline T __ldg(const T* p) { return *p; }
 #define __device__
 #define __forceinline__ inline
 #define __shared__
+#define __launch_bounds__(...)
 """
 
 DRIVER = r"""

@@ -64,12 +64,47 @@ def test_kernel_source_compiles_to_ptx_for_sm90(tmp_path: Path) -> None:
     assert entries == set(kernels.KERNEL_NAMES), f"PTX entries {sorted(entries)}"
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found (CUDA toolkit)")
+def test_kernels_assemble_for_sm90_without_spills(tmp_path: Path) -> None:
+    """ptxas -v on the cubin: no kernel spills, and the dW kernel fits its largest block."""
+    src = tmp_path / "gpw.cu"
+    src.write_text(kernels.SOURCE)
+    cmd = ["nvcc", "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-x", "cu", *kernels.DEFINES]
+    result = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "gpw.cubin"), str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"nvcc failed:\n{result.stderr}"
+    info, name = {}, None
+    for line in result.stderr.splitlines():
+        if "Compiling entry function" in line:
+            name = line.split("'")[1]
+        elif name and "spill" in line:
+            info.setdefault(name, {})["spills"] = "0 bytes spill stores, 0 bytes spill loads"
+            info[name]["no_spills"] = info[name]["spills"] in line
+        elif name and "Used" in line and "registers" in line:
+            info.setdefault(name, {})["registers"] = int(line.split("Used")[1].split()[0])
+    assert set(info) == set(kernels.KERNEL_NAMES), result.stderr
+    for name, i in info.items():
+        assert i.get("no_spills"), f"{name} spills:\n{result.stderr}"
+    for suffix in ("f32", "f64"):
+        regs = info[f"gpw_dweight_{suffix}"]["registers"]
+        assert regs * kernels.DW_MAX_THREADS <= 65536, f"gpw_dweight_{suffix}: {regs} registers"
+
+
 # --- launch plans ------------------------------------------------------------------------------
 
 
-@given(m=st.integers(0, 10**7), weights=st.integers(1, 10**6), sms=st.integers(1, 200))
-def test_dweight_chunks_cover_every_row_once(m: int, weights: int, sms: int) -> None:
-    chunks, rows = kernels.dweight_chunks(m, weights, sms)
+@given(
+    m=st.integers(0, 10**7),
+    weights=st.integers(1, 10**6),
+    sms=st.integers(1, 200),
+    threads=st.none() | st.integers(1, 10**5),
+)
+def test_dweight_chunks_cover_every_row_once(m: int, weights: int, sms: int, threads) -> None:
+    chunks, rows = kernels.dweight_chunks(m, weights, sms, threads)
     assert 1 <= chunks <= 65535 and rows >= 1, (chunks, rows)
     assert (chunks - 1) * rows < max(m, 1) <= chunks * rows, f"{chunks=} {rows=} [m={m}]"
     assert chunks * weights <= max(kernels.PARTIAL_LIMIT, weights), (chunks, weights)
@@ -126,6 +161,26 @@ def test_fused_grouped_pointwise_on_wide_layers(emulator, case) -> None:
             arrays = inputs(c, np.float64)
             got = run_fused(FusedGroupedPointwise, c, arrays, np.asarray)
             assert_matches(got, reference(c, arrays), c, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dweight_over_many_staged_row_steps_and_blocks(emulator, dtype) -> None:
+    """182 rows in 2 chunks of 91: each dW block stages 16 rows at a time (a partial last step),
+    Ci = 20 leaves a partial tile of inputs, 2 dW blocks share a chunk, and forward/dx threads
+    produce several output channels each (Cout = 320 > 256 threads)."""
+    plan = kernels.dweight_launch(
+        np.zeros((182, 40), dtype), np.zeros((182, 320), dtype), np.zeros((2, 6400), dtype),
+        91, 2, True, True,
+    )  # fmt: skip
+    assert plan.grid == (2, 2) and plan.args[5] == 16, (plan.grid, plan.args[5])
+    for ii in (False, True):
+        for oi in (False, True):
+            c = {"lead": (2, 13, 7), "cin": 40, "cout": 320, "groups": 2, "bias": True}
+            c.update(interleave_input=ii, interleave_output=oi, seed=11)
+            arrays = inputs(c, dtype)
+            got = run_fused(FusedGroupedPointwise, c, arrays, np.asarray)
+            tol = (1e-10, 1e-12) if dtype == np.float64 else (1e-4, 1e-5)
+            assert_matches(got, reference(c, arrays), c, *tol)
 
 
 def _guarded(a: np.ndarray, pad: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -98,11 +98,10 @@ class FusedGroupedPointwise:
         w = _matrix(xp, kernel, cout, dtype)  # (Ci, Cout)
         b = _matrix(xp, bias, cout, dtype)[0] if bias is not None else w
         y = _empty(xp, (x2.shape[0], cout), dtype, x)
-        if x2.shape[0]:
-            wf = _matrix(xp, kernels.forward_weights(w, groups, interleave_output), cout, dtype)
+        if x2.shape[0]:  # the kernel is read as is: the maps are applied in shared memory
             kernels.launch(
                 kernels.forward_launch(
-                    x2, wf, b, bias is not None, y, groups, interleave_input, interleave_output
+                    x2, w, b, bias is not None, y, groups, interleave_input, interleave_output
                 )
             )
         y = xp.reshape(y, tuple(x.shape[:-1]) + (cout,))
@@ -127,10 +126,15 @@ class FusedGroupedPointwise:
         ci, cout = w.shape
         dy2 = _matrix(xp, dy, cout, x2.dtype)
         dx = _empty(xp, (m, cin), x2.dtype, dy)
-        chunks, rows = kernels.dweight_chunks(m, ci * cout, kernels.multiprocessors(x2))
+        chunks, rows = kernels.dweight_chunks(
+            m,
+            ci * cout,
+            kernels.multiprocessors(x2),
+            kernels.dweight_threads(cin, cout, groups),
+        )
         partial = _empty(xp, (chunks, ci * cout), x2.dtype, dy)
         if m:
-            wd = _matrix(xp, kernels.dinput_weights(w, groups, cache["maps"][0]), cin, x2.dtype)
+            wd = _matrix(xp, kernels.dinput_weights(w, groups), cin, x2.dtype)
             kernels.launch(kernels.dinput_launch(dy2, wd, dx, groups, *cache["maps"]))
             kernels.launch(kernels.dweight_launch(x2, dy2, partial, rows, groups, *cache["maps"]))
             dw = xp.sum(partial, axis=0)

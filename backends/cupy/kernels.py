@@ -26,17 +26,21 @@ write ``interleave(conv(x))``; ``interleave_input`` (``pos_in`` read interleaved
 ``(a, b) = (G, Ci)``) makes it compute ``conv(interleave(x))`` while handed ``x``. ``dx`` comes
 back in the layout of the ``x`` that was handed in, and ``bias`` is indexed by logical channel.
 
-**Kernels** (``extern "C"``, suffix ``_f32``/``_f64``):
+**Kernels** (``extern "C"``, suffix ``_f32``/``_f64``). The maps are applied only where rows
+move between global and shared memory (see the comment at the top of ``SOURCE``), so the
+arithmetic is the same instruction stream for every map and the kernel is used in its own layout
+(no per-call rearrangement of the weights on the host):
 
 * ``gpw_forward``/``gpw_dinput``: each block stages ``GPW_ROWS`` rows of its input in shared
-  memory with coalesced loads, then each thread produces one output position for those rows, so
-  global reads and writes stay coalesced whatever the maps; only shared-memory reads are permuted.
-  Their weights come pre-arranged in the output's memory order (``forward_weights``,
-  ``dinput_weights``: a gather of the small kernel), so weight loads are contiguous too.
-* ``gpw_dweight``: one thread per weight per chunk of rows, reading ``x`` and ``dy`` straight from
-  global memory (lanes take consecutive memory positions of ``dy``); each chunk writes its partial
-  sums to its own row of ``partial (chunks, Ci*Cout)``, which the caller sums (deterministic, no
-  atomics).
+  memory in *logical* channel order (contiguous global reads, the inverse map on the shared
+  store), computes the ``GPW_ROWS`` logical output rows into a shared tile (thread per logical
+  output channel: contiguous weight loads, broadcast input reads), then writes each row
+  contiguously, reading the tile at the permuted slot. ``forward_weights`` is the kernel as is;
+  ``dinput_weights`` its per-group transpose, the same for every map.
+* ``gpw_dweight``: per chunk of rows, a block stages ``rb`` whole rows of ``x`` and ``dy`` at a
+  time in logical order, and each thread accumulates ``GPW_DW_TILE`` weights (one output channel,
+  consecutive inputs) in registers; each chunk writes its partial sums to its own row of
+  ``partial (chunks, Ci*Cout)``, which the caller sums (deterministic, no atomics).
 
 The arithmetic lives in ``__device__`` helpers with no CUDA-only syntax, and the ``__global__``
 shells use only ``threadIdx``/``blockIdx``/``blockDim``/``__syncthreads``/``extern __shared__``,
@@ -53,35 +57,55 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ...core.pointwise import deinterleave, interleave
-
 ROWS_PER_BLOCK = 4  # GPW_ROWS: rows a block stages; each weight load is reused for all of them
 MAX_THREADS = 256
+DW_TILE = 8  # GPW_DW_TILE: weights per dW thread (one output channel, consecutive inputs)
+DW_MAX_THREADS = 512  # GPW_DW_THREADS: dW block size bound (__launch_bounds__)
+DW_MAX_STAGE_ROWS = 16  # rows of x and dy a dW block stages at a time (fewer if wide)
+DW_THREADS_PER_SM = 1024  # dW chunks aim at this many threads per SM (8 FMAs in flight each)
 DEFAULT_SHARED_BYTES = 48 * 1024  # above this a launch must opt in (max_dynamic_shared_size_bytes)
 PARTIAL_LIMIT = 1 << 24  # elements of dW partial sums; bounds the chunk count for wide layers
 MIN_ROWS_PER_CHUNK = 64
 THREADS_PER_SM = 2048
 DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-DEFINES = (f"-DGPW_ROWS={ROWS_PER_BLOCK}",)
+DEFINES = (
+    f"-DGPW_ROWS={ROWS_PER_BLOCK}",
+    f"-DGPW_DW_TILE={DW_TILE}",
+    f"-DGPW_DW_THREADS={DW_MAX_THREADS}",
+)
 
 SOURCE = r"""
 // Fused grouped pointwise convolution with channel maps: see gpconv/backends/cupy/kernels.py.
 // Compiled by NVRTC (CuPy), by nvcc and by g++ (with a shim): no includes, no CUDA-only syntax
 // outside the __global__ shells at the end.
+//
+// WHERE THE PERMUTATION HAPPENS (and why it is free): only while rows move between global and
+// shared memory. gpw_stage reads each row contiguously (coalesced) and stores element p at the
+// shared slot of its *logical* channel unmap(p); gpw_write_rows reads the logical output tile at
+// unmap(p) and stores position p contiguously (coalesced). Everything in between -- the dot
+// products of gpw_dot_tile and the dW accumulation -- runs on logical, contiguous-per-group
+// channels with the kernel in its own (Ci, Cout) layout, so it is the very same instruction
+// stream for every map: a map only changes which shared-memory slot one store (staging) or one
+// load (write-out) per element uses, and both are once per element per block, next to the Ci or
+// Co products per element of the arithmetic.
 #ifndef GPW_ROWS
 #define GPW_ROWS 4
+#endif
+#ifndef GPW_DW_TILE
+#define GPW_DW_TILE 8
+#endif
+#ifndef GPW_DW_THREADS
+#define GPW_DW_THREADS 512
 #endif
 
 typedef long long gpw_i64;
 
-// Logical channel c -> memory position, for a map (a, b) with a * b == channels.
-__device__ __forceinline__ int gpw_map(int c, int a, int b) { return (c % a) * b + c / a; }
-
-// Memory position p -> logical channel (the inverse of gpw_map).
+// Memory position p -> logical channel, for a map (a, b) with a * b == channels (the inverse of
+// pos(c) = (c % a) * b + c / a).
 __device__ __forceinline__ int gpw_unmap(int p, int a, int b) { return (p % b) * a + p / b; }
 
 // Shared-memory slot of element j of a staged row: one pad word per 32, so that lanes reading
-// channels g*n + k of one row (stride n, often 16) fall in different banks.
+// channels g*n + k of one row for several groups g (stride n, often 16) fall in different banks.
 __device__ __forceinline__ int gpw_pad(int j) { return j + (j >> 5); }
 
 // Padded length of a staged row of n elements.
@@ -89,130 +113,155 @@ __device__ __forceinline__ int gpw_row_stride(int n) { return gpw_pad(n - 1) + 1
 
 __device__ __forceinline__ gpw_i64 gpw_min64(gpw_i64 a, gpw_i64 b) { return a < b ? a : b; }
 
-// Thread t of nt copies rows [row0, row0 + GPW_ROWS) of the (m, len) matrix src into tile
-// (rows of `stride` padded slots); rows past m are zero so that every slot read is defined.
+// Thread t of nt copies rows [row0, row0 + nrows) of the (m, len) matrix src into tile (rows of
+// `stride` padded slots) in LOGICAL channel order: memory position p goes to slot
+// pad(unmap(p; a, b)). Global reads are contiguous across lanes whatever the map; rows from
+// `valid` on are zero (only their slots are defined, never used for output).
 template <typename T>
 __device__ __forceinline__ void gpw_stage(T* tile, int stride, const T* __restrict__ src,
-                                          gpw_i64 row0, gpw_i64 m, int len, int t, int nt) {
-  for (int r = 0; r < GPW_ROWS; ++r) {
-    const bool valid = row0 + r < m;
-    for (int j = t; j < len; j += nt) {
-      tile[r * stride + gpw_pad(j)] = valid ? __ldg(src + (row0 + r) * len + j) : T(0);
+                                          gpw_i64 row0, int nrows, int valid, int len, int a,
+                                          int b, int t, int nt) {
+  for (int p = t; p < len; p += nt) {
+    const int slot = gpw_pad(gpw_unmap(p, a, b));
+    const T* s = src + row0 * len + p;
+    for (int r = 0; r < nrows; ++r) {
+      tile[r * stride + slot] = r < valid ? __ldg(s + (gpw_i64)r * len) : T(0);
     }
   }
 }
 
-// acc[r] = sum_k tile[r, read(g*n + k)] * wp[k*wstride] for the GPW_ROWS staged rows: output
-// group g reads logical channels g*n + k through the map (ra, rb). Their memory positions are
-// walked incrementally (no division per term): c -> c + 1 moves pos by rb, or by
-// 1 - (ra - 1)*rb when c + 1 is a multiple of ra.
+// Thread t of nt writes rows [row0, row0 + valid) of the (m, len) matrix dst contiguously from
+// the logical tile: dst[row, p] = tile[row, pad(unmap(p; a, b))].
 template <typename T>
-__device__ __forceinline__ void gpw_dot_rows(T* acc, const T* tile, int stride,
-                                             const T* __restrict__ wp, int wstride, int g, int n,
-                                             int ra, int rb) {
-  int lc = g * n;
-  int pos = gpw_map(lc, ra, rb);
-  int kmod = lc % ra;
-  const int wrap = 1 - (ra - 1) * rb;
-  for (int r = 0; r < GPW_ROWS; ++r) acc[r] = T(0);
-  for (int k = 0; k < n; ++k) {
-    const T wv = __ldg(wp + (gpw_i64)k * wstride);
-    const int slot = gpw_pad(pos);
-    for (int r = 0; r < GPW_ROWS; ++r) acc[r] += tile[r * stride + slot] * wv;
-    if (++kmod == ra) {
-      kmod = 0;
-      pos += wrap;
-    } else {
-      pos += rb;
-    }
+__device__ __forceinline__ void gpw_write_rows(T* __restrict__ dst, const T* tile, int stride,
+                                               gpw_i64 row0, int valid, int len, int a, int b,
+                                               int t, int nt) {
+  for (int p = t; p < len; p += nt) {
+    const int slot = gpw_pad(gpw_unmap(p, a, b));
+    T* d = dst + row0 * len + p;
+    for (int r = 0; r < valid; ++r) d[(gpw_i64)r * len] = tile[r * stride + slot];
   }
 }
 
-// Thread t of nt writes output positions p = t, t + nt, ... < out_len of the staged rows:
-// dst[row, p] = sum_k tile[row, read(g*n + k)] * w[k, p] (+ bias[c]), where c = unmap(p; wa, wb)
-// is p's logical channel and g = c / per its group. w (n, out_len) holds each output's weights in
-// the output's *memory* order, so a warp's weight loads are contiguous whatever the maps.
+// The arithmetic, on logical channels only (identical for every map). Thread t of nt produces
+// logical outputs c = t, t + nt, ... < out_len of the GPW_ROWS staged rows:
+// out[r, c] = sum_k in[r, g*n + k] * w[k, c] (+ bias[c]) with g = c / per. Lanes take
+// consecutive c: weight loads are contiguous, and lanes of one group read the same input slot
+// (broadcast).
 template <typename T>
-__device__ __forceinline__ void gpw_map_rows(const T* tile, int stride, const T* __restrict__ w,
+__device__ __forceinline__ void gpw_dot_tile(T* out, int ostride, const T* in, int istride,
+                                             const T* __restrict__ w,
                                              const T* __restrict__ bias, int has_bias,
-                                             T* __restrict__ dst, gpw_i64 row0, gpw_i64 m,
-                                             int out_len, int n, int per, int ra, int rb, int wa,
-                                             int wb, int t, int nt) {
-  for (int p = t; p < out_len; p += nt) {
-    const int c = gpw_unmap(p, wa, wb);
+                                             int out_len, int n, int per, int t, int nt) {
+  for (int c = t; c < out_len; c += nt) {
+    const int base = (c / per) * n;
     T acc[GPW_ROWS];
-    gpw_dot_rows<T>(acc, tile, stride, w + p, out_len, c / per, n, ra, rb);
-    const T b = has_bias ? __ldg(bias + c) : T(0);
-    for (int r = 0; r < GPW_ROWS; ++r) {
-      if (row0 + r < m) dst[(row0 + r) * out_len + p] = acc[r] + b;
+    for (int r = 0; r < GPW_ROWS; ++r) acc[r] = T(0);
+    for (int k = 0; k < n; ++k) {
+      const T wv = __ldg(w + (gpw_i64)k * out_len + c);
+      const int slot = gpw_pad(base + k);
+      for (int r = 0; r < GPW_ROWS; ++r) acc[r] += in[r * istride + slot] * wv;
     }
+    const T b = has_bias ? __ldg(bias + c) : T(0);
+    const int oslot = gpw_pad(c);
+    for (int r = 0; r < GPW_ROWS; ++r) out[r * ostride + oslot] = acc[r] + b;
   }
-}
-
-// sum over rows [m0, m1) of x[row, px] * dy[row, pd]: one weight's share of a chunk of rows.
-template <typename T>
-__device__ __forceinline__ T gpw_dweight_sum(const T* __restrict__ x, const T* __restrict__ dy,
-                                             gpw_i64 m0, gpw_i64 m1, int cin, int cout, int px,
-                                             int pd) {
-  T acc = T(0);
-  for (gpw_i64 r = m0; r < m1; ++r) acc += __ldg(x + r * cin + px) * __ldg(dy + r * cout + pd);
-  return acc;
 }
 
 // Staged rows; declared double (8-byte aligned) and cast to T: one extern array serves both types.
 extern __shared__ double gpw_smem[];
 
+// One block of GPW_ROWS rows: stage `in` (len in_len, map (ia, ib)) logically, compute the
+// logical output tile, write it through the map (oa, ob). Shared memory: GPW_ROWS padded input
+// rows, then GPW_ROWS padded output rows.
+template <typename T>
+__device__ __forceinline__ void gpw_rows_block(const T* __restrict__ src, const T* __restrict__ w,
+                                               const T* __restrict__ bias, int has_bias,
+                                               T* __restrict__ dst, gpw_i64 m, int in_len,
+                                               int out_len, int n, int per, int ia, int ib,
+                                               int oa, int ob) {
+  T* in = reinterpret_cast<T*>(gpw_smem);
+  const int istride = gpw_row_stride(in_len), ostride = gpw_row_stride(out_len);
+  T* out = in + GPW_ROWS * istride;
+  const gpw_i64 row0 = (gpw_i64)blockIdx.x * GPW_ROWS;
+  const int valid = (int)gpw_min64(GPW_ROWS, m - row0);
+  const int t = threadIdx.x, nt = blockDim.x;
+  gpw_stage<T>(in, istride, src, row0, GPW_ROWS, valid, in_len, ia, ib, t, nt);
+  __syncthreads();
+  gpw_dot_tile<T>(out, ostride, in, istride, w, bias, has_bias, out_len, n, per, t, nt);
+  __syncthreads();
+  gpw_write_rows<T>(dst, out, ostride, row0, valid, out_len, oa, ob, t, nt);
+}
+
 // y (m, cout) = conv(x (m, cin)) through the maps (ia, ib) in and (oa, ob) out; w (ci, cout) is
-// the kernel with its columns in y's memory order (see forward_weights in kernels.py).
+// the kernel as is: w[k, g*Co + o] = W[g, k, o].
 template <typename T>
 __device__ void gpw_forward(const T* __restrict__ x, const T* __restrict__ w,
                             const T* __restrict__ bias, int has_bias, T* __restrict__ y,
                             gpw_i64 m, int cin, int cout, int groups, int ia, int ib, int oa,
                             int ob) {
-  T* tile = reinterpret_cast<T*>(gpw_smem);
-  const int stride = gpw_row_stride(cin);
-  const gpw_i64 row0 = (gpw_i64)blockIdx.x * GPW_ROWS;
-  const int ci = cin / groups, co = cout / groups;
-  gpw_stage<T>(tile, stride, x, row0, m, cin, threadIdx.x, blockDim.x);
-  __syncthreads();
-  // output c = g*Co + o reads logical inputs g*Ci + k; w[k, p] = W[g, k, o]
-  gpw_map_rows<T>(tile, stride, w, bias, has_bias, y, row0, m, cout, ci, co, ia, ib, oa, ob,
-                  threadIdx.x, blockDim.x);
+  // logical output c = g*Co + o reads logical inputs g*Ci + k
+  gpw_rows_block<T>(x, w, bias, has_bias, y, m, cin, cout, cin / groups, cout / groups, ia, ib,
+                    oa, ob);
 }
 
-// dx (m, cin) from dy (m, cout): the forward's transpose, written through the input map; w
-// (co, cin) is the transposed kernel with its columns in dx's memory order (dinput_weights).
+// dx (m, cin) from dy (m, cout): the forward's transpose, dy read through the output map and dx
+// written through the input map; w (co, cin) is the transposed kernel, w[k, g*Ci + i] =
+// W[g, i, k] (dinput_weights: the same for every map).
 template <typename T>
 __device__ void gpw_dinput(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
                            gpw_i64 m, int cin, int cout, int groups, int ia, int ib, int oa,
                            int ob) {
-  T* tile = reinterpret_cast<T*>(gpw_smem);
-  const int stride = gpw_row_stride(cout);
-  const gpw_i64 row0 = (gpw_i64)blockIdx.x * GPW_ROWS;
-  const int ci = cin / groups, co = cout / groups;
-  gpw_stage<T>(tile, stride, dy, row0, m, cout, threadIdx.x, blockDim.x);
-  __syncthreads();
-  // output c = g*Ci + i reads logical dy channels g*Co + k; w[k, q] = W[g, i, k]
-  gpw_map_rows<T>(tile, stride, w, w, 0, dx, row0, m, cin, co, ci, oa, ob, ia, ib, threadIdx.x,
-                  blockDim.x);
+  // logical input c = g*Ci + i reads logical dy channels g*Co + k
+  gpw_rows_block<T>(dy, w, w, 0, dx, m, cout, cin, cout / groups, cin / groups, oa, ob, ia, ib);
 }
 
 // partial[chunk, i*Cout + c] = sum over the chunk's rows of x_logical[g*Ci + i] * dy_logical[c].
-// Thread j takes (i, pd) = (j / Cout, j % Cout) with pd a *memory* position of dy, so a warp's
-// dy loads are contiguous whatever the output map; c = unmap(pd) is the logical channel.
+// Thread u (of the x-dimension of the grid) takes logical output c = u % Cout and the GPW_DW_TILE
+// inputs i = (u / Cout)*GPW_DW_TILE + s, accumulating in registers. The block walks its chunk in
+// steps of `rb` rows, staging whole rows of x and dy in logical order (coalesced reads), so every
+// map runs the same accumulation loop: per row, one dy load (consecutive lanes, consecutive
+// slots), GPW_DW_TILE x loads (a group's lanes share the slot: broadcast) and GPW_DW_TILE FMAs.
 template <typename T>
 __device__ void gpw_dweight(const T* __restrict__ x, const T* __restrict__ dy,
-                            T* __restrict__ partial, gpw_i64 m, gpw_i64 rows_per_chunk, int cin,
-                            int cout, int groups, int ia, int ib, int oa, int ob) {
+                            T* __restrict__ partial, gpw_i64 m, gpw_i64 rows_per_chunk, int rb,
+                            int cin, int cout, int groups, int ia, int ib, int oa, int ob) {
+  T* xt = reinterpret_cast<T*>(gpw_smem);
+  const int xs = gpw_row_stride(cin), ds = gpw_row_stride(cout);
+  T* dt = xt + rb * xs;
   const int ci = cin / groups, co = cout / groups;
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= ci * cout) return;
-  const int i = j / cout, pd = j - i * cout;
-  const int c = gpw_unmap(pd, oa, ob), g = c / co;
+  const int t = threadIdx.x, nt = blockDim.x;
+  const int u = blockIdx.x * blockDim.x + threadIdx.x;
+  const bool active = u < ((ci + GPW_DW_TILE - 1) / GPW_DW_TILE) * cout;
+  const int c = active ? u % cout : 0;
+  const int i0 = active ? (u / cout) * GPW_DW_TILE : 0;
+  const int xbase = (c / co) * ci;
+  int xslot[GPW_DW_TILE];
+  for (int s = 0; s < GPW_DW_TILE; ++s) {
+    xslot[s] = gpw_pad(xbase + (i0 + s < ci ? i0 + s : ci - 1));  // past Ci: any defined slot
+  }
+  const int dslot = gpw_pad(c);
+  T acc[GPW_DW_TILE];
+  for (int s = 0; s < GPW_DW_TILE; ++s) acc[s] = T(0);
   const gpw_i64 m0 = (gpw_i64)blockIdx.y * rows_per_chunk;
   const gpw_i64 m1 = gpw_min64(m, m0 + rows_per_chunk);
-  partial[(gpw_i64)blockIdx.y * ci * cout + i * cout + c] =
-      gpw_dweight_sum<T>(x, dy, m0, m1, cin, cout, gpw_map(g * ci + i, ia, ib), pd);
+  for (gpw_i64 r0 = m0; r0 < m1; r0 += rb) {
+    const int valid = (int)gpw_min64(rb, m1 - r0);
+    __syncthreads();  // every thread is done with the previous rows
+    gpw_stage<T>(xt, xs, x, r0, valid, valid, cin, ia, ib, t, nt);
+    gpw_stage<T>(dt, ds, dy, r0, valid, valid, cout, oa, ob, t, nt);
+    __syncthreads();
+    for (int r = 0; r < valid; ++r) {
+      const T d = dt[r * ds + dslot];
+      const T* xr = xt + r * xs;
+      for (int s = 0; s < GPW_DW_TILE; ++s) acc[s] += xr[xslot[s]] * d;
+    }
+  }
+  if (!active) return;
+  T* out = partial + (gpw_i64)blockIdx.y * ci * cout + c;
+  for (int s = 0; s < GPW_DW_TILE; ++s) {
+    if (i0 + s < ci) out[(gpw_i64)(i0 + s) * cout] = acc[s];
+  }
 }
 
 #define GPW_KERNELS(T, SUFFIX)                                                                 \
@@ -227,10 +276,11 @@ __device__ void gpw_dweight(const T* __restrict__ x, const T* __restrict__ dy,
       int cin, int cout, int groups, int ia, int ib, int oa, int ob) {                         \
     gpw_dinput<T>(dy, w, dx, m, cin, cout, groups, ia, ib, oa, ob);                            \
   }                                                                                            \
-  extern "C" __global__ void gpw_dweight_##SUFFIX(                                             \
+  extern "C" __global__ void __launch_bounds__(GPW_DW_THREADS) gpw_dweight_##SUFFIX(          \
       const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ partial, gpw_i64 m,   \
-      gpw_i64 rows_per_chunk, int cin, int cout, int groups, int ia, int ib, int oa, int ob) { \
-    gpw_dweight<T>(x, dy, partial, m, rows_per_chunk, cin, cout, groups, ia, ib, oa, ob);      \
+      gpw_i64 rows_per_chunk, int rb, int cin, int cout, int groups, int ia, int ib, int oa,   \
+      int ob) {                                                                                \
+    gpw_dweight<T>(x, dy, partial, m, rows_per_chunk, rb, cin, cout, groups, ia, ib, oa, ob);  \
   }
 
 GPW_KERNELS(float, f32)
@@ -271,15 +321,20 @@ def _suffix(dtype: Any) -> str:
     return DTYPE_SUFFIX[np.dtype(dtype)]
 
 
-def _threads(work: int) -> int:
-    """Threads per block for ``work`` items per block: whole warps, at most ``MAX_THREADS``."""
-    return min(MAX_THREADS, max(32, -(-work // 32) * 32))
+def _threads(work: int, limit: int = MAX_THREADS) -> int:
+    """Threads per block for ``work`` items per block: whole warps, at most ``limit``."""
+    return min(limit, max(32, -(-work // 32) * 32))
 
 
-def _staged_bytes(length: int, itemsize: int) -> int:
-    """Shared memory for ``ROWS_PER_BLOCK`` staged rows of ``length`` (mirrors gpw_row_stride)."""
-    stride = (length - 1) + ((length - 1) >> 5) + 1
-    return ROWS_PER_BLOCK * stride * itemsize
+def _row_stride(length: int) -> int:
+    """Padded slots of a staged row of ``length`` (mirrors gpw_row_stride)."""
+    return (length - 1) + ((length - 1) >> 5) + 1
+
+
+def _staged_bytes(length: int, out_length: int, itemsize: int) -> int:
+    """Shared memory of ``gpw_rows_block``: ``ROWS_PER_BLOCK`` staged input rows of ``length``
+    and as many output rows of ``out_length``."""
+    return ROWS_PER_BLOCK * (_row_stride(length) + _row_stride(out_length)) * itemsize
 
 
 def _maps(
@@ -290,23 +345,21 @@ def _maps(
     )
 
 
-def forward_weights(w: Any, groups: int, interleave_output: bool) -> Any:
-    """The kernel as ``gpw_forward`` reads it: ``w (Ci, Cout)`` with its columns in the memory
-    order of ``y`` (column ``p`` holds the weights of the logical output channel stored at ``p``),
-    i.e. ``interleave`` of the columns when ``y`` is written interleaved."""
-    return interleave(w, groups) if interleave_output else w
+def forward_weights(w: Any, groups: int, interleave_output: bool = False) -> Any:
+    """The kernel as ``gpw_forward`` reads it: ``w (Ci, Cout)`` as is, whatever the maps (the
+    kernels compute in logical channel order; ``groups`` and ``interleave_output`` are accepted
+    for callers of the earlier layout and do not matter)."""
+    return w
 
 
-def dinput_weights(w: Any, groups: int, interleave_input: bool) -> Any:
-    """The kernel as ``gpw_dinput`` reads it, ``(Co, Cin)``: ``[k, q] = W[g, i, k]`` for the logical
-    input channel ``g*Ci + i`` stored at position ``q`` of ``dx`` (``deinterleave`` of the columns
-    when the input was read interleaved)."""
+def dinput_weights(w: Any, groups: int, interleave_input: bool = False) -> Any:
+    """The kernel as ``gpw_dinput`` reads it, ``(Co, Cin)``: ``[k, g*Ci + i] = W[g, i, k]`` by
+    logical input channel, the same for every map (``interleave_input`` does not matter)."""
     xp = array_namespace(w)
     ci, cout = w.shape
     co = cout // groups
     wd = xp.permute_dims(xp.reshape(w, (ci, groups, co)), (2, 1, 0))  # (Co, G, Ci)
-    wd = xp.reshape(wd, (co, groups * ci))
-    return deinterleave(wd, groups) if interleave_input else wd
+    return xp.reshape(wd, (co, groups * ci))
 
 
 def forward_launch(
@@ -319,7 +372,7 @@ def forward_launch(
     interleave_input: bool,
     interleave_output: bool,
 ) -> Launch:
-    """``y (M, Cout) = conv(x (M, Cin))`` with ``w = forward_weights(...)`` ``(Ci, Cout)``;
+    """``y (M, Cout) = conv(x (M, Cin))`` with ``w (Ci, Cout)`` the kernel (``forward_weights``);
     ``bias (Cout,)`` (by logical channel) is read only when ``has_bias`` (pass any array of the
     dtype otherwise)."""
     m, cin = x.shape
@@ -328,7 +381,7 @@ def forward_launch(
         f"gpw_forward_{_suffix(x.dtype)}",
         (-(-m // ROWS_PER_BLOCK), 1),
         _threads(cout),
-        _staged_bytes(cin, x.dtype.itemsize),
+        _staged_bytes(cin, cout, x.dtype.itemsize),
         (x, w, bias, np.int32(has_bias), y, np.int64(m), np.int32(cin), np.int32(cout))
         + (np.int32(groups),)
         + _maps(cin, cout, groups, interleave_input, interleave_output),
@@ -339,24 +392,34 @@ def dinput_launch(
     dy: Any, w: Any, dx: Any, groups: int, interleave_input: bool, interleave_output: bool
 ) -> Launch:
     """``dx (M, Cin)`` from ``dy (M, Cout)`` in the layouts the forward read and wrote, with
-    ``w = dinput_weights(...)`` ``(Co, Cin)``."""
+    ``w = dinput_weights(...)`` ``(Co, Cin)`` (by logical input channel)."""
     m, cout = dy.shape
     cin = dx.shape[1]
     return Launch(
         f"gpw_dinput_{_suffix(dy.dtype)}",
         (-(-m // ROWS_PER_BLOCK), 1),
         _threads(cin),
-        _staged_bytes(cout, dy.dtype.itemsize),
+        _staged_bytes(cout, cin, dy.dtype.itemsize),
         (dy, w, dx, np.int64(m), np.int32(cin), np.int32(cout), np.int32(groups))
         + _maps(cin, cout, groups, interleave_input, interleave_output),
     )
 
 
-def dweight_chunks(m: int, weights: int, multiprocessors: int) -> tuple[int, int]:
-    """``(chunks, rows_per_chunk)`` splitting ``m`` rows so that ``chunks * weights`` threads
-    about fill the device, with at least ``MIN_ROWS_PER_CHUNK`` rows per chunk and at most
-    ``PARTIAL_LIMIT`` partial sums; no chunk is empty."""
-    target = max(1, -(-multiprocessors * THREADS_PER_SM // weights))
+def dweight_threads(cin: int, cout: int, groups: int) -> int:
+    """Threads ``gpw_dweight`` runs per chunk of rows: one per output channel and tile of
+    ``DW_TILE`` inputs."""
+    return -(-(cin // groups) // DW_TILE) * cout
+
+
+def dweight_chunks(
+    m: int, weights: int, multiprocessors: int, threads: int | None = None
+) -> tuple[int, int]:
+    """``(chunks, rows_per_chunk)`` splitting ``m`` rows so that ``chunks * threads`` (threads
+    per chunk, default ``weights``) about fill the device at ``DW_THREADS_PER_SM``, with at least
+    ``MIN_ROWS_PER_CHUNK`` rows per chunk and at most ``PARTIAL_LIMIT`` partial sums; no chunk is
+    empty."""
+    threads = weights if threads is None else max(1, threads)
+    target = max(1, -(-multiprocessors * DW_THREADS_PER_SM // threads))
     chunks = min(target, max(1, m // MIN_ROWS_PER_CHUNK), max(1, PARTIAL_LIMIT // weights), 65535)
     rows = -(-max(m, 1) // chunks)
     return -(-max(m, 1) // rows), rows
@@ -372,18 +435,24 @@ def dweight_launch(
     interleave_output: bool,
 ) -> Launch:
     """``partial (chunks, Ci*Cout)``: per chunk of rows, ``x_logical^T dy_logical`` per group in
-    the kernel's ``(Ci, Cout)`` layout; ``partial.sum(0)`` is the weight gradient."""
+    the kernel's ``(Ci, Cout)`` layout; ``partial.sum(0)`` is the weight gradient. A block stages
+    ``rb`` rows of ``x`` and ``dy`` at a time, as many as fit in ``DEFAULT_SHARED_BYTES`` (at
+    most ``DW_MAX_STAGE_ROWS``, at least one)."""
     m, cin = x.shape
     cout = dy.shape[1]
-    chunks, weights = partial.shape
-    block = _threads(weights)
+    chunks, _ = partial.shape
+    units = dweight_threads(cin, cout, groups)
+    blocks = -(-units // DW_MAX_THREADS)
+    block = _threads(-(-units // blocks), DW_MAX_THREADS)
+    row_bytes = (_row_stride(cin) + _row_stride(cout)) * x.dtype.itemsize
+    rb = max(1, min(DW_MAX_STAGE_ROWS, DEFAULT_SHARED_BYTES // row_bytes, rows_per_chunk))
     return Launch(
         f"gpw_dweight_{_suffix(x.dtype)}",
-        (-(-weights // block), chunks),
+        (blocks, chunks),
         block,
-        0,
-        (x, dy, partial, np.int64(m), np.int64(rows_per_chunk), np.int32(cin), np.int32(cout))
-        + (np.int32(groups),)
+        rb * row_bytes,
+        (x, dy, partial, np.int64(m), np.int64(rows_per_chunk), np.int32(rb), np.int32(cin))
+        + (np.int32(cout), np.int32(groups))
         + _maps(cin, cout, groups, interleave_input, interleave_output),
     )
 
