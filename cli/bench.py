@@ -1,6 +1,7 @@
 """``gpconv bench``: which backend (and grouped-pointwise implementation) is fastest here.
 
-Default: for each installed backend (torch, tensorflow; numpy only when named) and model
+Default: for each installed backend (torch, tensorflow, cupy with a CUDA device; numpy only when
+named) and model
 (EfficientNet-B0, kEffNet-B0): parameters, MACs, forward images/s and train-step time, the
 kEffNet/EfficientNet ratios from this run, and a recommendation line. ``--op pointwise`` times the
 grouped 1×1 implementations each backend offers on kEffNet's layer shapes instead.
@@ -16,7 +17,7 @@ from dataclasses import asdict
 from ..core.arch import MODELS
 from .main import UsageError
 
-BACKENDS = ("torch", "tensorflow", "numpy")
+BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         choices=BACKENDS,
         default=None,
-        help="backend to measure (repeatable; default: installed torch and tensorflow, "
-        "plus numpy with --op pointwise)",
+        help="backend to measure (repeatable; default: installed torch, tensorflow and cupy "
+        "(CUDA), plus numpy with --op pointwise)",
     )
     p.add_argument(
         "--model",

@@ -12,7 +12,7 @@ import sys
 from ..core.arch import MODELS
 from .main import UsageError
 
-BACKENDS = ("torch", "tensorflow", "numpy")
+BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -50,7 +50,9 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         # Other jobs on a shared machine slow every measurement; record how busy it was.
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "versions": versions("gpconv", "numpy", "torch", "tensorflow", "tensorflow-cpu", "keras"),
+        "versions": versions(
+            "gpconv", "numpy", "torch", "tensorflow", "tensorflow-cpu", "keras", "cupy-cuda13x"
+        ),
     }
 
 

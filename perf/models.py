@@ -17,7 +17,7 @@ from .timing import time_call
 
 DEFAULT_MODELS = ("efficientnet-b0", "kefficientnet-b0")
 # The numpy backend is the float64 reference (minutes per B0 step); it is benched only on request.
-DEFAULT_BACKENDS = ("torch", "tensorflow")
+DEFAULT_BACKENDS = ("torch", "tensorflow", "cupy")
 
 
 @dataclass(frozen=True)

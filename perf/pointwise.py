@@ -8,6 +8,8 @@ Implementations per backend (what the backends expose):
   as one dense matmul with a block-diagonal kernel;
 * torch: ``backends.torch.pointwise.IMPLS`` (``conv``, ``channels_last``, ``matmul``, ``einsum``),
   each on an NCHW-contiguous and a channels_last input; the model's default is marked;
+* cupy: the fused kernel writing ``interleave(conv(x))`` (``backends/cupy/fused.py``) vs core's
+  cuBLAS batched matmul plus a separate interleave pass (the ungrouped conv is one cuBLAS matmul);
 * tensorflow: ``backends.tensorflow.grouped.IMPLEMENTATIONS`` (``conv``, ``matmul``, ``einsum``,
   ``keras``), each inside a ``tf.function``; ``auto``'s choice for this machine is marked.
 """
@@ -160,10 +162,52 @@ def tensorflow_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
     return out, resolve_impl("auto")
 
 
+def cupy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
+    import cupy as cp
+
+    from ..backends.cupy.fused import FusedGroupedPointwise
+    from ..core.pointwise import GroupedPointwise, interleave
+
+    rng = np.random.default_rng(0)
+
+    def device(shape: tuple[int, ...]) -> Any:
+        return cp.asarray(rng.standard_normal(shape), dtype=cp.float32)
+
+    x = device((case.batch, case.hw, case.hw, case.cin))
+    dy = device((case.batch, case.hw, case.hw, case.cout))
+
+    def timed(groups: int, fused: bool) -> Callable[[], Any]:
+        kernel = device((1, 1, case.cin // groups, case.cout))
+        shuffles = groups > 1 and case.cout // groups > 1
+
+        def run() -> None:
+            if fused:
+                _, cache = FusedGroupedPointwise.forward(
+                    x, kernel, None, groups, interleave_output=shuffles
+                )
+                FusedGroupedPointwise.backward(cache, dy)
+            else:
+                y, cache = GroupedPointwise.forward(x, kernel, None, groups)
+                if shuffles:  # the separate pass the fused kernel folds into its writes
+                    interleave(y, groups)
+                GroupedPointwise.backward(cache, dy)
+            cp.cuda.get_current_stream().synchronize()  # time_call needs finished work
+
+        return run
+
+    out = {
+        "fused + interleave": timed(case.groups, fused=True),
+        "cuBLAS batched + interleave pass": timed(case.groups, fused=False),
+        UNGROUPED: timed(1, fused=False),
+    }
+    return out, "fused + interleave"
+
+
 IMPLS_BY_BACKEND: dict[str, Callable[[Case], tuple[dict[str, Callable[[], Any]], str]]] = {
     "numpy": numpy_impls,
     "torch": torch_impls,
     "tensorflow": tensorflow_impls,
+    "cupy": cupy_impls,
 }
 
 

@@ -8,7 +8,7 @@ from ...core.arch import Architecture
 from ..distributed import Dist
 from .base import Framework, OptimConfig, softmax_cross_entropy
 
-FRAMEWORKS = ("numpy", "torch", "tensorflow")
+FRAMEWORKS = ("numpy", "torch", "tensorflow", "cupy")
 
 
 def create(
@@ -27,6 +27,10 @@ def create(
         from .numpy_fw import NumpyFramework
 
         return NumpyFramework(arch, optim, seed, dist)
+    if backend == "cupy":
+        from .numpy_fw import CupyFramework
+
+        return CupyFramework(arch, optim, seed, dist)
     if backend == "torch":
         from .torch_fw import TorchFramework
 

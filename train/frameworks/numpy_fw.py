@@ -1,12 +1,15 @@
-"""The reference (``core.network``, float64) as a training framework: slow, exact, dependency-free.
+"""The reference (``core.network``) as a training framework: NumPy float64 (slow, exact,
+dependency-free) or CuPy float32 on a CUDA device (``CupyFramework``: the same code on the GPU).
 
 Steps go through ``core.network.loss_and_grads`` directly (not the adapter's) so that dropout and
 drop-connect masks come from a generator seeded by ``(seed, epoch, step)``: resume is bit-exact.
-The optimisers follow Keras's update rules.
+The optimisers follow Keras's update rules. Parameters and optimiser slots live on the framework's
+device; ``export_params`` / ``optimizer_state`` hand back NumPy arrays.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -40,30 +43,40 @@ class NumpyOptimizer:
                 self.slots[f"velocity/{k}"] = v
                 params[k] = params[k] + v
             return
-        lr_t = self.lr * np.sqrt(1 - c.beta2**self.t) / (1 - c.beta1**self.t)
+        lr_t = self.lr * math.sqrt(1 - c.beta2**self.t) / (1 - c.beta1**self.t)
         for k, g in grads.items():
             m = c.beta1 * self.slots.get(f"m/{k}", 0.0) + (1 - c.beta1) * g
             v = c.beta2 * self.slots.get(f"v/{k}", 0.0) + (1 - c.beta2) * g * g
             self.slots[f"m/{k}"], self.slots[f"v/{k}"] = m, v
-            params[k] = params[k] - lr_t * m / (np.sqrt(v) + c.eps)
+            params[k] = params[k] - lr_t * m / (v**0.5 + c.eps)  # ** 0.5: any array library
 
 
 class NumpyFramework:
-    """``gpconv.backends.get("numpy")``'s ``ReferenceModel`` trained with ``NumpyOptimizer``."""
+    """``gpconv.backends.get("numpy")``'s reference network trained with ``NumpyOptimizer``, in
+    float64 NumPy arrays."""
 
     name = "numpy"
+    dtype: Any = np.float64
 
     def __init__(self, arch: Architecture, optim: OptimConfig, seed: int, dist: Dist) -> None:
         if dist.world > 1:
             raise ValueError(
-                "The numpy backend trains in one process; use --backend torch under torchrun"
+                f"The {self.name} backend trains in one process; use --backend torch under torchrun"
             )
         self.arch, self.dist = arch, dist
-        self.backend = backends.get("numpy")
+        self.backend = backends.get(self.name)
         self.model = self.backend.build(arch)
-        self.backend.load_params(self.model, init_params(arch, seed, dtype=np.float64))
+        self.params: dict[str, Any] = {}
+        self.load_params(init_params(arch, seed, dtype=np.float64))
         self.opt = NumpyOptimizer(optim)
         self._seed, self._epoch, self._step = seed, 0, 0
+
+    def to_device(self, a: Any, dtype: Any = None) -> Any:
+        """A host array as this framework's array (``dtype`` default: the framework's)."""
+        return np.asarray(a, dtype=self.dtype if dtype is None else dtype)
+
+    def to_host(self, a: Any) -> np.ndarray:
+        return np.asarray(a)
 
     def set_lr(self, lr: float) -> None:
         self.opt.lr = lr
@@ -74,29 +87,59 @@ class NumpyFramework:
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         rng = epoch_rng(self._seed, self._epoch, STREAM_DROPOUT, self._step)
         self._step += 1
-        params = self.model.params
         out = network.loss_and_grads(
-            self.arch, params, x.astype(np.float64), y, training=True, rng=rng
+            self.arch,
+            self.params,
+            self.to_device(x),
+            self.to_device(y, np.int64),
+            training=True,
+            rng=rng,
         )
-        self.opt.step(params, out["grads"])
-        params.update(out["moving_stats"])
-        return float(out["loss"]), np.asarray(out["logits"])
+        self.opt.step(self.params, out["grads"])
+        self.params.update(out["moving_stats"])
+        return float(out["loss"]), self.to_host(out["logits"])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        logits, _ = network.forward(
-            self.arch, self.model.params, x.astype(np.float64), training=False
-        )
-        return np.asarray(logits)
+        logits, _ = network.forward(self.arch, self.params, self.to_device(x), training=False)
+        return self.to_host(logits)
 
     def export_params(self) -> dict[str, np.ndarray]:
-        return self.backend.export_params(self.model)
+        return {k: self.to_host(v) for k, v in self.params.items()}
 
     def load_params(self, params: dict[str, np.ndarray]) -> None:
-        self.backend.load_params(self.model, params)
+        self.backend.load_params(self.model, params)  # validates names and shapes
+        self.params = {k: self.to_device(v) for k, v in self.model.params.items()}
 
     def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return dict(self.opt.slots), {"t": self.opt.t, "kind": self.opt.cfg.kind}
+        slots = {k: self.to_host(v) for k, v in self.opt.slots.items()}
+        return slots, {"t": self.opt.t, "kind": self.opt.cfg.kind}
 
     def load_optimizer_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.opt.slots = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
+        self.opt.slots = {k: self.to_device(v) for k, v in arrays.items()}
         self.opt.t = int(meta["t"])
+
+
+class CupyFramework(NumpyFramework):
+    """The same reference network on a CUDA device: CuPy float32 arrays (``backends.get("cupy")``
+    validates parameters; its availability check requires a device)."""
+
+    name = "cupy"
+    dtype: Any = np.float32
+
+    def __init__(self, arch: Architecture, optim: OptimConfig, seed: int, dist: Dist) -> None:
+        if not backends.get("cupy").is_available():
+            raise ValueError(
+                "The cupy backend needs CuPy and a CUDA device: "
+                + backends.get("cupy").install_hint
+            )
+        super().__init__(arch, optim, seed, dist)
+
+    def to_device(self, a: Any, dtype: Any = None) -> Any:
+        import cupy
+
+        return cupy.asarray(a, dtype=self.dtype if dtype is None else dtype)
+
+    def to_host(self, a: Any) -> np.ndarray:
+        import cupy
+
+        return cupy.asnumpy(a)
