@@ -18,12 +18,16 @@ bytes; GFLOP/s counts ``6 * M * Cin/G * Cout`` (three products). Both sit next t
 measured peaks (a device-to-device copy and a large float32 cuBLAS matmul). The interleave
 overhead is ``(fused il - fused) / fused``, target <= 5 %.
 
-Whole networks (float32, training mode, 32x32, skip_stride_cnt=3): images/s of core's network
-``loss_and_grads`` on CuPy (with core's and with the fused kPointwise) for kEffNet-B0 16ch and
-EfficientNet-B0 at batch 32 and 128; and the PyTorch CUDA train step (forward + backward + SGD,
-channels_last, ``gpconv.backends.torch`` models) ratio kEffNet-B0 16ch / EfficientNet-B0 at batch
-32 and 256 (and 224x224 batch 64 when time allows). Each part is guarded: a failure is recorded
-and the rest still runs. Prints a compact table last; ``--json PATH`` writes every figure.
+Whole networks (float32, training mode): images/s of core's network ``loss_and_grads`` on CuPy
+(with core's and with the fused kPointwise) for kEffNet-B0 16ch and EfficientNet-B0 at 32x32,
+skip_stride_cnt=3, batch 32 and 128; and the PyTorch CUDA train step (forward + backward + SGD,
+``gpconv.backends.torch`` models) at 32x32 (skip_stride_cnt=3) batch 256 and 224x224 batch 64:
+kEffNet-B0 16ch per grouped-pointwise implementation (``pointwise.IMPLS``) and memory format next
+to EfficientNet-B0 in both formats, with cuDNN's autotuner off, plus one kEffNet/EfficientNet pair
+with ``torch.backends.cudnn.benchmark = True`` (ratios to the best EfficientNet-B0 time). Parts
+past ``--budget`` seconds are skipped (the default keeps the run under about 150 s on an H200).
+Each part is guarded: a failure is recorded and the rest still runs. Prints a compact table last;
+``--json PATH`` writes every figure.
 
     python benchmarks/bench_cupy_pointwise.py [--batch 256] [--repeats 20] [--json out.json]
 """
@@ -258,62 +262,112 @@ def bench_cupy_networks(batches: tuple[int, ...], repeats: int, deadline: float)
     return rows
 
 
-def bench_torch(configs: list[tuple[int, int]], repeats: int, deadline: float) -> list[dict]:
-    """Train-step ms of the torch models on CUDA per ``(image_size, batch)``; skips configs
-    once ``deadline`` (time.monotonic) has passed."""
+TORCH_CONFIGS = ((32, 256), (224, 64))  # (image size, batch); skip_stride_cnt 3 at 32x32
+TORCH_CUDNN_BENCHMARK_LEFT_S = 20.0  # a cudnn.benchmark job (autotuning) starts only with this left
+
+
+def torch_jobs(impls: tuple[str, ...], default_impl: str) -> list[dict]:
+    """The torch train-step timings in priority order (a time budget cuts the tail): per config,
+    EfficientNet-B0 in both memory formats and kEffNet-B0 16ch with the default implementation;
+    the 32x32 kEffNet/EfficientNet pair (default settings) with ``cudnn.benchmark`` on; every
+    other (implementation, format) of kEffNet per config; the 224x224 ``cudnn.benchmark`` pair."""
+    head, rest, tuned = [], [], []
+    for size, batch in TORCH_CONFIGS:
+        cfg = {"size": size, "batch": batch, "cudnn_benchmark": False}
+        eff = {"model": "EfficientNet-B0", "impl": "-"}
+        keff = {"model": "kEffNet-B0 16ch", "impl": default_impl}
+        head += [dict(cfg, **eff, channels_last=cl) for cl in (True, False)]
+        head.append(dict(cfg, **keff, channels_last=True))
+        rest += [
+            dict(cfg, model=keff["model"], impl=impl, channels_last=cl)
+            for impl in impls
+            for cl in (True, False)
+            if (impl, cl) != (default_impl, True)
+        ]
+        tuned.append(
+            [dict(cfg, **m, channels_last=True, cudnn_benchmark=True) for m in (eff, keff)]
+        )
+    return head + tuned[0] + rest + [job for pair in tuned[1:] for job in pair]
+
+
+def torch_step_ms(job: dict, repeats: int) -> float:
+    """Median ms of one SGD train step (forward, cross-entropy, backward, step) of ``job``'s model
+    between CUDA events, after warm-up."""
     import torch
     import torch.nn.functional as F
 
     from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
 
-    torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN pick its algorithms
+    size, batch = job["size"], job["batch"]
+    kw: dict[str, Any] = {"skip_stride_cnt": 3 if size == 32 else -1, "seed": 0}
+    kw["channels_last"] = job["channels_last"]
+    if job["model"].startswith("kEffNet"):
+        model = kefficientnet_b0(10, min_channels_per_group=16, impl=job["impl"], **kw)
+    else:
+        model = efficientnet_b0(10, **kw)
+    model = model.cuda().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, size, size, device="cuda")
+    y = torch.randint(0, 10, (batch,), device="cuda")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3 if job["cudnn_benchmark"] else 2):
+        step()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return statistics.median(samples)
+
+
+def bench_torch(repeats: int, deadline: float) -> list[dict]:
+    """Train-step ms of the torch models on CUDA, float32: kEffNet-B0 16ch per grouped-pointwise
+    implementation (``pointwise.IMPLS``) and memory format next to EfficientNet-B0 in both, at
+    32x32 (skip_stride_cnt=3) batch 256 and 224x224 batch 64, cuDNN's autotuner off; then one
+    kEffNet/EfficientNet pair with ``cudnn.benchmark`` on. ``ratio`` is ms over the best
+    EfficientNet-B0 time of the same (size, batch, cudnn_benchmark). Jobs left when
+    ``deadline`` (time.monotonic) passes are recorded as skipped; a failing job records its
+    error and the rest still run."""
+    import torch
+
+    from gpconv.backends.torch.pointwise import DEFAULT_IMPL, IMPLS
+
+    saved = torch.backends.cudnn.benchmark
     rows = []
-    for size, batch in configs:
-        if time.monotonic() > deadline:
-            rows.append({"size": size, "batch": batch, "skipped": "time budget"})
-            continue
-        skip = 3 if size == 32 else -1
-        times = {}
-        for name, ctor, kw in (
-            ("kEffNet-B0 16ch", kefficientnet_b0, {"min_channels_per_group": 16}),
-            ("EfficientNet-B0", efficientnet_b0, {}),
-        ):
-            model = ctor(10, skip_stride_cnt=skip, channels_last=True, seed=0, **kw).cuda()
-            model.train()
-            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            x = torch.randn(batch, 3, size, size, device="cuda")
-            y = torch.randint(0, 10, (batch,), device="cuda")
-
-            def step(model=model, opt=opt, x=x, y=y) -> None:
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
-                opt.step()
-
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-            samples = []
-            for _ in range(repeats):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                step()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-            times[name] = statistics.median(samples)
-            del model, opt, x, y
-            torch.cuda.empty_cache()
-        rows.append(
-            {
-                "size": size,
-                "batch": batch,
-                "kEffNet-B0 16ch ms": times["kEffNet-B0 16ch"],
-                "EfficientNet-B0 ms": times["EfficientNet-B0"],
-                "ratio": times["kEffNet-B0 16ch"] / times["EfficientNet-B0"],
-                "torch": torch.__version__,
-            }
-        )
+    try:
+        for job in torch_jobs(tuple(IMPLS), DEFAULT_IMPL):
+            left = deadline - time.monotonic()
+            if left <= 0 or (job["cudnn_benchmark"] and left < TORCH_CUDNN_BENCHMARK_LEFT_S):
+                rows.append(dict(job, skipped="time budget"))
+                continue
+            torch.backends.cudnn.benchmark = job["cudnn_benchmark"]
+            try:
+                rows.append(dict(job, ms=torch_step_ms(job, repeats)))
+            except Exception as err:  # e.g. out of memory for one implementation
+                rows.append(dict(job, error=f"{type(err).__name__}: {err}"[:300]))
+            torch.cuda.empty_cache()  # the job's model, optimiser and batch are gone by now
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    best: dict[tuple, float] = {}
+    for r in rows:
+        if "ms" in r and r["model"] == "EfficientNet-B0":
+            key = (r["size"], r["batch"], r["cudnn_benchmark"])
+            best[key] = min(best.get(key, float("inf")), r["ms"])
+    for r in rows:
+        r["torch"] = torch.__version__
+        key = (r["size"], r["batch"], r["cudnn_benchmark"])
+        if "ms" in r and key in best:
+            r["ratio_to_best_effnet"] = r["ms"] / best[key]
     return rows
 
 
@@ -376,16 +430,21 @@ def table(results: dict) -> str:
             label = f"{r['model']} ({r['impl']})"
             out.append(f"{label:<36} {r['batch']:>5} {r['ms']:>8.1f} {r['images_per_s']:>8.0f}")
     if results.get("torch"):
-        out.append(f"\n{'torch CUDA train step':<22} {'kEff ms':>8} {'Eff ms':>8} {'kEff/Eff':>9}")
+        out.append(
+            f"\n{'torch CUDA train step (float32)':<32} {'impl':<14} {'format':<6} {'cudnn.bm':<8} "
+            f"{'ms':>8} {'/best Eff':>9}"
+        )
         for r in results["torch"]:
-            label = f"{r['size']}x{r['size']} batch {r['batch']}"
-            if "skipped" in r:
-                out.append(f"{label:<22} skipped ({r['skipped']})")
-                continue
-            out.append(
-                f"{label:<22} {r['kEffNet-B0 16ch ms']:>8.1f} {r['EfficientNet-B0 ms']:>8.1f} "
-                f"{r['ratio']:>9.3f}"
+            label = f"{r['size']}x{r['size']} b{r['batch']} {r['model']}"
+            fmt = "NHWC" if r["channels_last"] else "NCHW"
+            head = (
+                f"{label:<32} {r['impl']:<14} {fmt:<6} {'on' if r['cudnn_benchmark'] else 'off':<8}"
             )
+            if "ms" not in r:
+                out.append(f"{head} {r.get('skipped') or r.get('error')}")
+                continue
+            ratio = r.get("ratio_to_best_effnet")
+            out.append(f"{head} {r['ms']:>8.1f} {'' if ratio is None else f'{ratio:.3f}':>9}")
     for e in results["errors"]:
         out.append(f"ERROR {e}")
     return "\n".join(out)
@@ -396,7 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="batch of the layer benchmarks")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per figure")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--budget", type=float, default=270.0, help="seconds; later parts skip")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=130.0,
+        help="seconds after which later parts (whole networks, torch jobs) are skipped",
+    )
     parser.add_argument("--skip-networks", action="store_true")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
@@ -432,9 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     free_memory()
     if not args.skip_torch:
-        configs = [(32, 32), (32, 256), (224, 64)]
         deadline = t0 + args.budget
-        guarded(results, "torch", lambda: bench_torch(configs, 10, deadline), args.json)
+        guarded(results, "torch", lambda: bench_torch(5, deadline), args.json)
     results["seconds"] = time.monotonic() - t0
     print(table(results))
     if args.json:
