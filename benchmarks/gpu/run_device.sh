@@ -3,7 +3,9 @@
 # CuPy benchmark. Results go to $OUT (default ./gpu-out). No internet and no `pip install` of
 # the repository: gpconv is imported through a symlink, array-api-compat from a carried wheel
 # (.whl/, git-ignored). Each step has its own timeout and a failing step does not stop the
-# next; the timeouts add up to under 9 minutes (20+30+210+75+190 s plus the install).
+# next; worst case under 300 s: 10 s install, 10+15+55+35+160 s of steps, 2 s kill grace each.
+# Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
+# --budget 110 s.
 #
 #   OUT=/path/to/out bash benchmarks/gpu/run_device.sh
 set -u
@@ -19,13 +21,13 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.txt, record th
   local name=$1 limit=$2
   shift 2
   echo "=== $name (timeout ${limit}s, t=$(( $(date +%s) - START ))s) ==="
-  timeout --kill-after=5 "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+  timeout --kill-after=2 "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
   local rc=${PIPESTATUS[0]}
   echo "$name rc=$rc" | tee -a "$STATUS"
 }
 
 # --- environment: array-api-compat from the carried wheel, gpconv through a symlink ---------------
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+timeout 10 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl \
   || { echo "pip install of the wheel failed; unzipping it instead" | tee -a "$STATUS"
        for w in .whl/*.whl; do python3 -m zipfile -e "$w" /tmp/site; done; }
@@ -33,8 +35,8 @@ mkdir -p /tmp/pkg
 ln -sfn "$PWD" /tmp/pkg/gpconv
 export PYTHONPATH="/tmp/pkg:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 
-step nvidia_smi 20 nvidia-smi
-step environment 30 python3 -c '
+step nvidia_smi 10 nvidia-smi
+step environment 15 python3 -c '
 import sys, numpy, array_api_compat, gpconv
 print("python", sys.version.split()[0], "numpy", numpy.__version__,
       "array_api_compat", array_api_compat.__version__, "gpconv from", gpconv.__file__)
@@ -44,13 +46,13 @@ print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount(),
 '
 
 # --- correctness: every GPU test (fused kernels vs the float64 reference, conformance) ---------
-step pytest_gpu 210 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 tests/test_cupy.py
+step pytest_gpu 55 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 tests/test_cupy.py
 
 # --- the conformance report, reference and CuPy backend ------------------------------------------
-step check 75 python3 -m gpconv.cli check --backend numpy --backend cupy --json "$OUT/check.json"
+step check 35 python3 -m gpconv.cli check --backend numpy --backend cupy --json "$OUT/check.json"
 
 # --- performance -------------------------------------------------------------------------------
-step bench_cupy 190 python3 benchmarks/bench_cupy_pointwise.py --budget 140 \
+step bench_cupy 160 python3 benchmarks/bench_cupy_pointwise.py --budget 110 \
   --json "$OUT/bench_cupy.json"
 
 echo "=== done in $(( $(date +%s) - START ))s ==="
