@@ -3,7 +3,7 @@
 # CuPy benchmark. Results go to $OUT (default ./gpu-out). No internet and no `pip install` of
 # the repository: gpconv is imported through a symlink, array-api-compat from a carried wheel
 # (.whl/, git-ignored). Each step has its own timeout and a failing step does not stop the
-# next; worst case under 300 s: 10 s install, 10+15+55+35+160 s of steps, 2 s kill grace each.
+# next; worst case under 380 s: 10 s install, 10+15+100+35+40+150 s of steps, 2 s kill grace each.
 # Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
 # --budget 110 s.
 #
@@ -46,13 +46,17 @@ print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount(),
 '
 
 # --- correctness: every GPU test (fused kernels vs the float64 reference, conformance) ---------
-step pytest_gpu 55 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 tests/test_cupy.py
+step pytest_gpu 100 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 \
+  tests/test_cupy.py tests/test_cupy_train.py
 
 # --- the conformance report, reference and CuPy backend ------------------------------------------
 step check 35 python3 -m gpconv.cli check --backend numpy --backend cupy --json "$OUT/check.json"
 
 # --- performance -------------------------------------------------------------------------------
-step bench_cupy 160 python3 benchmarks/bench_cupy_pointwise.py --budget 110 \
+# gpconv bench as a user runs it: cupy (core on the GPU) and torch (CUDA when available).
+step gpconv_bench 40 python3 -m gpconv.cli bench --backend cupy --backend torch \
+  --json "$OUT/gpconv_bench.json"
+step bench_cupy 150 python3 benchmarks/bench_cupy_pointwise.py --budget 100 \
   --json "$OUT/bench_cupy.json"
 
 echo "=== done in $(( $(date +%s) - START ))s ==="
