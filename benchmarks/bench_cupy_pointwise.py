@@ -272,20 +272,21 @@ def torch_jobs(impls: tuple[str, ...], default_impl: str) -> list[dict]:
     the 32x32 kEffNet/EfficientNet pair (default settings) with ``cudnn.benchmark`` on; every
     other (implementation, format) of kEffNet per config; the 224x224 ``cudnn.benchmark`` pair."""
     head, rest, tuned = [], [], []
+    concrete = [impl for impl in impls if impl != "auto"]
     for size, batch in TORCH_CONFIGS:
         cfg = {"size": size, "batch": batch, "cudnn_benchmark": False}
         eff = {"model": "EfficientNet-B0", "impl": "-"}
         keff = {"model": "kEffNet-B0 16ch", "impl": default_impl}
-        head += [dict(cfg, **eff, channels_last=cl) for cl in (True, False)]
-        head.append(dict(cfg, **keff, channels_last=True))
+        # the defaults first (channels_last=None: the model picks the memory format per device)
+        head += [dict(cfg, **eff, channels_last=cl) for cl in (None, True, False)]
+        head.append(dict(cfg, **keff, channels_last=None))
         rest += [
             dict(cfg, model=keff["model"], impl=impl, channels_last=cl)
-            for impl in impls
+            for impl in concrete
             for cl in (True, False)
-            if (impl, cl) != (default_impl, True)
         ]
         tuned.append(
-            [dict(cfg, **m, channels_last=True, cudnn_benchmark=True) for m in (eff, keff)]
+            [dict(cfg, **m, channels_last=None, cudnn_benchmark=True) for m in (eff, keff)]
         )
     return head + tuned[0] + rest + [job for pair in tuned[1:] for job in pair]
 
@@ -436,7 +437,7 @@ def table(results: dict) -> str:
         )
         for r in results["torch"]:
             label = f"{r['size']}x{r['size']} b{r['batch']} {r['model']}"
-            fmt = "NHWC" if r["channels_last"] else "NCHW"
+            fmt = {None: "auto", True: "NHWC", False: "NCHW"}[r["channels_last"]]
             head = (
                 f"{label:<32} {r['impl']:<14} {fmt:<6} {'on' if r['cudnn_benchmark'] else 'off':<8}"
             )

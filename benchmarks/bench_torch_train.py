@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
-from gpconv.backends.torch.model import DEFAULT_CHANNELS_LAST
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, IMPLS
 
 BATCH, SIZE, SKIP, CLASSES = 32, 32, 3, 10
+DEFAULT_FORMAT = "channels_last"  # what the models' channels_last=None picks on the CPU
 
 
 def variants(impls: list[str], compiled: bool = False) -> dict[str, torch.nn.Module]:
@@ -40,7 +40,7 @@ def variants(impls: list[str], compiled: bool = False) -> dict[str, torch.nn.Mod
                 CLASSES, min_channels_per_group=16, skip_stride_cnt=SKIP, impl=impl, **kw
             )
     if compiled:
-        fmt = "channels_last" if DEFAULT_CHANNELS_LAST else "NCHW"
+        fmt = DEFAULT_FORMAT
         eff = efficientnet_b0(CLASSES, skip_stride_cnt=SKIP, seed=0)
         keff = kefficientnet_b0(CLASSES, min_channels_per_group=16, skip_stride_cnt=SKIP, seed=0)
         models[f"EfficientNet-B0 {fmt} torch.compile"] = torch.compile(eff)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     if DEFAULT_IMPL not in impls:
         impls.append(DEFAULT_IMPL)
     seconds = run(args.rounds, impls, CLOCKS[args.clock], compiled=args.compile)
-    fmt = "channels_last" if DEFAULT_CHANNELS_LAST else "NCHW"
+    fmt = DEFAULT_FORMAT
     base = seconds[f"EfficientNet-B0 {fmt}"]
     headline = seconds[f"kEffNet-B0 16ch impl={DEFAULT_IMPL} {fmt}"] / base
     print(

@@ -110,8 +110,7 @@ def numpy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
 def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
     import torch
 
-    from ..backends.torch.model import DEFAULT_CHANNELS_LAST
-    from ..backends.torch.pointwise import DEFAULT_IMPL, IMPLS, GroupedPointwise2d
+    from ..backends.torch.pointwise import IMPLS, GroupedPointwise2d, auto_impl
 
     torch.manual_seed(0)
     formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -131,9 +130,11 @@ def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
 
         return run
 
-    out = {f"{impl} [{fmt}]": timed(case.groups, impl, fmt) for impl in IMPLS for fmt in formats}
-    out[UNGROUPED] = timed(1, DEFAULT_IMPL, "channels_last" if DEFAULT_CHANNELS_LAST else "nchw")
-    return out, f"{DEFAULT_IMPL} [{'channels_last' if DEFAULT_CHANNELS_LAST else 'nchw'}]"
+    concrete = [impl for impl in IMPLS if impl != "auto"]
+    out = {f"{impl} [{fmt}]": timed(case.groups, impl, fmt) for impl in concrete for fmt in formats}
+    default = auto_impl(torch.device("cpu"))  # these layers run on CPU tensors, as the NHWC model
+    out[UNGROUPED] = timed(1, default, "channels_last")
+    return out, f"{default} [channels_last]"
 
 
 def tensorflow_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:

@@ -99,10 +99,14 @@ def close(
     )
 
 
-def close_grad(got: np.ndarray, ref: np.ndarray, what: str) -> None:
-    """Gradient check: ``rtol`` as outputs, ``atol`` relative to the gradient's magnitude."""
-    scale = max(1.0, float(np.max(np.abs(ref)))) if np.size(ref) else 1.0
-    close(got, ref, what, atol=ATOL * scale)
+def close_grad(got: np.ndarray, ref: np.ndarray, what: str, scale: float | None = None) -> None:
+    """Gradient check: ``rtol`` as outputs, ``atol`` relative to the gradient's magnitude, or to
+    ``scale`` (the layer's largest gradient) when given: a gradient that is zero in exact
+    arithmetic (a bias before training-mode BN) is float32 round-off amplified by up to
+    ``1/sqrt(eps)`` when BN sees two nearly equal values (batch 1, 1x2 maps)."""
+    if scale is None:
+        scale = float(np.max(np.abs(ref))) if np.size(ref) else 1.0
+    close(got, ref, what, atol=ATOL * max(1.0, scale))
 
 
 def random_kpointwise_params(
@@ -257,8 +261,9 @@ def _check_kpointwise(spec, n, h, w, training, impl, channels_last, seed):
     close(nhwc(y), y_ref, f"y {cfg}")
     close_grad(nhwc(xt.grad), dx_ref, f"dx {cfg}")
     grads = read_from(layer, list(g_ref), keys, grads=True)
+    largest = max(float(np.max(np.abs(ref))) for ref in g_ref.values())
     for name, ref in g_ref.items():
-        close_grad(grads[name], ref, f"d{name} {cfg}")
+        close_grad(grads[name], ref, f"d{name} {cfg}", scale=largest)
     stats = read_from(layer, list(cache["moving_stats"]), keys)
     for name, ref in cache["moving_stats"].items():
         close(stats[name], ref, f"{name} after the step {cfg}")

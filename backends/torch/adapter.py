@@ -61,7 +61,8 @@ class TorchBackend(Backend):
 
         model.train(training)
         with torch.no_grad():
-            out = model.forward_intermediates(_to_nchw(x, model.channels_last))
+            nhwc = model.uses_channels_last(torch.device("cpu"))
+            out = model.forward_intermediates(_to_nchw(x, nhwc))
         return {k: _to_nhwc(v) for k, v in out.items()}
 
     def loss_and_grads(
@@ -74,7 +75,7 @@ class TorchBackend(Backend):
 
         model.train(training)
         model.zero_grad(set_to_none=True)
-        xt = _to_nchw(x, model.channels_last).requires_grad_(True)
+        xt = _to_nchw(x, model.uses_channels_last(torch.device("cpu"))).requires_grad_(True)
         logits = model(xt)
         loss = F.cross_entropy(logits, torch.as_tensor(np.asarray(labels), dtype=torch.long))
         loss.backward()
@@ -95,7 +96,6 @@ class TorchBackend(Backend):
         training: bool = False,
     ) -> dict[str, Any]:
         from ..exchange import convert, validated
-        from .model import DEFAULT_CHANNELS_LAST
         from .params import TO_TORCH, copy_into, local_torch_name, read_from
         from .pointwise import KPointwise
 
@@ -105,7 +105,7 @@ class TorchBackend(Backend):
         keys = {k: local_torch_name(k) for k in spec.param_shapes()}
         copy_into(layer, convert(arrays, TO_TORCH), keys)
         layer.train(training)
-        xt = _to_nchw(x, DEFAULT_CHANNELS_LAST).requires_grad_(True)
+        xt = _to_nchw(x, True).requires_grad_(True)  # as the CPU network runs
         y = layer(xt)
         y.backward(_to_nchw(dy, False))
         trainable = [k for k, (_, t) in spec.param_shapes().items() if t]

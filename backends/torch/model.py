@@ -2,10 +2,13 @@
 torchvision-style constructors ``efficientnet_b0..b7`` and ``kefficientnet_b0..b7``.
 
 Input ``(N, 3, H, W)`` (NCHW as PyTorch users expect, any memory format), output logits
-``(N, num_classes)``. With ``channels_last=True`` (the default) the input is converted once at
-the entry and every layer then runs physically NHWC: on CPU the grouped 1×1 convs, the
-depthwise convs and batch norm are all several times faster than in NCHW
-(``benchmarks/bench_torch_train.py``).
+``(N, num_classes)``. The input is converted once at the entry to the network's memory format
+and every layer keeps it. ``channels_last=None`` (the default) picks it per device: NHWC on CPU,
+where the grouped 1×1 convs, the depthwise convs and batch norm are all several times faster
+than in NCHW (``benchmarks/bench_torch_train.py``); on CUDA NHWC for EfficientNet but NCHW for
+kEffNet, whose batched-matmul grouped convs then need no layout copies
+(``benchmarks/bench_cupy_pointwise.py``, H200, batch 256 32x32: EfficientNet 45 ms NHWC vs
+53 NCHW; kEffNet 83 ms NCHW vs 105 NHWC per train step).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from .blocks import Head, MBConv, Stem
 from .params import load_params
 from .pointwise import DEFAULT_IMPL
 
-# Whole-network default memory format, chosen by benchmarks/bench_torch_train.py.
-DEFAULT_CHANNELS_LAST = True
+# Whole-network default memory format: None = per device (``EfficientNet.uses_channels_last``).
+DEFAULT_CHANNELS_LAST: bool | None = None
 
 
 class EfficientNet(nn.Module):
@@ -39,7 +42,7 @@ class EfficientNet(nn.Module):
         self,
         arch: Architecture,
         impl: str = DEFAULT_IMPL,
-        channels_last: bool = DEFAULT_CHANNELS_LAST,
+        channels_last: bool | None = DEFAULT_CHANNELS_LAST,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -70,7 +73,16 @@ class EfficientNet(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"Expected floating-point images, received x.dtype={x.dtype}")
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if self.uses_channels_last(x.device):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x if self.channels_last is False else x.contiguous()
+
+    def uses_channels_last(self, device: torch.device) -> bool:
+        """Whether the network runs NHWC on ``device``: ``channels_last`` if set, else NHWC on
+        CPU and on other devices unless the network has grouped pointwise convs (kEffNet)."""
+        if self.channels_last is not None:
+            return self.channels_last
+        return device.type == "cpu" or self.arch.family != "kefficientnet"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.stem(self._check_input(x))

@@ -9,7 +9,9 @@ The grouped 1×1 conv can be computed several ways with very different CPU speed
 * ``"conv"``: ``F.conv2d(groups=G)`` on the input as given (slow backward in NCHW on CPU);
 * ``"channels_last"``: the same conv on a ``channels_last`` input (converted if needed);
 * ``"matmul"``: one batched matmul over groups, written for the input's memory format;
-* ``"einsum"``: the same product as ``torch.einsum``, letting torch pick the contraction.
+* ``"einsum"``: the same product as ``torch.einsum``, letting torch pick the contraction;
+* ``"auto"`` (the default): per call, ``"channels_last"`` on CPU and ``"matmul"`` on other
+  devices (see ``auto_impl``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from .batchnorm import KerasBatchNorm2d
 
 Impl = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
 
-# The default, chosen by benchmarks/bench_torch_train.py: in the channels_last network, oneDNN's
-# grouped conv beats the batched matmul/einsum formulations, which need NHWC<->group copies
-# (the NCHW matmul is fastest for an isolated layer, but NCHW makes depthwise conv and BN slower).
-DEFAULT_IMPL = "channels_last"
+DEFAULT_IMPL = "auto"
+
+
+def auto_impl(device: torch.device) -> str:
+    """What ``impl="auto"`` runs on ``device``, chosen by whole-network train-step measurements.
+
+    CPU (benchmarks/bench_torch_train.py): in the channels_last network oneDNN's grouped conv
+    beats the batched matmul/einsum formulations, which need NHWC<->group copies. CUDA
+    (benchmarks/bench_cupy_pointwise.py, H200, kEffNet-B0 16ch): one batched matmul over groups
+    on NCHW tensors beats cuDNN's grouped conv 1.8x (32x32 batch 256: 83 vs 151 ms per step)."""
+    return "channels_last" if device.type == "cpu" else "matmul"
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -88,6 +97,7 @@ IMPLS: dict[str, Impl] = {
     "matmul": _matmul,
     "einsum": _einsum,
 }
+IMPLS["auto"] = lambda x, w, b, groups: IMPLS[auto_impl(x.device)](x, w, b, groups)
 
 
 def _check_impl(impl: str) -> str:

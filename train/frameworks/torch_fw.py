@@ -71,7 +71,7 @@ class TorchFramework:
                 from .torch_syncbn import convert_sync_batchnorm
 
                 convert_sync_batchnorm(self.net)
-            if getattr(self.net, "channels_last", False):
+            if self.net.uses_channels_last(self.device):
                 # Gradients come back channels_last; DDP's buckets follow the parameters' strides.
                 self.net.to(memory_format=torch.channels_last)
             ids = [self.device.index] if self.device.type == "cuda" else None
