@@ -6,7 +6,8 @@ this computes a different function. The amounts come from ``core.ops.conv.pad_am
 *actual* input size at run time (so any image size works, as in Keras).
 
 On CPU, the weight gradient of a wide stride-1 depthwise filter (5×5) is computed in column
-slabs that take oneDNN's fast path (``backends/depthwise_grad.py``): same function, ~2× faster.
+slabs that take oneDNN's fast path (``backends/depthwise_grad.py``): same function, the weight
+gradient about 2× faster.
 """
 
 from __future__ import annotations
