@@ -17,7 +17,7 @@ import numpy as np
 from ... import backends
 from ...core import network
 from ...core.arch import Architecture
-from ...core.params import init_params
+from ...core.params import init_params, validate_params
 from ..distributed import Dist
 from ..sampling import STREAM_DROPOUT, epoch_rng
 from .base import OptimConfig
@@ -52,8 +52,8 @@ class NumpyOptimizer:
 
 
 class NumpyFramework:
-    """``gpconv.backends.get("numpy")``'s reference network trained with ``NumpyOptimizer``, in
-    float64 NumPy arrays."""
+    """The reference network (``core.network``) trained with ``NumpyOptimizer``, in float64
+    NumPy arrays held in ``params``."""
 
     name = "numpy"
     dtype: Any = np.float64
@@ -64,8 +64,6 @@ class NumpyFramework:
                 f"The {self.name} backend trains in one process; use --backend torch under torchrun"
             )
         self.arch, self.dist = arch, dist
-        self.backend = backends.get(self.name)
-        self.model = self.backend.build(arch)
         self.params: dict[str, Any] = {}
         self.load_params(init_params(arch, seed, dtype=np.float64))
         self.opt = NumpyOptimizer(optim)
@@ -107,8 +105,8 @@ class NumpyFramework:
         return {k: self.to_host(v) for k, v in self.params.items()}
 
     def load_params(self, params: dict[str, np.ndarray]) -> None:
-        self.backend.load_params(self.model, params)  # validates names and shapes
-        self.params = {k: self.to_device(v) for k, v in self.model.params.items()}
+        validate_params(self.arch, params)  # one error listing every bad name or shape
+        self.params = {k: self.to_device(v) for k, v in params.items()}
 
     def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         slots = {k: self.to_host(v) for k, v in self.opt.slots.items()}
@@ -120,17 +118,16 @@ class NumpyFramework:
 
 
 class CupyFramework(NumpyFramework):
-    """The same reference network on a CUDA device: CuPy float32 arrays (``backends.get("cupy")``
-    validates parameters; its availability check requires a device)."""
+    """The same reference network on a CUDA device, in CuPy float32 arrays."""
 
     name = "cupy"
     dtype: Any = np.float32
 
     def __init__(self, arch: Architecture, optim: OptimConfig, seed: int, dist: Dist) -> None:
-        if not backends.get("cupy").is_available():
+        adapter = backends.get(self.name)
+        if not adapter.is_available():  # CuPy installed and a CUDA device present
             raise ValueError(
-                "The cupy backend needs CuPy and a CUDA device: "
-                + backends.get("cupy").install_hint
+                f"The cupy backend needs CuPy and a CUDA device: {adapter.install_hint}"
             )
         super().__init__(arch, optim, seed, dist)
 
