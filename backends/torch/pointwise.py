@@ -91,13 +91,17 @@ def _einsum(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: in
     return y if b is None else y + b.view(1, -1, 1, 1)
 
 
+def _auto(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
+    return IMPLS[auto_impl(x.device)](x, w, b, groups)
+
+
 IMPLS: dict[str, Impl] = {
     "conv": _conv,
     "channels_last": _channels_last,
     "matmul": _matmul,
     "einsum": _einsum,
+    "auto": _auto,
 }
-IMPLS["auto"] = lambda x, w, b, groups: IMPLS[auto_impl(x.device)](x, w, b, groups)
 
 
 def _check_impl(impl: str) -> str:
