@@ -6,9 +6,10 @@ proven equal to the reference by ``tests/test_torch_backend.py``.
     >>> model = kefficientnet_b0(num_classes=10, min_channels_per_group=16, skip_stride_cnt=3)
     >>> logits = model(torch.randn(8, 3, 32, 32))  # NCHW in, logits out
 
-Layout of this package: ``batchnorm`` (Keras BN), ``conv`` (Keras padding), ``pointwise``
-(grouped 1×1, interleave, kPointwise), ``blocks`` (stem, MBConv, head), ``model`` (the network
-and constructors), ``params`` (canonical parameter exchange), ``adapter`` (the ``Backend``).
+Layout of this package: ``batchnorm`` (Keras BN), ``conv`` (Keras padding), ``eager`` (leaner
+custom gradients for eager training), ``pointwise`` (grouped 1×1, interleave, kPointwise),
+``blocks`` (stem, MBConv, head), ``model`` (the network and constructors), ``params`` (canonical
+parameter exchange), ``adapter`` (the ``Backend``).
 
 Names are resolved lazily (PEP 562) so that ``gpconv.backends.get("torch")`` — which imports
 ``adapter`` through this package — works, and reports "not installed", without torch.

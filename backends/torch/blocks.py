@@ -15,6 +15,7 @@ from torch import nn
 from ...core.arch import HeadSpec, MBConvSpec, StemSpec
 from .batchnorm import KerasBatchNorm2d
 from .conv import KerasConv2d
+from .eager import spatial_mean
 from .pointwise import DEFAULT_IMPL, KPointwise
 
 
@@ -70,7 +71,7 @@ class MBConv(nn.Module):
         y = x if self.expand is None else self.expand(x)
         y = F.silu(self.bn(self.dwconv(y)))
         if self.se_reduce is not None:
-            s = y.mean(dim=(2, 3), keepdim=True)
+            s = spatial_mean(y)
             y = y * self.se_expand(self.se_reduce(s))
         y = self.project(y)
         return y if self.drop is None else self.drop(y) + x
@@ -88,7 +89,7 @@ class Head(nn.Module):
 
     def classify(self, top: torch.Tensor) -> torch.Tensor:
         """Logits from the top conv's output."""
-        return self.predictions(self.dropout(top.mean(dim=(2, 3))))
+        return self.predictions(self.dropout(spatial_mean(top).flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.top(x))

@@ -18,6 +18,7 @@ from torch import nn
 
 from ...core.ops.conv import pad_amounts
 from ..depthwise_grad import column_slabs, slab_input_columns, uses_slabs
+from .eager import eager_autograd
 
 _conv_backward = torch.ops.aten.convolution_backward.default
 
@@ -80,10 +81,7 @@ class KerasConv2d(nn.Conv2d):
             self.groups == self.in_channels == x.shape[1]
             and uses_slabs(self.kernel_size[1], self.stride[0])
             and x.device.type == "cpu"
-            and torch.is_grad_enabled()
-            and (x.requires_grad or self.weight.requires_grad)
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
+            and eager_autograd(x, self.weight)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
