@@ -4,17 +4,15 @@ Counts (``gpconv.perf.torch_traffic``), for the step ``bench_torch_train.py`` ti
 ``skip_stride_cnt=3``, batch 32, SGD with momentum, the models' CPU defaults), the bytes of tensor
 operands of every op, and sets the ratio beside the MAC ratio from ``core.arch``. A deterministic
 count, not a timing: it explains *why* the measured step ratio lands where it does on a
-memory-bound CPU. Optionally (``--time``) also times both steps, round-robin, in the same run.
+memory-bound CPU. The step times themselves come from ``bench_torch_train.py``.
 
-    python benchmarks/bytes_torch_train.py [--top 12] [--time 5] [--json out.json]
+    python benchmarks/bytes_torch_train.py [--top 12] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
@@ -39,29 +37,11 @@ def models() -> dict[str, tuple[torch.nn.Module, int]]:
     }
 
 
-def step_seconds(nets: dict[str, torch.nn.Module], x, y, rounds: int) -> dict[str, float]:
-    """Median wall seconds per train step of each model, one step of each per round."""
-    opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in nets.items()}
-    times: dict[str, list[float]] = {k: [] for k in nets}
-    for r in range(rounds + 1):
-        for k, m in nets.items():
-            t0 = time.perf_counter()
-            opts[k].zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(m(x), y).backward()
-            opts[k].step()
-            if r:  # the first round warms up
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--top", type=int, default=12, help="ops to list per model")
-    p.add_argument("--time", type=int, default=0, metavar="ROUNDS", help="also time the steps")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for --time")
     p.add_argument("--json", metavar="PATH", help="write the counts as JSON")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(BATCH, 3, SIZE, SIZE)
     y = torch.randint(0, CLASSES, (BATCH,))
@@ -80,12 +60,6 @@ def main(argv: list[str] | None = None) -> None:
     ratios = {"macs": macs_k / macs_e, "operand_bytes": keff.total_bytes / eff.total_bytes}
     macs, nbytes = ratios["macs"], ratios["operand_bytes"]
     print(f"\nkEffNet / EfficientNet: MACs x{macs:.3f}, operand bytes x{nbytes:.3f}")
-    if args.time:
-        secs = step_seconds({k: m for k, (m, _) in built.items()}, x, y, args.time)
-        ratios["step_time"] = secs["kEffNet-B0 16ch"] / secs["EfficientNet-B0"]
-        ms = ", ".join(f"{k} {1e3 * s:.0f} ms" for k, s in secs.items())
-        print(f"step time ({args.threads} thread(s), median of {args.time}): {ms}")
-        print(f"kEffNet / EfficientNet step time: x{ratios['step_time']:.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
