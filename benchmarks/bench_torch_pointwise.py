@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable
 
@@ -30,6 +29,7 @@ from torch import nn
 
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, GroupedPointwise2d, Interleave
 from gpconv.core.pointwise import deinterleave
+from gpconv.perf.timing import time_round_robin
 
 # (N, H, W, Cin, Cout, G): DESIGN.md §5's case and block6's project conv of kEffNet-B0 16ch.
 CASES = ((32, 16, 16, 192, 192, 12), (32, 16, 16, 1152, 192, 64))
@@ -116,16 +116,12 @@ def run(
     repeats: int, clock: Callable[[], float] = time.perf_counter, warmup: int = 3
 ) -> list[dict]:
     cases = _cases()
-    times: list[list[float]] = [[] for _ in cases]
-    for r in range(warmup + repeats):
-        for (_, _, call), t in zip(cases, times):
-            t0 = clock()
-            call()
-            if r >= warmup:
-                t.append(clock() - t0)
+    timings = time_round_robin(
+        {i: call for i, (_, _, call) in enumerate(cases)}, repeats, warmup, clock
+    )
     return [
-        {"case": case, "variant": variant, "ms": 1e3 * statistics.median(t)}
-        for (case, variant, _), t in zip(cases, times)
+        {"case": case, "variant": variant, "ms": timings[i].ms}
+        for i, (case, variant, _) in enumerate(cases)
     ]
 
 

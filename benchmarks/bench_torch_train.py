@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, IMPLS
+from gpconv.perf.timing import time_round_robin
 
 BATCH, SIZE, SKIP, CLASSES = 32, 32, 3, 10
 DEFAULT_FORMAT = "channels_last"  # what the models' channels_last=None picks on the CPU
@@ -52,37 +53,28 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def train_step(
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    clock=time.perf_counter,
-) -> float:
-    """Seconds (of ``clock``) for one forward + backward + SGD update."""
-    t0 = clock()
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    """One forward + backward + SGD update."""
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
     opt.step()
-    return clock() - t0
 
 
 def run(
     rounds: int, impls: list[str], clock=time.perf_counter, warmup: int = 2, compiled: bool = False
 ) -> dict[str, float]:
+    """``{variant: median seconds per step}``, every variant timed in the same rounds."""
     torch.manual_seed(0)
     x = torch.randn(BATCH, 3, SIZE, SIZE)
     y = torch.randint(0, CLASSES, (BATCH,))
     models = variants(impls, compiled)
-    opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
-    for m in models.values():
+    steps = {}
+    for k, m in models.items():
         m.train()
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for r in range(warmup + rounds):
-        for k, m in models.items():
-            t = train_step(m, opts[k], x, y, clock)
-            if r >= warmup:
-                times[k].append(t)
-    return {k: statistics.median(v) for k, v in times.items()}
+        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+        steps[k] = partial(train_step, m, opt, x, y)
+    return {k: t.median for k, t in time_round_robin(steps, rounds, warmup, clock).items()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,7 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--skip-stride", type=int, default=3, help="skip_stride_cnt (-1: none)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument(
-        "--steps", type=int, default=3, help="timed calls per measurement (median reported)"
+        "--steps",
+        type=int,
+        default=5,
+        help="timed rounds (one call of each model or implementation per round; median reported)",
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (tracing, caches)")
     p.add_argument(
@@ -61,6 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=int,
         default=None,
         help="CPU threads per framework (default: the framework's own choice)",
+    )
+    p.add_argument(
+        "--keep-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep freed memory in this process's heap (glibc mallopt) instead of faulting fresh "
+        "pages in for every large tensor; see gpconv.perf.allocator",
     )
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a bar chart (PNG)")
@@ -105,9 +115,9 @@ def _backends(requested: list[str] | None, op: str) -> tuple[list[str], list[dic
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..perf import report
+    from ..perf import allocator, report
     from ..perf.machine import describe, one_line
-    from ..perf.models import DEFAULT_MODELS, ModelBenchConfig, bench_model, ratios, recommend
+    from ..perf.models import DEFAULT_MODELS, ModelBenchConfig, bench_models, ratios, recommend
     from ..perf.pointwise import bench_pointwise, kefficientnet_cases
     from ..train.frameworks import set_threads
 
@@ -117,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "no backend to measure: " + "; ".join(f"{s['backend']} {s['reason']}" for s in skipped)
         )
+    if args.keep_freed_memory:
+        allocator.keep_freed_memory()
     machine = describe()
-    print(f"gpconv bench on {one_line(machine)}, {machine['date']}", flush=True)
+    print(
+        f"gpconv bench on {one_line(machine)}, {machine['date']}, {machine['malloc']}", flush=True
+    )
     for s in skipped:
         print(f"  skipping {s['backend']}: {s['reason']}", flush=True)
     cfg = ModelBenchConfig(
@@ -145,17 +159,15 @@ def run(args: argparse.Namespace) -> int:
         print(report.pointwise_table(point_rows))
         lines = report.pointwise_recommendations(point_rows)
     else:
+        models = list(dict.fromkeys(args.model or DEFAULT_MODELS))
         for name in names:
-            for model in args.model or DEFAULT_MODELS:
-                print(f"  measuring {name} {model} ...", flush=True)
-                try:
-                    results.append(bench_model(name, model, cfg))
-                except (
-                    Exception
-                ) as err:  # report and go on: one broken backend must not hide the rest
-                    failed += 1
-                    traceback.print_exc()
-                    skipped.append({"backend": name, "reason": f"{model} failed: {err}"})
+            print(f"  measuring {name}: {', '.join(models)}, round-robin ...", flush=True)
+            try:
+                results += bench_models(name, models, cfg)
+            except Exception as err:  # report and go on: one broken backend must not hide the rest
+                failed += 1
+                traceback.print_exc()
+                skipped.append({"backend": name, "reason": f"failed: {err}"})
         if not results:
             return 1
         print(report.model_table(results))

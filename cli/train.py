@@ -82,6 +82,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="CPU threads for the framework (default: its own choice)",
     )
+    p.add_argument(
+        "--keep-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep freed memory in this process's heap (glibc mallopt) instead of faulting fresh "
+        "pages in for every large tensor; see gpconv.perf.allocator",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
     return p
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         keep=args.keep,
         progress=not args.quiet,
         threads=args.threads,
+        keep_freed_memory=args.keep_freed_memory,
     )
     try:
         # Validate before joining a process group so a bad command fails fast in every process.

@@ -8,6 +8,8 @@ import os
 import platform
 from typing import Any
 
+from . import allocator
+
 
 def cpu_name() -> str:
     """The CPU model from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
@@ -41,7 +43,8 @@ def versions(*packages: str) -> dict[str, str]:
 
 
 def describe() -> dict[str, Any]:
-    """``{"date", "cpu", "cpus", "platform", "python", "load_average_1m", "versions"}``."""
+    """``{"date", "cpu", "cpus", "platform", "python", "load_average_1m", "malloc",
+    "versions"}``; ``malloc`` says whether ``perf.allocator`` changed this process's malloc."""
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu": cpu_name(),
@@ -50,6 +53,7 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         # Other jobs on a shared machine slow every measurement; record how busy it was.
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "malloc": allocator.current(),
         "versions": versions(
             "gpconv", "numpy", "torch", "tensorflow", "tensorflow-cpu", "keras", "cupy-cuda13x"
         ),

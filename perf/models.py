@@ -6,14 +6,16 @@ batch of random channels-last images), so a bench number is what a training run 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ..core.arch import by_name
 from ..train.frameworks import OptimConfig, create
-from .timing import time_call
+from .timing import time_round_robin
 
 DEFAULT_MODELS = ("efficientnet-b0", "kefficientnet-b0")
 # The numpy backend is the float64 reference (minutes per B0 step); it is benched only on request.
@@ -23,42 +25,61 @@ DEFAULT_BACKENDS = ("torch", "tensorflow", "cupy")
 @dataclass(frozen=True)
 class ModelBenchConfig:
     """What to measure: square ``image_size`` images, ``batch_size`` per step, ``steps`` timed
-    calls after ``warmup`` untimed ones (median reported)."""
+    rounds after ``warmup`` untimed calls of each model (median reported)."""
 
     image_size: int = 32
     skip_stride: int = 3
     batch_size: int = 32
-    steps: int = 3
+    steps: int = 5
     warmup: int = 1
     min_channels_per_group: int = 16
     num_classes: int = 10
     seed: int = 0
 
 
-def bench_model(backend: str, model: str, cfg: ModelBenchConfig) -> dict[str, Any]:
-    """One result row: the architecture's size and cost, and the measured speeds."""
-    arch = by_name(model, cfg.num_classes, cfg.min_channels_per_group, cfg.skip_stride)
-    fw = create(backend, arch, OptimConfig("sgd", 1e-3), cfg.seed)
+def bench_models(
+    backend: str, models: Sequence[str], cfg: ModelBenchConfig
+) -> list[dict[str, Any]]:
+    """One result row per model: the architecture's size and cost, and the measured speeds.
+
+    All models of the backend are built first and timed round-robin (one forward, then one train
+    step, of each per round), so the kEffNet/EfficientNet ratios compare steps taken in the same
+    minutes of a shared machine rather than in consecutive ones."""
+    archs = {
+        m: by_name(m, cfg.num_classes, cfg.min_channels_per_group, cfg.skip_stride) for m in models
+    }
+    fws = {
+        m: create(backend, arch, OptimConfig("sgd", 1e-3), cfg.seed) for m, arch in archs.items()
+    }
     rng = np.random.default_rng(cfg.seed)
     x = rng.standard_normal((cfg.batch_size, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
     y = rng.integers(0, cfg.num_classes, cfg.batch_size)
-    forward = time_call(lambda: fw.predict(x), cfg.steps, cfg.warmup)
-    train = time_call(lambda: fw.train_step(x, y), cfg.steps, cfg.warmup)
-    trainable, non_trainable = arch.param_count()
-    return {
-        "backend": backend,
-        "model": model,
-        "arch": arch.name,
-        "params_trainable": trainable,
-        "params_non_trainable": non_trainable,
-        "macs_per_image": arch.macs(cfg.image_size),
-        "forward_ms": forward.ms,
-        "forward_images_per_s": cfg.batch_size / forward.median,
-        "train_step_ms": train.ms,
-        "train_images_per_s": cfg.batch_size / train.median,
-        "forward_timing": forward.as_dict(),
-        "train_timing": train.as_dict(),
-    }
+    forward = time_round_robin(
+        {m: partial(fw.predict, x) for m, fw in fws.items()}, cfg.steps, cfg.warmup
+    )
+    train = time_round_robin(
+        {m: partial(fw.train_step, x, y) for m, fw in fws.items()}, cfg.steps, cfg.warmup
+    )
+    rows = []
+    for model, arch in archs.items():
+        trainable, non_trainable = arch.param_count()
+        rows.append(
+            {
+                "backend": backend,
+                "model": model,
+                "arch": arch.name,
+                "params_trainable": trainable,
+                "params_non_trainable": non_trainable,
+                "macs_per_image": arch.macs(cfg.image_size),
+                "forward_ms": forward[model].ms,
+                "forward_images_per_s": cfg.batch_size / forward[model].median,
+                "train_step_ms": train[model].ms,
+                "train_images_per_s": cfg.batch_size / train[model].median,
+                "forward_timing": forward[model].as_dict(),
+                "train_timing": train[model].as_dict(),
+            }
+        )
+    return rows
 
 
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core.arch import by_name
-from .timing import time_call
+from .timing import time_round_robin
 
 UNGROUPED = "ungrouped (G=1)"
 
@@ -192,7 +192,7 @@ def cupy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
                 if shuffles:  # the separate pass the fused kernel folds into its writes
                     interleave(y, groups)
                 GroupedPointwise.backward(cache, dy)
-            cp.cuda.get_current_stream().synchronize()  # time_call needs finished work
+            cp.cuda.get_current_stream().synchronize()  # the timer needs finished work
 
         return run
 
@@ -219,7 +219,7 @@ def bench_pointwise(
     rows = []
     for case in cases:
         impls, default = IMPLS_BY_BACKEND[backend](case)
-        timings = {name: time_call(fn, steps, warmup) for name, fn in impls.items()}
+        timings = time_round_robin(impls, steps, warmup)
         grouped = {k: t for k, t in timings.items() if k != UNGROUPED}
         fastest = min(grouped, key=lambda k: grouped[k].median)
         for name, t in timings.items():

@@ -1,10 +1,11 @@
-"""Wall-clock timing: warm-up calls (tracing, allocator, caches), then the median of ``steps``."""
+"""Wall-clock timing: warm-up calls (tracing, allocator, caches), then the median of ``steps``;
+several candidates are timed round-robin so that they share the machine's good and bad minutes."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,19 +30,40 @@ class Timing:
         }
 
 
+def time_round_robin(
+    fns: Mapping[str, Callable[[], Any]],
+    steps: int = 5,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Timing]:
+    """``{name: Timing}`` for every function, measured in rounds: ``warmup`` untimed calls of each,
+    then ``steps`` rounds that call and time each function once, in order.
+
+    Timing the candidates of one comparison in the same rounds means that a slow minute on a
+    shared machine (load from other processes, clock drift) hits all of them alike, so their
+    *ratios* stay meaningful even when absolute times drift. ``clock`` is wall time by default;
+    ``time.process_time`` (CPU time of this process) is steadier under load. Each ``fn`` must
+    block until its work is done (return host values, not pending device work)."""
+    if steps < 1:
+        raise ValueError(f"Expected steps >= 1, received steps={steps}")
+    if not fns:
+        raise ValueError("Expected at least one function to time, received fns={}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            samples[name].append(clock() - start)
+    return {name: Timing(statistics.median(s), min(s), tuple(s)) for name, s in samples.items()}
+
+
 def time_call(fn: Callable[[], Any], steps: int = 5, warmup: int = 1) -> Timing:
     """Call ``fn`` ``warmup`` times untimed, then ``steps`` times timed. ``fn`` must block until
     its work is done (return host values, not pending device work)."""
-    if steps < 1:
-        raise ValueError(f"Expected steps >= 1, received steps={steps}")
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return Timing(statistics.median(samples), min(samples), tuple(samples))
+    return time_round_robin({"fn": fn}, steps, warmup)["fn"]
 
 
 def limit_blas_threads(threads: int) -> str:

@@ -36,3 +36,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+_malloc_calls: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_malloc_changes():
+    """``gpconv train``/``bench`` change the malloc of the process that runs them; here that would
+    be pytest's, for every later test. Record the calls instead (tests/test_allocator.py checks
+    the real setting in a subprocess). Session scope: module-scoped runs are patched too."""
+    from gpconv.perf import allocator
+
+    def record() -> str:
+        _malloc_calls.append("keep_freed_memory")
+        return "glibc malloc, freed memory kept (recorded by tests/conftest.py)"
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(allocator, "keep_freed_memory", record)
+        yield
+
+
+@pytest.fixture
+def malloc_calls() -> list[str]:
+    """The ``keep_freed_memory`` calls made during this test."""
+    _malloc_calls.clear()
+    return _malloc_calls

@@ -131,12 +131,57 @@ def test_ratios_and_recommendation_from_rows():
     assert best["kefficientnet-b0"]["speedup_over_runner_up"] == pytest.approx(80 / 25)
 
 
+def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
+    calls = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def predict(self, x):
+            calls.append(("predict", self.name))
+
+        def train_step(self, x, y):
+            calls.append(("train", self.name))
+
+    monkeypatch.setattr(models, "create", lambda backend, arch, optim, seed: Recorder(arch.name))
+    cfg = models.ModelBenchConfig(image_size=8, skip_stride=0, batch_size=2, steps=2, warmup=1)
+    rows = models.bench_models("numpy", ["efficientnet-b0", "kefficientnet-b0"], cfg)
+    e, k = (r["arch"] for r in rows)
+    assert [r["model"] for r in rows] == ["efficientnet-b0", "kefficientnet-b0"]
+    assert calls == [("predict", e), ("predict", k)] * 3 + [("train", e), ("train", k)] * 3
+    assert all(len(r["train_timing"]["samples_ms"]) == 2 for r in rows)
+
+
 def test_time_call_median_and_warmup():
     calls = []
     t = timing.time_call(lambda: calls.append(1), steps=3, warmup=2)
     assert len(calls) == 5 and len(t.samples) == 3 and t.best <= t.median
     with pytest.raises(ValueError, match="steps >= 1"):
         timing.time_call(lambda: None, steps=0)
+
+
+def test_round_robin_interleaves_and_times_each_call_with_the_clock():
+    calls, now = [], [0.0]
+    cost = {"a": 1.0, "b": 10.0}
+
+    def work(name: str):
+        def call() -> None:
+            calls.append(name)
+            now[0] += cost[name] + len(calls) / 100  # each call a little slower: drift
+
+        return call
+
+    t = timing.time_round_robin(
+        {"a": work("a"), "b": work("b")}, steps=3, warmup=1, clock=lambda: now[0]
+    )
+    # warm-up of each, then one call of each per round: a slow minute hits both alike
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    assert t["a"].samples == pytest.approx((1.03, 1.05, 1.07))
+    assert t["b"].samples == pytest.approx((10.04, 10.06, 10.08))
+    assert t["a"].median == pytest.approx(1.05) and t["b"].best == pytest.approx(10.04)
+    with pytest.raises(ValueError, match="at least one function"):
+        timing.time_round_robin({})
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from typing import Any
 from .. import backends
 from ..core.arch import MODELS, Architecture, by_name, without_dropout
 from ..core.params import save_params
+from ..perf import allocator
 from ..perf.machine import describe
 from . import checkpoint, metrics
 from .data import DataError, Dataset, load
@@ -81,6 +82,7 @@ class RunConfig:
     keep: int = 2
     progress: bool = True
     threads: int | None = None
+    keep_freed_memory: bool = False  # gpconv.perf.allocator; `gpconv train` turns it on
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -363,6 +365,8 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
         set_threads(cfg.backend, cfg.threads)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    if cfg.keep_freed_memory:
+        allocator.keep_freed_memory()
     fw = create(
         cfg.backend,
         arch,
