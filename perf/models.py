@@ -42,9 +42,9 @@ def bench_models(
 ) -> list[dict[str, Any]]:
     """One result row per model: the architecture's size and cost, and the measured speeds.
 
-    All models of the backend are built first and timed round-robin (one forward, then one train
-    step, of each per round), so the kEffNet/EfficientNet ratios compare steps taken in the same
-    minutes of a shared machine rather than in consecutive ones."""
+    All models of the backend are built first, then timed round-robin: forward passes in rounds
+    of one per model, then train steps likewise. So the kEffNet/EfficientNet ratios compare calls
+    made in the same minutes of a shared machine rather than in consecutive ones."""
     archs = {
         m: by_name(m, cfg.num_classes, cfg.min_channels_per_group, cfg.skip_stride) for m in models
     }
