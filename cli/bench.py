@@ -63,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per framework (default: the framework's own choice)",
+        help="CPU threads per framework (None: the framework's own choice)",
     )
     p.add_argument(
         "--keep-freed-memory",

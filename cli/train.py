@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--epochs", type=int, default=10, help="total epochs (may grow on --resume)")
     p.add_argument("--batch-size", type=int, default=64, help="global batch size (all processes)")
     p.add_argument(
-        "--lr", type=float, default=None, help="base learning rate (default: sgd 0.05, adam 1e-3)"
+        "--lr", type=float, default=None, help="base learning rate (None: sgd 0.05, adam 1e-3)"
     )
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd: momentum 0.9")
     p.add_argument(
@@ -80,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for the framework (default: its own choice)",
+        help="CPU threads for the framework (None: its own choice)",
     )
     p.add_argument(
         "--keep-freed-memory",
