@@ -15,7 +15,7 @@ import traceback
 from dataclasses import asdict
 
 from ..core.arch import MODELS
-from .main import UsageError
+from .main import UsageError, add_keep_freed_memory
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -65,13 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="CPU threads per framework (None: the framework's own choice)",
     )
-    p.add_argument(
-        "--keep-freed-memory",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep freed memory in this process's heap (glibc mallopt) instead of faulting fresh "
-        "pages in for every large tensor; see gpconv.perf.allocator",
-    )
+    add_keep_freed_memory(p)
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a bar chart (PNG)")
     p.set_defaults(func=run)

@@ -21,6 +21,17 @@ class UsageError(Exception):
     """Bad arguments detected after parsing (exit code 2)."""
 
 
+def add_keep_freed_memory(p: argparse.ArgumentParser) -> None:
+    """``--[no-]keep-freed-memory`` (default on) for the commands that run frameworks for long."""
+    p.add_argument(
+        "--keep-freed-memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep freed memory in this process's heap (glibc mallopt) instead of faulting fresh "
+        "pages in for every large tensor; see gpconv.perf.allocator",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpconv",

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..core.arch import MODELS
-from .main import UsageError
+from .main import UsageError, add_keep_freed_memory
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -82,13 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="CPU threads for the framework (None: its own choice)",
     )
-    p.add_argument(
-        "--keep-freed-memory",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep freed memory in this process's heap (glibc mallopt) instead of faulting fresh "
-        "pages in for every large tensor; see gpconv.perf.allocator",
-    )
+    add_keep_freed_memory(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
     return p
