@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+K = TypeVar("K", bound=Hashable)  # whatever names the candidates
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,11 @@ class Timing:
 
 
 def time_round_robin(
-    fns: Mapping[str, Callable[[], Any]],
+    fns: Mapping[K, Callable[[], Any]],
     steps: int = 5,
     warmup: int = 1,
     clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, Timing]:
+) -> dict[K, Timing]:
     """``{name: Timing}`` for every function, measured in rounds: ``warmup`` untimed calls of each,
     then ``steps`` rounds that call and time each function once, in order.
 
@@ -51,7 +53,7 @@ def time_round_robin(
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    samples: dict[K, list[float]] = {name: [] for name in fns}
     for _ in range(steps):
         for name, fn in fns.items():
             start = clock()
