@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, IMPLS
+from gpconv.cli.main import add_keep_freed_memory
+from gpconv.perf import allocator
 from gpconv.perf.timing import time_round_robin
 
 BATCH, SIZE, SKIP, CLASSES = 32, 32, 3, 10
@@ -90,9 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_keep_freed_memory(parser)  # as `gpconv train` does
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        allocator.keep_freed_memory()
     impls = [i for i in args.impls.split(",") if i]
     if DEFAULT_IMPL not in impls:
         impls.append(DEFAULT_IMPL)
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"train step, batch {BATCH}, {SIZE}x{SIZE}, skip_stride_cnt={SKIP}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
-        f"median of {args.rounds} rounds"
+        f"median of {args.rounds} rounds, {allocator.current()}"
     )
     print(f"{'variant':<58} {'ms/step':>9} {'/ EffNet-B0 (default format)':>29}")
     for k, s in seconds.items():
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             "skip_stride_cnt": SKIP,
             "rounds": args.rounds,
             "clock": args.clock,
+            "malloc": allocator.current(),
             "default_impl": DEFAULT_IMPL,
             "default_format": fmt,
         }
