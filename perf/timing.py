@@ -62,12 +62,6 @@ def time_round_robin(
     return {name: Timing(statistics.median(s), min(s), tuple(s)) for name, s in samples.items()}
 
 
-def time_call(fn: Callable[[], Any], steps: int = 5, warmup: int = 1) -> Timing:
-    """Call ``fn`` ``warmup`` times untimed, then ``steps`` times timed. ``fn`` must block until
-    its work is done (return host values, not pending device work)."""
-    return time_round_robin({"fn": fn}, steps, warmup)["fn"]
-
-
 def limit_blas_threads(threads: int) -> str:
     """Limit NumPy's BLAS to ``threads`` (threadpoolctl, when installed; 0 keeps the default).
 
