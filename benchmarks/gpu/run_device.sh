@@ -3,11 +3,11 @@
 # CuPy benchmark. Results go to $OUT (default ./gpu-out). No internet and no `pip install` of
 # the repository: gpconv is imported through a symlink, array-api-compat from a carried wheel
 # (.whl/, git-ignored). Each step has its own timeout and a failing step does not stop the
-# next; worst case under 380 s: 10 s install, 10+15+100+35+40+150 s of steps, 2 s kill grace each.
-# Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
-# --budget 110 s.
+# next; worst case under 650 s: 10 s install, 10+15+100+35+40+150+290 s of steps, 2 s kill grace
+# each. Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
+# --budget 110 s. SKIP names steps to leave out (e.g. SKIP="bench_cupy") to fit a short lease.
 #
-#   OUT=/path/to/out bash benchmarks/gpu/run_device.sh
+#   OUT=/path/to/out [SKIP="step ..."] bash benchmarks/gpu/run_device.sh
 set -u
 
 OUT="${OUT:-$PWD/gpu-out}"
@@ -20,6 +20,7 @@ STATUS="$OUT/status.txt"
 step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.txt, record the exit code
   local name=$1 limit=$2
   shift 2
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then echo "$name skipped" | tee -a "$STATUS"; return; fi
   echo "=== $name (timeout ${limit}s, t=$(( $(date +%s) - START ))s) ==="
   timeout --kill-after=2 "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
   local rc=${PIPESTATUS[0]}
@@ -47,7 +48,7 @@ print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount(),
 
 # --- correctness: every GPU test (fused kernels vs the float64 reference, conformance) ---------
 step pytest_gpu 100 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 \
-  tests/test_cupy.py tests/test_cupy_train.py
+  tests/test_cupy.py tests/test_cupy_train.py tests/test_torch_cuda.py
 
 # --- the conformance report, reference and CuPy backend ------------------------------------------
 step check 35 python3 -m gpconv.cli check --backend numpy --backend cupy --json "$OUT/check.json"
@@ -58,6 +59,10 @@ step gpconv_bench 40 python3 -m gpconv.cli bench --backend cupy --backend torch 
   --json "$OUT/gpconv_bench.json"
 step bench_cupy 150 python3 benchmarks/bench_cupy_pointwise.py --budget 100 \
   --json "$OUT/bench_cupy.json"
+
+# torch eager vs torch.compile on CUDA (compiles start no later than --budget s in)
+step bench_torch_compile 290 python3 benchmarks/gpu/bench_torch_cuda_compile.py --budget 200 \
+  --json "$OUT/bench_torch_compile.json"
 
 echo "=== done in $(( $(date +%s) - START ))s ==="
 cat "$STATUS"
