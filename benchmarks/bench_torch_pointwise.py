@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, GroupedPointwise2d, Interleave
+from gpconv.cli.main import add_clock_option
 from gpconv.core.pointwise import deinterleave
-from gpconv.perf.timing import time_round_robin
+from gpconv.perf.timing import CLOCKS, time_round_robin
 
 # (N, H, W, Cin, Cout, G): DESIGN.md §5's case and block6's project conv of kEffNet-B0 16ch.
 CASES = ((32, 16, 16, 192, 192, 12), (32, 16, 16, 1152, 192, 64))
@@ -44,7 +45,6 @@ VARIANTS = {
     "dense conv NCHW": ("conv", True, False),
     "dense conv channels_last": ("conv", True, True),
 }
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 class ShuffleThenConv(nn.Module):
@@ -129,12 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument(
-        "--clock",
-        choices=CLOCKS,
-        default="wall",
-        help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine)",
-    )
+    add_clock_option(parser)
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
     if args.threads:

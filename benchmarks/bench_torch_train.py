@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, IMPLS
-from gpconv.cli.main import add_keep_freed_memory
+from gpconv.cli.main import add_clock_option, add_keep_freed_memory
 from gpconv.perf import allocator
-from gpconv.perf.timing import time_round_robin
+from gpconv.perf.timing import CLOCKS, time_round_robin
 
 BATCH, SIZE, SKIP, CLASSES = 32, 32, 3, 10
 DEFAULT_FORMAT = "channels_last"  # what the models' channels_last=None picks on the CPU
@@ -49,9 +49,6 @@ def variants(impls: list[str], compiled: bool = False) -> dict[str, torch.nn.Mod
         models[f"EfficientNet-B0 {fmt} torch.compile"] = torch.compile(eff)
         models[f"kEffNet-B0 16ch impl={DEFAULT_IMPL} {fmt} torch.compile"] = torch.compile(keff)
     return models
-
-
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def train_step(
@@ -84,12 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated impls to time")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument(
-        "--clock",
-        choices=CLOCKS,
-        default="wall",
-        help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine)",
-    )
+    add_clock_option(parser)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     add_keep_freed_memory(parser)  # as `gpconv train` does

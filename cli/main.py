@@ -13,6 +13,7 @@ import os
 import sys
 
 from .. import __version__
+from ..perf.timing import CLOCKS
 
 COMMANDS = ("check", "summary", "train", "bench")
 
@@ -29,6 +30,16 @@ def add_keep_freed_memory(p: argparse.ArgumentParser) -> None:
         default=True,
         help="keep freed memory in this process's heap (glibc mallopt) instead of faulting fresh "
         "pages in for every large tensor; see gpconv.perf.allocator",
+    )
+
+
+def add_clock_option(p: argparse.ArgumentParser) -> None:
+    """``--clock {wall,cpu}`` (default wall) for benchmark scripts; see ``perf.timing.CLOCKS``."""
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine)",
     )
 
 

@@ -178,6 +178,26 @@ def test_round_robin_interleaves_and_times_each_call_with_the_clock():
         timing.time_round_robin({"a": work("a")}, steps=0)
 
 
+def test_clock_option_offers_every_clock_and_rejects_others(capsys):
+    import argparse
+    import time
+
+    from gpconv.cli.main import add_clock_option
+
+    parser = argparse.ArgumentParser()
+    add_clock_option(parser)
+    assert parser.parse_args([]).clock == "wall"
+    for name in ("wall", "cpu"):
+        clock = timing.CLOCKS[parser.parse_args(["--clock", name]).clock]
+        start, give_up = clock(), time.perf_counter() + 10
+        while clock() - start < 0.01 and time.perf_counter() < give_up:
+            pass  # busy, so the CPU clock advances too
+        assert clock() - start >= 0.01, f"the {name} clock did not advance"
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--clock", "sundial"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args",
     [["--steps", "0"], ["--batch-size", "0"], ["--image-size", "4"], ["--skip-stride", "-2"]],
