@@ -2,14 +2,15 @@
 
 On the GPU kEffNet's step is slower than EfficientNet's in eager mode (docs/gpu.md): it launches
 about twice as many kernels (a second conv, BN, a channel shuffle and a residual add per
-kPointwise), each small. A fusing compiler removes exactly that: inductor can fold the shuffle into
-the neighbouring elementwise kernels and CUDA graphs ("reduce-overhead") remove launch gaps. This
-script measures whether it does, for the models as users build them (default ``impl`` and memory
-format), at 32x32 (skip_stride_cnt=3) batch 256, float32, SGD with momentum.
+kPointwise), each small. A fusing compiler could remove part of that: inductor can fold the
+shuffle into the neighbouring elementwise kernels, and CUDA graphs ("reduce-overhead") remove
+launch gaps. This script measures how much, for the models as users build them (default ``impl``
+and memory format), at 32x32 (skip_stride_cnt=3) batch 256, float32, SGD with momentum.
 
-Every variant is built and compiled first (compile time is reported), then all are timed
-round-robin between CUDA events (median of ``--rounds`` rounds of ``--steps`` steps each).
-Variants whose compile would start after ``--budget`` seconds are skipped and listed as such.
+Every variant is built and compiled first (compile and warm-up time is reported), then all are
+timed round-robin (``perf.timing.time_round_robin``; one sample is ``--steps`` steps ending in a
+device synchronisation; median of ``--rounds``). Variants whose compile would start after
+``--budget`` seconds are skipped and listed as such.
 
     python benchmarks/gpu/bench_torch_cuda_compile.py [--modes eager,default,reduce-overhead]
         [--rounds 5] [--budget 300] [--json out.json]
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
+from gpconv.perf.timing import time_round_robin
 
 MODELS = {
     "EfficientNet-B0": lambda: efficientnet_b0(10, skip_stride_cnt=3, seed=0),
@@ -92,15 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             steps[key] = step
             rows[key] = {"warmup_s": time.perf_counter() - start}
             print(f"{key}: built and warmed up in {rows[key]['warmup_s']:.1f} s", flush=True)
-    samples: dict[str, list[float]] = {key: [] for key in steps}
-    for _ in range(args.rounds):
-        for key, step in steps.items():
-            sync(args.device)
-            start = time.perf_counter()
+
+    def block(step: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
             for _ in range(args.steps):
                 step()
-            sync(args.device)
-            samples[key].append(1e3 * (time.perf_counter() - start) / args.steps)
+            sync(args.device)  # a sample ends when the device is done
+
+        return run
+
+    timings = time_round_robin({key: block(step) for key, step in steps.items()}, args.rounds, 0)
+    samples = {key: [1e3 * t / args.steps for t in tm.samples] for key, tm in timings.items()}
     base = {mode: f"EfficientNet-B0 | {mode}" for mode in modes}
     ref = statistics.median(samples[base[modes[0]]])
     print(f"\ntrain step, batch {args.batch}, 32x32 skip 3, {torch.__version__}, {args.device}")
