@@ -1,5 +1,6 @@
-"""Wall-clock timing: warm-up calls (tracing, allocator, caches), then the median of ``steps``;
-several candidates are timed round-robin so that they share the machine's good and bad minutes."""
+"""Timing by wall or CPU clock (``CLOCKS``): warm-up calls (tracing, allocator, caches), then
+the median of ``steps``; several candidates are timed round-robin so that they share the
+machine's good and bad minutes."""
 
 from __future__ import annotations
 
