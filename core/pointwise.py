@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from array_api_compat import device, is_numpy_array
 
 from ._validate import (
@@ -121,6 +122,21 @@ def _ungroup(xp: Any, a: Any) -> Any:
     return xp.reshape(xp.permute_dims(a, (1, 0, 2)), (b, groups * c))
 
 
+def _matmul_ungrouped(xp: Any, a: Any, b: Any, out: Any, rows: slice) -> None:
+    """``out[rows, :] = _ungroup(a @ b)`` for ``a (G, B, k)``, ``b (G, k, c)``, ``out (M, G*c)``.
+
+    NumPy writes group ``g``'s product straight into columns ``g*c ...`` of ``out`` (BLAS with
+    leading dimension ``G*c``): no temporary, and no transposing copy out of it, which took ~20%
+    of a grouped conv's forward + backward at 192->192, G=12. The array API has no ``out=``, so
+    other libraries take the temporary."""
+    if is_numpy_array(out):
+        groups, bsz, c = a.shape[0], a.shape[1], b.shape[2]
+        block = np.reshape(out[rows, :], (bsz, groups, c))  # a view: the rows are contiguous
+        np.matmul(a, b, out=np.transpose(block, (1, 0, 2)))
+    else:
+        out[rows, :] = _ungroup(xp, a @ b)
+
+
 def check_grouped_pointwise(
     x: Any, kernel: Any, bias: Any | None, groups: int | None
 ) -> tuple[Any, int]:
@@ -178,7 +194,7 @@ class GroupedPointwise:
         dtype = xp.result_type(x.dtype, kernel.dtype)
         y = xp.empty((x2.shape[0], cout), dtype=dtype, device=device(x))
         for rows in _row_blocks(x2, max(cin, cout), groups):
-            y[rows, :] = _ungroup(xp, _group(xp, x2[rows, :], groups) @ w)
+            _matmul_ungrouped(xp, _group(xp, x2[rows, :], groups), w, y, rows)
         y = xp.reshape(y, tuple(x.shape[:-1]) + (cout,))
         if bias is not None:
             y = y + bias
@@ -205,7 +221,7 @@ class GroupedPointwise:
         for rows in _row_blocks(x2, max(cin, cout), groups):
             dyg = _group(xp, dy2[rows, :], groups)  # (G, B, Co)
             dw = dw + xp.matrix_transpose(_group(xp, x2[rows, :], groups)) @ dyg  # (G, Ci, Co)
-            dx[rows, :] = _ungroup(xp, dyg @ xp.matrix_transpose(w))
+            _matmul_ungrouped(xp, dyg, xp.matrix_transpose(w), dx, rows)
         grads = {"kernel": xp.reshape(xp.permute_dims(dw, (1, 0, 2)), cache["kernel_shape"])}
         if cache["has_bias"]:
             grads["bias"] = xp.sum(dy2, axis=0)
