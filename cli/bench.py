@@ -15,7 +15,7 @@ import traceback
 from dataclasses import asdict
 
 from ..core.arch import MODELS
-from .main import UsageError, add_keep_freed_memory
+from .main import UsageError, add_compile_option, add_keep_freed_memory
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -66,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="CPU threads per framework (None: the framework's own choice)",
     )
     add_keep_freed_memory(p)
+    add_compile_option(p, "also time compiled train steps")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a bar chart (PNG)")
     p.set_defaults(func=run)
@@ -88,6 +89,8 @@ def _check(args: argparse.Namespace) -> None:
             )
     if args.skip_stride < -1:
         raise UsageError(f"Expected --skip-stride >= -1, received {args.skip_stride}")
+    if args.compile_step and args.op != "model":
+        raise UsageError(f"Expected --op model with --compile, received --op {args.op}")
 
 
 def _backends(requested: list[str] | None, op: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -136,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         args.steps,
         args.warmup,
         args.min_channels_per_group,
+        compile_step=args.compile_step,
     )
     for name in names:
         set_threads(name, args.threads)
@@ -155,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         models = list(dict.fromkeys(args.model or DEFAULT_MODELS))
         for name in names:
-            print(f"  measuring {name}: {', '.join(models)}, round-robin ...", flush=True)
+            how = "eager and compiled train steps, " if cfg.compiles(name) else ""
+            print(f"  measuring {name}: {', '.join(models)}, {how}round-robin ...", flush=True)
             try:
                 results += bench_models(name, models, cfg)
             except Exception as err:  # report and go on: one broken backend must not hide the rest

@@ -33,6 +33,19 @@ def add_keep_freed_memory(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_compile_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--compile`` (dest ``compile_step``) for the commands that run train steps; ``what`` says
+    what the flag does in that command."""
+    p.add_argument(
+        "--compile",
+        dest="compile_step",
+        action="store_true",
+        help=f"{what}: torch.compile (torch) or XLA jit_compile (tensorflow); measured faster "
+        "with torch on CUDA, slower on CPU (docs/train.md). Dropout masks then come from the "
+        "compiler's RNG and differ from an eager run's",
+    )
+
+
 def add_clock_option(p: argparse.ArgumentParser) -> None:
     """``--clock {wall,cpu}`` (default wall) for benchmark scripts; see ``perf.timing.CLOCKS``."""
     p.add_argument(

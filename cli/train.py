@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..core.arch import MODELS
-from .main import UsageError, add_keep_freed_memory
+from .main import UsageError, add_compile_option, add_keep_freed_memory
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -83,6 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="CPU threads for the framework (None: its own choice)",
     )
     add_keep_freed_memory(p)
+    add_compile_option(p, "compile the train step")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
     return p
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         threads=args.threads,
         keep_freed_memory=args.keep_freed_memory,
+        compile_step=args.compile_step,
     )
     try:
         # Validate before joining a process group so a bad command fails fast in every process.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..core.arch import by_name
-from ..train.frameworks import OptimConfig, create
+from ..train.frameworks import COMPILABLE, OptimConfig, create
 from .timing import time_round_robin
 
 DEFAULT_MODELS = ("efficientnet-b0", "kefficientnet-b0")
@@ -25,7 +25,9 @@ DEFAULT_BACKENDS = ("torch", "tensorflow", "cupy")
 @dataclass(frozen=True)
 class ModelBenchConfig:
     """What to measure: square ``image_size`` images, ``batch_size`` per step, ``steps`` timed
-    rounds after ``warmup`` untimed calls of each model (median reported)."""
+    rounds after ``warmup`` untimed calls of each model (median reported); with
+    ``compile_step``, train steps of backends with a compiler are also timed compiled (see
+    ``train.frameworks.create``; compilation happens in the warm-up)."""
 
     image_size: int = 32
     skip_stride: int = 3
@@ -35,68 +37,90 @@ class ModelBenchConfig:
     min_channels_per_group: int = 16
     num_classes: int = 10
     seed: int = 0
+    compile_step: bool = False
+
+    def compiles(self, backend: str) -> bool:
+        """Whether ``backend``'s train steps are also timed compiled."""
+        return self.compile_step and backend in COMPILABLE
+
+
+def setup(row: dict[str, Any]) -> str:
+    """How a result row's steps ran, as the command-line options say it: ``"torch"`` or
+    ``"torch --compile"``."""
+    return row["backend"] + (" --compile" if row.get("compiled") else "")
 
 
 def bench_models(
     backend: str, models: Sequence[str], cfg: ModelBenchConfig
 ) -> list[dict[str, Any]]:
-    """One result row per model: the architecture's size and cost, and the measured speeds.
+    """One result row per model and step mode (eager; also compiled if ``cfg.compiles``):
+    the architecture's size and cost, and the measured speeds.
 
     All models of the backend are built first, then timed round-robin: forward passes in rounds
-    of one per model, then train steps likewise. So the kEffNet/EfficientNet ratios compare calls
-    made in the same minutes of a shared machine rather than in consecutive ones."""
+    of one per model, then train steps likewise. So the kEffNet/EfficientNet ratios (and eager
+    vs compiled) compare calls made in the same minutes of a shared machine rather than in
+    consecutive ones. ``predict`` runs eagerly in either mode, so it is timed once per model."""
     archs = {
         m: by_name(m, cfg.num_classes, cfg.min_channels_per_group, cfg.skip_stride) for m in models
     }
+    modes = (False, True) if cfg.compiles(backend) else (False,)
     fws = {
-        m: create(backend, arch, OptimConfig("sgd", 1e-3), cfg.seed) for m, arch in archs.items()
+        (m, compiled): create(
+            backend, archs[m], OptimConfig("sgd", 1e-3), cfg.seed, compile_step=compiled
+        )
+        for compiled in modes
+        for m in models
     }
     rng = np.random.default_rng(cfg.seed)
     x = rng.standard_normal((cfg.batch_size, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
     y = rng.integers(0, cfg.num_classes, cfg.batch_size)
     forward = time_round_robin(
-        {m: partial(fw.predict, x) for m, fw in fws.items()}, cfg.steps, cfg.warmup
+        {m: partial(fws[(m, False)].predict, x) for m in archs}, cfg.steps, cfg.warmup
     )
     train = time_round_robin(
-        {m: partial(fw.train_step, x, y) for m, fw in fws.items()}, cfg.steps, cfg.warmup
+        {key: partial(fw.train_step, x, y) for key, fw in fws.items()}, cfg.steps, cfg.warmup
     )
     rows = []
-    for model, arch in archs.items():
+    for model, compiled in fws:
+        arch = archs[model]
         trainable, non_trainable = arch.param_count()
+        fwd, step = forward[model], train[(model, compiled)]
         rows.append(
             {
                 "backend": backend,
+                "compiled": compiled,
                 "model": model,
                 "arch": arch.name,
                 "params_trainable": trainable,
                 "params_non_trainable": non_trainable,
                 "macs_per_image": arch.macs(cfg.image_size),
-                "forward_ms": forward[model].ms,
-                "forward_images_per_s": cfg.batch_size / forward[model].median,
-                "train_step_ms": train[model].ms,
-                "train_images_per_s": cfg.batch_size / train[model].median,
-                "forward_timing": forward[model].as_dict(),
-                "train_timing": train[model].as_dict(),
+                "forward_ms": fwd.ms,
+                "forward_images_per_s": cfg.batch_size / fwd.median,
+                "train_step_ms": step.ms,
+                "train_images_per_s": cfg.batch_size / step.median,
+                "forward_timing": fwd.as_dict(),
+                "train_timing": step.as_dict(),
             }
         )
     return rows
 
 
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per backend and variant, kEffNet / EfficientNet for every measured kEffNet: parameter and
-    MAC ratios from the architectures, speed ratios from this run's measurements
+    """Per backend and step mode, kEffNet / EfficientNet for every measured kEffNet: parameter
+    and MAC ratios from the architectures, speed ratios from this run's measurements
     (``train_step_ratio < 1``: kEffNet trains faster; ``forward_speed_ratio > 1``: kEffNet
     infers faster)."""
     out = []
-    by_key = {(r["backend"], r["model"]): r for r in results}
+    by_key = {(setup(r), r["model"]): r for r in results}
     for r in results:
         family, _, variant = r["model"].partition("-")
-        if family != "kefficientnet" or (r["backend"], f"efficientnet-{variant}") not in by_key:
+        e = by_key.get((setup(r), f"efficientnet-{variant}"))
+        if family != "kefficientnet" or e is None:
             continue
-        e = by_key[(r["backend"], f"efficientnet-{variant}")]
         out.append(
             {
                 "backend": r["backend"],
+                "compiled": r.get("compiled", False),
                 "kefficientnet": r["arch"],
                 "efficientnet": e["arch"],
                 "params_ratio": r["params_trainable"] / e["params_trainable"],
@@ -109,14 +133,16 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def recommend(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per model, the backend with the shortest train step (and its margin over the next)."""
+    """Per model, the backend and step mode with the shortest train step (and its margin over the
+    next)."""
     best: dict[str, dict[str, Any]] = {}
     for model in dict.fromkeys(r["model"] for r in results):
         rows = sorted((r for r in results if r["model"] == model), key=lambda r: r["train_step_ms"])
         best[model] = {
             "backend": rows[0]["backend"],
+            "compiled": rows[0].get("compiled", False),
             "train_step_ms": rows[0]["train_step_ms"],
-            "runner_up": rows[1]["backend"] if len(rows) > 1 else None,
+            "runner_up": setup(rows[1]) if len(rows) > 1 else None,
             "speedup_over_runner_up": rows[1]["train_step_ms"] / rows[0]["train_step_ms"]
             if len(rows) > 1
             else None,

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from .machine import one_line
+from .models import setup
 
 FORMAT = "gpconv-bench/1"
 
@@ -50,13 +51,13 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
 
 def model_table(results: list[dict[str, Any]]) -> str:
     head = (
-        f"{'backend':<11} {'model':<22} {'params':>10} {'MMACs/img':>10} {'fwd img/s':>10} "
+        f"{'backend':<20} {'model':<22} {'params':>10} {'MMACs/img':>10} {'fwd img/s':>10} "
         f"{'train ms':>10} {'train img/s':>11}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
-            f"{r['backend']:<11} {r['arch']:<22} {r['params_trainable']:>10,} "
+            f"{setup(r):<20} {r['arch']:<22} {r['params_trainable']:>10,} "
             f"{r['macs_per_image'] / 1e6:>10.1f} {r['forward_images_per_s']:>10.1f} "
             f"{r['train_step_ms']:>10.1f} {r['train_images_per_s']:>11.1f}"
         )
@@ -65,7 +66,7 @@ def model_table(results: list[dict[str, Any]]) -> str:
 
 def ratio_lines(ratios: list[dict[str, Any]]) -> list[str]:
     return [
-        f"{r['backend']}: {r['kefficientnet']} / {r['efficientnet']}: "
+        f"{setup(r)}: {r['kefficientnet']} / {r['efficientnet']}: "
         f"params x{r['params_ratio']:.3f}, "
         f"MACs x{r['macs_ratio']:.3f}, train-step time x{r['train_step_ratio']:.2f} "
         f"({'faster' if r['train_step_ratio'] < 1 else 'slower'}), forward speed "
@@ -83,7 +84,7 @@ def recommendation_lines(best: dict[str, Any], machine: dict[str, Any]) -> list[
             else " (the only backend measured)"
         )
         lines.append(
-            f"Recommendation: train {model} with --backend {b['backend']} on this machine "
+            f"Recommendation: train {model} with --backend {setup(b)} on this machine "
             f"({one_line(machine)}): {b['train_step_ms']:.0f} ms/step{margin}"
         )
     return lines
@@ -126,7 +127,7 @@ def plot_models(path: str, results: list[dict[str, Any]], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    backends = list(dict.fromkeys(r["backend"] for r in results))
+    backends = list(dict.fromkeys(setup(r) for r in results))
     models = list(dict.fromkeys(r["arch"] for r in results))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     width = 0.8 / max(1, len(models))
@@ -136,7 +137,7 @@ def plot_models(path: str, results: list[dict[str, Any]], title: str) -> None:
     ):
         for i, model in enumerate(models):
             values = [
-                next((r[key] for r in results if r["backend"] == b and r["arch"] == model), 0)
+                next((r[key] for r in results if setup(r) == b and r["arch"] == model), 0)
                 for b in backends
             ]
             ax.bar([j + i * width for j in range(len(backends))], values, width, label=model)

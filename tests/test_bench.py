@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from gpconv.cli.main import main
-from gpconv.perf import models, pointwise, timing
+from gpconv.perf import models, pointwise, report, timing
 
 TINY = [
     "--image-size",
@@ -130,6 +131,16 @@ def test_ratios_and_recommendation_from_rows():
     )
     assert best["kefficientnet-b0"]["speedup_over_runner_up"] == pytest.approx(80 / 25)
 
+    # A compiled torch step is its own setup: its own ratio, and it can win the recommendation.
+    compiled = [dict(r, compiled=True, train_step_ms=r["train_step_ms"] / 2) for r in rows[:2]]
+    found = {models.setup(r): r for r in models.ratios(rows + compiled)}
+    assert set(found) == {"torch", "torch --compile", "tensorflow"}
+    assert found["torch --compile"]["train_step_ratio"] == 0.5
+    best = models.recommend(rows + compiled)["kefficientnet-b0"]
+    assert (best["backend"], best["compiled"], best["runner_up"]) == ("torch", True, "torch")
+    line = report.recommendation_lines({"kefficientnet-b0": best}, {"cpus": 2, "cpu": "x"})[0]
+    assert "--backend torch --compile on this machine" in line
+
 
 def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
     calls = []
@@ -144,13 +155,37 @@ def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
         def train_step(self, x, y):
             calls.append(("train", self.name))
 
-    monkeypatch.setattr(models, "create", lambda backend, arch, optim, seed: Recorder(arch.name))
+    def create(backend, arch, optim, seed, compile_step=False):
+        return Recorder(arch.name + (" compiled" if compile_step else ""))
+
+    monkeypatch.setattr(models, "create", create)
     cfg = models.ModelBenchConfig(image_size=8, skip_stride=0, batch_size=2, steps=2, warmup=1)
     rows = models.bench_models("numpy", ["efficientnet-b0", "kefficientnet-b0"], cfg)
     e, k = (r["arch"] for r in rows)
     assert [r["model"] for r in rows] == ["efficientnet-b0", "kefficientnet-b0"]
     assert calls == [("predict", e), ("predict", k)] * 3 + [("train", e), ("train", k)] * 3
     assert all(len(r["train_timing"]["samples_ms"]) == 2 for r in rows)
+
+    # --compile: compiled train steps join the same rounds; predict (eager in both) runs once per
+    # model; a backend without a compiler is timed eager only.
+    calls.clear()
+    cfg = replace(cfg, compile_step=True)
+    assert len(models.bench_models("numpy", ["efficientnet-b0"], cfg)) == 1
+    calls.clear()
+    rows = models.bench_models("torch", ["efficientnet-b0", "kefficientnet-b0"], cfg)
+    ec, kc = f"{e} compiled", f"{k} compiled"
+    assert calls == [("predict", e), ("predict", k)] * 3 + [
+        ("train", e), ("train", k), ("train", ec), ("train", kc)
+    ] * 3  # fmt: skip
+    assert [(models.setup(r), r["model"]) for r in rows] == [
+        ("torch", "efficientnet-b0"),
+        ("torch", "kefficientnet-b0"),
+        ("torch --compile", "efficientnet-b0"),
+        ("torch --compile", "kefficientnet-b0"),
+    ]
+    assert rows[2]["forward_timing"] == rows[0]["forward_timing"]
+    found = models.ratios(rows)
+    assert [(r["backend"], r["compiled"]) for r in found] == [("torch", False), ("torch", True)]
 
 
 def test_round_robin_interleaves_and_times_each_call_with_the_clock():
@@ -200,7 +235,13 @@ def test_clock_option_offers_every_clock_and_rejects_others(capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [["--steps", "0"], ["--batch-size", "0"], ["--image-size", "4"], ["--skip-stride", "-2"]],
+    [
+        ["--steps", "0"],
+        ["--batch-size", "0"],
+        ["--image-size", "4"],
+        ["--skip-stride", "-2"],
+        ["--op", "pointwise", "--compile"],
+    ],
 )
 def test_bench_bad_values_exit_2(args, capsys):
     assert main(["bench", "--backend", "numpy", *args]) == 2

@@ -19,12 +19,14 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import tiny_architecture
 
 from gpconv.cli.main import main
-from gpconv.core.arch import by_name
+from gpconv.core.arch import by_name, without_dropout
 from gpconv.core.params import init_params, load_params
 from gpconv.train import checkpoint, data, sampling
-from gpconv.train.run import RunConfig
+from gpconv.train.frameworks import OptimConfig, create
+from gpconv.train.run import RunConfig, identity_diff
 
 NUMPY_TINY = [
     "--backend",
@@ -409,6 +411,7 @@ def test_argparse_rejects_unknown_choices(args, tmp_path, capsys):
         (["--data", "cifar10"], "--data digits, cifar10=DIR or folder=DIR"),
         (["--data", "cifar10=/no/such/dir"], "/no/such/dir"),
         (["--batch-size", "1000"], "exceeds the 48 training images"),
+        (["--compile"], "Expected --backend in ('torch', 'tensorflow') with --compile"),
     ],
 )
 def test_bad_values_exit_2_and_write_nothing(extra, message, tmp_path, capsys):
@@ -454,6 +457,56 @@ def test_run_config_identity_ignores_epochs_and_m_for_efficientnet():
     b = RunConfig("torch", "efficientnet-b0", "x", epochs=9, min_channels_per_group=32).identity()
     assert a == b and a["lr"] == 0.05
     assert RunConfig("torch", "kefficientnet-b0", "x", optimizer="adam").identity()["lr"] == 1e-3
+
+
+def test_compiling_is_part_of_a_runs_identity_and_absent_means_eager():
+    eager = RunConfig("torch", "efficientnet-b0", "x").identity()
+    compiled = RunConfig("torch", "efficientnet-b0", "x", compile_step=True).identity()
+    assert identity_diff(eager, compiled) == ["compile_step: run has False, requested True"]
+    older = {k: v for k, v in eager.items() if k != "compile_step"}  # run.json before --compile
+    assert identity_diff(older, eager) == []
+    assert identity_diff(older, compiled) == ["compile_step: run has False, requested True"]
+
+
+def test_only_frameworks_with_a_compiler_compile():
+    arch = by_name("kefficientnet-b0", 10, 16, 3)
+    for backend in ("numpy", "cupy"):
+        with pytest.raises(ValueError, match=r"compiler \('torch', 'tensorflow'\).*'" + backend):
+            create(backend, arch, OptimConfig(), compile_step=True)
+
+
+def was_compiled(fw) -> bool:
+    if fw.name == "torch":
+        import torch
+
+        return isinstance(fw.model, torch._dynamo.eval_frame.OptimizedModule)
+    return fw._step._jit_compile  # the train step's tf.function
+
+
+# Dropout draws from the compiler's own RNG, so compiled and eager steps are compared without it.
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_compiled_train_steps_equal_eager_ones(backend):
+    pytest.importorskip(backend)
+    arch = without_dropout(tiny_architecture(skip_stride_cnt=1))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 9, 9, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0])
+    runs = {}
+    for compiled in (False, True):
+        fw = create(backend, arch, OptimConfig("sgd", 0.1), seed=0, compile_step=compiled)
+        steps = [fw.train_step(x, labels) for _ in range(2)]
+        runs[compiled] = steps, fw.export_params(), fw.predict(x)
+        assert was_compiled(fw) == compiled
+    (eager_steps, eager_params, eager_pred), (steps, params, pred) = runs[False], runs[True]
+    for (loss, logits), (eager_loss, eager_logits) in zip(steps, eager_steps, strict=True):
+        assert loss == pytest.approx(eager_loss, rel=1e-4)  # DESIGN.md §4's network bound:
+        logit_atol = 1e-3 * max(1.0, np.abs(eager_logits).max())
+        np.testing.assert_allclose(logits, eager_logits, rtol=0, atol=logit_atol)
+    assert params.keys() == eager_params.keys()
+    for name, value in params.items():  # after two updates, moving statistics included
+        np.testing.assert_allclose(value, eager_params[name], rtol=1e-3, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(pred, eager_pred, rtol=0, atol=1e-3 * max(1.0, np.abs(pred).max()))
 
 
 # --- torch ---------------------------------------------------------------------------------------

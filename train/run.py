@@ -29,7 +29,7 @@ from ..perf.machine import describe
 from . import checkpoint, metrics
 from .data import DataError, Dataset, load
 from .distributed import Dist
-from .frameworks import FRAMEWORKS, Framework, OptimConfig, create, set_threads
+from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
 from .loop import LoopConfig, fit
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
@@ -50,7 +50,10 @@ IDENTITY = (
     "augment",
     "no_dropout",
     "limit",
+    "compile_step",
 )
+# Identity fields added after runs were first written, with the value an older run.json implies.
+IDENTITY_DEFAULTS = {"compile_step": False}
 
 
 class ConfigError(ValueError):
@@ -83,6 +86,7 @@ class RunConfig:
     progress: bool = True
     threads: int | None = None
     keep_freed_memory: bool = False  # gpconv.perf.allocator; `gpconv train` turns it on
+    compile_step: bool = False
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -117,6 +121,10 @@ class RunConfig:
             raise ConfigError(f"Expected --lr > 0, received {self.lr}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"Expected --threads >= 1, received {self.threads}")
+        if self.compile_step and self.backend not in COMPILABLE:
+            raise ConfigError(
+                f"Expected --backend in {COMPILABLE} with --compile, received {self.backend!r}"
+            )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"Expected --limit >= 1, received {self.limit}")
         try:
@@ -160,6 +168,7 @@ def _read_json(path: str) -> dict[str, Any]:
 
 def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Human-readable differences between a stored run identity and the requested one."""
+    stored = {**IDENTITY_DEFAULTS, **stored}
     return [
         f"{k}: run has {stored.get(k)!r}, requested {wanted.get(k)!r}"
         for k in IDENTITY
@@ -373,6 +382,7 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
         OptimConfig(cfg.optimizer, cfg.lr),
         cfg.seed,
         dist,
+        cfg.compile_step,
         **({"sync_bn": cfg.sync_bn} if cfg.backend == "torch" else {}),
     )
     history: list[dict] = []

@@ -9,6 +9,8 @@ from ..distributed import Dist
 from .base import Framework, OptimConfig, softmax_cross_entropy
 
 FRAMEWORKS = ("numpy", "torch", "tensorflow", "cupy")
+# Frameworks with a graph compiler for the train step (torch.compile; XLA via jit_compile).
+COMPILABLE = ("torch", "tensorflow")
 
 
 def create(
@@ -17,12 +19,19 @@ def create(
     optim: OptimConfig,
     seed: int = 0,
     dist: Dist | None = None,
+    compile_step: bool = False,
     **options: Any,
 ) -> Framework:
     """A ``Framework`` for ``backend`` with a fresh model (``core.params.init_params(arch, seed)``:
-    the same initial weights in every framework). ``options`` go to the framework (torch:
-    ``sync_bn``, ``device``)."""
+    the same initial weights in every framework). ``compile_step``: run the train step through
+    the framework's compiler (only for ``COMPILABLE`` backends). ``options`` go to the framework
+    (torch: ``sync_bn``, ``device``)."""
     dist = dist or Dist()
+    if compile_step and backend not in COMPILABLE:
+        raise ValueError(
+            f"Expected a backend with a compiler {COMPILABLE} for compile_step=True, "
+            f"received backend={backend!r}"
+        )
     if backend == "numpy":
         from .numpy_fw import NumpyFramework
 
@@ -34,11 +43,11 @@ def create(
     if backend == "torch":
         from .torch_fw import TorchFramework
 
-        return TorchFramework(arch, optim, seed, dist, **options)
+        return TorchFramework(arch, optim, seed, dist, compile_step=compile_step, **options)
     if backend == "tensorflow":
         from .tensorflow_fw import TensorflowFramework
 
-        return TensorflowFramework(arch, optim, seed, dist)
+        return TensorflowFramework(arch, optim, seed, dist, compile_step=compile_step)
     raise ValueError(f"Expected backend in {FRAMEWORKS}, received backend={backend!r}")
 
 
@@ -62,6 +71,7 @@ def set_threads(backend: str, threads: int | None) -> None:
 
 
 __all__ = [
+    "COMPILABLE",
     "FRAMEWORKS",
     "Framework",
     "OptimConfig",

@@ -31,11 +31,22 @@ def make_optimizer(cfg: OptimConfig) -> Any:
 
 
 class TensorflowFramework:
-    """``gpconv.backends.get("tensorflow").build(arch)`` trained with a Keras optimiser."""
+    """``gpconv.backends.get("tensorflow").build(arch)`` trained with a Keras optimiser.
+
+    ``compile_step``: the train step is compiled by XLA (``tf.function(jit_compile=True)``);
+    ``predict`` stays a plain ``tf.function``.
+    """
 
     name = "tensorflow"
 
-    def __init__(self, arch: Architecture, optim: OptimConfig, seed: int, dist: Dist) -> None:
+    def __init__(
+        self,
+        arch: Architecture,
+        optim: OptimConfig,
+        seed: int,
+        dist: Dist,
+        compile_step: bool = False,
+    ) -> None:
         import tensorflow as tf
 
         if dist.world > 1:
@@ -48,7 +59,7 @@ class TensorflowFramework:
         self.opt.build(self.model.trainable_variables)
         model, opt = self.model, self.opt
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=compile_step)
         def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)

@@ -43,7 +43,10 @@ class TorchFramework:
 
     ``sync_bn`` (DDP only): normalise with statistics over the global batch, which makes an
     N-process run match a one-process run with the same global batch. ``device``: default
-    CUDA when available (the process group's under DDP), else the CPU.
+    CUDA when available (the process group's under DDP), else the CPU. ``compile_step``: the
+    train step's forward and backward run through ``torch.compile`` (default mode; the first
+    step compiles, and a new batch shape recompiles); the optimiser update and ``predict`` stay
+    eager.
     """
 
     name = "torch"
@@ -56,6 +59,7 @@ class TorchFramework:
         dist: Dist,
         sync_bn: bool = True,
         device: str | None = None,
+        compile_step: bool = False,
     ) -> None:
         self.arch, self.dist = arch, dist
         self.backend = backends.get("torch")
@@ -76,6 +80,8 @@ class TorchFramework:
                 self.net.to(memory_format=torch.channels_last)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.net, device_ids=ids)
+        if compile_step:
+            self.model = torch.compile(self.model)
         self.opt = make_optimizer(self.net.parameters(), optim)
 
     def _images(self, x: np.ndarray) -> torch.Tensor:
