@@ -9,6 +9,7 @@ its arguments, e.g. ``Conv2D.backward dkernel rel err 3e-04 > 1e-06 [stride=2, p
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,9 @@ from gpconv.core.ops import SoftmaxCrossEntropy
 from gpconv.core.pointwise import KPointwiseSpec
 
 # Central differences in float64: truncation ~eps^2, round-off ~1e-16/eps, so 1e-6 leaves room.
+# Where gpconv.perf.allocator can apply its setting (glibc's mallopt); elsewhere it only reports.
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
 FD_EPS = 1e-6
 FD_TOL = 1e-6
 # Inputs up to this many elements get a full central-difference gradient; larger ones are checked

@@ -4,11 +4,11 @@ in fresh pages. Checked in subprocesses because the setting is process-wide."""
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 
 import pytest
+from helpers import GLIBC
 
 from gpconv.cli.main import main
 
@@ -42,7 +42,7 @@ def probe(mode: str) -> dict:
 
 
 glibc_only = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    not GLIBC,
     reason="the setting is glibc's mallopt; elsewhere keep_freed_memory() only reports",
 )
 
