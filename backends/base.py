@@ -43,7 +43,8 @@ class Backend:
         raise NotImplementedError
 
     def export_params(self, model: Any) -> dict[str, np.ndarray]:
-        """Every parameter (trainable and moving statistics) in canonical names and layouts."""
+        """Every parameter (trainable and moving statistics) in canonical names and layouts, as
+        copies: the export must not change when the model does."""
         raise NotImplementedError
 
     def forward(self, model: Any, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:

@@ -161,7 +161,8 @@ def _models(full: bool) -> tuple:
 
 
 def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
-    """Parameter counts as the framework counts them, and a bit-exact exchange round trip."""
+    """Parameter counts as the framework counts them, a bit-exact exchange round trip, and
+    exports that stay as they were when the model changes."""
     rows = []
     for model, m in _models(full):
         label = C.network_label(model, m)
@@ -198,6 +199,11 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
             if missing:
                 cmp = Comparison(float("inf"), 0.0, f"names differ: {missing[:5]}")
             out.append(_result(backend, "param round trip", name, label, cmp))
+            # An export is a snapshot: arrays that view the model's memory would change with it.
+            snapshot = {k: np.array(v) for k, v in exported.items()}
+            backend.load_params(native, {k: np.asarray(v) + 1 for k, v in case["params"].items()})
+            name, cmp = worst({k: allclose(exported[k], v, 0.0, 0.0) for k, v in snapshot.items()})
+            out.append(_result(backend, "param export is a copy", name, label, cmp))
             return out
 
         rows += guarded(backend, "params", "model", label, run)

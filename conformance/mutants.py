@@ -72,6 +72,22 @@ class MutantBackend(NumpyBackend):
             return pointwise.interleave(np.asarray(a[0]), *a[1:], **k)
 
 
+class AliasedExportBackend(NumpyBackend):
+    """Loads parameters into the model's existing arrays, as frameworks do, and exports those
+    arrays themselves: the ``tensor.numpy()`` trap, where an export changes as the model trains."""
+
+    name = "mutant-aliased-export"
+
+    def load_params(self, model: ReferenceModel, params: Any) -> None:
+        if not model.params:
+            return super().load_params(model, params)
+        for k, v in params.items():
+            np.copyto(model.params[k], v)
+
+    def export_params(self, model: ReferenceModel) -> dict[str, np.ndarray]:
+        return dict(model.params)
+
+
 def _transposed_interleave() -> list[Patch]:
     return [(pointwise, "interleave", pointwise.deinterleave)]
 
@@ -141,6 +157,7 @@ SYMMETRIC_PADDING = MutantBackend("mutant-symmetric-padding", _symmetric_padding
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
+ALIASED_EXPORT = AliasedExportBackend()
 
 ALL = (
     INTERLEAVE_TRANSPOSED,
@@ -150,4 +167,5 @@ ALL = (
     RESIDUAL_ON_INTERLEAVED,
     TOP_ACTIVATION,
     FLOAT16,
+    ALIASED_EXPORT,
 )

@@ -15,6 +15,7 @@ from gpconv.conformance.checks import (
     check_interleave,
     check_kpointwise,
     check_network,
+    check_params,
     compare_kpointwise,
 )
 from gpconv.conformance.runner import run
@@ -92,6 +93,13 @@ def test_top_activation_is_traced_to_the_top_of_kefficientnet_only():
 def test_float16_accumulation_is_caught():
     bad = failing(check_kpointwise(mutants.FLOAT16))
     assert {"kpointwise forward", "kpointwise backward"} <= {r.check for r in bad}, describe(bad)
+
+
+def test_exports_that_view_the_models_memory_are_caught():
+    rows = check_params(mutants.ALIASED_EXPORT)
+    bad = failing(rows)
+    assert bad and {r.check for r in bad} == {"param export is a copy"}, describe(bad)
+    assert not failing(check_params(get("numpy")))
 
 
 def test_golden_files_verify_and_match_the_live_reference(tmp_path):

@@ -94,7 +94,9 @@ def copy_into(module: nn.Module, native: Mapping[str, np.ndarray], keys: Mapping
 def read_from(
     module: nn.Module, names: Iterable[str], keys: Mapping[str, str], grads: bool = False
 ) -> dict[str, np.ndarray]:
-    """Tensors (or, with ``grads``, their ``.grad``) of ``module`` as canonical NumPy arrays."""
+    """Tensors (or, with ``grads``, their ``.grad``) of ``module`` as canonical NumPy arrays:
+    copies, never views of the module's memory (``.numpy()`` of a CPU tensor shares it, so an
+    export would otherwise change as the model trains on)."""
     tensors = _tensors(module)
     out = {}
     for name in names:
@@ -102,7 +104,7 @@ def read_from(
         if grads:
             t = t.grad if t.grad is not None else torch.zeros_like(t)
         out[name] = t.detach().cpu().numpy()
-    return {k: np.ascontiguousarray(v) for k, v in convert(out, FROM_TORCH).items()}
+    return {k: np.array(v, order="C") for k, v in convert(out, FROM_TORCH).items()}
 
 
 def load_params(model: nn.Module, canonical: Mapping[str, Any]) -> None:
