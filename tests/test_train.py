@@ -489,6 +489,7 @@ def test_compiled_train_steps_equal_eager_ones(backend):
     arch = without_dropout(tiny_architecture(skip_stride_cnt=1))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 9, 9, 3)).astype(np.float32)
+    other_size = rng.standard_normal((2, 12, 12, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 0])
     runs = {}
     for compiled in (False, True):
@@ -496,6 +497,8 @@ def test_compiled_train_steps_equal_eager_ones(backend):
         steps = [fw.train_step(x, labels) for _ in range(2)]
         runs[compiled] = steps, fw.export_params(), fw.predict(x)
         assert was_compiled(fw) == compiled
+        # Images of another size compile again (with dynamic shapes, torch 2.13 crashed here).
+        assert np.isfinite(fw.train_step(other_size, labels[:2])[0])
     (eager_steps, eager_params, eager_pred), (steps, params, pred) = runs[False], runs[True]
     for (loss, logits), (eager_loss, eager_logits) in zip(steps, eager_steps, strict=True):
         assert loss == pytest.approx(eager_loss, rel=1e-4)  # DESIGN.md §4's network bound:

@@ -44,9 +44,9 @@ class TorchFramework:
     ``sync_bn`` (DDP only): normalise with statistics over the global batch, which makes an
     N-process run match a one-process run with the same global batch. ``device``: default
     CUDA when available (the process group's under DDP), else the CPU. ``compile_step``: the
-    train step's forward and backward run through ``torch.compile`` (default mode; the first
-    step compiles, and a new batch shape recompiles); the optimiser update and ``predict`` stay
-    eager.
+    train step's forward and backward run through ``torch.compile`` (default mode, static
+    shapes: the first step compiles, and a batch of a new shape compiles again); the optimiser
+    update and ``predict`` stay eager.
     """
 
     name = "torch"
@@ -81,7 +81,10 @@ class TorchFramework:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.net, device_ids=ids)
         if compile_step:
-            self.model = torch.compile(self.model)
+            # Static shapes: after a second input shape dynamo would otherwise retrace the model
+            # with symbolic sizes, which inductor 2.13 failed to lower ("cannot determine truth
+            # value of Relational"). Training sees one batch shape anyway.
+            self.model = torch.compile(self.model, dynamic=False)
         self.opt = make_optimizer(self.net.parameters(), optim)
 
     def _images(self, x: np.ndarray) -> torch.Tensor:
