@@ -159,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         models = list(dict.fromkeys(args.model or DEFAULT_MODELS))
         for name in names:
-            how = "eager and compiled train steps, " if cfg.compiles(name) else ""
+            how = ""
+            if args.compile_step:
+                how = "eager and compiled" if cfg.compiles(name) else "eager (no compiler)"
+                how += " train steps, "
             print(f"  measuring {name}: {', '.join(models)}, {how}round-robin ...", flush=True)
             try:
                 results += bench_models(name, models, cfg)

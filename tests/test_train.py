@@ -513,6 +513,19 @@ def test_compiled_train_steps_equal_eager_ones(backend):
 # --- torch ---------------------------------------------------------------------------------------
 
 
+def test_torch_exports_are_snapshots():
+    pytest.importorskip("torch")
+    fw = create("torch", without_dropout(tiny_architecture()), OptimConfig("sgd", 0.1), seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 9, 9, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0])
+    fw.train_step(x, labels)
+    params, (slots, _) = fw.export_params(), fw.optimizer_state()
+    before = {k: v.copy() for k, v in {**params, **slots}.items()}
+    fw.train_step(x, labels)  # updates parameters and momentum buffers in place
+    moved = [k for k, v in {**params, **slots}.items() if not np.array_equal(v, before[k])]
+    assert not moved, f"exports changed with the model: {moved[:5]}"
+
+
 def test_torch_resume_equals_uninterrupted(tmp_path):
     pytest.importorskip("torch")
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")

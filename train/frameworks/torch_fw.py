@@ -129,8 +129,8 @@ class TorchFramework:
         arrays, scalars = {}, {}
         for idx, slots in sd["state"].items():
             for key, value in slots.items():
-                if torch.is_tensor(value):
-                    arrays[f"state/{idx}/{key}"] = value.detach().cpu().numpy()
+                if torch.is_tensor(value):  # a copy: .numpy() of a CPU tensor shares its memory
+                    arrays[f"state/{idx}/{key}"] = value.detach().cpu().numpy().copy()
                 else:
                     scalars[f"{idx}/{key}"] = value
         return arrays, {"param_groups": sd["param_groups"], "scalars": scalars}
