@@ -89,6 +89,7 @@ def bench_models(
             {
                 "backend": backend,
                 "compiled": compiled,
+                "device": fws[(model, compiled)].device_label,
                 "model": model,
                 "arch": arch.name,
                 "params_trainable": trainable,
@@ -141,6 +142,7 @@ def recommend(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         best[model] = {
             "backend": rows[0]["backend"],
             "compiled": rows[0].get("compiled", False),
+            "device": rows[0].get("device", "cpu"),
             "train_step_ms": rows[0]["train_step_ms"],
             "runner_up": setup(rows[1]) if len(rows) > 1 else None,
             "speedup_over_runner_up": rows[1]["train_step_ms"] / rows[0]["train_step_ms"]

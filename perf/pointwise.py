@@ -7,7 +7,8 @@ Implementations per backend (what the backends expose):
 * numpy: ``core.pointwise.GroupedPointwise`` (one batched matmul over groups) vs the same product
   as one dense matmul with a block-diagonal kernel;
 * torch: ``backends.torch.pointwise.IMPLS`` (``conv``, ``channels_last``, ``matmul``, ``einsum``),
-  each on an NCHW-contiguous and a channels_last input; the model's default is marked;
+  each on an NCHW-contiguous and a channels_last input, on the device ``gpconv train`` would use
+  (CUDA when present); the model's default for that device is marked;
 * cupy: the fused kernel writing ``interleave(conv(x))`` (``backends/cupy/fused.py``) vs core's
   cuBLAS batched matmul plus a separate interleave pass (the ungrouped conv is one cuBLAS matmul);
 * tensorflow: ``backends.tensorflow.grouped.IMPLEMENTATIONS`` (``conv``, ``matmul``, ``einsum``,
@@ -110,31 +111,37 @@ def numpy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
 def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
     import torch
 
+    from ..backends.torch.model import default_channels_last
     from ..backends.torch.pointwise import IMPLS, GroupedPointwise2d, auto_impl
+    from ..train.distributed import Dist
+    from ..train.frameworks.torch_fw import default_device
 
     torch.manual_seed(0)
     formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
     def timed(groups: int, impl: str, fmt: str) -> Callable[[], Any]:
-        layer = GroupedPointwise2d(case.cin, case.cout, groups, impl=impl)
-        x = torch.randn(case.batch, case.cin, case.hw, case.hw).contiguous(
-            memory_format=formats[fmt]
-        )
-        x.requires_grad_(True)
-        dy = torch.randn(case.batch, case.cout, case.hw, case.hw).contiguous(
-            memory_format=formats[fmt]
-        )
+        layer = GroupedPointwise2d(case.cin, case.cout, groups, impl=impl).to(device)
+        x = torch.randn(case.batch, case.cin, case.hw, case.hw, device=device)
+        x = x.contiguous(memory_format=formats[fmt]).requires_grad_(True)
+        dy = torch.randn(case.batch, case.cout, case.hw, case.hw, device=device)
+        dy = dy.contiguous(memory_format=formats[fmt])
 
         def run() -> None:
             layer(x).backward(dy)
+            sync()  # the timer needs finished work
 
         return run
 
+    device = default_device(Dist())  # where gpconv train would run the model: CUDA if present
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
     concrete = [impl for impl in IMPLS if impl != "auto"]
     out = {f"{impl} [{fmt}]": timed(case.groups, impl, fmt) for impl in concrete for fmt in formats}
-    default = auto_impl(torch.device("cpu"))  # these layers run on CPU tensors, as the NHWC model
+    default = auto_impl(device)
+    # UNGROUPED is EfficientNet's layer: that network runs NHWC on every device.
     out[UNGROUPED] = timed(1, default, "channels_last")
-    return out, f"{default} [channels_last]"
+    fmt = "channels_last" if default_channels_last(device, grouped=True) else "nchw"
+    return out, f"{default} [{fmt}]"
 
 
 def tensorflow_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
@@ -204,6 +211,24 @@ def cupy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
     return out, "fused + interleave"
 
 
+def device_label(backend: str) -> str:
+    """Where ``backend``'s implementations above run (``train.frameworks.base.format_device``)."""
+    if backend == "torch":
+        from ..train.distributed import Dist
+        from ..train.frameworks.torch_fw import default_device, torch_device_label
+
+        return torch_device_label(default_device(Dist()))
+    if backend == "tensorflow":
+        from ..train.frameworks.tensorflow_fw import tensorflow_device_label
+
+        return tensorflow_device_label()
+    if backend == "cupy":
+        from ..train.frameworks.numpy_fw import cupy_device_label
+
+        return cupy_device_label()
+    return "cpu"
+
+
 IMPLS_BY_BACKEND: dict[str, Callable[[Case], tuple[dict[str, Callable[[], Any]], str]]] = {
     "numpy": numpy_impls,
     "torch": torch_impls,
@@ -215,8 +240,9 @@ IMPLS_BY_BACKEND: dict[str, Callable[[Case], tuple[dict[str, Callable[[], Any]],
 def bench_pointwise(
     backend: str, cases: list[Case], steps: int = 5, warmup: int = 1
 ) -> list[dict[str, Any]]:
-    """Rows ``{backend, case, impl, ms, default, fastest}`` for every implementation and case."""
-    rows = []
+    """Rows ``{backend, device, case, impl, ms, default, fastest}`` for every implementation and
+    case."""
+    rows, device = [], device_label(backend)
     for case in cases:
         impls, default = IMPLS_BY_BACKEND[backend](case)
         timings = time_round_robin(impls, steps, warmup)
@@ -226,6 +252,7 @@ def bench_pointwise(
             rows.append(
                 {
                     "backend": backend,
+                    "device": device,
                     "case": str(case),
                     "layer": case.layer,
                     "cin": case.cin,

@@ -61,6 +61,8 @@ def model_table(results: list[dict[str, Any]]) -> str:
             f"{r['macs_per_image'] / 1e6:>10.1f} {r['forward_images_per_s']:>10.1f} "
             f"{r['train_step_ms']:>10.1f} {r['train_images_per_s']:>11.1f}"
         )
+    devices = {r["backend"]: r.get("device", "cpu") for r in results}
+    lines.append("ran on: " + ", ".join(f"{b} {d}" for b, d in devices.items()))
     return "\n".join(lines)
 
 
@@ -83,9 +85,11 @@ def recommendation_lines(best: dict[str, Any], machine: dict[str, Any]) -> list[
             if b["runner_up"]
             else " (the only backend measured)"
         )
+        device = b.get("device", "cpu")  # older documents have no device: the CPU then
+        where = one_line(machine) if device == "cpu" else device
         lines.append(
             f"Recommendation: train {model} with --backend {setup(b)} on this machine "
-            f"({one_line(machine)}): {b['train_step_ms']:.0f} ms/step{margin}"
+            f"({where}): {b['train_step_ms']:.0f} ms/step{margin}"
         )
     return lines
 
@@ -94,7 +98,8 @@ def pointwise_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
         for case in dict.fromkeys(r["case"] for r in rows if r["backend"] == backend):
-            lines.append(f"{backend}: {case}, forward + backward")
+            device = next(r.get("device", "cpu") for r in rows if r["backend"] == backend)
+            lines.append(f"{backend} on {device}: {case}, forward + backward")
             for r in (r for r in rows if r["backend"] == backend and r["case"] == case):
                 tags = [t for t, on in (("fastest", r["fastest"]), ("default", r["default"])) if on]
                 lines.append(f"    {r['impl']:<28} {r['ms']:>9.2f} ms  {' '.join(tags)}")

@@ -43,6 +43,7 @@ def test_model_bench_json_schema_ratios_and_recommendation(tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert "Recommendation: train kefficientnet-b0 with --backend numpy" in text
+    assert "ran on: numpy cpu" in text
     doc = json.loads(out.read_text())
     assert doc["format"] == "gpconv-bench/1" and doc["op"] == "model"
     assert {"date", "cpu", "cpus", "platform", "versions"} <= set(doc["machine"])
@@ -50,6 +51,7 @@ def test_model_bench_json_schema_ratios_and_recommendation(tmp_path, capsys):
     assert [r["model"] for r in doc["results"]] == ["efficientnet-b0", "kefficientnet-b0"]
     for row in doc["results"]:
         assert ROW_KEYS <= set(row) and row["train_step_ms"] > 0 and row["forward_images_per_s"] > 0
+        assert row["device"] == "cpu"
     (ratio,) = doc["ratios"]
     assert ratio["params_ratio"] == pytest.approx(639702 / 4020358)
     assert ratio["train_step_ratio"] == pytest.approx(
@@ -80,7 +82,7 @@ def test_pointwise_bench_numpy(tmp_path, capsys):
 
 
 def test_pointwise_bench_torch_lists_every_implementation():
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from gpconv.backends.torch.pointwise import IMPLS
 
     case = pointwise.Case("t", 32, 64, 2, 4, 2)
@@ -90,6 +92,8 @@ def test_pointwise_bench_torch_lists_every_implementation():
         f"{i} [{f}]" for i in concrete for f in ("nchw", "channels_last")
     } | {pointwise.UNGROUPED}
     assert sum(r["default"] for r in rows) == 1
+    expected = "cpu" if not torch.cuda.is_available() else f"cuda:0 {torch.cuda.get_device_name(0)}"
+    assert {r["device"] for r in rows} == {expected}  # where gpconv train would run
 
 
 def test_kefficientnet_cases_are_grouped_and_distinct():
@@ -139,13 +143,35 @@ def test_ratios_and_recommendation_from_rows():
     best = models.recommend(rows + compiled)["kefficientnet-b0"]
     assert (best["backend"], best["compiled"], best["runner_up"]) == ("torch", True, "torch")
     line = report.recommendation_lines({"kefficientnet-b0": best}, {"cpus": 2, "cpu": "x"})[0]
-    assert "--backend torch --compile on this machine" in line
+    assert "--backend torch --compile on this machine (2-CPU x)" in line
+
+
+def test_results_say_which_device_ran_them():
+    # A GPU run names the GPU, not the host's CPU; results without a device (older JSON) are CPU.
+    rows = [
+        {
+            "backend": "torch",
+            "model": "kefficientnet-b0",
+            "device": "cuda:0 NVIDIA H100",
+            "train_step_ms": 10.0,
+        },
+        {"backend": "tensorflow", "model": "kefficientnet-b0", "train_step_ms": 20.0},
+    ]
+    machine = {"cpus": 16, "cpu": "Xeon"}
+    best = models.recommend(rows)["kefficientnet-b0"]
+    assert best["device"] == "cuda:0 NVIDIA H100"
+    (line,) = report.recommendation_lines({"kefficientnet-b0": best}, machine)
+    assert "on this machine (cuda:0 NVIDIA H100)" in line and "Xeon" not in line
+    (line,) = report.recommendation_lines(models.recommend(rows[1:]), machine)
+    assert "on this machine (16-CPU Xeon)" in line
 
 
 def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
     calls = []
 
     class Recorder:
+        device_label = "cpu"
+
         def __init__(self, name: str) -> None:
             self.name = name
 

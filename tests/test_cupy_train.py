@@ -4,6 +4,8 @@ Without a device only the error path runs; the rest is ``gpu``-marked (see conft
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -52,11 +54,17 @@ def test_cupy_train_steps_equal_the_float64_reference():
 
 @pytest.mark.gpu
 def test_cupy_trains_and_benches_from_the_cli(tmp_path, capsys):
+    import cupy
+
     assert main([*CUPY_TINY, "--out", str(tmp_path / "run")]) == 0
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2, rows  # header + one row per epoch
     assert (tmp_path / "run" / "params.safetensors").exists()
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["device"] == f"cuda:0 {name}"
     out = tmp_path / "bench.json"
     args = ["bench", "--backend", "cupy", "--op", "pointwise", "--steps", "2", "--json", str(out)]
     assert main(args) == 0
     assert "fused + interleave" in out.read_text()
+    assert {r["device"] for r in json.loads(out.read_text())["pointwise"]} == {f"cuda:0 {name}"}

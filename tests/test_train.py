@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from gpconv.core.arch import by_name, without_dropout
 from gpconv.core.params import init_params, load_params
 from gpconv.train import checkpoint, data, sampling
 from gpconv.train.frameworks import OptimConfig, create
+from gpconv.train.frameworks.base import format_device
 from gpconv.train.run import RunConfig, identity_diff
 
 NUMPY_TINY = [
@@ -306,6 +308,7 @@ def test_run_folder_contents(numpy_run):
     assert summary["status"] == "complete" and summary["epochs_completed"] == 3
     assert summary["params"] == {"trainable": 639702, "non_trainable": 45632}
     assert summary["machine"]["cpus"] >= 1 and summary["final"]["test_acc"] is not None
+    assert summary["device"] == "cpu"
     assert summary["config"]["keep_freed_memory"] is True  # the CLI's default
     assert open(os.path.join(numpy_run, "curves.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     load_params(
@@ -471,6 +474,29 @@ def test_only_frameworks_with_a_compiler_compile():
     for backend in ("numpy", "cupy"):
         with pytest.raises(ValueError, match=r"compiler \('torch', 'tensorflow'\).*'" + backend):
             create(backend, arch, OptimConfig(), compile_step=True)
+
+
+def test_device_labels():
+    assert format_device("cpu") == "cpu"
+    assert format_device("cuda", 1, "NVIDIA H100 80GB HBM3") == "cuda:1 NVIDIA H100 80GB HBM3"
+    assert format_device("cuda", 0) == "cuda:0"
+    assert create("numpy", tiny_architecture(), OptimConfig()).device_label == "cpu"
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf
+
+        from gpconv.train.frameworks.tensorflow_fw import tensorflow_device_label
+
+        expected = "cpu" if not tf.config.list_physical_devices("GPU") else "gpu:0"
+        assert tensorflow_device_label().startswith(expected)
+
+
+def test_torch_runs_say_which_device_they_train_on(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    device = f"cuda:0 {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    out = str(tmp_path / "run")
+    assert train(*TORCH_TINY, "--epochs", "1", "--out", out) == 0
+    assert f"with torch ({device}) on digits" in capsys.readouterr().out
+    assert json.load(open(os.path.join(out, "summary.json")))["device"] == device
 
 
 def was_compiled(fw) -> bool:

@@ -237,6 +237,7 @@ def _summary(
     status: str,
     world: int,
     started: float,
+    device: str,
 ) -> dict[str, Any]:
     trainable, non_trainable = arch.param_count()
     best = max(history, key=lambda r: r["test_acc"]) if history else None
@@ -263,6 +264,7 @@ def _summary(
         "seconds_total": sum(r["seconds"] for r in history),
         "seconds_this_session": time.perf_counter() - started,
         "processes": world,
+        "device": device,  # the main process's (under DDP each process has its own)
         "config": asdict(cfg),
         "machine": describe(),
     }
@@ -321,7 +323,16 @@ class RunWriter:
             )
         checkpoint.write_json_atomic(
             os.path.join(out, "summary.json"),
-            _summary(self.cfg, self.arch, self.data, history, status, self.world, self.started),
+            _summary(
+                self.cfg,
+                self.arch,
+                self.data,
+                history,
+                status,
+                self.world,
+                self.started,
+                self.fw.device_label,
+            ),
         )
 
     def finish(self, history: list[dict]) -> None:
@@ -402,9 +413,9 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
         trainable, _ = arch.param_count()
         where = f"resuming after epoch {ckpt.epoch}" if ckpt else "from scratch"
         print(
-            f"gpconv train: {arch.name} ({trainable:,} trainable params) with {cfg.backend} on "
-            f"{data.name} ({len(data.y_train)} train / {len(data.y_test)} test, "
-            f"{cfg.image_size}px), "
+            f"gpconv train: {arch.name} ({trainable:,} trainable params) with {cfg.backend} "
+            f"({fw.device_label}) on {data.name} ({len(data.y_train)} train / "
+            f"{len(data.y_test)} test, {cfg.image_size}px), "
             f"{dist.world} process(es), {where} -> {cfg.out}",
             flush=True,
         )
@@ -420,5 +431,7 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
     history = fit(fw, data, loop_cfg, dist, history, writer.epoch_end if dist.is_main else None)
     if dist.is_main:
         writer.finish(history)
-        return _summary(cfg, arch, data, history, "complete", dist.world, writer.started)
+        return _summary(
+            cfg, arch, data, history, "complete", dist.world, writer.started, fw.device_label
+        )
     return {}

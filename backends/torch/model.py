@@ -29,6 +29,13 @@ from .pointwise import DEFAULT_IMPL
 DEFAULT_CHANNELS_LAST: bool | None = None
 
 
+def default_channels_last(device: torch.device, grouped: bool) -> bool:
+    """The memory format a network picks by default (``channels_last=None``): NHWC on CPU, and
+    on other devices unless it has grouped pointwise convs (kEffNet), whose batched matmul over
+    groups needs no copies on NCHW there (docs/gpu.md)."""
+    return device.type == "cpu" or not grouped
+
+
 class EfficientNet(nn.Module):
     """The network of ``arch`` (EfficientNet or kEffNet): ``stem`` -> ``blocks`` (an
     ``nn.ModuleDict`` keyed by Keras block name, ``block1a``...) -> ``head``.
@@ -82,7 +89,7 @@ class EfficientNet(nn.Module):
         CPU and on other devices unless the network has grouped pointwise convs (kEffNet)."""
         if self.channels_last is not None:
             return self.channels_last
-        return device.type == "cpu" or self.arch.family != "kefficientnet"
+        return default_channels_last(device, grouped=self.arch.family == "kefficientnet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.stem(self._check_input(x))

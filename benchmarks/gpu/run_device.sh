@@ -3,8 +3,8 @@
 # CuPy benchmark. Results go to $OUT (default ./gpu-out). No internet and no `pip install` of
 # the repository: gpconv is imported through a symlink, array-api-compat from a carried wheel
 # (.whl/, git-ignored). Each step has its own timeout and a failing step does not stop the
-# next; worst case under 650 s: 10 s install, 10+15+100+35+40+150+290 s of steps, 2 s kill grace
-# each. Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
+# next; worst case under 1050 s: 10 s install, 10+15+100+150+35+40+230+150+290 s of steps, 2 s
+# kill grace each. Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
 # --budget 110 s. SKIP names steps to leave out (e.g. SKIP="bench_cupy") to fit a short lease.
 #
 #   OUT=/path/to/out [SKIP="step ..."] bash benchmarks/gpu/run_device.sh
@@ -50,6 +50,11 @@ print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount(),
 step pytest_gpu 100 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 \
   tests/test_cupy.py tests/test_cupy_train.py tests/test_torch_cuda.py
 
+# --- torch.compile through the training framework on CUDA (create() picks CUDA when present): the
+# compiled train step equals the eager one, a second image size compiles again, exports are copies
+step pytest_compile 150 python3 -m pytest -q -p no:cacheprovider tests/test_train.py \
+  -k "torch and (compiled_train_steps or snapshots)"
+
 # --- the conformance report, reference and CuPy backend ------------------------------------------
 step check 35 python3 -m gpconv.cli check --backend numpy --backend cupy --json "$OUT/check.json"
 
@@ -57,6 +62,8 @@ step check 35 python3 -m gpconv.cli check --backend numpy --backend cupy --json 
 # gpconv bench as a user runs it: cupy (core on the GPU) and torch (CUDA when available).
 step gpconv_bench 40 python3 -m gpconv.cli bench --backend cupy --backend torch \
   --json "$OUT/gpconv_bench.json"
+step gpconv_bench_compile 230 python3 -m gpconv.cli bench --backend torch --compile \
+  --json "$OUT/gpconv_bench_compile.json"
 step bench_cupy 150 python3 benchmarks/bench_cupy_pointwise.py --budget 100 \
   --json "$OUT/bench_cupy.json"
 

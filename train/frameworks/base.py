@@ -41,6 +41,9 @@ class Framework(Protocol):
     name: str
     arch: Architecture
     dist: Dist
+    # Where the steps run, for people: "cpu" or e.g. "cuda:0 NVIDIA H100 80GB HBM3"
+    # (``format_device``).
+    device_label: str
 
     def set_lr(self, lr: float) -> None:
         """Learning rate for the following steps."""
@@ -66,6 +69,15 @@ class Framework(Protocol):
 
     def load_optimizer_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Restore what ``optimizer_state`` returned (same framework, same model)."""
+
+
+def format_device(kind: str, index: int | None = None, name: str | None = None) -> str:
+    """``"cpu"``, or an accelerator as ``"<kind>:<index> <name>"`` (``"cuda:0 NVIDIA H100"``):
+    what ``Framework.device_label`` reports, so run summaries and bench results say where a
+    step ran rather than only which host."""
+    if index is None:
+        return kind
+    return f"{kind}:{index}" + (f" {name}" if name else "")
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from ...core.arch import Architecture
 from ...core.params import init_params, validate_params
 from ..distributed import Dist
 from ..sampling import STREAM_DROPOUT, epoch_rng
-from .base import OptimConfig
+from .base import OptimConfig, format_device
 
 
 class NumpyOptimizer:
@@ -57,6 +57,7 @@ class NumpyFramework:
 
     name = "numpy"
     dtype: Any = np.float64
+    device_label = format_device("cpu")
 
     def __init__(self, arch: Architecture, optim: OptimConfig, seed: int, dist: Dist) -> None:
         if dist.world > 1:
@@ -117,6 +118,15 @@ class NumpyFramework:
         self.opt.t = int(meta["t"])
 
 
+def cupy_device_label() -> str:
+    """CuPy's current device, ``"cuda:<index> <GPU name>"``."""
+    import cupy
+
+    index = cupy.cuda.Device().id
+    name = cupy.cuda.runtime.getDeviceProperties(index)["name"]
+    return format_device("cuda", index, name.decode(errors="replace"))
+
+
 class CupyFramework(NumpyFramework):
     """The same reference network on a CUDA device, in CuPy float32 arrays."""
 
@@ -130,6 +140,7 @@ class CupyFramework(NumpyFramework):
                 f"The cupy backend needs CuPy and a CUDA device: {adapter.install_hint}"
             )
         super().__init__(arch, optim, seed, dist)
+        self.device_label = cupy_device_label()
 
     def to_device(self, a: Any, dtype: Any = None) -> Any:
         import cupy

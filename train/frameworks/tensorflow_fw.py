@@ -16,7 +16,7 @@ from ...core.arch import Architecture
 from ...core.params import init_params
 from ..distributed import Dist
 from ..sampling import STREAM_DROPOUT, derived_seed
-from .base import OptimConfig
+from .base import OptimConfig, format_device
 
 
 def make_optimizer(cfg: OptimConfig) -> Any:
@@ -27,6 +27,18 @@ def make_optimizer(cfg: OptimConfig) -> Any:
         return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum)
     return keras.optimizers.Adam(
         learning_rate=cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=cfg.eps
+    )
+
+
+def tensorflow_device_label() -> str:
+    """Where TensorFlow places the steps by default: its first GPU if it sees one, else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return format_device("cpu")
+    return format_device(
+        "gpu", 0, tf.config.experimental.get_device_details(gpus[0]).get("device_name")
     )
 
 
@@ -52,6 +64,7 @@ class TensorflowFramework:
         if dist.world > 1:
             raise ValueError("Multi-process training is implemented for --backend torch only")
         self.arch, self.dist = arch, dist
+        self.device_label = tensorflow_device_label()
         self.backend = backends.get("tensorflow")
         self.model = self.backend.build(arch)
         self.load_params(init_params(arch, seed))

@@ -20,7 +20,7 @@ from ...core.arch import Architecture
 from ...core.params import init_params
 from ..distributed import Dist
 from ..sampling import STREAM_DROPOUT, derived_seed
-from .base import OptimConfig
+from .base import OptimConfig, format_device
 
 
 def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -28,6 +28,14 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.kind == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def torch_device_label(device: torch.device) -> str:
+    """``"cpu"`` or ``"cuda:<index> <GPU name>"``."""
+    if device.type != "cuda":
+        return format_device(device.type)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return format_device("cuda", index, torch.cuda.get_device_name(index))
 
 
 def default_device(dist: Dist) -> torch.device:
@@ -64,6 +72,7 @@ class TorchFramework:
         self.arch, self.dist = arch, dist
         self.backend = backends.get("torch")
         self.device = torch.device(device) if device else default_device(dist)
+        self.device_label = torch_device_label(self.device)
         net = self.backend.build(arch)
         self.backend.load_params(net, init_params(arch, seed))
         self.net = net.to(self.device)
