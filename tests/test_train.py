@@ -616,6 +616,44 @@ def test_torch_ddp_two_processes_match_one(tmp_path):
     assert out.stdout.count("gpconv train: done") == 1, "only rank 0 reports and writes"
 
 
+# Under DDP every batch norm all-reduces. Dynamo must trace that collective: with the deprecated
+# torch.distributed.nn.functional.all_reduce it broke the graph at each BN and fell back to
+# running most layers eagerly (recompile limit). fullgraph=True fails on any graph break. A group
+# of one process keeps this fast; the sync path is forced, so its all-reduces (the identity here)
+# are traced and differentiated.
+@pytest.mark.slow
+def test_synchronised_batch_norm_compiles_to_one_graph(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import torch.distributed as td
+
+    from gpconv import backends
+    from gpconv.train.frameworks.torch_syncbn import SyncKerasBatchNorm2d, convert_sync_batchnorm
+
+    arch = without_dropout(tiny_architecture())
+    plain = backends.get("torch").build(arch).train()
+    synced = backends.get("torch").build(arch).train()
+    synced.load_state_dict(plain.state_dict())
+    assert convert_sync_batchnorm(synced) > 0
+    monkeypatch.setattr(SyncKerasBatchNorm2d, "synchronises", lambda self: self.training)
+    td.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        compiled = torch.compile(synced, fullgraph=True, dynamic=False)
+        x = torch.randn(4, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+        outputs = []
+        for model in (plain, compiled):
+            logits = model(x)
+            logits.square().sum().backward()
+            outputs.append((logits.detach(), [p.grad for p in model.parameters()]))
+    finally:
+        td.destroy_process_group()
+    (ref, ref_grads), (got, grads) = outputs
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-5)
+    for name, buf in synced.named_buffers():  # moving statistics updated like the plain BN's
+        torch.testing.assert_close(buf, plain.get_buffer(name), rtol=1e-4, atol=1e-6)
+
+
 # --- tensorflow ----------------------------------------------------------------------------------
 
 

@@ -3,28 +3,29 @@
 ``torch.nn.SyncBatchNorm`` cannot serve here: it refuses CPU tensors (gloo) and has PyTorch's
 BN semantics (unbiased running variance, eps 1e-5), while the torch backend uses
 ``KerasBatchNorm2d`` (biased variance, eps 1e-3, momentum 0.99). ``SyncKerasBatchNorm2d`` reduces
-the per-channel sums with ``torch.distributed.nn.functional.all_reduce``, which is
-differentiable (its backward all-reduces the gradient), so the forward *and* backward equal
-one process normalising the whole global batch.
+the per-channel sums with a differentiable all-reduce (its backward all-reduces the gradient), so
+the forward *and* backward equal one process normalising the whole global batch.
+
+The all-reduce is the functional collective ``torch.distributed._functional_collectives
+.all_reduce``: a private module, but the one torch names as the successor of the public
+``torch.distributed.nn.functional.all_reduce`` (deprecated), and the only one ``torch.compile``
+can trace. The public one breaks the graph at every batch norm, and dynamo then compiled each
+layer's ``forward`` separately until its recompile limit, running most of the step eagerly.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.distributed as td
 from torch import nn
-from torch.distributed.nn.functional import all_reduce
+from torch.distributed import _functional_collectives as funcol
 
 from ...backends.torch.batchnorm import KerasBatchNorm2d
 
-# Its successor in torch._functional_collectives is private; this one is public and differentiable.
-warnings.filterwarnings(
-    "ignore",
-    message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
-    category=FutureWarning,
-)
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over all processes of the default group; differentiable (sum backward)."""
+    return funcol.all_reduce(x, "sum", td.group.WORLD)
 
 
 class SyncKerasBatchNorm2d(KerasBatchNorm2d):
@@ -34,8 +35,12 @@ class SyncKerasBatchNorm2d(KerasBatchNorm2d):
     centred sum of squares: the two-pass variance, stable in float32) and two in backward.
     """
 
+    def synchronises(self) -> bool:
+        """Whether this forward reduces over processes: training, in a group of several."""
+        return self.training and td.is_initialized() and td.get_world_size() > 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not td.is_initialized() or td.get_world_size() == 1:
+        if not self.synchronises():
             return super().forward(x)
         dims = [d for d in range(x.ndim) if d != 1]
         count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
