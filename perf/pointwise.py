@@ -118,6 +118,8 @@ def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
 
     torch.manual_seed(0)
     formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+    device = default_device(Dist())  # where gpconv train would run the model: CUDA if present
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
 
     def timed(groups: int, impl: str, fmt: str) -> Callable[[], Any]:
         layer = GroupedPointwise2d(case.cin, case.cout, groups, impl=impl).to(device)
@@ -131,9 +133,6 @@ def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
             sync()  # the timer needs finished work
 
         return run
-
-    device = default_device(Dist())  # where gpconv train would run the model: CUDA if present
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
 
     concrete = [impl for impl in IMPLS if impl != "auto"]
     out = {f"{impl} [{fmt}]": timed(case.groups, impl, fmt) for impl in concrete for fmt in formats}

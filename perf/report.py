@@ -97,8 +97,8 @@ def recommendation_lines(best: dict[str, Any], machine: dict[str, Any]) -> list[
 def pointwise_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
+        device = next(r.get("device", "cpu") for r in rows if r["backend"] == backend)
         for case in dict.fromkeys(r["case"] for r in rows if r["backend"] == backend):
-            device = next(r.get("device", "cpu") for r in rows if r["backend"] == backend)
             lines.append(f"{backend} on {device}: {case}, forward + backward")
             for r in (r for r in rows if r["backend"] == backend and r["case"] == case):
                 tags = [t for t, on in (("fastest", r["fastest"]), ("default", r["default"])) if on]
@@ -117,7 +117,14 @@ def pointwise_recommendations(rows: list[dict[str, Any]]) -> list[str]:
                 wins[r["impl"]] = wins.get(r["impl"], 0) + 1
         top = max(wins, key=wins.get)
         cases = sum(wins.values())
-        verdict = "the default already" if top == default else f"default is {default}"
+        # Defaults were chosen on whole train steps, where a layer's neighbours and memory
+        # format count too: on an H100 the single-layer winner channels_last ran kEffNet's step
+        # 1.7x slower than the default matmul on NCHW (docs/gpu.md).
+        verdict = (
+            "the default already"
+            if top == default
+            else f"default is {default}, chosen on whole train steps: check with `gpconv bench`"
+        )
         lines.append(
             f"Recommendation: {backend} grouped pointwise: {top} (fastest in {wins[top]}/{cases} "
             f"cases; {verdict})"
