@@ -15,7 +15,7 @@ import traceback
 from dataclasses import asdict
 
 from ..core.arch import MODELS
-from .main import UsageError, add_compile_option, add_keep_freed_memory
+from .main import UsageError, add_compile_option, add_device_option, add_keep_freed_memory
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -67,6 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_keep_freed_memory(p)
     add_compile_option(p, "also time compiled train steps")
+    add_device_option(p)
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a bar chart (PNG)")
     p.set_defaults(func=run)
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from ..perf.machine import describe, one_line
     from ..perf.models import DEFAULT_MODELS, ModelBenchConfig, bench_models, ratios, recommend
     from ..perf.pointwise import bench_pointwise, kefficientnet_cases
+    from ..train.device import check_device
     from ..train.frameworks import set_threads
 
     _check(args)
@@ -124,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "no backend to measure: " + "; ".join(f"{s['backend']} {s['reason']}" for s in skipped)
         )
+    if args.device is not None:
+        try:  # it steers torch only: a run without torch would ignore it
+            check_device(args.device, "torch" if "torch" in names else names[0])
+        except ValueError as err:
+            raise UsageError(str(err)) from err
     if args.keep_freed_memory:
         allocator.keep_freed_memory()
     machine = describe()
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         args.warmup,
         args.min_channels_per_group,
         compile_step=args.compile_step,
+        device=args.device,
     )
     for name in names:
         set_threads(name, args.threads)
@@ -153,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                 f"  measuring {name} grouped pointwise on {len(cases)} kEffNet-B0 layer shapes ...",
                 flush=True,
             )
-            point_rows += bench_pointwise(name, cases, args.steps, args.warmup)
+            point_rows += bench_pointwise(name, cases, args.steps, args.warmup, args.device)
         print(report.pointwise_table(point_rows))
         lines = report.pointwise_recommendations(point_rows)
     else:

@@ -46,6 +46,16 @@ def add_compile_option(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    """``--device`` (torch only; checked by ``train.device.check_device``)."""
+    p.add_argument(
+        "--device",
+        default=None,
+        help="torch device: cpu, cuda or cuda:N (default: CUDA when available, else the CPU; "
+        "under torchrun: cpu or cuda). cupy and tensorflow pick theirs: use CUDA_VISIBLE_DEVICES",
+    )
+
+
 def add_clock_option(p: argparse.ArgumentParser) -> None:
     """``--clock {wall,cpu}`` (default wall) for benchmark scripts; see ``perf.timing.CLOCKS``."""
     p.add_argument(

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..core.arch import MODELS
-from .main import UsageError, add_compile_option, add_keep_freed_memory
+from .main import UsageError, add_compile_option, add_device_option, add_keep_freed_memory
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -84,6 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_keep_freed_memory(p)
     add_compile_option(p, "compile the train step")
+    add_device_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
     return p
@@ -117,13 +118,14 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         keep_freed_memory=args.keep_freed_memory,
         compile_step=args.compile_step,
+        device=args.device,
     )
     try:
         # Validate before joining a process group so a bad command fails fast in every process.
         cfg.validate(distributed.world_size_from_env())
     except ConfigError as err:
         raise UsageError(str(err)) from err
-    dist = distributed.from_env()
+    dist = distributed.from_env(cfg.device)
     try:
         summary = train(cfg, dist)
     except ConfigError as err:

@@ -27,7 +27,7 @@ class ModelBenchConfig:
     """What to measure: square ``image_size`` images, ``batch_size`` per step, ``steps`` timed
     rounds after ``warmup`` untimed calls of each model (median reported); with
     ``compile_step``, train steps of backends with a compiler are also timed compiled (see
-    ``train.frameworks.create``; compilation happens in the warm-up)."""
+    ``train.frameworks.create``; compilation happens in the warm-up); torch runs on ``device``."""
 
     image_size: int = 32
     skip_stride: int = 3
@@ -38,6 +38,7 @@ class ModelBenchConfig:
     num_classes: int = 10
     seed: int = 0
     compile_step: bool = False
+    device: str | None = None  # torch's (train.device); None: CUDA when available
 
     def compiles(self, backend: str) -> bool:
         """Whether ``backend``'s train steps are also timed compiled."""
@@ -64,9 +65,10 @@ def bench_models(
         m: by_name(m, cfg.num_classes, cfg.min_channels_per_group, cfg.skip_stride) for m in models
     }
     modes = (False, True) if cfg.compiles(backend) else (False,)
+    options = {"device": cfg.device} if backend == "torch" else {}
     fws = {
         (m, compiled): create(
-            backend, archs[m], OptimConfig("sgd", 1e-3), cfg.seed, compile_step=compiled
+            backend, archs[m], OptimConfig("sgd", 1e-3), cfg.seed, compile_step=compiled, **options
         )
         for compiled in modes
         for m in models

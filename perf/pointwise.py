@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -108,7 +109,7 @@ def numpy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
     }, "batched-matmul (core)"
 
 
-def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
+def torch_impls(case: Case, device: str | None = None) -> tuple[dict[str, Callable[[], Any]], str]:
     import torch
 
     from ..backends.torch.model import default_channels_last
@@ -118,7 +119,7 @@ def torch_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
 
     torch.manual_seed(0)
     formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-    device = default_device(Dist())  # where gpconv train would run the model: CUDA if present
+    device = default_device(Dist(), device)  # as gpconv train: CUDA if present, unless told
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
 
     def timed(groups: int, impl: str, fmt: str) -> Callable[[], Any]:
@@ -210,13 +211,14 @@ def cupy_impls(case: Case) -> tuple[dict[str, Callable[[], Any]], str]:
     return out, "fused + interleave"
 
 
-def device_label(backend: str) -> str:
-    """Where ``backend``'s implementations above run (``train.frameworks.base.format_device``)."""
+def device_label(backend: str, device: str | None = None) -> str:
+    """Where ``backend``'s implementations above run (``train.frameworks.base.format_device``);
+    ``device``: torch's, as in ``torch_impls``."""
     if backend == "torch":
         from ..train.distributed import Dist
         from ..train.frameworks.torch_fw import default_device, torch_device_label
 
-        return torch_device_label(default_device(Dist()))
+        return torch_device_label(default_device(Dist(), device))
     if backend == "tensorflow":
         from ..train.frameworks.tensorflow_fw import tensorflow_device_label
 
@@ -237,13 +239,14 @@ IMPLS_BY_BACKEND: dict[str, Callable[[Case], tuple[dict[str, Callable[[], Any]],
 
 
 def bench_pointwise(
-    backend: str, cases: list[Case], steps: int = 5, warmup: int = 1
+    backend: str, cases: list[Case], steps: int = 5, warmup: int = 1, device: str | None = None
 ) -> list[dict[str, Any]]:
     """Rows ``{backend, device, case, impl, ms, default, fastest}`` for every implementation and
-    case."""
-    rows, device = [], device_label(backend)
+    case; ``device`` steers torch (``train.device``)."""
+    make = partial(torch_impls, device=device) if backend == "torch" else IMPLS_BY_BACKEND[backend]
+    rows, label = [], device_label(backend, device)
     for case in cases:
-        impls, default = IMPLS_BY_BACKEND[backend](case)
+        impls, default = make(case)
         timings = time_round_robin(impls, steps, warmup)
         grouped = {k: t for k, t in timings.items() if k != UNGROUPED}
         fastest = min(grouped, key=lambda k: grouped[k].median)
@@ -251,7 +254,7 @@ def bench_pointwise(
             rows.append(
                 {
                     "backend": backend,
-                    "device": device,
+                    "device": label,
                     "case": str(case),
                     "layer": case.layer,
                     "cin": case.cin,

@@ -94,6 +94,20 @@ def test_pointwise_bench_torch_lists_every_implementation():
     assert sum(r["default"] for r in rows) == 1
     expected = "cpu" if not torch.cuda.is_available() else f"cuda:0 {torch.cuda.get_device_name(0)}"
     assert {r["device"] for r in rows} == {expected}  # where gpconv train would run
+    rows = pointwise.bench_pointwise("torch", [case], steps=1, warmup=0, device="cpu")
+    assert {r["device"] for r in rows} == {"cpu"}
+    (default,) = [r["impl"] for r in rows if r["default"]]
+    assert default == "channels_last [channels_last]"  # the CPU model's impl and format
+
+
+def test_bench_device_option(tmp_path, capsys):
+    # numpy runs on the CPU: --device would be ignored, so it is refused
+    assert main(["bench", "--backend", "numpy", "--device", "cpu", *TINY]) == 2
+    assert "only with --backend torch" in capsys.readouterr().err
+    pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--backend", "torch", "--device", "cpu", *TINY, "--json", str(out)]) == 0
+    assert {r["device"] for r in json.loads(out.read_text())["results"]} == {"cpu"}
 
 
 def test_kefficientnet_cases_are_grouped_and_distinct():
@@ -181,7 +195,7 @@ def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
         def train_step(self, x, y):
             calls.append(("train", self.name))
 
-    def create(backend, arch, optim, seed, compile_step=False):
+    def create(backend, arch, optim, seed, compile_step=False, **options):
         return Recorder(arch.name + (" compiled" if compile_step else ""))
 
     monkeypatch.setattr(models, "create", create)

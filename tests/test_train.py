@@ -25,6 +25,7 @@ from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
 from gpconv.core.params import init_params, load_params
 from gpconv.train import checkpoint, data, sampling
+from gpconv.train.device import check_device
 from gpconv.train.frameworks import OptimConfig, create
 from gpconv.train.frameworks.base import format_device
 from gpconv.train.run import RunConfig, identity_diff
@@ -413,6 +414,7 @@ def test_argparse_rejects_unknown_choices(args, tmp_path, capsys):
         (["--data", "cifar10=/no/such/dir"], "/no/such/dir"),
         (["--batch-size", "1000"], "exceeds the 48 training images"),
         (["--compile"], "Expected --backend in ('torch', 'tensorflow') with --compile"),
+        (["--device", "cuda"], "Expected --device only with --backend torch"),
     ],
 )
 def test_bad_values_exit_2_and_write_nothing(extra, message, tmp_path, capsys):
@@ -490,13 +492,37 @@ def test_device_labels():
         assert tensorflow_device_label().startswith(expected)
 
 
-def test_torch_runs_say_which_device_they_train_on(tmp_path, capsys):
+@pytest.mark.parametrize("option", [None, "cpu"])
+def test_torch_runs_say_which_device_they_train_on(option, tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    device = f"cuda:0 {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    device = "cpu"
+    if option is None and torch.cuda.is_available():  # the default: CUDA when available
+        device = f"cuda:0 {torch.cuda.get_device_name(0)}"
     out = str(tmp_path / "run")
-    assert train(*TORCH_TINY, "--epochs", "1", "--out", out) == 0
+    extra = ["--device", option] if option else []
+    assert train(*TORCH_TINY, "--epochs", "1", *extra, "--out", out) == 0
     assert f"with torch ({device}) on digits" in capsys.readouterr().out
-    assert json.load(open(os.path.join(out, "summary.json")))["device"] == device
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["device"] == device and summary["config"]["device"] == option
+
+
+def test_device_option_is_checked_before_anything_runs():
+    check_device(None, "numpy")
+    check_device("cpu", "torch", world=2)
+    for device, backend, world, message in [
+        ("cuda", "numpy", 1, "only with --backend torch"),
+        ("cpu", "tensorflow", 1, "only with --backend torch"),
+        ("gpu", "torch", 1, "cpu, cuda or cuda:N"),
+        ("cuda:", "torch", 1, "cpu, cuda or cuda:N"),
+        ("cuda:1", "torch", 2, "under torchrun"),
+        ("cuda:99", "torch", 1, "CUDA device"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_device(device, backend, world)
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="one of the 0 CUDA device"):
+            check_device("cuda", "torch")
 
 
 def was_compiled(fw) -> bool:
@@ -576,7 +602,7 @@ def test_torch_ddp_two_processes_match_one(tmp_path):
     pytest.importorskip("torch")
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
-    args = [*TORCH_TINY, "--epochs", "1", "--no-dropout"]
+    args = [*TORCH_TINY, "--epochs", "1", "--no-dropout", "--device", "cpu"]  # gloo
     single, multi = str(tmp_path / "single"), str(tmp_path / "ddp")
     assert train(*args, "--out", single) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

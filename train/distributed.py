@@ -44,14 +44,18 @@ class Dist:
 class TorchDist(Dist):
     """``torch.distributed`` with gloo (CPU) or NCCL (CUDA)."""
 
-    def __init__(self, rank: int, world: int, local_rank: int) -> None:
+    def __init__(
+        self, rank: int, world: int, local_rank: int, device_type: str | None = None
+    ) -> None:
+        """``device_type``: ``"cpu"``, ``"cuda"`` (``cuda:local_rank``), or ``None`` for CUDA when
+        available, else the CPU."""
         import torch
         import torch.distributed as td
 
         super().__init__(rank, world, local_rank)
-        self.device = (
-            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-        )
+        if device_type is None:
+            device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(f"cuda:{local_rank}" if device_type == "cuda" else "cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if not td.is_initialized():
@@ -91,9 +95,11 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def from_env() -> Dist:
-    """``TorchDist`` when launched by torchrun with ``WORLD_SIZE > 1``, else ``Dist()``."""
+def from_env(device_type: str | None = None) -> Dist:
+    """``TorchDist`` (on ``device_type``, see there) when launched by torchrun with
+    ``WORLD_SIZE > 1``, else ``Dist()``."""
     world = world_size_from_env()
     if world <= 1:
         return Dist()
-    return TorchDist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return TorchDist(int(os.environ["RANK"]), world, local_rank, device_type)

@@ -28,6 +28,7 @@ from ..perf import allocator
 from ..perf.machine import describe
 from . import checkpoint, metrics
 from .data import DataError, Dataset, load
+from .device import check_device
 from .distributed import Dist
 from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
 from .loop import LoopConfig, fit
@@ -87,6 +88,7 @@ class RunConfig:
     threads: int | None = None
     keep_freed_memory: bool = False  # gpconv.perf.allocator; `gpconv train` turns it on
     compile_step: bool = False
+    device: str | None = None  # torch only; see train.device
 
     def __post_init__(self) -> None:
         if self.lr is None:
@@ -142,6 +144,10 @@ class RunConfig:
         adapter = backends.get(self.backend)
         if not adapter.is_available():
             raise ConfigError(f"backend {self.backend!r} is not installed: {adapter.install_hint}")
+        try:
+            check_device(self.device, self.backend, world)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         if world > 1:
             if self.backend != "torch":
                 raise ConfigError(
@@ -394,7 +400,7 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
         cfg.seed,
         dist,
         cfg.compile_step,
-        **({"sync_bn": cfg.sync_bn} if cfg.backend == "torch" else {}),
+        **({"sync_bn": cfg.sync_bn, "device": cfg.device} if cfg.backend == "torch" else {}),
     )
     history: list[dict] = []
     ckpt = checkpoint.latest(cfg.out, warn=dist.is_main) if cfg.resume else None

@@ -38,11 +38,15 @@ def torch_device_label(device: torch.device) -> str:
     return format_device("cuda", index, torch.cuda.get_device_name(index))
 
 
-def default_device(dist: Dist) -> torch.device:
-    """The process group's device under DDP, else CUDA when available, else the CPU."""
-    device = getattr(dist, "device", None)
+def default_device(dist: Dist, device: str | None = None) -> torch.device:
+    """The process group's device under DDP (``train.distributed`` placed each process, on the
+    device type asked for), else ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``; checked by
+    ``train.device.check_device``), else CUDA when available, else the CPU."""
+    group_device = getattr(dist, "device", None)
+    if group_device is not None:
+        return group_device
     if device is not None:
-        return device
+        return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -71,7 +75,7 @@ class TorchFramework:
     ) -> None:
         self.arch, self.dist = arch, dist
         self.backend = backends.get("torch")
-        self.device = torch.device(device) if device else default_device(dist)
+        self.device = default_device(dist, device)
         self.device_label = torch_device_label(self.device)
         net = self.backend.build(arch)
         self.backend.load_params(net, init_params(arch, seed))
