@@ -6,6 +6,7 @@ what was received, in the style ``Expected x.shape[-1] == 16, received x.shape=(
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from array_api_compat import array_namespace, is_array_api_obj
@@ -67,9 +68,11 @@ def require_same_shape(name: str, a: Any, expected: tuple[int, ...], why: str) -
 
 
 def require_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` as an int, raising unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as an int, raising unless it is an integer >= 1 (Python or NumPy
+    integers; not bools or floats)."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise TypeError(f"Expected {name} to be an int, received {type(value).__name__} {value!r}")
+    value = operator.index(value)
     if value < 1:
         raise ValueError(f"Expected {name} >= 1, received {name}={value}")
     return value

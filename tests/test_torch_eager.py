@@ -6,7 +6,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from gpconv.backends.torch.eager import eager_autograd, spatial_mean  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gpconv.backends.torch.eager import (  # noqa: E402
+    _ChannelShuffle,
+    channel_shuffle,
+    eager_autograd,
+    spatial_mean,
+)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -36,3 +44,41 @@ def test_custom_gradients_only_where_autograd_records_eagerly():
     assert not eager_autograd(x.detach())
     with torch.no_grad():
         assert not eager_autograd(x)
+
+
+@given(
+    groups=st.integers(1, 6),
+    per_group=st.integers(1, 6),
+    n=st.integers(1, 3),
+    h=st.integers(1, 4),
+    w=st.integers(1, 4),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_channel_shuffle_equals_torchs_in_values_gradient_and_format(
+    groups, per_group, n, h, w, channels_last, seed
+):
+    torch.manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(n, groups * per_group, h, w).contiguous(memory_format=fmt)
+    x.requires_grad_(True)
+    dy = torch.randn(n, groups * per_group, h, w).contiguous(memory_format=fmt)
+    ours, theirs = channel_shuffle(x, groups), torch.channel_shuffle(x, groups)
+    # A permutation: exact, and in the same memory format (strides) as torch's output.
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    assert ours.stride() == theirs.stride()
+    (g_ours,) = torch.autograd.grad(ours, x, dy)
+    (g_theirs,) = torch.autograd.grad(theirs, x, dy)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(channel_shuffle(x, groups), theirs, rtol=0, atol=0)
+
+
+def test_channel_shuffle_gathers_only_channels_last_cpu_tensors_in_eager_mode():
+    x = torch.randn(2, 12, 3, 3, requires_grad=True)
+    cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert type(channel_shuffle(cl, 3).grad_fn).__name__ == f"{_ChannelShuffle.__name__}Backward"
+    assert type(channel_shuffle(x, 3).grad_fn).__name__ == "ChannelShuffleBackward0"
+    # Its own backward is a shuffle too, so gradients of gradients are exact.
+    y = torch.randn(2, 12, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradgradcheck(lambda t: channel_shuffle(t, 4), (y.requires_grad_(),))

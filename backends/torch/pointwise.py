@@ -22,8 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core._validate import require_positive_int
 from ...core.pointwise import KPointwiseSpec
 from .batchnorm import KerasBatchNorm2d
+from .eager import channel_shuffle
+from .layout import is_channels_last
 
 Impl = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
 
@@ -38,15 +41,6 @@ def auto_impl(device: torch.device) -> str:
     (benchmarks/bench_cupy_pointwise.py, H200, kEffNet-B0 16ch): one batched matmul over groups
     on NCHW tensors beats cuDNN's grouped conv 1.8x (32x32 batch 256: 83 vs 151 ms per step)."""
     return "channels_last" if device.type == "cpu" else "matmul"
-
-
-def is_channels_last(x: torch.Tensor) -> bool:
-    """Whether a 4-d tensor is physically NHWC (and not merely ambiguous, e.g. C == 1)."""
-    return (
-        x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and not x.is_contiguous()
-    )
 
 
 def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
@@ -135,15 +129,15 @@ class Interleave(nn.Module):
     """Channel interleave ``out[:, s*G + g] = x[:, g*S + s]`` with ``S = C // G``: the order of
     ``nn.ChannelShuffle(G)`` and of ``core.interleave`` (there on the last axis).
 
-    Shapes: ``(N, C, ...) -> (N, C, ...)``, memory format kept. Runs torch's native
-    ``channel_shuffle`` (a blocked transpose per pixel, ~1.4x faster forward+backward than
-    reshape-transpose-copy on channels_last CPU tensors); the ONNX exporter, which has no
-    symbolic for it, and inputs of rank < 3 get the reshape-transpose formulation.
+    Shapes: ``(N, C, ...) -> (N, C, ...)``, memory format kept. Runs ``eager.channel_shuffle``
+    (torch's native shuffle, or a gather on CPU channels_last tensors, both faster than
+    reshape-transpose-copy); the ONNX exporter, which has no symbolic for ``channel_shuffle``,
+    and inputs of rank < 3 get the reshape-transpose formulation.
     """
 
     def __init__(self, groups: int) -> None:
         super().__init__()
-        self.groups = groups
+        self.groups = require_positive_int("groups", groups)
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
@@ -153,7 +147,7 @@ class Interleave(nn.Module):
         if c % g:
             raise ValueError(f"Expected groups={g} to divide the channels x.shape[1]={c}")
         if x.dim() >= 3 and not torch.onnx.is_in_onnx_export():
-            return torch.channel_shuffle(x, g)
+            return channel_shuffle(x, g)
         return interleave_by_reshape(x, g)
 
 

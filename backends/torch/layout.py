@@ -1,0 +1,14 @@
+"""Memory-format helpers shared by the torch modules."""
+
+from __future__ import annotations
+
+import torch
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-d tensor is physically NHWC (and not merely ambiguous, e.g. C == 1)."""
+    return (
+        x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not x.is_contiguous()
+    )

@@ -1,0 +1,140 @@
+"""Channel shuffle (the interleave) in PyTorch on CPU: torch's kernel against gpconv's gather.
+
+Records every ``Interleave`` of kEffNet-B0 16ch in one forward pass at the train benchmark's
+setting (32×32, ``skip_stride_cnt=3``, batch 32, channels_last), then times forward + backward
+(``y = shuffle(x); y.backward(dy)``) of each site with
+
+* ``torch.channel_shuffle``: a ``(G, S)`` transpose per pixel (autograd's backward is the
+  shuffle with ``C // G`` groups);
+* ``gpconv``: ``backends.torch.eager.channel_shuffle``, what ``Interleave`` runs, a gather
+  along the physical channel axis with the inverse gather as its backward.
+
+Both give the same values (checked before timing). Variants are timed round-robin; figures are
+medians; the totals count each site as often as the network has it.
+
+    python benchmarks/bench_torch_shuffle.py [--repeats 15] [--threads 1] [--clock cpu] [--json f]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+
+from gpconv.backends.torch import kefficientnet_b0
+from gpconv.backends.torch.eager import channel_shuffle
+from gpconv.backends.torch.pointwise import Interleave
+from gpconv.cli.main import add_clock_option
+from gpconv.perf import allocator
+from gpconv.perf.timing import CLOCKS, time_round_robin
+
+BATCH, SIZE, SKIP = 32, 32, 3
+VARIANTS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "torch.channel_shuffle": torch.channel_shuffle,
+    "gpconv": channel_shuffle,
+}
+
+
+def interleave_sites() -> Counter:
+    """``Counter({(N, C, H, W, G): occurrences})`` of the interleaves in kEffNet-B0 16ch."""
+    model = kefficientnet_b0(10, min_channels_per_group=16, skip_stride_cnt=SKIP, seed=0)
+    sites: Counter = Counter()
+
+    def record(module: Interleave, args: tuple) -> None:
+        sites[(*args[0].shape, module.groups)] += 1
+
+    for module in model.modules():
+        if isinstance(module, Interleave):
+            module.register_forward_pre_hook(record)
+    with torch.no_grad():
+        model(torch.zeros(BATCH, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last))
+    return sites
+
+
+def forward_backward(
+    shuffle: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, dy: torch.Tensor, g: int
+) -> Callable[[], None]:
+    def step() -> None:
+        shuffle(x, g).backward(dy)
+        x.grad = None
+
+    return step
+
+
+def run(repeats: int, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+    rows = []
+    for (n, c, h, w, g), count in interleave_sites().items():
+        x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        dy = torch.randn_like(x)
+        if not torch.equal(channel_shuffle(x, g), torch.channel_shuffle(x, g)):
+            raise AssertionError(f"channel_shuffle differs from torch's at {(n, c, h, w, g)}")
+        timings = time_round_robin(
+            {name: forward_backward(fn, x, dy, g) for name, fn in VARIANTS.items()},
+            steps=repeats,
+            warmup=2,
+            clock=clock,
+        )
+        rows.append(
+            {
+                "shape": [n, c, h, w],
+                "groups": g,
+                "count": count,
+                **{f"{name}_ms": t.ms for name, t in timings.items()},
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    names = list(VARIANTS)
+    head = f"{'(N, C, H, W)':<20} {'G':>4} {'x':>2} " + " ".join(f"{n:>22}" for n in names)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        times = " ".join(f"{r[f'{n}_ms']:>19.3f} ms" for n in names)
+        lines.append(f"{str(tuple(r['shape'])):<20} {r['groups']:>4} {r['count']:>2} {times}")
+    totals = {n: sum(r["count"] * r[f"{n}_ms"] for r in rows) for n in names}
+    lines.append("-" * len(head))
+    lines.append(f"{'per train step':<28} " + " ".join(f"{totals[n]:>19.1f} ms" for n in names))
+    base, ours = totals[names[0]], totals[names[1]]
+    lines.append(f"gpconv / torch.channel_shuffle: {ours / base:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    add_clock_option(parser)
+    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    allocator.keep_freed_memory()
+    rows = run(args.repeats, CLOCKS[args.clock])
+    print(
+        f"torch {torch.__version__} channel shuffles of kEffNet-B0 16ch ({SIZE}x{SIZE}, skip "
+        f"{SKIP}, batch {BATCH}, channels_last), forward + backward, {torch.get_num_threads()} "
+        f"threads, {args.clock} clock, median of {args.repeats}"
+    )
+    print(table(rows))
+    if args.json:
+        meta = {
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "repeats": args.repeats,
+            "clock": args.clock,
+        }
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
