@@ -30,8 +30,11 @@ def register(name: str, target: str) -> None:
 
 
 def get(name: str) -> Backend:
-    """The adapter for backend ``name``. Raises ``ValueError`` for an unknown name and
-    ``ImportError`` (with the pip command) when its framework is not installed."""
+    """The adapter for backend ``name``; raises ``ValueError`` for an unknown name.
+
+    An adapter is returned even when its framework is not installed, so callers can report it
+    (``is_available()``, ``install_hint``); its ``build``, ``forward`` and other interface methods
+    then raise ``ImportError`` with the pip command (``base.require(adapter)`` does so at once)."""
     if name not in _REGISTRY:
         raise ValueError(f"Expected backend in {names()}, received backend={name!r}")
     module, attr = _REGISTRY[name].split(":")

@@ -7,19 +7,65 @@ crossing this interface is NumPy, channels-last ``(N, H, W, C)``; each backend c
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..core.arch import Architecture
 from ..core.pointwise import KPointwiseSpec
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a blocked/broken finder
+        return False
+
+
+def require(backend: Backend) -> None:
+    """Raise ``ImportError`` naming ``backend`` and how to install it unless
+    ``backend.is_available()``. (A function, not a method: the interface that adapters implement
+    stays the methods below.)"""
+    if backend.is_available():
+        return
+    label = backend.name or type(backend).__name__
+    missing = [m for m in backend.requires if not _importable(m)]
+    how = backend.install_hint or f"install {', '.join(backend.requires)}"
+    if missing:
+        raise ImportError(
+            f"backend {label!r} is not installed (cannot import {', '.join(missing)}): {how}"
+        )
+    # e.g. cupy: the module is there but no CUDA device is
+    raise ImportError(f"backend {label!r} is not available on this machine: {how}")
+
+
+def _guarded(method: F) -> F:
+    """``method`` preceded by ``require(self)``."""
+
+    @functools.wraps(method)
+    def guarded(self: Backend, *args: Any, **kwargs: Any) -> Any:
+        require(self)
+        return method(self, *args, **kwargs)
+
+    guarded._requires_backend = True  # type: ignore[attr-defined]
+    return guarded  # type: ignore[return-value]
+
 
 class Backend:
     """Base class of backend adapters. Subclasses set ``name``, ``requires`` and ``extra`` and
-    implement the methods below; ``is_available`` needs no override."""
+    implement the methods below; ``is_available`` needs no override.
+
+    The registry hands out adapters whose framework is missing (so ``gpconv check`` can report
+    them as not installed), so every interface method (``ENTRY_POINTS``) of every subclass is
+    wrapped, here, to raise ``ImportError`` with the pip command when ``is_available()`` is false.
+    Without that an adapter that inherits a NumPy implementation (cupy) would build a CPU model
+    and fail later with a bare ``ModuleNotFoundError``, or not at all.
+    """
 
     name: str = ""
     requires: tuple[str, ...] = ()  # importable modules the backend needs
@@ -30,7 +76,16 @@ class Backend:
         return f"pip install 'gpconv[{self.extra}]'" if self.extra else ""
 
     def is_available(self) -> bool:
-        return all(importlib.util.find_spec(m) is not None for m in self.requires)
+        return all(_importable(m) for m in self.requires)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Only the methods this class itself defines: inherited ones are guarded already, and
+        # their guard asks the instance's own is_available().
+        for method in ENTRY_POINTS:
+            fn = cls.__dict__.get(method)
+            if callable(fn) and not getattr(fn, "_requires_backend", False):
+                setattr(cls, method, _guarded(fn))
 
     # --- whole networks -------------------------------------------------------------------
     def build(self, arch: Architecture) -> Any:
@@ -83,3 +138,16 @@ class Backend:
     def param_count(self, model: Any) -> tuple[int, int]:
         """``(trainable, non_trainable)`` as the framework itself counts them."""
         raise NotImplementedError
+
+
+# Every interface method that needs the framework: all public methods but is_available.
+ENTRY_POINTS: tuple[str, ...] = tuple(
+    n
+    for n, v in vars(Backend).items()
+    if callable(v) and not n.startswith("_") and n != "is_available"
+)
+# The base's own stubs too: an unavailable backend that lacks a method says "install", not
+# NotImplementedError.
+for _method in ENTRY_POINTS:
+    setattr(Backend, _method, _guarded(vars(Backend)[_method]))
+del _method

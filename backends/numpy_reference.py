@@ -24,7 +24,17 @@ class ReferenceModel:
     """A reference 'model': the architecture plus its canonical parameters."""
 
     arch: Architecture
-    params: dict[str, np.ndarray] = field(default_factory=dict)
+    # Not in the repr: every array of B0 printed is ~660k characters of noise in a traceback.
+    params: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        # The dataclass repr would also print the whole Architecture (block specs, ~8k chars).
+        dtypes = sorted({str(v.dtype) for v in self.params.values()})
+        values = sum(int(np.size(v)) for v in self.params.values())
+        return (
+            f"ReferenceModel(arch={self.arch.name!r}, num_classes={self.arch.num_classes}, "
+            f"params={len(self.params)} arrays, {values:,} values, {'/'.join(dtypes) or '-'})"
+        )
 
 
 class NumpyBackend(Backend):

@@ -14,7 +14,7 @@ import sys
 import traceback
 from dataclasses import asdict
 
-from ..core.arch import MODELS
+from ..core.arch import MIN_INPUT_SIZE, MODELS
 from .main import UsageError, add_compile_option, add_device_option, add_keep_freed_memory
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
@@ -81,7 +81,7 @@ def _check(args: argparse.Namespace) -> None:
         ("batch_size", 1),
         ("steps", 1),
         ("warmup", 0),
-        ("image_size", 8),
+        ("image_size", MIN_INPUT_SIZE),
         ("min_channels_per_group", 1),
     ):
         if getattr(args, name) < low:

@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="NAME",
         help=f"backend to check (repeatable): {', '.join(names())}, or module:ATTRIBUTE "
-        "for a third-party adapter; default: all",
+        "for a third-party adapter; one that is not installed is a usage error. Default: all, "
+        "listing those not installed without failing",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(

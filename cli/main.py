@@ -2,7 +2,7 @@
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)`` (which registers the
 command and sets ``func``) and a ``run(args) -> int`` exit code. Exit codes: 0 success, 1 a check
-or job failed, 2 usage error.
+or job failed (or stdout was closed early, as by ``| head``), 2 usage error.
 """
 
 from __future__ import annotations
@@ -81,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            code = _dispatch(argv)
+        except SystemExit:  # argparse's --help, --version and usage errors: flush their output too
+            sys.stdout.flush()
+            raise
+        # Flush here, not at interpreter exit: a reader that went away (``gpconv summary |
+        # head -3``) would raise there, past any handler, and print a traceback.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _dispatch(argv: list[str] | None) -> int:
     # TensorFlow's C++ info lines (oneDNN notices) would interleave with our tables.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
@@ -93,6 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"gpconv {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout closed it: stop quietly, as the Python docs recommend (see "Note on
+    SIGPIPE" in the ``signal`` module docs). Output still buffered goes to devnull, so the flush at
+    exit cannot raise again; the exit status is 1, as Python's own for EPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file descriptor (e.g. captured in-process)
+        pass
+    return 1
 
 
 if __name__ == "__main__":

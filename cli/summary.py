@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from ..core.arch import MODELS, by_name
+from ..core.arch import MIN_INPUT_SIZE, MODELS, by_name
 from ..core.paper import paper_rows, paper_table
 from .main import UsageError
 
@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
         arch = by_name(args.model, args.classes, args.min_channels_per_group, args.skip_stride)
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from err
-    size = args.image_size or arch.resolution
-    if size < 8:
-        raise UsageError(f"Expected --image-size >= 8, received {size}")
+    # `is None`, not `or`: --image-size 0 is an error, not a request for the default resolution.
+    size = arch.resolution if args.image_size is None else args.image_size
+    if size < MIN_INPUT_SIZE:
+        raise UsageError(f"Expected --image-size >= {MIN_INPUT_SIZE}, received {size}")
     if not args.json:
         print(arch.summary(size))
         return 0

@@ -15,13 +15,24 @@ from .main import UsageError, add_compile_option, add_device_option, add_keep_fr
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except on required options (they have none) and where the
+    default is ``None``: "(default: None)" says nothing, so those help texts state the default
+    in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train a model on digits, CIFAR-10 or an image folder",
         description="Train EfficientNet or kEffNet with a backend; writes metrics.csv, curves.png, "
         "summary.json, checkpoints and params.safetensors to --out. Run under torchrun for DDP.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--backend", required=True, choices=BACKENDS, help="framework to train with")
     p.add_argument("--model", required=True, choices=sorted(MODELS), help="architecture")
@@ -43,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--epochs", type=int, default=10, help="total epochs (may grow on --resume)")
     p.add_argument("--batch-size", type=int, default=64, help="global batch size (all processes)")
     p.add_argument(
-        "--lr", type=float, default=None, help="base learning rate (None: sgd 0.05, adam 1e-3)"
+        "--lr", type=float, default=None, help="base learning rate (default: sgd 0.05, adam 1e-3)"
     )
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd: momentum 0.9")
     p.add_argument(
@@ -66,21 +77,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="set dropout and drop-connect to 0 (exact comparisons between runs)",
     )
+    # BooleanOptionalAction: --sync-bn and the long-standing --no-sync-bn, and a help line whose
+    # "(default: True)" stands next to --sync-bn (a lone --no-sync-bn read as if it were the
+    # default).
     p.add_argument(
-        "--no-sync-bn",
-        dest="sync_bn",
-        action="store_false",
-        help="under DDP, normalise with per-process batch statistics instead of global ones",
+        "--sync-bn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="torch under DDP: normalise with batch statistics over all processes, as a "
+        "one-process run would; off: each process's own statistics (fewer collectives)",
     )
     p.add_argument(
-        "--limit", type=int, default=None, help="use only the first N train and N test images"
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first N train and N test images (default: all)",
     )
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     p.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for the framework (None: its own choice)",
+        help="CPU threads for the framework (default: its own choice)",
     )
     add_keep_freed_memory(p)
     add_compile_option(p, "compile the train step")

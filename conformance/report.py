@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from .results import CheckResult
+from .results import NOT_INSTALLED, CheckResult
 from .runner import Report
 
 
@@ -36,7 +36,7 @@ def format_report(report: Report, command: str = "gpconv check") -> str:
     body = []
     for (backend, check), rows in groups.items():
         worst = max(rows, key=_ratio)
-        if worst.status == "not installed":
+        if worst.status == NOT_INSTALLED:
             body.append((backend, "-", "-", "-", "-", "-", worst.detail))
             continue
         passed = sum(r.passed for r in rows)

@@ -13,10 +13,14 @@ LOGIT_TOL = 1e-3  # max |Δlogit| <= LOGIT_TOL * max(1, max |logits|)
 GRAD_TOL = 1e-3  # ||g - g_ref|| / ||g_ref|| per parameter
 
 
+NOT_INSTALLED = "not installed"  # the status of the one row of a backend that was skipped
+
+
 @dataclass
 class CheckResult:
     """A single check of one backend. ``error`` and ``tolerance`` are in the same unit; the check
-    passed when ``error <= tolerance`` (``status`` is then ``"pass"``)."""
+    passed when ``error <= tolerance`` (``status`` is then ``"pass"``). A ``"not installed"`` row
+    records a backend that was not checked: it neither passed nor failed (JSON ``passed`` null)."""
 
     backend: str
     check: str
@@ -33,7 +37,9 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["passed"] = self.passed
+        # null, not false: nothing ran, and the report's "passed" (every check that ran passed)
+        # must agree with its rows.
+        d["passed"] = None if self.status == NOT_INSTALLED else self.passed
         for k in ("error", "tolerance"):
             d[k] = None if not np.isfinite(d[k]) else float(d[k])
         return d

@@ -9,10 +9,10 @@ from typing import Any
 
 from .. import __version__
 from ..backends import get, names
-from ..backends.base import Backend
+from ..backends.base import Backend, require
 from .checks import run_backend_checks
 from .golden import check_golden
-from .results import CheckResult
+from .results import NOT_INSTALLED, CheckResult
 from .selfcheck import run_selfcheck
 
 
@@ -28,7 +28,10 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed or r.status == "not installed" for r in self.rows)
+        """Every check that ran passed. A "not installed" row records a check that did not run:
+        only the default run has such rows (``select`` refuses a missing backend asked for by
+        name), and they fail nothing."""
+        return all(r.passed for r in self.rows if r.status != NOT_INSTALLED)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,10 +47,19 @@ class Report:
 
 
 def resolve(name: str) -> Backend:
-    """A registered backend name, or ``package.module:ATTRIBUTE`` naming a ``Backend`` instance."""
+    """A registered backend name, or ``package.module:ATTRIBUTE`` naming a ``Backend`` instance.
+    Raises ``ValueError`` for an unknown name, ``ImportError`` or ``AttributeError`` when
+    ``module:ATTRIBUTE`` does not resolve."""
     if ":" in name and name not in names():
         module, attr = name.split(":", 1)
-        backend = getattr(importlib.import_module(module), attr)
+        try:
+            found = importlib.import_module(module)
+        except ImportError as err:
+            raise ImportError(f"backend {name!r}: cannot import module {module!r} ({err})") from err
+        try:
+            backend = getattr(found, attr)
+        except AttributeError as err:
+            raise AttributeError(f"backend {name!r}: module {module!r} has no {attr!r}") from err
         if not isinstance(backend, Backend):
             raise ValueError(
                 f"Expected {name} to be a gpconv.backends.base.Backend, "
@@ -62,17 +74,36 @@ def default_backends() -> list[str]:
     return names()
 
 
+def select(backend_names: list[str] | None = None) -> list[tuple[str, Backend]]:
+    """``(requested name, adapter)`` of each backend to check: ``backend_names``, or by default
+    every registered backend.
+
+    Every name is resolved, and every backend asked for by name must be installed (else
+    ``ImportError`` with the pip command), before anything runs: a typo or a missing framework
+    in the last ``--backend`` must not surface only after minutes of checks of the first, nor a
+    check of nothing read as a pass. Only the default run lists missing frameworks as not
+    installed."""
+    explicit = bool(backend_names)
+    selected = [(name, resolve(name)) for name in backend_names or default_backends()]
+    if explicit:
+        for _, backend in selected:
+            require(backend)
+    return selected
+
+
 def run(backend_names: list[str] | None = None, full: bool = False, seed: int = 0) -> Report:
-    """Check each backend; ``numpy`` (the reference) gets the finite-difference self-check and the
-    golden files, every other backend the live comparisons and the golden files."""
+    """Check each backend (see ``select``); ``numpy`` (the reference) gets the finite-difference
+    self-check and the golden files, every other backend the live comparisons and the golden
+    files. Raises ``ValueError``, ``ImportError`` or ``AttributeError`` for a requested backend
+    that does not resolve or is not installed, before any check runs."""
     start = time.perf_counter()
+    selected = select(backend_names)
     report = Report(mode="full" if full else "quick", seed=seed)
-    for name in backend_names or default_backends():
-        backend = resolve(name)
+    for name, backend in selected:
         label = backend.name or name
         if not backend.is_available():
             report.backends[label] = {
-                "status": "not installed",
+                "status": NOT_INSTALLED,
                 "hint": backend.install_hint,
                 "requested": name,
             }
@@ -84,7 +115,7 @@ def run(backend_names: list[str] | None = None, full: bool = False, seed: int = 
                     backend.install_hint,
                     float("nan"),
                     float("nan"),
-                    "not installed",
+                    NOT_INSTALLED,
                     f"not installed — {backend.install_hint}",
                 )
             )

@@ -45,10 +45,3 @@ def kpointwise_refs(draw: Any, max_channels: int = 48) -> dict[str, Any]:
     if training and shape[0] * shape[1] * shape[2] < 2:
         shape = (2, shape[1], shape[2])
     return reference_kpointwise(spec, training, seed=draw(st.integers(0, 2**31 - 1)), shape=shape)
-
-
-def interleave_cases() -> st.SearchStrategy[tuple[int, int]]:
-    """``(channels, groups)`` with groups dividing channels."""
-    return st.integers(1, 12).flatmap(
-        lambda g: st.tuples(st.integers(1, 8).map(lambda s: s * g), st.just(g))
-    )

@@ -6,9 +6,11 @@ what was received, in the style ``Expected x.shape[-1] == 16, received x.shape=(
 
 from __future__ import annotations
 
+import numbers
 import operator
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
 
@@ -48,6 +50,15 @@ def require_ndim(name: str, a: Any, ndim: int, layout: str) -> None:
         )
 
 
+def require_min_ndim(name: str, a: Any, ndim: int, layout: str) -> None:
+    """Raise ``ValueError`` unless ``a`` has rank ``ndim`` or more (``layout`` names the axes)."""
+    if a.ndim < ndim:
+        raise ValueError(
+            f"Expected {name} of shape {layout} ({name}.ndim >= {ndim}), "
+            f"received {name}.shape={tuple(a.shape)}"
+        )
+
+
 def require_dim(name: str, a: Any, axis: int, size: int, why: str = "") -> None:
     """Raise ``ValueError`` unless ``a.shape[axis] == size``."""
     if a.shape[axis] != size:
@@ -67,15 +78,73 @@ def require_same_shape(name: str, a: Any, expected: tuple[int, ...], why: str) -
         )
 
 
-def require_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` as an int, raising unless it is an integer >= 1 (Python or NumPy
+def _as_int(name: str, value: Any, expected: str) -> int:
+    """``value`` as a Python int, or ``TypeError`` for anything but a Python or NumPy integer."""
+    # bool is an int subclass, and floats or non-scalar arrays are rejected rather than truncated:
+    # a 32.5-pixel image or seed=True is a bug in the caller, not a request.
+    if not isinstance(value, bool) and hasattr(type(value), "__index__"):
+        try:
+            return operator.index(value)
+        except TypeError:  # e.g. a float or non-scalar NumPy array: ndarray has __index__
+            pass
+    raise TypeError(f"Expected {name} to be {expected}, received {type(value).__name__} {value!r}")
+
+
+def require_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` as an int, raising unless it is an integer >= ``minimum`` (Python or NumPy
     integers; not bools or floats)."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"Expected {name} to be an int, received {type(value).__name__} {value!r}")
-    value = operator.index(value)
-    if value < 1:
-        raise ValueError(f"Expected {name} >= 1, received {name}={value}")
+    value = _as_int(name, value, "an int")
+    if value < minimum:
+        raise ValueError(f"Expected {name} >= {minimum}, received {name}={value}")
     return value
+
+
+def require_rate(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising unless it is a real number in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Expected {name} to be a real number, received {type(value).__name__} {value!r}"
+        )
+    value = float(value)
+    if not 0.0 <= value < 1.0:  # also false for NaN
+        raise ValueError(f"Expected 0 <= {name} < 1, received {name}={value}")
+    return value
+
+
+def require_binary(name: str, xp: Any, mask: Any) -> None:
+    """Raise ``ValueError`` unless every entry of ``mask`` is 0 or 1 (any dtype)."""
+    if xp.isdtype(mask.dtype, "bool"):
+        return
+    # One pass over the mask (a fraction of the multiply it feeds); on a GPU this syncs once.
+    if not bool(xp.all((mask == 0) | (mask == 1))):
+        lo, hi = float(xp.min(mask)), float(xp.max(mask))
+        raise ValueError(
+            f"Expected {name} of 0s and 1s (keep or drop; the 1/(1 - rate) scale is applied "
+            f"by the op), received values in [{lo}, {hi}], {name}.shape={tuple(mask.shape)}"
+        )
+
+
+def make_rng(
+    name: str, seed: Any, generator_ok: bool = False, none_ok: bool = False
+) -> np.random.Generator:
+    """The NumPy generator for ``seed``: the one place core turns seeds into generators, so every
+    caller rejects a bad seed with the same message naming its argument.
+
+    ``seed`` is an integer >= 0 (Python or NumPy), or, where the caller allows it, a ready
+    ``np.random.Generator`` (used as is) or ``None`` (fresh entropy from the OS).
+    """
+    if generator_ok and isinstance(seed, np.random.Generator):
+        return seed
+    if none_ok and seed is None:
+        return np.random.default_rng()
+    options = ["a non-negative int"]
+    options += ["a numpy.random.Generator"] if generator_ok else []
+    options += ["None"] if none_ok else []
+    expected = " or ".join([", ".join(options[:-1]), options[-1]] if len(options) > 1 else options)
+    value = _as_int(name, seed, expected)
+    if value < 0:
+        raise ValueError(f"Expected {name} >= 0, received {name}={value}")
+    return np.random.default_rng(value)
 
 
 def require_divides(groups: int, channels: int, what: str) -> None:

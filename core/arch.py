@@ -36,6 +36,9 @@ B0_BLOCKS: tuple[tuple[int, int, int, int, int, int], ...] = (
     (3, 1, 192, 320, 6, 1),
 )
 SE_RATIO = 0.25
+# The smallest square input (pixels) accepted by Architecture.layers/macs/summary and by the
+# --image-size of `gpconv summary`, `gpconv bench` and `gpconv train`: one rule everywhere.
+MIN_INPUT_SIZE = 8
 DROP_CONNECT_RATE = 0.2
 STEM_FILTERS = 32
 TOP_FILTERS = 1280
@@ -157,8 +160,9 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One row of ``Architecture.layers``: a leaf layer with its output shape ``(H, W, C)``, groups,
-    parameters (trainable *and* BN moving statistics, as Keras's summary counts them) and MACs."""
+    """One row of ``Architecture.layers()``: a leaf layer with its output shape ``(H, W, C)``,
+    groups, parameters (trainable *and* BN moving statistics, as Keras's summary counts them) and
+    MACs."""
 
     name: str
     op: str
@@ -204,10 +208,17 @@ class Architecture:
             non_trainable += 0 if is_trainable else n
         return trainable, non_trainable
 
+    def _input_size(self, input_size: int | None) -> int:
+        """``input_size`` checked to be an int >= ``MIN_INPUT_SIZE``, or the variant's resolution
+        for ``None`` (``is None``, not falsiness: 0 is an error, not a request for 224)."""
+        if input_size is None:
+            return self.resolution
+        return require_positive_int("input_size", input_size, MIN_INPUT_SIZE)
+
     def layers(self, input_size: int | None = None) -> tuple[LayerRow, ...]:
         """Leaf layers in order, with output shapes for a square ``input_size`` (default: the
         variant's resolution)."""
-        return _layer_rows(self, input_size or self.resolution)
+        return _layer_rows(self, self._input_size(input_size))
 
     def macs(self, input_size: int | None = None) -> int:
         """Conv + dense multiply-accumulates per image: ``Ho*Wo*k*k*(Cin/G)*Cout`` per conv."""
@@ -221,7 +232,7 @@ class Architecture:
         """A per-layer table like Keras ``model.summary()``, with totals."""
         from .summary import format_summary
 
-        return format_summary(self, input_size or self.resolution)
+        return format_summary(self, self._input_size(input_size))
 
 
 def _bn_shapes(name: str, channels: int) -> dict[str, tuple[tuple[int, ...], bool]]:

@@ -5,18 +5,27 @@ channels-last ``(N, H, W, 3)``; the network returns logits ``(N, num_classes)``.
 
 Training mode uses batch statistics in every BN and returns the updated moving statistics in
 ``cache["moving_stats"]`` (Keras's rule); it applies dropout and drop-connect with masks taken
-from ``masks`` (``{site: 0/1 array}``, sites ``"<block>_drop"`` of shape ``(N, 1, 1, 1)`` and
-``"top_dropout"`` of shape ``(N, C)``) or drawn from ``rng``. Use ``arch.without_dropout`` for
-deterministic comparisons.
+from ``masks`` (``{site: 0/1 array}``, sites ``"<block>_drop"`` of every residual block, shape
+``(N, 1, 1, 1)``, and ``"top_dropout"`` of shape ``(N, C)``) or drawn from ``rng``. Use
+``arch.without_dropout`` for deterministic comparisons.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ._validate import check_dy, namespace, require_float, require_ndim
+from ._validate import (
+    check_dy,
+    make_rng,
+    namespace,
+    require_binary,
+    require_float,
+    require_ndim,
+    require_same_shape,
+)
 from .arch import Architecture, HeadSpec, MBConvSpec, StemSpec
 from .ops import (
     Add,
@@ -75,6 +84,42 @@ def _pointwise_backward(cache: dict, dy: Any, name: str, grads: dict) -> Any:
     dx, g = KPointwise.backward(cache, dy)
     grads.update({f"{name}/{k}": v for k, v in g.items()})
     return dx
+
+
+def _mask_shapes(arch: Architecture, batch: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{site: (shape, what it means)}`` of every dropout site ``masks`` may name, for a batch
+    of ``batch``: ``"<block>_drop"`` ``(N, 1, 1, 1)`` per residual block and ``"top_dropout"``
+    ``(N, C)`` before the dense layer. Sites with rate 0 are listed too, so one masks dict serves
+    ``arch`` and ``without_dropout(arch)`` alike."""
+    per_sample = "drop-connect keeps or drops whole samples"
+    shapes = {f"{b.name}_drop": ((batch, 1, 1, 1), per_sample) for b in arch.blocks if b.residual}
+    shapes["top_dropout"] = ((batch, arch.head.top.cout), "one entry per sample and channel")
+    return shapes
+
+
+def _check_masks(arch: Architecture, masks: Masks, batch: int) -> None:
+    """Raise unless every mask names a site of ``arch`` and is a 0/1 array of that site's shape.
+
+    Checked up front, in inference mode too: a misspelt site would otherwise be skipped silently
+    and its mask drawn from ``rng``, and a mask of the wrong shape may still broadcast (a
+    per-element drop-connect mask is another model, not an error NumPy would see)."""
+    if not isinstance(masks, Mapping):
+        raise TypeError(
+            f"Expected masks to be a dict {{site: array}}, received {type(masks).__name__}"
+        )
+    expected = _mask_shapes(arch, batch)
+    unknown = [k for k in masks if k not in expected]
+    if unknown:
+        raise ValueError(
+            f"Expected masks to name dropout sites of {arch.name}, received unknown "
+            f"{', '.join(map(repr, unknown))}; valid sites: {', '.join(map(repr, expected))}"
+        )
+    for site, mask in masks.items():
+        name = f"masks[{site!r}]"
+        xp = namespace(mask, names=(name,))
+        shape, why = expected[site]
+        require_same_shape(name, mask, shape, why)
+        require_binary(name, xp, mask)
 
 
 def _dropout_mask(
@@ -215,6 +260,9 @@ def forward(
     """Logits ``(N, num_classes)`` for images ``x`` ``(N, H, W, 3)``, and the cache for
     ``backward``.
 
+    ``masks`` may name only the dropout sites of ``arch`` (module docstring), with 0/1 arrays of
+    those shapes, in either mode; ``rng`` is a ``np.random.Generator``, a seed (int >= 0) or
+    ``None`` (fresh entropy).
     ``cache["moving_stats"]`` holds the updated BN moving statistics (training mode only) and
     ``cache["intermediates"]`` the output of ``stem``, of every block, of ``top`` (the top
     pointwise conv) and ``logits``: what conformance compares to find the first diverging layer.
@@ -228,7 +276,9 @@ def forward(
             f"Expected x.shape[-1] == {arch.stem.cin} (channels-last images), "
             f"received x.shape={tuple(x.shape)}"
         )
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rng = make_rng("rng", rng, generator_ok=True, none_ok=True)
+    if masks is not None:
+        _check_masks(arch, masks, x.shape[0])
     stats: dict[str, Any] = {}
     y, c_stem = _stem_forward(arch.stem, params, x, training, stats)
     intermediates = {"stem": y}

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._validate import make_rng
+
 if TYPE_CHECKING:
     from .arch import Architecture
 
@@ -130,8 +132,8 @@ def init_params(
     arch: Architecture, seed: int = 0, dtype: Any = np.float32, xp: Any = None
 ) -> dict[str, Any]:
     """Fresh parameters with DESIGN.md's initialisers (as the paper's Keras code), as NumPy arrays
-    (or arrays of namespace ``xp``) of ``dtype``. Deterministic in ``seed``."""
-    rng = np.random.default_rng(seed)
+    (or arrays of namespace ``xp``) of ``dtype``. Deterministic in ``seed``, an int >= 0."""
+    rng = make_rng("seed", seed)
     params = {
         name: _initial_value(arch, name, shape, rng).astype(dtype)
         for name, (shape, _) in arch.param_shapes().items()

@@ -48,15 +48,22 @@ def group_count(cin: int, cout: int, min_channels_per_group: int) -> int:
     return next(d for d in range(bound, 0, -1) if cin % d == 0 and cout % d == 0)
 
 
-def _shuffle(x: Any, rows: int, groups: int) -> Any:
-    """View channels as ``(rows, C // rows)``, transpose, flatten; validates ``groups | C``."""
-    xp = namespace(x, names=("x",))
-    require_positive_int("groups", groups)
+def _check_shuffle(x: Any, groups: int) -> int:
+    """Validate ``interleave``/``deinterleave`` arguments: ``x`` an array with a channel axis
+    and ``groups`` a positive int dividing ``x.shape[-1]``. Returns ``groups`` as an int."""
+    namespace(x, names=("x",))
+    groups = require_positive_int("groups", groups)
     if x.ndim < 1:
         raise ValueError(f"Expected x with a channel axis, received x.shape={tuple(x.shape)}")
-    c = x.shape[-1]
-    require_divides(groups, c, "channels x.shape[-1]")
+    require_divides(groups, x.shape[-1], "channels x.shape[-1]")
+    return groups
+
+
+def _shuffle(x: Any, rows: int) -> Any:
+    """View channels as ``(rows, C // rows)``, transpose, flatten (arguments already checked)."""
+    xp = namespace(x)
     lead = tuple(x.shape[:-1])
+    c = x.shape[-1]
     cols = c // rows
     y = xp.reshape(x, lead + (rows, cols))
     y = xp.permute_dims(y, tuple(range(len(lead))) + (len(lead) + 1, len(lead)))
@@ -65,18 +72,19 @@ def _shuffle(x: Any, rows: int, groups: int) -> Any:
 
 def interleave(x: Any, groups: int) -> Any:
     """``out[..., s*G + g] = x[..., g*S + s]`` with ``S = C // G``: view channels as ``(G, S)``,
-    transpose to ``(S, G)``, flatten. A permutation, so its backward is ``deinterleave``."""
-    return _shuffle(x, groups, groups)
+    transpose to ``(S, G)``, flatten. A permutation, so its backward is ``deinterleave``.
+
+    Shapes: x ``(..., C)`` -> ``(..., C)``; ``groups`` divides ``C``."""
+    groups = _check_shuffle(x, groups)
+    return _shuffle(x, groups)
 
 
 def deinterleave(x: Any, groups: int) -> Any:
-    """Inverse of ``interleave``: view channels as ``(S, G)``, transpose to ``(G, S)``, flatten."""
-    namespace(x, names=("x",))
-    require_positive_int("groups", groups)
-    if x.ndim < 1:
-        raise ValueError(f"Expected x with a channel axis, received x.shape={tuple(x.shape)}")
-    require_divides(groups, x.shape[-1], "channels x.shape[-1]")
-    return _shuffle(x, x.shape[-1] // groups, groups)
+    """Inverse of ``interleave``: view channels as ``(S, G)``, transpose to ``(G, S)``, flatten.
+
+    Shapes: x ``(..., C)`` -> ``(..., C)``; ``groups`` divides ``C``."""
+    groups = _check_shuffle(x, groups)
+    return _shuffle(x, x.shape[-1] // groups)
 
 
 class Interleave:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from helpers import fmt
 from hypothesis import given
@@ -313,3 +314,31 @@ def test_arch_bad_arguments(call, thunk, exc, fragment):
     assert fragment in str(info.value), (
         f"{call} raised {info.value!r}, which does not mention {fragment!r}"
     )
+
+
+@pytest.mark.parametrize(
+    ("size", "exc", "fragment"),
+    [
+        (0, ValueError, "Expected input_size >= 8, received input_size=0"),  # was the default
+        (-3, ValueError, "received input_size=-3"),
+        (5, ValueError, "Expected input_size >= 8, received input_size=5"),
+        (32.5, TypeError, "Expected input_size to be an int, received float 32.5"),
+        (True, TypeError, "received bool True"),
+        ("32", TypeError, "received str '32'"),
+    ],
+)
+@pytest.mark.parametrize("method", ["layers", "macs", "feature_size", "summary"])
+def test_bad_input_size_is_rejected_by_every_method(method, size, exc, fragment):
+    arch = kefficientnet("b0", 10, 16, 3)
+    with pytest.raises(exc) as info:
+        getattr(arch, method)(size)
+    assert fragment in str(info.value), (
+        f"{method}(input_size={size!r}) raised {info.value!r}, which does not mention {fragment!r}"
+    )
+
+
+def test_input_size_none_means_the_variant_resolution():
+    arch = kefficientnet("b1", 10)
+    assert arch.layers() == arch.layers(arch.resolution) == arch.layers(np.int64(240))
+    assert arch.macs() == arch.macs(240) and arch.summary() == arch.summary(240)
+    assert arch.macs(8) > 0  # the smallest accepted size

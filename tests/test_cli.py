@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -76,6 +77,8 @@ def test_check_fails_on_a_mutant_and_names_the_layer(capsys):
         ["summary", "--model", "resnet50"],
         ["summary", "--classes", "0"],
         ["summary", "--min-channels-per-group", "0", "--model", "kefficientnet-b0"],
+        ["summary", "--image-size", "0", "--json"],  # was a 224x224 report
+        ["summary", "--image-size", "5"],
     ],
 )
 def test_usage_errors_exit_2(argv, capsys):
@@ -118,3 +121,87 @@ def test_summary_table_and_json(capsys):
         8,
         1280,
     ]
+
+
+def test_check_of_a_requested_backend_that_is_not_installed_exits_2(monkeypatch, capsys):
+    """Named with --backend, a missing framework is a usage error (as in ``gpconv bench``), not
+    "all checks passed" over no checks."""
+    from gpconv.backends import get
+
+    monkeypatch.setattr(type(get("cupy")), "is_available", lambda self: False)
+    for extra in ([], ["--json"]):
+        assert main(["check", "--backend", "cupy", *extra]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1, err
+        assert "backend 'cupy'" in err and "pip install 'gpconv[cupy]'" in err
+
+
+def test_check_rejects_a_bad_backend_before_checking_the_others(monkeypatch, capsys):
+    from gpconv.conformance import runner
+
+    ran = []
+    monkeypatch.setattr(runner, "run_selfcheck", lambda *a: ran.append("selfcheck") or [])
+    monkeypatch.setattr(runner, "check_golden", lambda *a: ran.append("golden") or [])
+    assert main(["check", "--backend", "numpy", "--backend", "typo.mod:X"]) == 2
+    assert ran == []
+    err = capsys.readouterr().err
+    assert "typo.mod:X" in err and len(err.strip().splitlines()) == 1, err
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # wrapping depends on the terminal
+
+
+def test_train_help_states_true_defaults(capsys):
+    out = _help(["train"], capsys)
+    assert "(default: None)" not in out  # required options have none; the others say it in words
+    # sync BN is the default: the default stands next to --sync-bn, not a lone --no-sync-bn
+    sync = out[out.index("--sync-bn, --no-sync-bn") : out.index("--limit LIMIT ")]
+    assert "over all processes" in sync and sync.rstrip().endswith("(default: True)"), sync
+    assert "--lr LR base learning rate (default: sgd 0.05, adam 1e-3)" in out
+    assert "(default: 64)" in out  # the other defaults are still shown
+
+
+@pytest.mark.parametrize(
+    "flags, sync_bn", [([], True), (["--sync-bn"], True), (["--no-sync-bn"], False)]
+)
+def test_train_sync_bn_flags(flags, sync_bn):
+    from gpconv.cli.main import build_parser
+
+    required = ["--backend", "torch", "--model", "kefficientnet-b0", "--out", "runs/x"]
+    assert build_parser().parse_args(["train", *required, *flags]).sync_bn is sync_bn
+
+
+@pytest.mark.parametrize(
+    "argv, unbuffered",
+    [
+        (["summary", "--paper"], False),
+        (["summary", "--paper"], True),  # the first print itself fails
+        (["summary", "--model", "efficientnet-b7"], False),
+        (["train", "--help"], False),  # argparse's output, flushed as it exits
+    ],
+)
+def test_closed_stdout_ends_quietly(argv, unbuffered):
+    """``gpconv summary | head -3``: the reader goes away; no BrokenPipeError traceback, and a
+    nonzero status as the Python docs' pattern gives (1). The pipe's read end is closed before
+    the command starts, so every write fails, deterministically."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "gpconv.cli", *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    finally:
+        os.close(write)
+    assert run.stderr == "" and run.returncode == 1, (run.returncode, run.stderr[-2000:])

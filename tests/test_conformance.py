@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 
 from gpconv.backends import get
-from gpconv.conformance import golden, mutants, strategies
+from gpconv.backends.base import Backend
+from gpconv.conformance import golden, mutants, runner, strategies
 from gpconv.conformance.checks import (
     check_interleave,
     check_kpointwise,
@@ -19,6 +20,7 @@ from gpconv.conformance.checks import (
     compare_kpointwise,
 )
 from gpconv.conformance.runner import run
+from gpconv.core import arch as core_arch
 
 
 def failing(rows):
@@ -146,8 +148,90 @@ def test_missing_golden_file_is_named(tmp_path):
 
 
 def test_runner_reports_a_missing_backend_as_not_installed(monkeypatch):
+    """In the default run (every registered backend) a missing framework is listed, fails
+    nothing, and the JSON agrees with itself: the row neither passed nor failed."""
     cupy = get("cupy")
     monkeypatch.setattr(type(cupy), "is_available", lambda self: False)
-    report = run(["cupy"])
+    monkeypatch.setattr(runner, "default_backends", lambda: ["cupy"])
+    report = run()
     assert report.passed and report.rows[0].status == "not installed"
     assert "pip install 'gpconv[cupy]'" in report.rows[0].detail
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["backends"]["cupy"]["status"] == "not installed"
+    assert [r["passed"] for r in data["results"]] == [None]
+    assert data["passed"] is True
+
+
+def test_runner_refuses_a_requested_backend_that_is_not_installed(monkeypatch):
+    """Asked for by name, a missing framework is an error, not a pass of no checks."""
+    cupy = get("cupy")
+    monkeypatch.setattr(type(cupy), "is_available", lambda self: False)
+    with pytest.raises(ImportError, match=r"backend 'cupy' .*pip install 'gpconv\[cupy\]'"):
+        run(["cupy"])
+
+
+@pytest.mark.parametrize(
+    "late, error",
+    [("typo.mod:X", ImportError), ("gpconv.conformance.mutants:NOPE", AttributeError),
+     ("nosuch", ValueError), ("cupy", ImportError)],
+)  # fmt: skip
+def test_runner_resolves_every_backend_before_checking_any(monkeypatch, late, error):
+    """A bad last --backend is reported at once, not after the minutes of the first's checks."""
+    monkeypatch.setattr(type(get("cupy")), "is_available", lambda self: False)
+    ran = []
+    monkeypatch.setattr(runner, "run_selfcheck", lambda *a: ran.append("selfcheck") or [])
+    monkeypatch.setattr(runner, "check_golden", lambda *a: ran.append("golden") or [])
+    with pytest.raises(error) as raised:
+        run(["numpy", late])
+    assert ran == []
+    assert late.split(":")[-1] in str(raised.value)  # the message names what was asked for
+
+
+INTERFACE = ("build", "load_params", "export_params", "forward", "loss_and_grads",
+             "kpointwise", "interleave", "param_count")  # fmt: skip
+
+
+def test_an_unavailable_backend_refuses_every_entry_point(monkeypatch):
+    """``get()`` hands out adapters of missing frameworks (for the report); using one must fail
+    at once with the pip command, not build a NumPy model (cupy inherits the reference's) or
+    fail later with a bare ModuleNotFoundError."""
+    for name in ("cupy", "torch", "tensorflow"):
+        monkeypatch.setattr(type(get(name)), "is_available", lambda self: False)
+    arch = core_arch.kefficientnet("b0", 10, 16, skip_stride_cnt=3)
+    for name in ("cupy", "torch", "tensorflow"):
+        backend = get(name)
+        with pytest.raises(
+            ImportError, match=rf"backend '{name}' .*pip install 'gpconv\[{name}\]'"
+        ):
+            backend.build(arch)
+        for method in INTERFACE:  # the check comes before the arguments are looked at
+            with pytest.raises(ImportError, match=f"backend '{name}'"):
+                getattr(backend, method)()
+
+
+def test_a_backend_missing_its_module_says_so_before_not_implemented():
+    class Partial(Backend):
+        name, requires, extra = "partial", ("no_such_module_for_gpconv",), "partial"
+
+        def build(self, arch):
+            return "built"
+
+    with pytest.raises(
+        ImportError, match=r"cannot import no_such_module_for_gpconv\): pip install"
+    ):
+        Partial().build(None)
+    with pytest.raises(ImportError, match="backend 'partial'"):
+        Partial().forward(None, None)  # not implemented, but the missing module comes first
+    assert type(Partial()).build.__name__ == "build"
+
+
+def test_reference_model_repr_is_short_and_names_the_model():
+    # The dataclass repr used to print every parameter array (~660k characters for B0).
+    model = get("numpy").build(core_arch.kefficientnet("b0", 10))
+    text = repr(model)
+    assert len(text) < 200, f"repr(ReferenceModel) is {len(text):,} characters: {text[:120]}..."
+    n = len(model.params)
+    for fragment in ("kefficientnet-b0-16ch", f"{n} arrays", "float64"):
+        assert fragment in text, (
+            f"repr(ReferenceModel) = {text!r}, which does not mention {fragment!r}"
+        )

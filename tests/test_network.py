@@ -341,8 +341,66 @@ def test_network_bad_input():
     _, cache = network.forward(arch, params, x)
     with pytest.raises(ValueError, match=r"dy.shape=\(2, 3\).*received dy.shape=\(3, 3\)"):
         network.backward(cache, np.ones((3, 3)))
-    with pytest.raises(ValueError, match=r"mask broadcastable"):
+    with pytest.raises(ValueError, match=r"masks\['top_dropout'\].shape=\(2, 48\).*\(2, 5\)"):
         network.forward(arch, params, x, training=True, masks={"top_dropout": np.ones((2, 5))})
+
+
+def test_unknown_mask_names_are_rejected_and_the_valid_ones_listed():
+    # A misspelt site used to be ignored silently, so the "deterministic" run drew a random mask.
+    arch = tiny_architecture()
+    params, x = random_network_params(arch), images(2, 8)
+    masks = drop_masks(arch, 2)
+    site = next(k for k in masks if k.endswith("_drop"))
+    masks[site.replace("_drop", "_dropout")] = masks.pop(site)
+    with pytest.raises(ValueError) as info:
+        network.forward(arch, params, x, training=True, masks=masks)
+    msg = str(info.value)
+    for fragment in (repr(site.replace("_drop", "_dropout")), repr(site), "'top_dropout'"):
+        assert fragment in msg, f"network.forward(masks=misspelt) raised {msg!r}, no {fragment}"
+
+
+@pytest.mark.parametrize(
+    ("what", "bad", "fragments"),
+    [
+        # Drop-connect is per sample: a per-element mask broadcasts, but is another model.
+        ("shape", lambda m: np.ones((2, 8, 8, m.shape[-1])), ["shape=(2, 1, 1, 1)", "shape=(2, 8"]),
+        ("values", lambda m: np.full_like(m, 2.0), ["of 0s and 1s", "2.0"]),
+        ("type", lambda m: m.tolist(), ["to be an array", "list"]),
+    ],
+)
+def test_bad_masks_are_rejected_before_any_computation(what, bad, fragments):
+    arch = tiny_architecture()
+    params, x = random_network_params(arch), images(2, 8)
+    masks = drop_masks(arch, 2)
+    site = next(k for k in masks if k.endswith("_drop"))
+    masks[site] = bad(masks[site])
+    with pytest.raises((ValueError, TypeError)) as info:
+        network.forward(arch, params, x, training=True, masks=masks)
+    msg = str(info.value)
+    for fragment in (f"masks[{site!r}]", *fragments):
+        assert fragment in msg, f"network.forward(masks {what}) raised {msg!r}, no {fragment!r}"
+
+
+@pytest.mark.parametrize(
+    ("rng", "exc", "fragment"),
+    [
+        (1.5, TypeError, "Expected rng to be a non-negative int, a numpy.random.Generator or None"),
+        (-1, ValueError, "Expected rng >= 0, received rng=-1"),
+        (True, TypeError, "received bool True"),
+        ("3", TypeError, "received str '3'"),
+    ],
+)
+def test_bad_rng_is_rejected_naming_the_argument(rng, exc, fragment):
+    arch = tiny_architecture()
+    params, x = random_network_params(arch), images(2, 8)
+    with pytest.raises(exc) as info:
+        network.forward(arch, params, x, training=True, rng=rng)
+    assert fragment in str(info.value), (
+        f"network.forward(rng={rng!r}) raised {info.value!r}, which does not mention {fragment!r}"
+    )
+    # Generators, NumPy integers and None stay accepted.
+    for ok in (np.random.default_rng(1), np.int64(2), None):
+        network.forward(arch, params, x, training=True, rng=ok)
 
 
 def test_network_gradient_check_catches_a_subtle_backward_error(monkeypatch):

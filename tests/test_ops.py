@@ -298,6 +298,22 @@ def test_global_average_pool(keepdims):
     )
 
 
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_average_pool_backward_is_a_writable_array_of_its_own(keepdims):
+    # Users accumulate gradients in place (dx += ...); a broadcast view is read-only and would
+    # alias every position to one value.
+    x = normal(2, 3, 5, 4)
+    y, cache = GlobalAveragePool.forward(x, keepdims=keepdims)
+    dy = normal(*y.shape, seed=1)
+    dx, _ = GlobalAveragePool.backward(cache, dy)
+    assert dx.flags.writeable, f"GlobalAveragePool.backward dx is read-only [keepdims={keepdims}]"
+    assert not np.shares_memory(dx, dy), "GlobalAveragePool.backward dx is a view of dy"
+    expected = np.broadcast_to(dy.reshape(2, 1, 1, 4) / 15, x.shape).copy()
+    dx[0, 0, 0, 0] += 1.0
+    expected[0, 0, 0, 0] += 1.0
+    assert np.array_equal(dx, expected), "an in-place update of dx changed more than one entry"
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_dense(bias):
     x, kernel, b = normal(3, 5), normal(5, 4, seed=1), normal(4, seed=2)
@@ -549,6 +565,48 @@ BAD_INPUT = [
         lambda: Dropout.forward(X4.astype(int), np.ones((2, 1, 1, 1)), 0.5),
         TypeError,
         ["x.dtype=int64"],
+    ),
+    (
+        "Dropout.forward(rate='0.5')",
+        lambda: Dropout.forward(X4, None, "0.5"),
+        TypeError,
+        ["rate to be a real number", "str '0.5'"],
+    ),
+    (
+        "Dropout.forward(rate=True)",
+        lambda: Dropout.forward(X4, None, True),
+        TypeError,
+        ["rate to be a real number", "bool True"],
+    ),
+    (
+        "Dropout.forward(rate=nan)",
+        lambda: Dropout.forward(X4, None, float("nan")),
+        ValueError,
+        ["0 <= rate < 1", "rate=nan"],
+    ),
+    (
+        "Dropout.forward(mask of 2s)",
+        lambda: Dropout.forward(X4, np.full((2, 1, 1, 1), 2.0), 0.5),
+        ValueError,
+        ["mask of 0s and 1s", "2.0"],
+    ),
+    (
+        "Dropout.forward(mask of 0.5s)",
+        lambda: Dropout.forward(X4, np.full(X4.shape, 0.5), 0.5),
+        ValueError,
+        ["mask of 0s and 1s", "0.5"],
+    ),
+    (
+        "BatchNorm.forward(0-d x)",
+        lambda: BatchNorm.forward(np.float32(1), ONES3, ONES3, ONES3, ONES3),
+        ValueError,
+        ["x.ndim >= 2", "x.shape=()"],
+    ),
+    (
+        "BatchNorm.forward(x rank 1)",
+        lambda: BatchNorm.forward(ONES3, ONES3, ONES3, ONES3, ONES3, True),
+        ValueError,
+        ["x.ndim >= 2", "x.shape=(3,)"],
     ),
     (
         "Add.forward(shapes)",

@@ -175,6 +175,27 @@ def test_init_is_deterministic_in_the_seed(arch):
     assert all(v.dtype == np.float64 for v in init_params(arch, 7, dtype=np.float64).values())
 
 
+@pytest.mark.parametrize(
+    ("seed", "exc", "fragment"),
+    [
+        (-1, ValueError, "Expected seed >= 0, received seed=-1"),
+        (1.5, TypeError, "Expected seed to be a non-negative int, received float 1.5"),
+        (True, TypeError, "received bool True"),
+        # "Deterministic in seed": None (fresh OS entropy) would make init silently random.
+        (None, TypeError, "received NoneType None"),
+        (np.random.default_rng(0), TypeError, "received Generator"),
+    ],
+)
+def test_bad_seeds_are_rejected_naming_the_argument(arch, seed, exc, fragment):
+    with pytest.raises(exc) as info:
+        init_params(arch, seed=seed)
+    assert fragment in str(info.value), (
+        f"init_params(seed={seed!r}) raised {info.value!r}, which does not mention {fragment!r}"
+    )
+    a, b = init_params(arch, seed=np.int64(3)), init_params(arch, seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a), "a NumPy integer seed differs from the int"
+
+
 def test_init_constants_follow_keras():
     arch = kefficientnet("b0", 10, 16)
     params = init_params(arch, 0)

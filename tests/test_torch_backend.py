@@ -617,6 +617,12 @@ def test_bad_inputs_give_clear_errors():
         model(torch.randn(1, 4, 32, 32))
     with pytest.raises(TypeError, match="floating"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"x.dtype=torch.float32 .*received x.dtype=torch.float64"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.float64))
+    with pytest.raises(TypeError, match="channels_last .*received str 'no'"):
+        EfficientNet(model.arch, channels_last="no")
+    with pytest.raises(ValueError, match=r"groups >= 1, received groups=0"):
+        Interleave(0)
     with pytest.raises(ValueError, match=r"\(N, 32, H, W\).*x.shape=\(1, 16, 2, 2\)"):
         KPointwise(KPointwiseSpec(32, 16, 2))(torch.randn(1, 16, 2, 2))
     with pytest.raises(ValueError, match="impl"):

@@ -23,7 +23,7 @@ from helpers import GLIBC, tiny_architecture
 
 from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
-from gpconv.core.params import init_params, load_params
+from gpconv.core.params import init_params, load_params, save_params
 from gpconv.train import checkpoint, data, sampling
 from gpconv.train.device import check_device
 from gpconv.train.frameworks import OptimConfig, create
@@ -275,6 +275,24 @@ def test_checkpoint_roundtrip_verify_and_prune(tmp_path):
     with pytest.raises(ValueError, match="corrupt checkpoint file .*params.safetensors"):
         checkpoint.verify(latest.path)
     assert checkpoint.latest(run, warn=False).epoch == 2
+
+
+def test_checkpoint_restores_counters_saved_as_shape_1_by_older_versions(tmp_path):
+    # Before save_params kept 0-d arrays (c677695) a step counter was written as shape (1,), while
+    # state.json recorded its true shape (); checkpoints of that era (same FORMAT) must resume.
+    run = str(tmp_path)
+    saved = checkpoint.save(run, 1, _params(1), {"step": np.array(5.0)}, {})
+    assert saved.optimizer()["step"].shape == ()
+    path = os.path.join(saved.path, "optimizer.safetensors")
+    save_params(path, {"step": np.array([5.0])})
+    state_path = os.path.join(saved.path, "state.json")
+    state = json.load(open(state_path))
+    state["files"]["optimizer.safetensors"] = checkpoint._sha256(path)
+    json.dump(state, open(state_path, "w"))
+    restored = checkpoint.latest(run).optimizer()
+    assert restored["step"].shape == () and float(restored["step"]) == 5.0, (
+        f"legacy counter restored with shape {restored['step'].shape}, expected ()"
+    )
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

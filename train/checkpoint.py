@@ -88,7 +88,9 @@ class Checkpoint:
 
     def optimizer(self) -> dict[str, np.ndarray]:
         arrays = load_params(os.path.join(self.path, "optimizer.safetensors"))
-        # save_params stores 0-d arrays (step counters) as shape (1,); restore the recorded shapes.
+        # save_params keeps 0-d arrays (step counters) as shape () now, but before c677695 it
+        # wrote them as (1,), and checkpoints of that era share FORMAT (runs/ holds some): restore
+        # the shapes state.json recorded. A no-op for checkpoints written since.
         shapes = self.state.get("optimizer_shapes", {})
         return {k: v.reshape(shapes[k]) if k in shapes else v for k, v in arrays.items()}
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .. import backends
-from ..core.arch import MODELS, Architecture, by_name, without_dropout
+from ..core.arch import MIN_INPUT_SIZE, MODELS, Architecture, by_name, without_dropout
 from ..core.params import save_params
 from ..perf import allocator
 from ..perf.machine import describe
@@ -109,7 +109,7 @@ class RunConfig:
         for name, low in (
             ("epochs", 1),
             ("batch_size", 1),
-            ("image_size", 8),
+            ("image_size", MIN_INPUT_SIZE),
             ("min_channels_per_group", 1),
             ("keep", 1),
         ):

@@ -53,6 +53,11 @@ class EfficientNet(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise TypeError(
+                "Expected channels_last to be True, False or None, "
+                f"received {type(channels_last).__name__} {channels_last!r}"
+            )
         self.arch = arch
         self.channels_last = channels_last
         self.stem = Stem(arch.stem)
@@ -80,6 +85,12 @@ class EfficientNet(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"Expected floating-point images, received x.dtype={x.dtype}")
+        dtype = self.head.predictions.weight.dtype
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"Expected x.dtype={dtype} (the model's parameters; convert one with "
+                f"x.to({dtype}) or model.to({x.dtype})), received x.dtype={x.dtype}"
+            )
         if self.uses_channels_last(x.device):
             return x.contiguous(memory_format=torch.channels_last)
         return x if self.channels_last is False else x.contiguous()

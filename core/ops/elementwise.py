@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_float, require_ndim, require_same_shape
+from .._validate import (
+    check_dy,
+    namespace,
+    require_binary,
+    require_float,
+    require_ndim,
+    require_rate,
+    require_same_shape,
+)
 
 
 class Add:
@@ -53,12 +61,12 @@ class Dropout:
     The mask broadcasts against x: ``x.shape`` for dropout, ``(N, 1, 1, 1)`` for drop-connect
     (stochastic depth per sample, as Keras's ``Dropout(noise_shape=(None, 1, 1, 1))``).
     Backward: ``dx = dy * mask / (1 - rate)``. ``mask=None`` is the identity (inference).
+    ``rate`` is a real number in ``[0, 1)``; ``mask`` holds only 0s and 1s (bool or any dtype).
     """
 
     @staticmethod
     def forward(x: Any, mask: Any | None, rate: float) -> tuple[Any, dict]:
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"Expected 0 <= rate < 1, received rate={rate}")
+        rate = require_rate("rate", rate)
         xp = namespace(x, mask, names=("x", "mask"))
         require_float(xp, "x", x)
         if mask is None or rate == 0.0:
@@ -68,6 +76,8 @@ class Dropout:
                 f"Expected mask broadcastable to x.shape={tuple(x.shape)}, "
                 f"received mask.shape={tuple(mask.shape)}"
             )
+        # A 2.0 or 0.5 "mask" would silently rescale the kept activations a second time.
+        require_binary("mask", xp, mask)
         scale = xp.astype(mask, x.dtype) / (1.0 - rate)
         return x * scale, {"scale": scale, "y_shape": tuple(x.shape)}
 

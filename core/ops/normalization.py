@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_dim, require_float
+from .._validate import check_dy, namespace, require_dim, require_float, require_min_ndim
 
 EPSILON = 1e-3
 MOMENTUM = 0.99
@@ -18,7 +18,7 @@ MOMENTUM = 0.99
 class BatchNorm:
     """``y = gamma * (x - mu) / sqrt(var + eps) + beta`` over the last (channel) axis.
 
-    Shapes: x ``(..., C)`` (``(N, H, W, C)`` or ``(N, C)``), gamma/beta/moving stats ``(C,)``.
+    Shapes: x ``(N, ..., C)`` (``(N, H, W, C)`` or ``(N, C)``), gamma/beta/moving stats ``(C,)``.
     Training uses the batch mean and biased batch variance; inference the moving statistics.
 
     Backward (training), with ``xhat = (x - mu) / sigma`` and ``m`` elements per channel:
@@ -40,6 +40,8 @@ class BatchNorm:
         names = ("x", "gamma", "beta", "moving_mean", "moving_variance")
         arrays = (x, gamma, beta, moving_mean, moving_variance)
         xp = namespace(*arrays, names=names)
+        # A batch axis as well as the channel axis: the batch statistics need samples to reduce.
+        require_min_ndim("x", x, 2, "(N, ..., C)")
         require_float(xp, "x", x)
         c = x.shape[-1]
         for name, a in zip(names[1:], arrays[1:]):
