@@ -16,15 +16,15 @@ of the grouped conv's forward + backward (the table also shows interleave + dein
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from gpconv.cli.main import add_clock_option
+from gpconv.cli.main import add_benchmark_options
 from gpconv.core import GroupedPointwise, deinterleave, interleave
+from gpconv.perf.report import write_json
 from gpconv.perf.timing import CLOCKS, limit_blas_threads, time_round_robin
 
 # (N, H, W, Cin, Cout, G): DESIGN.md §5's case and block6's project conv of kEffNet-B0 16ch.
@@ -111,10 +111,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=0, help="BLAS threads (0: library default)")
-    add_clock_option(parser)
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_benchmark_options(parser, repeats=15, threads_of="BLAS")
     args = parser.parse_args(argv)
     threads = limit_blas_threads(args.threads)
     rows = run(args.repeats, CLOCKS[args.clock])
@@ -137,9 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             "clock": args.clock,
             "dtype": "float32",
         }
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
-            f.write("\n")
+        write_json(args.json, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ hits all alike; figures are medians. Prints a table; ``--json PATH`` writes the 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -28,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, GroupedPointwise2d, Interleave
-from gpconv.cli.main import add_clock_option
+from gpconv.cli.main import add_benchmark_options
 from gpconv.core.pointwise import deinterleave
+from gpconv.perf.report import write_json
 from gpconv.perf.timing import CLOCKS, time_round_robin
 
 # (N, H, W, Cin, Cout, G): DESIGN.md §5's case and block6's project conv of kEffNet-B0 16ch.
@@ -127,10 +127,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    add_clock_option(parser)
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_benchmark_options(parser, repeats=20, threads_of="torch")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             "repeats": args.repeats,
             "clock": args.clock,
         }
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        write_json(args.json, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

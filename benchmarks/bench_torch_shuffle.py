@@ -18,7 +18,6 @@ medians; the totals count each site as often as the network has it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections import Counter
@@ -29,8 +28,9 @@ import torch
 from gpconv.backends.torch import kefficientnet_b0
 from gpconv.backends.torch.eager import channel_shuffle
 from gpconv.backends.torch.pointwise import Interleave
-from gpconv.cli.main import add_clock_option
+from gpconv.cli.main import add_benchmark_options
 from gpconv.perf import allocator
+from gpconv.perf.report import write_json
 from gpconv.perf.timing import CLOCKS, time_round_robin
 
 BATCH, SIZE, SKIP = 32, 32, 3
@@ -108,10 +108,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    add_clock_option(parser)
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_benchmark_options(parser, repeats=15, threads_of="torch")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -131,9 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             "repeats": args.repeats,
             "clock": args.clock,
         }
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
-            f.write("\n")
+        write_json(args.json, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

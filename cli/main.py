@@ -66,6 +66,15 @@ def add_clock_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_benchmark_options(p: argparse.ArgumentParser, repeats: int, threads_of: str) -> None:
+    """The options the op-level benchmark scripts share: ``--repeats`` (rounds; the median is
+    reported), ``--threads`` (of ``threads_of``; 0 keeps its default), ``--clock``, ``--json``."""
+    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds (median reported)")
+    p.add_argument("--threads", type=int, default=0, help=f"{threads_of} threads (0: its default)")
+    add_clock_option(p)
+    p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpconv",
