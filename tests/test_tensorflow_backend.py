@@ -145,6 +145,67 @@ def test_auto_impl_resolves_to_a_differentiable_one():
         GroupedPointwise(4, impl="fft")
 
 
+def test_auto_impl_falls_back_to_matmul_without_onednn():
+    """TF's own CPU kernels cannot differentiate a grouped conv: the probe must see that (one
+    that records its gradient on a paused tape sees nothing and picks "conv")."""
+    code = (
+        "from gpconv.backends.tensorflow.grouped import grouped_conv_differentiable as ok, "
+        "resolve_impl\nprint(ok('float32'), resolve_impl('auto'))\n"
+    )
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-2:] == ["False", "matmul"]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_auto_impl_trains_under_mixed_precision(policy):
+    """oneDNN differentiates grouped convs in float32 but not float16 on CPU: "auto" must pick
+    per compute dtype, or a mixed_float16 model fails at its first gradient."""
+    layer = KPointwise(32, groups=4, dtype=policy)
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 3, 3, 32)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.cast(layer(x, training=True), tf.float32))
+    grads = tape.gradient(loss, [x, *layer.trainable_variables])
+    assert all(g is not None and bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)
+
+
+def test_each_kpointwise_conv_draws_its_own_initial_kernel():
+    """An unseeded Keras 3 initializer repeats its draws: shared by conv and conv2 it made conv2
+    a copy of conv. Cin == Cout gives both kernels the same shape."""
+    layer = KPointwise(64, groups=4)
+    layer.build((None, 4, 4, 64))
+    k1, k2 = (np.asarray(layer.conv.kernel), np.asarray(layer.conv2.kernel))
+    assert k1.shape == k2.shape
+    corr = np.corrcoef(k1.ravel(), k2.ravel())[0, 1]
+    assert abs(corr) < 0.2, f"conv and conv2 start correlated: {corr:.3f}"
+    model = KEfficientNetB0(input_shape=(32, 32, 3), classes=10, skip_stride_cnt=3)
+    block = model.get_layer("block2a_project")
+    k1, k2 = np.asarray(block.conv.kernel).ravel(), np.asarray(block.conv2.kernel).ravel()
+    n = min(k1.size, k2.size)
+    corr = np.corrcoef(k1[:n], k2[:n])[0, 1]
+    assert abs(corr) < 0.2, f"block2a_project conv2 repeats conv's draws: {corr:.3f}"
+
+
+# Keras's own saving code calls np.array on variables (a NumPy 2 deprecation inside Keras).
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_load_model_after_a_bare_import_of_the_package(small_kmodel, tmp_path):
+    """``import keras; import gpconv.backends.tensorflow`` is enough for load_model."""
+    path = tmp_path / "kefficientnet.keras"
+    small_kmodel[0].save(path)
+    code = (
+        "import keras\nimport gpconv.backends.tensorflow\n"
+        f"model = keras.models.load_model({str(path)!r})\n"
+        "print(type(model.get_layer('block2a_project')).__name__)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == "KPointwise"
+
+
 # --- single layers vs core ------------------------------------------------------------------
 
 
@@ -654,3 +715,9 @@ def test_bad_layer_arguments_give_clear_errors():
         EfficientNetB0(input_shape=(32, 32, 1))
     with pytest.raises(ValueError, match="pooling"):
         EfficientNetB0(include_top=False, pooling="sum")
+    with pytest.raises(ValueError, match=r"H and W >= 8 .*\(4, 4, 3\)"):
+        KEfficientNetB0(input_shape=(4, 4, 3), classes=10)
+    with pytest.raises(ValueError, match="kernel_size >= 1, received kernel_size=0"):
+        CorrectPadding2D(0)
+    with pytest.raises(TypeError, match="strides to be an int, received str"):
+        CorrectPadding2D(3, "a")

@@ -6,12 +6,14 @@ from ``core.arch``, the layers of the method, and parameter exchange with the re
 
 Names are resolved lazily (PEP 562): importing this package (as the backend registry does)
 does not import TensorFlow; the first attribute access does, and registers every custom layer
-so ``keras.models.load_model`` can rebuild saved models.
+so ``keras.models.load_model`` can rebuild saved models. Importing the package after Keras
+(``import keras; import gpconv.backends.tensorflow``) registers them at once.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 _EXPORTS = {
@@ -42,11 +44,15 @@ _LAYER_MODULES = (
 )  # imported together: registers every custom layer
 
 
+def _register_layers() -> None:
+    for module in _LAYER_MODULES:
+        importlib.import_module(f".{module}", __name__)
+
+
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    for module in _LAYER_MODULES:
-        importlib.import_module(f".{module}", __name__)
+    _register_layers()
     return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
 
 
@@ -55,3 +61,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = sorted(_EXPORTS)
+
+# A user who has Keras on TensorFlow loaded already pays nothing more here, and a bare
+# ``import gpconv.backends.tensorflow`` before ``keras.models.load_model`` then just works.
+if sys.modules.get("keras") is not None and sys.modules.get("tensorflow") is not None:
+    _register_layers()

@@ -13,8 +13,9 @@ channels ``g*Ci .. g*Ci + Ci - 1``) to ``(N, H, W, Cout)``, without bias.
 * ``"keras"``: ``keras.ops.conv``, which is what ``keras.layers.Conv2D(groups=G)`` runs. On CPU,
   Keras 3 compiles every grouped convolution with XLA, whose CPU grouped convolution is 30–250×
   slower: the route of the paper's code, kept only so benchmarks can show it.
-* ``"auto"``: ``"conv"`` where TensorFlow can differentiate a grouped convolution here (TF's
-  non-oneDNN CPU kernels cannot), otherwise ``"matmul"``; probed once per process.
+* ``"auto"``: ``"conv"`` where TensorFlow can differentiate a grouped convolution here in the
+  layer's compute dtype (TF's non-oneDNN CPU kernels cannot, nor can oneDNN's in float16),
+  otherwise ``"matmul"``; probed once per process and dtype.
 
 Under ``jit_compile=True`` on CPU every implementation is lowered by XLA, whose grouped
 convolution is the slow path above: there, ``impl="matmul"`` is the one to choose.
@@ -72,20 +73,30 @@ IMPLS = ("auto", *IMPLEMENTATIONS)
 
 
 @functools.cache
-def grouped_conv_differentiable() -> bool:
-    """Whether ``tf.nn.conv2d`` and both its gradients run for a grouped kernel here.
+def grouped_conv_differentiable(dtype: str = "float32") -> bool:
+    """Whether ``tf.nn.conv2d`` and both its gradients run for a grouped kernel of ``dtype`` here.
 
     TF's own (non-oneDNN) CPU kernels raise "Gradients for grouped convolutions are not
-    supported on CPU"; oneDNN (the x86 default) and cuDNN support them.
+    supported on CPU"; oneDNN (the x86 default) supports them in float32 and bfloat16 but not
+    float16 (the compute dtype of Keras's ``mixed_float16``); cuDNN supports them.
     """
-    with tf.init_scope():  # probe eagerly even when first asked while tracing a tf.function
-        x = tf.ones((1, 1, 1, 4))
-        kernel = tf.ones((1, 1, 2, 4))
+    # Eagerly even when first asked while tracing a tf.function. init_scope also pauses gradient
+    # tapes, so the two gradient kernels are called directly (a tape here recorded nothing, and
+    # the probe passed everywhere).
+    with tf.init_scope():
+        x = tf.ones((1, 1, 1, 4), dtype=dtype)
+        kernel = tf.ones((1, 1, 2, 4), dtype=dtype)
+        strides = (1, 1, 1, 1)
         try:
-            with tf.GradientTape() as tape:
-                tape.watch([x, kernel])
-                y = grouped_conv(x, kernel, 2)
-            tape.gradient(y, [x, kernel])
+            dy = grouped_conv(x, kernel, 2)
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=strides,
+                padding="VALID",
+            )  # fmt: skip
+            tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=strides,
+                padding="VALID",
+            )  # fmt: skip
         except (
             tf.errors.InvalidArgumentError,
             tf.errors.UnimplementedError,
@@ -102,13 +113,14 @@ def check_impl(impl: str) -> str:
     return impl
 
 
-def resolve_impl(impl: str) -> str:
-    """The concrete implementation name for ``impl`` (``"auto"`` resolved for this machine)."""
+def resolve_impl(impl: str, dtype: str = "float32") -> str:
+    """The concrete implementation name for ``impl`` (``"auto"`` resolved for this machine and
+    the compute ``dtype``)."""
     if check_impl(impl) == "auto":
-        return "conv" if grouped_conv_differentiable() else "matmul"
+        return "conv" if grouped_conv_differentiable(dtype) else "matmul"
     return impl
 
 
-def grouped_product(impl: str) -> GroupedProduct:
-    """The function computing the grouped 1×1 product for ``impl``."""
-    return IMPLEMENTATIONS[resolve_impl(impl)]
+def grouped_product(impl: str, dtype: str = "float32") -> GroupedProduct:
+    """The function computing the grouped 1×1 product for ``impl`` in compute ``dtype``."""
+    return IMPLEMENTATIONS[resolve_impl(impl, dtype)]

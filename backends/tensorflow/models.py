@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...core.arch import Architecture, HeadSpec, MBConvSpec, StemSpec
+from ...core.arch import MIN_INPUT_SIZE, Architecture, HeadSpec, MBConvSpec, StemSpec
 from ...core.pointwise import KPointwiseSpec
 from ._runtime import keras
 from .depthwise import SlabGradDepthwiseConv2D
@@ -167,6 +167,12 @@ def build_model(
     if len(input_shape) != 3 or input_shape[-1] != arch.stem.cin:
         raise ValueError(
             f"Expected input_shape (H, W, {arch.stem.cin}) (channels-last), "
+            f"received input_shape={input_shape}"
+        )
+    if any(size is not None and size < MIN_INPUT_SIZE for size in input_shape[:2]):
+        # The rule of core's Architecture.layers and of gpconv train/bench/summary.
+        raise ValueError(
+            f"Expected input_shape H and W >= {MIN_INPUT_SIZE} (or None), "
             f"received input_shape={input_shape}"
         )
     builder = _Builder(arch, impl)

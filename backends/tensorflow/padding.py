@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...core._validate import require_positive_int
 from ...core.ops.conv import pad_amounts
 from ._runtime import SERIALIZATION_PACKAGE, keras, tf
 
@@ -21,8 +22,8 @@ class CorrectPadding2D(keras.layers.Layer):
 
     def __init__(self, kernel_size: int, strides: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.kernel_size = int(kernel_size)
-        self.strides = int(strides)
+        self.kernel_size = require_positive_int("kernel_size", kernel_size)
+        self.strides = require_positive_int("strides", strides)
 
     def _amounts(self, size: int | None) -> tuple[int, int] | None:
         if size is None:

@@ -61,7 +61,7 @@ class GroupedPointwise(keras.layers.Layer):
     def build(self, input_shape: tuple) -> None:
         cin = _channels(input_shape, "GroupedPointwise")
         require_divides(self.groups, cin, "input channels input_shape[-1]")
-        self._product = grouped_product(self.impl)
+        self._product = grouped_product(self.impl, self.compute_dtype)
         self.kernel = self.add_weight(
             name="kernel",
             shape=(1, 1, cin // self.groups, self.filters),
@@ -124,6 +124,14 @@ class InterleaveChannels(keras.layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
+def _fresh(initializer: Any) -> Any:
+    """A copy of ``initializer`` made from its config, for one sub-layer. A Keras 3 initializer
+    without a seed fixes a random one when it is created and draws the same numbers on every
+    call, so ``conv`` and ``conv2`` sharing one object would start as copies of each other (as
+    two layers given the same string get separate objects). A seeded one keeps its seed."""
+    return keras.initializers.get(keras.initializers.serialize(initializer))
+
+
 @register
 class KPointwise(keras.layers.Layer):
     """kPointwise (DESIGN.md §1), ``(N, H, W, Cin) -> (N, H, W, filters)``:
@@ -176,6 +184,7 @@ class KPointwise(keras.layers.Layer):
         """The layer for a core ``KPointwiseSpec`` (its groups, BN, activation and bias)."""
         return cls(
             spec.cout,
+            min_channels_per_group=None,  # the groups are given: a rule would only mislead
             groups=spec.groups,
             use_bn=spec.bn,
             activation=spec.activation,
@@ -207,8 +216,8 @@ class KPointwise(keras.layers.Layer):
             self.spec.groups,
             self.use_bias,
             self.impl,
-            self.kernel_initializer,
-            self.bias_initializer,
+            _fresh(self.kernel_initializer),
+            _fresh(self.bias_initializer),
             name=f"conv{suffix}",
             dtype=self.dtype_policy,
         )
