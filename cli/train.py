@@ -51,7 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=3,
         help="skip_stride_cnt: stem stride 1 and stride 1 in the first N stages (-1: none)",
     )
-    p.add_argument("--epochs", type=int, default=10, help="total epochs (may grow on --resume)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=10,
+        help="total epochs (on --resume: not fewer than the run has completed)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="global batch size (all processes)")
     p.add_argument(
         "--lr", type=float, default=None, help="base learning rate (default: sgd 0.05, adam 1e-3)"

@@ -315,6 +315,90 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert checkpoint.latest(run, warn=False).epoch == 2
 
 
+def _future_format(path: str) -> None:
+    """Make the checkpoint at ``path`` unverifiable as a newer gpconv's would be to this one."""
+    state_path = os.path.join(path, "state.json")
+    state = json.load(open(state_path))
+    state["format"] = "gpconv-checkpoint/2"
+    json.dump(state, open(state_path, "w"))
+
+
+def test_prune_counts_only_verified_checkpoints_and_deletes_no_unverifiable_one(tmp_path):
+    run = str(tmp_path)
+    root = os.path.join(run, "checkpoints")
+    checkpoint.save(run, 1, _params(1), {}, {}, keep=3)
+    checkpoint.save(run, 2, _params(2), {}, {}, keep=3)
+    # epoch 1 rots on disk; epoch 5 is in a format this version cannot read
+    params_1 = os.path.join(root, "epoch-0001", "params.safetensors")
+    raw = bytearray(open(params_1, "rb").read())
+    raw[-1] ^= 0xFF
+    open(params_1, "wb").write(bytes(raw))
+    shutil.copytree(os.path.join(root, "epoch-0002"), os.path.join(root, "epoch-0005"))
+    _future_format(os.path.join(root, "epoch-0005"))
+    unreadable = {p: tree_digest(os.path.join(root, p)) for p in ("epoch-0001", "epoch-0005")}
+    checkpoint.save(run, 3, _params(3), {}, {}, keep=1)
+    assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1, 3, 5], (
+        "keep=1 keeps the one verified checkpoint and leaves both unverifiable folders alone"
+    )
+    assert {p: tree_digest(os.path.join(root, p)) for p in unreadable} == unreadable
+    assert checkpoint.latest(run, warn=False).epoch == 3
+
+
+def test_prune_never_deletes_the_checkpoint_just_written(tmp_path):
+    run = str(tmp_path)
+    checkpoint.save(run, 5, _params(5), {}, {}, keep=1)
+    written = checkpoint.save(run, 2, _params(2), {}, {}, keep=1)
+    assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2, 5]
+    assert checkpoint.verify(written.path).epoch == 2
+
+
+def test_a_crash_while_pruning_leaves_no_torn_checkpoint(tmp_path, monkeypatch):
+    run = str(tmp_path)
+    checkpoint.save(run, 1, _params(1), {}, {}, keep=1)
+    real_rmtree = shutil.rmtree
+
+    def killed_half_way(path, *args, **kwargs):
+        params = os.path.join(path, "params.safetensors")
+        if not os.path.isfile(params):  # not a checkpoint (save clearing its own temp name)
+            return real_rmtree(path, *args, **kwargs)
+        os.remove(params)
+        raise KeyboardInterrupt("simulated kill while deleting")
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(run, 2, _params(2), {}, {}, keep=1)
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
+    for _, path in checkpoint.epochs_on_disk(run):
+        checkpoint.verify(path)  # the half-deleted epoch 1 is no longer under an epoch-NNNN name
+    assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2]
+    checkpoint.save(run, 3, _params(3), {}, {}, keep=1)  # which clears the remains
+    assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["epoch-0003"]
+
+
+def test_save_moves_aside_whatever_is_at_its_target(tmp_path, capsys):
+    run = str(tmp_path)
+    root = os.path.join(run, "checkpoints")
+    checkpoint.save(run, 1, _params(1), {}, {})
+    in_the_way = os.path.join(root, "epoch-0002")
+    shutil.copytree(os.path.join(root, "epoch-0001"), in_the_way)
+    _future_format(in_the_way)
+    before = tree_digest(in_the_way)
+    checkpoint.save(run, 2, _params(2), {}, {})
+    aside = in_the_way + ".unverifiable-1"
+    assert tree_digest(aside) == before, "the unreadable folder is kept, byte for byte"
+    err = capsys.readouterr().err
+    assert f"moved {in_the_way} aside to {aside}" in err and "gpconv-checkpoint/2" in err
+    assert checkpoint.latest(run, warn=False).epoch == 2
+    np.testing.assert_array_equal(
+        checkpoint.latest(run).params()["a/kernel"], _params(2)["a/kernel"]
+    )
+    # a verified checkpoint in the way (another writer, or the API called twice) is kept too
+    checkpoint.save(run, 2, _params(7), {}, {})
+    assert checkpoint.verify(in_the_way + ".replaced-1").params()["b/bias"][1] == 2
+    assert os.path.isdir(aside) and checkpoint.latest(run).params()["b/bias"][1] == 7
+    assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1, 2]
+
+
 # --- end-to-end with the numpy reference -------------------------------------------------------
 
 
@@ -402,6 +486,29 @@ def test_resume_after_completion_changes_nothing(numpy_run, tmp_path):
     before = checkpoint.latest(run).state["history"]
     assert train(*NUMPY_TINY, "--out", run, "--resume") == 0
     assert checkpoint.latest(run).state["history"] == before
+
+
+def test_resume_refuses_fewer_epochs_than_completed(numpy_run, tmp_path, capsys):
+    run = str(tmp_path / "done")
+    shutil.copytree(numpy_run, run)
+    before = tree_digest(run)
+    assert train(*NUMPY_TINY, "--epochs", "2", "--out", run, "--resume") == 2
+    assert (
+        "Expected --epochs >= 3 (the run has completed 3 epochs; --epochs cannot shrink below "
+        "that on --resume), received --epochs 2" in capsys.readouterr().err
+    )
+    assert tree_digest(run) == before
+
+
+def test_fit_refuses_a_history_longer_than_epochs():
+    from gpconv.train.distributed import Dist
+    from gpconv.train.loop import LoopConfig, fit
+
+    digits = data.load_digits(8).limited(16)
+    fw = create("numpy", tiny_architecture(num_classes=10), OptimConfig())
+    history = [{"epoch": e} for e in (1, 2, 3)]
+    with pytest.raises(ValueError, match=r"Expected epochs >= 3 .*, received epochs 2"):
+        fit(fw, digits, LoopConfig(epochs=2, batch_size=8, lr=0.1), Dist(), history)
 
 
 # --- bad arguments -----------------------------------------------------------------------------

@@ -13,6 +13,11 @@ Layout of one checkpoint, ``<run>/checkpoints/epoch-0003/``:
 The folder is assembled under a temporary name (files fsynced) and renamed into place, then the
 parent directory is fsynced: a SIGKILL or power loss leaves either the old set of checkpoints or
 the new one, never a torn file.
+
+Nothing that might be the only copy of an epoch is deleted: pruning counts and deletes only
+checkpoints that verify, and a folder that does not verify (corrupt, or in a format this version
+cannot read) stays where it is; ``save`` moves whatever is in its way aside to
+``epoch-NNNN.unverifiable-N`` (or ``.replaced-N``) with a warning. Those are left for the user.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from ..core.params import load_params, save_params
 CHECKPOINTS = "checkpoints"
 PREFIX = "epoch-"
 TMP_PREFIX = ".tmp-"
+# A verified checkpoint being deleted is first renamed to this prefix (atomic), so a kill halfway
+# through the deletion leaves a leftover the next prune removes, never a torn epoch-NNNN folder.
+PRUNING_PREFIX = f"{TMP_PREFIX}pruning-"
 FORMAT = "gpconv-checkpoint/1"
 
 
@@ -104,7 +112,16 @@ def save(
     keep: int = 2,
     metadata: dict[str, str] | None = None,
 ) -> Checkpoint:
-    """Write checkpoint ``epoch`` (completed epochs) atomically and keep the newest ``keep``."""
+    """Write checkpoint ``epoch`` (completed epochs) atomically, then ``prune(run_dir, keep)``.
+
+    Something already at ``checkpoints/epoch-NNNN`` is moved aside, never deleted: to
+    ``epoch-NNNN.unverifiable-N`` if it fails ``verify`` (the usual case: resume starts after the
+    newest checkpoint that verifies, so a folder at a later epoch is corrupt or in a format this
+    version cannot read, and may be the only copy of that epoch), or ``epoch-NNNN.replaced-N`` if
+    it verifies (another writer, or this function called twice for one epoch). Either way a
+    warning on stderr names both paths; the folder is left for the user to inspect or delete.
+    The checkpoint just written is never pruned.
+    """
     root = os.path.join(run_dir, CHECKPOINTS)
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"{PREFIX}{epoch:04d}")
@@ -129,13 +146,35 @@ def save(
     }
     write_json_atomic(os.path.join(tmp, "state.json"), state)
     _fsync_dir(tmp)
-    if os.path.exists(final):
-        # Only an invalid checkpoint can be in the way (a valid one would have been resumed from).
-        shutil.rmtree(final)
+    if os.path.lexists(final):
+        try:
+            verify(final)
+            why, reason = "replaced", "a verified checkpoint of the same epoch was in the way"
+        except ValueError as err:
+            why, reason = "unverifiable", str(err)
+        _move_aside(final, why, reason)
+    # A crash between the two renames leaves the old folder aside and the new one under its
+    # temporary name: nothing is lost, and resume falls back to the previous checkpoint.
     os.rename(tmp, final)
     _fsync_dir(root)
-    prune(run_dir, keep)
+    prune(run_dir, keep, protect=final)
     return Checkpoint(final, state)
+
+
+def _move_aside(path: str, why: str, reason: str) -> str:
+    """Rename ``path`` to the first free ``<path>.<why>-N`` (not an ``epoch-NNNN`` name, so
+    neither ``latest`` nor ``prune`` looks at it again), warn on stderr, return the new path."""
+    n = 1
+    while os.path.lexists(f"{path}.{why}-{n}"):
+        n += 1
+    aside = f"{path}.{why}-{n}"
+    os.rename(path, aside)
+    print(
+        f"gpconv train: moved {path} aside to {aside} ({reason}); "
+        "it is kept: delete it once you no longer need it",
+        file=sys.stderr,
+    )
+    return aside
 
 
 def verify(path: str) -> Checkpoint:
@@ -183,12 +222,39 @@ def latest(run_dir: str, warn: bool = True) -> Checkpoint | None:
     return None
 
 
-def prune(run_dir: str, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints and leftovers of interrupted writes."""
+def _verifies(path: str) -> bool:
+    try:
+        verify(path)
+    except ValueError:
+        return False
+    return True
+
+
+def prune(run_dir: str, keep: int, protect: str | None = None) -> None:
+    """Delete the verified checkpoints older than the newest ``keep`` verified ones, and leftovers
+    of interrupted writes and deletions.
+
+    Only checkpoints that verify count towards ``keep`` and are ever deleted: a folder that does
+    not verify may be the only copy of its epoch (bit rot, or a newer gpconv's format), so it is
+    left in place; ``latest`` skips it with a warning. ``protect`` (the checkpoint ``save`` just
+    wrote) is kept even when ``keep`` newer verified checkpoints exist.
+    """
     root = os.path.join(run_dir, CHECKPOINTS)
     for name in os.listdir(root):
-        if name.startswith(TMP_PREFIX) and not name.endswith(f"-{os.getpid()}"):
+        interrupted_write = name.startswith(TMP_PREFIX) and not name.endswith(f"-{os.getpid()}")
+        if interrupted_write or name.startswith(PRUNING_PREFIX):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    on_disk = epochs_on_disk(run_dir)
-    for _, path in on_disk[: max(0, len(on_disk) - keep)]:
-        shutil.rmtree(path, ignore_errors=True)
+    protect = os.path.abspath(protect) if protect else None
+    verified = [
+        path
+        for _, path in epochs_on_disk(run_dir)
+        # the one save just wrote and hashed is not read back
+        if os.path.abspath(path) == protect or _verifies(path)
+    ]
+    for path in verified[: max(0, len(verified) - keep)]:
+        if os.path.abspath(path) == protect:
+            continue
+        doomed = os.path.join(root, f"{PRUNING_PREFIX}{os.path.basename(path)}-{os.getpid()}")
+        os.rename(path, doomed)
+        _fsync_dir(root)  # the rename is durable before any file in it goes
+        shutil.rmtree(doomed, ignore_errors=True)

@@ -99,7 +99,14 @@ def fit(
     history: History | None = None,
     on_epoch_end: Callable[[History], None] | None = None,
 ) -> History:
-    """Train from epoch ``len(history)`` to ``cfg.epochs``; returns the full history."""
+    """Train from epoch ``len(history)`` to ``cfg.epochs``; returns the full history.
+    ``ValueError`` if ``history`` already holds more than ``cfg.epochs`` epochs."""
+    if history is not None and len(history) > cfg.epochs:
+        # Nothing would be trained and the caller would get back more epochs than it asked for.
+        raise ValueError(
+            f"Expected epochs >= {len(history)} (the history already holds {len(history)} "
+            f"epochs), received epochs {cfg.epochs}"
+        )
     if steps_per_epoch(len(data.y_train), cfg.batch_size) == 0:
         raise ValueError(
             f"batch size {cfg.batch_size} exceeds the {len(data.y_train)} training images"

@@ -6,7 +6,7 @@ Run folder ``--out``:
 * ``run.json``: the run's identity (model, backend, data, hyper-parameters) written when it starts;
   ``--resume`` refuses a folder whose identity differs, and a folder holding a run is never
   reused without ``--resume``;
-* ``checkpoints/epoch-NNNN/``: see ``train.checkpoint`` (the newest two are kept);
+* ``checkpoints/epoch-NNNN/``: see ``train.checkpoint`` (the newest two that verify are kept);
 * ``metrics.csv``, ``curves.png``, ``summary.json`` (rewritten after every epoch);
 * ``params.safetensors``: the final canonical parameters, loadable by any backend.
 """
@@ -34,8 +34,9 @@ from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, 
 from .loop import LoopConfig, fit
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
-# Arguments that define a run: a resume must repeat them. --epochs may grow (the lr schedule then
-# follows the new length), and process count, progress display and checkpoint retention are free.
+# Arguments that define a run: a resume must repeat them. --epochs may change (the lr schedule then
+# follows the new length) but not below the epochs already completed (checked in train() once the
+# checkpoint is read), and process count, progress display and checkpoint retention are free.
 IDENTITY = (
     "model",
     "min_channels_per_group",
@@ -409,6 +410,13 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
         if diff:
             raise ConfigError(
                 f"cannot --resume from {ckpt.path}: different run:\n  " + "\n  ".join(diff)
+            )
+        if cfg.epochs < ckpt.epoch:
+            # Training cannot be undone: fit would train nothing and the run would claim to be
+            # complete at --epochs with more epochs than that in its history and parameters.
+            raise ConfigError(
+                f"Expected --epochs >= {ckpt.epoch} (the run has completed {ckpt.epoch} epochs; "
+                f"--epochs cannot shrink below that on --resume), received --epochs {cfg.epochs}"
             )
         fw.load_params(ckpt.params())
         fw.load_optimizer_state(ckpt.optimizer(), ckpt.state["optimizer"])
