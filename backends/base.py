@@ -44,6 +44,37 @@ def require(backend: Backend) -> None:
     raise ImportError(f"backend {label!r} is not available on this machine: {how}")
 
 
+def images_in(x: Any, channels: int) -> np.ndarray:
+    """Images crossing the interface, checked: floating ``(N, H, W, channels)``, returned as
+    contiguous float32 (what the framework models run). Integer images are refused rather than
+    cast: they are usually 0-255 data that was not scaled."""
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[-1] != channels:
+        raise ValueError(
+            f"Expected images of shape (N, H, W, {channels}) (channels-last), "
+            f"received x.shape={x.shape}"
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"Expected floating images, received x.dtype={x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def labels_in(labels: Any, n: int, classes: int) -> np.ndarray:
+    """Class labels crossing the interface, checked: integers of shape ``(n,)`` in
+    ``[0, classes)``, returned as int64 (never a silent cast of 1.7 to class 1)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"Expected labels of shape ({n},), received labels.shape={labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"Expected integer labels, received labels.dtype={labels.dtype}")
+    if n and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(
+            f"Expected labels in [0, {classes}), received values in "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+    return labels.astype(np.int64)
+
+
 def _guarded(method: F) -> F:
     """``method`` preceded by ``require(self)``."""
 

@@ -690,6 +690,8 @@ def test_bad_inputs_give_clear_errors(small_kmodel):
         backend.loss_and_grads(model, images(2, 8), np.array([0, 3]))
     with pytest.raises(ValueError, match=r"labels of shape \(2,\)"):
         backend.loss_and_grads(model, images(2, 8), np.array([0]))
+    with pytest.raises(TypeError, match=r"integer labels, received labels.dtype=float64"):
+        backend.loss_and_grads(model, images(2, 8), np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="not built by this backend"):
         backend.forward(small_kmodel[0], images(1, 32))
     spec = KPointwiseSpec(8, 8, 2)

@@ -629,6 +629,20 @@ def test_bad_inputs_give_clear_errors():
         GroupedPointwise2d(4, 4, 2, impl="fft")
 
 
+def test_adapter_refuses_labels_and_images_it_would_otherwise_cast():
+    """The adapter used to cast float labels to long (1.7 -> class 1) and int images to float."""
+    model = BACKEND.build(core_arch.kefficientnet("b0", 3, 16, skip_stride_cnt=3))
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    with pytest.raises(TypeError, match=r"integer labels, received labels.dtype=float64"):
+        BACKEND.loss_and_grads(model, x, np.array([0.0, 1.7]))
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\), received values in \[0, 3\]"):
+        BACKEND.loss_and_grads(model, x, np.array([0, 3]))
+    with pytest.raises(ValueError, match=r"labels of shape \(2,\)"):
+        BACKEND.loss_and_grads(model, x, np.array([0]))
+    with pytest.raises(TypeError, match="floating images, received x.dtype=uint8"):
+        BACKEND.forward(model, np.zeros((2, 32, 32, 3), np.uint8))
+
+
 # --- the adapter ------------------------------------------------------------------------------
 
 

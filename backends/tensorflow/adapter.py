@@ -15,34 +15,7 @@ import numpy as np
 
 from ...core.arch import Architecture
 from ...core.pointwise import KPointwiseSpec
-from ..base import Backend
-
-
-def _images(x: np.ndarray, channels: int) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[-1] != channels:
-        raise ValueError(
-            f"Expected images of shape (N, H, W, {channels}) (channels-last), "
-            f"received x.shape={x.shape}"
-        )
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"Expected floating images, received x.dtype={x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def _labels(labels: np.ndarray, n: int, classes: int) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"Expected integer labels of shape ({n},), received labels.shape={labels.shape}, "
-            f"labels.dtype={labels.dtype}"
-        )
-    if n and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(
-            f"Expected labels in [0, {classes}), received values in "
-            f"[{labels.min()}, {labels.max()}]"
-        )
-    return labels.astype(np.int64)
+from ..base import Backend, images_in, labels_in
 
 
 class TensorFlowBackend(Backend):
@@ -85,7 +58,7 @@ class TensorFlowBackend(Backend):
 
     def forward(self, model: Any, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
         arch = self._arch(model)
-        outputs = self._models[model][1](_images(x, arch.stem.cin), training=training)
+        outputs = self._models[model][1](images_in(x, arch.stem.cin), training=training)
         return {k: np.asarray(v) for k, v in outputs.items()}
 
     def loss_and_grads(
@@ -96,8 +69,8 @@ class TensorFlowBackend(Backend):
         from .params import canonical_variables
 
         arch = self._arch(model)
-        x = tf.constant(_images(x, arch.stem.cin))
-        labels = tf.constant(_labels(labels, x.shape[0], arch.num_classes))
+        x = tf.constant(images_in(x, arch.stem.cin))
+        labels = tf.constant(labels_in(labels, x.shape[0], arch.num_classes))
         trainable = {k: v for k, v in canonical_variables(model).items() if v.trainable}
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -125,7 +98,7 @@ class TensorFlowBackend(Backend):
         from .params import assign
         from .pointwise import KPointwise
 
-        x = _images(x, spec.cin)
+        x = images_in(x, spec.cin)
         layer = KPointwise.from_spec(spec, impl=self.impl, name="kpointwise")
         layer.build(x.shape)
         variables = layer.canonical_variables()

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...core.arch import Architecture
 from ...core.pointwise import KPointwiseSpec
-from ..base import Backend
+from ..base import Backend, images_in, labels_in
 
 
 def _to_nchw(x: np.ndarray, channels_last: bool) -> Any:
@@ -59,6 +59,7 @@ class TorchBackend(Backend):
     def forward(self, model: Any, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
         import torch
 
+        x = images_in(x, model.arch.stem.cin)
         model.train(training)
         with torch.no_grad():
             nhwc = model.uses_channels_last(torch.device("cpu"))
@@ -73,11 +74,13 @@ class TorchBackend(Backend):
 
         from .params import export_grads
 
+        x = images_in(x, model.arch.stem.cin)
+        labels = labels_in(labels, x.shape[0], model.arch.num_classes)
         model.train(training)
         model.zero_grad(set_to_none=True)
         xt = _to_nchw(x, model.uses_channels_last(torch.device("cpu"))).requires_grad_(True)
         logits = model(xt)
-        loss = F.cross_entropy(logits, torch.as_tensor(np.asarray(labels), dtype=torch.long))
+        loss = F.cross_entropy(logits, torch.from_numpy(labels))
         loss.backward()
         return {
             "loss": loss.item(),
