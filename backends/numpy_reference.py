@@ -96,7 +96,18 @@ class NumpyBackend(Backend):
         return interleave(np.asarray(x), groups)
 
     def param_count(self, model: ReferenceModel) -> tuple[int, int]:
-        return model.arch.param_count()
+        """Counted from the model's own arrays (not from ``arch``, which conformance compares
+        against), trainable or not as ``arch.param_shapes`` marks each name."""
+        shapes = model.arch.param_shapes()
+        trainable = non_trainable = 0
+        for name, value in model.params.items():
+            if name not in shapes:
+                raise ValueError(f"Expected parameters of {model.arch.name}, found {name!r}")
+            if shapes[name][1]:
+                trainable += int(np.size(value))
+            else:
+                non_trainable += int(np.size(value))
+        return trainable, non_trainable
 
 
 BACKEND = NumpyBackend()

@@ -83,6 +83,21 @@ def calibrated(
     return {**params, **{k: f32(v) for k, v in batch.items()}}
 
 
+def moved_away(params: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Moving statistics moved off the calibrated batch statistics (variance x U(0.5, 2), mean
+    shifted by up to half a standard deviation), for training checks. Were they equal to the
+    batch's, Keras's update ``m r + (1 - m) b`` would return ``b`` for *any* momentum: a port
+    with PyTorch's momentum would pass."""
+    out = dict(params)
+    for name, var in params.items():
+        if name.endswith("/moving_variance"):
+            mean = name.removesuffix("variance") + "mean"
+            shift = 0.5 * np.sqrt(var) * rng.uniform(-1.0, 1.0, var.shape)
+            out[mean] = f32(params[mean] + shift)
+            out[name] = f32(var * rng.uniform(0.5, 2.0, var.shape))
+    return out
+
+
 @lru_cache(maxsize=8)
 def network_case(model: str, m: int | None, training: bool, seed: int) -> dict[str, Any]:
     """Inputs, params and the float64 reference's answers for one whole-network check."""
@@ -93,6 +108,8 @@ def network_case(model: str, m: int | None, training: bool, seed: int) -> dict[s
     x = f32(rng.standard_normal((BATCH, IMAGE_SIZE, IMAGE_SIZE, 3)))
     params = calibrated(arch, params, x)
     labels = rng.integers(0, CLASSES, BATCH)
+    if training:
+        params = moved_away(params, np.random.default_rng([seed, 1]))
     logits, cache = network.forward(arch, params, x, training=training)
     case = {
         "arch": arch,

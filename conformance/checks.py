@@ -22,6 +22,7 @@ from .results import (
     Comparison,
     allclose,
     gradient_errors,
+    moving_stats_error,
     relative_norm,
     scaled_max,
     worst,
@@ -272,7 +273,10 @@ def _network_rows(
     name, cmp = worst(grads)
     out.append(_result(backend, "network gradients", name, label, cmp))
     exported = backend.export_params(native)
-    stats = {k: allclose(exported.get(k, np.nan), v) for k, v in ref["moving_stats"].items()}
+    stats = {
+        k: moving_stats_error(exported.get(k, np.nan), v, ref["params"][k])
+        for k, v in ref["moving_stats"].items()
+    }
     name, cmp = worst(stats)
     out.append(
         _result(

@@ -112,6 +112,16 @@ def _unbiased_running_variance() -> list[Patch]:
     return [(normalization.BatchNorm, "updated_moving_stats", staticmethod(updated))]
 
 
+def _pytorch_momentum() -> list[Patch]:
+    original = normalization.BatchNorm.updated_moving_stats
+
+    def updated(moving_mean, moving_variance, cache, momentum=normalization.MOMENTUM):
+        # PyTorch's momentum=0.1 weights the *new* batch statistic: Keras momentum 0.9.
+        return original(moving_mean, moving_variance, cache, 0.9)
+
+    return [(normalization.BatchNorm, "updated_moving_stats", staticmethod(updated))]
+
+
 def _symmetric_padding() -> list[Patch]:
     original = conv.pad_amounts
 
@@ -153,6 +163,7 @@ def _top_with_swish(arch: Architecture) -> Architecture:
 INTERLEAVE_TRANSPOSED = MutantBackend("mutant-interleave-transposed", _transposed_interleave)
 BN_EPS_1E5 = MutantBackend("mutant-bn-eps-1e-5", _bn_eps_1e5)
 UNBIASED_RUNNING_VARIANCE = MutantBackend("mutant-unbiased-running-var", _unbiased_running_variance)
+PYTORCH_MOMENTUM = MutantBackend("mutant-pytorch-momentum", _pytorch_momentum)
 SYMMETRIC_PADDING = MutantBackend("mutant-symmetric-padding", _symmetric_padding)
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
@@ -163,6 +174,7 @@ ALL = (
     INTERLEAVE_TRANSPOSED,
     BN_EPS_1E5,
     UNBIASED_RUNNING_VARIANCE,
+    PYTORCH_MOMENTUM,
     SYMMETRIC_PADDING,
     RESIDUAL_ON_INTERLEAVED,
     TOP_ACTIVATION,

@@ -86,6 +86,33 @@ def allclose(
     return Comparison(err, float(allowed.flat[worst]))
 
 
+def moving_stats_error(
+    actual: Any,
+    expected: Any,
+    previous: Any,
+    rtol: float = LAYER_RTOL,
+    atol: float = LAYER_ATOL,
+    implied_rtol: float = 1e-3,
+    momentum: float = 0.99,
+) -> Comparison:
+    """Updated BN moving statistics: the values themselves (``allclose``) and the batch statistic
+    each update implies, ``b = (r' - m r) / (1 - m)``, within ``implied_rtol`` of the layer's
+    scale; the worse of the two. The second is what sees the unbiased-variance trap: that changes
+    ``r'`` by only ``(1 - m) b / (n - 1)``, inside any tolerance on ``r'``, but ``b`` by
+    ``1 / (n - 1)``."""
+    values = allclose(actual, expected, rtol, atol)
+    a, e, r = (np.asarray(v, np.float64) for v in (actual, expected, previous))
+    if a.shape != e.shape or e.shape != r.shape:
+        return values
+    implied = allclose(
+        (a - momentum * r) / (1 - momentum),
+        (e - momentum * r) / (1 - momentum),
+        implied_rtol,
+        implied_rtol * float(np.max(np.abs(e - momentum * r), initial=0.0)) / (1 - momentum),
+    )
+    return worst({"values": values, "implied batch statistic": implied})[1]
+
+
 def scaled_max(actual: Any, expected: Any, tol: float = LOGIT_TOL) -> Comparison:
     """``max |a - e| <= tol * max(1, max |e|)`` (the whole-network logit criterion)."""
     a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
