@@ -200,8 +200,11 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
             if missing:
                 cmp = Comparison(float("inf"), 0.0, f"names differ: {missing[:5]}")
             out.append(_result(backend, "param round trip", name, label, cmp))
-            # An export is a snapshot: arrays that view the model's memory would change with it.
+            # An export is a snapshot: arrays that view the model's memory would change with it,
+            # whether the model changes by a load (in place, as frameworks load) or by a
+            # training step (moving statistics are updated in place even where a load rebinds).
             snapshot = {k: np.array(v) for k, v in exported.items()}
+            backend.loss_and_grads(native, case["x"], case["labels"], training=True)
             backend.load_params(native, {k: np.asarray(v) + 1 for k, v in case["params"].items()})
             name, cmp = worst({k: allclose(exported[k], v, 0.0, 0.0) for k, v in snapshot.items()})
             out.append(_result(backend, "param export is a copy", name, label, cmp))

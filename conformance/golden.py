@@ -250,6 +250,15 @@ def _golden_interleave(backend: Backend, t: dict, _: dict) -> list[CheckResult]:
 
 
 def _golden_kpointwise(backend: Backend, t: dict, metadata: dict) -> list[CheckResult]:
+    # Every case of KPOINTWISE_FULL in both modes, no more, no fewer: a regenerated file that
+    # lost cases would otherwise pass on what is left.
+    expected = {_case_id(row, training) for row in C.KPOINTWISE_FULL for training in (False, True)}
+    if set(metadata) != expected:
+        missing, extra = sorted(expected - set(metadata)), sorted(set(metadata) - expected)
+        raise GoldenError(
+            f"kpointwise.safetensors: expected the {len(expected)} cases of "
+            f"cases.KPOINTWISE_FULL in both modes, missing {missing}, unexpected {extra}"
+        )
     rtol, atol, gtol = _tolerances(backend)
     errors: dict[str, Comparison] = {}
     for cid, info in sorted(metadata.items()):

@@ -88,6 +88,28 @@ class AliasedExportBackend(NumpyBackend):
         return dict(model.params)
 
 
+class TrainedInPlaceBackend(NumpyBackend):
+    """Rebinds its arrays on load (so a load leaves an export alone), but a training step updates
+    the moving statistics in place, as BN layers do, and exports view those arrays."""
+
+    name = "mutant-trained-in-place"
+
+    def load_params(self, model: ReferenceModel, params: Any) -> None:
+        super().load_params(model, {k: np.array(v) for k, v in params.items()})  # owns its memory
+
+    def loss_and_grads(self, model: ReferenceModel, x: Any, labels: Any, training: bool = True):
+        before = dict(model.params)
+        out = super().loss_and_grads(model, x, labels, training)  # rebinds the moving stats
+        for k, array in before.items():
+            if model.params[k] is not array:  # write them into the old arrays instead
+                np.copyto(array, model.params[k])
+                model.params[k] = array
+        return out
+
+    def export_params(self, model: ReferenceModel) -> dict[str, np.ndarray]:
+        return dict(model.params)
+
+
 def _transposed_interleave() -> list[Patch]:
     return [(pointwise, "interleave", pointwise.deinterleave)]
 
@@ -169,6 +191,7 @@ RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _resid
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
 ALIASED_EXPORT = AliasedExportBackend()
+TRAINED_IN_PLACE = TrainedInPlaceBackend()
 
 ALL = (
     INTERLEAVE_TRANSPOSED,
@@ -180,4 +203,5 @@ ALL = (
     TOP_ACTIVATION,
     FLOAT16,
     ALIASED_EXPORT,
+    TRAINED_IN_PLACE,
 )

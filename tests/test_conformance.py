@@ -110,8 +110,11 @@ def test_float16_accumulation_is_caught():
     assert {"kpointwise forward", "kpointwise backward"} <= {r.check for r in bad}, describe(bad)
 
 
-def test_exports_that_view_the_models_memory_are_caught():
-    rows = check_params(mutants.ALIASED_EXPORT)
+@pytest.mark.parametrize(
+    "mutant", [mutants.ALIASED_EXPORT, mutants.TRAINED_IN_PLACE], ids=lambda m: m.name
+)
+def test_exports_that_view_the_models_memory_are_caught(mutant):
+    rows = check_params(mutant)
     bad = failing(rows)
     assert bad and {r.check for r in bad} == {"param export is a copy"}, describe(bad)
     assert not failing(check_params(get("numpy")))
@@ -147,6 +150,27 @@ def test_tampered_golden_file_is_detected(tmp_path):
     bad = failing(rows)
     assert len(bad) == 1 and bad[0].status == "error" and bad[0].layer == "kpointwise.safetensors"
     assert "was modified: sha256" in bad[0].detail and str(path) in bad[0].detail
+
+
+def test_golden_kpointwise_file_with_cases_missing_is_an_error(tmp_path):
+    from safetensors.numpy import save_file
+
+    shutil.copytree(golden.GOLDEN_DIR, tmp_path / "g")
+    tensors, metadata = golden.load("kpointwise.safetensors")
+    dropped = sorted(metadata)[0]
+    path = tmp_path / "g" / "kpointwise.safetensors"
+    save_file(
+        {k: v for k, v in tensors.items() if not k.startswith(f"{dropped}/")},
+        str(path),
+        metadata={k: v for k, v in metadata.items() if k != dropped},
+    )
+    manifest_path = tmp_path / "g" / golden.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][path.name] = {"sha256": golden._sha256(path), "bytes": path.stat().st_size}
+    manifest_path.write_text(json.dumps(manifest))
+    bad = failing(golden.check_golden(get("numpy"), tmp_path / "g"))
+    assert len(bad) == 1 and bad[0].status == "error", describe(bad)
+    assert f"missing ['{dropped}']" in bad[0].detail
 
 
 def test_missing_golden_file_is_named(tmp_path):
