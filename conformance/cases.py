@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core import network
 from ..core.arch import Architecture, by_name, without_dropout
+from ..core.ops.normalization import MOMENTUM
 from ..core.params import init_params
 from ..core.pointwise import KPointwise, KPointwiseSpec
 
@@ -77,7 +78,7 @@ def calibrated(
     """Moving statistics set to the batch statistics of ``x`` (as after long training), so that
     inference-mode activations keep a sane scale through 16 blocks instead of exploding."""
     _, cache = network.forward(without_dropout(arch), params, x, training=True)
-    m = 0.99  # undo Keras's update r' = m r + (1 - m) b to read the batch statistic b
+    m = MOMENTUM  # undo Keras's update r' = m r + (1 - m) b to read the batch statistic b
     batch = {k: (v - m * params[k]) / (1 - m) for k, v in cache["moving_stats"].items()}
     batch = {k: np.maximum(v, 1e-3) if k.endswith("variance") else v for k, v in batch.items()}
     return {**params, **{k: f32(v) for k, v in batch.items()}}

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.ops.normalization import MOMENTUM
+
 # DESIGN.md §4: float32 backends against the float64 reference.
 LAYER_RTOL, LAYER_ATOL = 1e-4, 1e-5
 LOGIT_TOL = 1e-3  # max |Δlogit| <= LOGIT_TOL * max(1, max |logits|)
@@ -93,7 +95,7 @@ def moving_stats_error(
     rtol: float = LAYER_RTOL,
     atol: float = LAYER_ATOL,
     implied_rtol: float = 1e-3,
-    momentum: float = 0.99,
+    momentum: float = MOMENTUM,
 ) -> Comparison:
     """Updated BN moving statistics: the values themselves (``allclose``) and the batch statistic
     each update implies, ``b = (r' - m r) / (1 - m)``, within ``implied_rtol`` of the layer's
