@@ -38,15 +38,30 @@ def validated(
 ) -> dict[str, np.ndarray]:
     """Check ``params`` against ``arch`` (one ``ValueError`` listing every missing, unexpected or
     mis-shaped name) and return them as contiguous NumPy arrays of ``dtype``."""
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"Expected params to be a mapping {{name: array}}, received {type(params).__name__}"
+        )
+    arrays = {k: _as_array(k, v) for k, v in params.items()}
     bad_types = [
-        f"{k}: dtype {getattr(v, 'dtype', type(v).__name__)}"
-        for k, v in params.items()
-        if not np.issubdtype(np.asarray(v).dtype, np.floating)
+        f"{k}: dtype {a.dtype}"
+        for k, a in arrays.items()
+        if not np.issubdtype(a.dtype, np.floating)
     ]
     if bad_types:
         raise TypeError("Expected floating parameters, received:\n  " + "\n  ".join(bad_types))
-    validate_params(arch, params)
-    return {k: np.ascontiguousarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
+    validate_params(arch, arrays)
+    return {k: np.ascontiguousarray(a, dtype=dtype) for k, a in arrays.items()}
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    """``value`` (an array, or nested lists of numbers) as a NumPy array."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(
+            f"Expected parameter {name!r} to be an array, received {type(value).__name__} ({e})"
+        ) from None
 
 
 def convert(

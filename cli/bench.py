@@ -15,7 +15,13 @@ import traceback
 from dataclasses import asdict
 
 from ..core.arch import MIN_INPUT_SIZE, MODELS
-from .main import UsageError, add_compile_option, add_device_option, add_keep_freed_memory
+from .main import (
+    UsageError,
+    add_compile_option,
+    add_device_option,
+    add_keep_freed_memory,
+    require_at_least,
+)
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -75,21 +81,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"Expected --threads >= 1, received {args.threads}")
-    for name, low in (
-        ("batch_size", 1),
-        ("steps", 1),
-        ("warmup", 0),
-        ("image_size", MIN_INPUT_SIZE),
-        ("min_channels_per_group", 1),
-    ):
-        if getattr(args, name) < low:
-            raise UsageError(
-                f"Expected --{name.replace('_', '-')} >= {low}, received {getattr(args, name)}"
-            )
-    if args.skip_stride < -1:
-        raise UsageError(f"Expected --skip-stride >= -1, received {args.skip_stride}")
+    require_at_least(
+        args,
+        {
+            "threads": 1,
+            "batch_size": 1,
+            "steps": 1,
+            "warmup": 0,
+            "image_size": MIN_INPUT_SIZE,
+            "min_channels_per_group": 1,
+            "skip_stride": -1,
+        },
+    )
     if args.compile_step and args.op != "model":
         raise UsageError(f"Expected --op model with --compile, received --op {args.op}")
 

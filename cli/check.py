@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..backends import names
-from .main import UsageError
+from .main import UsageError, require_at_least
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..conformance.report import format_report
     from ..conformance.runner import run as run_checks
 
+    require_at_least(args, {"seed": 0})
     for name in args.backend or []:
         if name not in names() and ":" not in name:
             raise UsageError(

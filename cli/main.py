@@ -22,6 +22,15 @@ class UsageError(Exception):
     """Bad arguments detected after parsing (exit code 2)."""
 
 
+def require_at_least(args: argparse.Namespace, bounds: dict[str, int]) -> None:
+    """Raise ``UsageError`` naming the flag of the first ``args.<name>`` below ``bounds[name]``
+    (options left at ``None`` are skipped)."""
+    for name, low in bounds.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UsageError(f"Expected --{name.replace('_', '-')} >= {low}, received {value}")
+
+
 def add_keep_freed_memory(p: argparse.ArgumentParser) -> None:
     """``--[no-]keep-freed-memory`` (default on) for the commands that run frameworks for long."""
     p.add_argument(

@@ -8,7 +8,7 @@ import json
 
 from ..core.arch import MIN_INPUT_SIZE, MODELS, by_name
 from ..core.paper import paper_rows, paper_table
-from .main import UsageError
+from .main import UsageError, require_at_least
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,14 +35,14 @@ def run(args: argparse.Namespace) -> int:
         rows = paper_rows()
         print(json.dumps(rows, indent=2) if args.json else paper_table())
         return 0 if all(r["match"] for r in rows) else 1
+    # --image-size None is the variant's resolution; 0 is an error, not a request for it.
+    bounds = {"classes": 1, "min_channels_per_group": 1, "skip_stride": -1}
+    require_at_least(args, {**bounds, "image_size": MIN_INPUT_SIZE})
     try:
         arch = by_name(args.model, args.classes, args.min_channels_per_group, args.skip_stride)
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from err
-    # `is None`, not `or`: --image-size 0 is an error, not a request for the default resolution.
     size = arch.resolution if args.image_size is None else args.image_size
-    if size < MIN_INPUT_SIZE:
-        raise UsageError(f"Expected --image-size >= {MIN_INPUT_SIZE}, received {size}")
     if not args.json:
         print(arch.summary(size))
         return 0

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._validate import require_positive_int
+from ._validate import require_positive_int, require_rate
 from .ops.conv import output_size
 from .pointwise import KPointwiseSpec
 
@@ -331,15 +331,8 @@ def _build(
 ) -> Architecture:
     if variant not in COEFFICIENTS:
         raise ValueError(f"Expected variant in {VARIANTS}, received variant={variant!r}")
-    require_positive_int("num_classes", num_classes)
-    if (
-        isinstance(skip_stride_cnt, bool)
-        or not isinstance(skip_stride_cnt, int)
-        or skip_stride_cnt < -1
-    ):
-        raise ValueError(
-            f"Expected skip_stride_cnt an int >= -1, received skip_stride_cnt={skip_stride_cnt!r}"
-        )
+    num_classes = require_positive_int("num_classes", num_classes)
+    skip_stride_cnt = require_positive_int("skip_stride_cnt", skip_stride_cnt, minimum=-1)
     width, depth, resolution, dropout = COEFFICIENTS[variant]
     m = min_channels_per_group
 
@@ -399,7 +392,7 @@ def kefficientnet(
 ) -> Architecture:
     """kEffNet-``variant``: EfficientNet with every pointwise conv a kPointwise of at least
     ``min_channels_per_group`` channels per group, and no activation on the top conv."""
-    require_positive_int("min_channels_per_group", min_channels_per_group)
+    min_channels_per_group = require_positive_int("min_channels_per_group", min_channels_per_group)
     return _build("kefficientnet", variant, num_classes, min_channels_per_group, skip_stride_cnt)
 
 
@@ -418,10 +411,24 @@ def by_name(
     return kefficientnet(variant, num_classes, min_channels_per_group, skip_stride_cnt)
 
 
+def with_dropout(
+    arch: Architecture, dropout: float | None = None, drop_connect_rate: float | None = None
+) -> Architecture:
+    """The same architecture with the head's ``dropout`` rate and/or the ``drop_connect_rate``
+    (stochastic depth: block ``b`` of ``n`` drops with ``drop_connect_rate * b / n``, as Keras)
+    replaced; ``None`` keeps the architecture's (``DROP_CONNECT_RATE``, ``COEFFICIENTS``)."""
+    from dataclasses import replace
+
+    blocks, head = arch.blocks, arch.head
+    if drop_connect_rate is not None:
+        rate = require_rate("drop_connect_rate", drop_connect_rate)
+        blocks = tuple(replace(b, drop_rate=rate * i / len(blocks)) for i, b in enumerate(blocks))
+    if dropout is not None:
+        head = replace(head, dropout=require_rate("dropout", dropout))
+    return replace(arch, blocks=blocks, head=head)
+
+
 def without_dropout(arch: Architecture) -> Architecture:
     """The same architecture with dropout and drop-connect rates set to 0 (for exact comparisons
     of training-mode passes across frameworks)."""
-    from dataclasses import replace
-
-    blocks = tuple(replace(b, drop_rate=0.0) for b in arch.blocks)
-    return replace(arch, blocks=blocks, head=replace(arch.head, dropout=0.0))
+    return with_dropout(arch, dropout=0.0, drop_connect_rate=0.0)

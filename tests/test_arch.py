@@ -3,6 +3,7 @@ EfficientNet-B1..B7 as an independent oracle, any min_channels_per_group, the su
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,11 +14,13 @@ from hypothesis import strategies as st
 
 from gpconv.core import group_count
 from gpconv.core.arch import (
+    DROP_CONNECT_RATE,
     VARIANTS,
     by_name,
     efficientnet,
     kefficientnet,
     round_filters,
+    with_dropout,
     without_dropout,
 )
 
@@ -342,3 +345,27 @@ def test_input_size_none_means_the_variant_resolution():
     assert arch.layers() == arch.layers(arch.resolution) == arch.layers(np.int64(240))
     assert arch.macs() == arch.macs(240) and arch.summary() == arch.summary(240)
     assert arch.macs(8) > 0  # the smallest accepted size
+
+
+def test_with_dropout_sets_keras_rates_and_keeps_the_rest():
+    arch = efficientnet("b3", 10)
+    assert with_dropout(arch) == arch
+    assert with_dropout(arch, arch.head.dropout, DROP_CONNECT_RATE) == arch
+    changed = with_dropout(arch, dropout=0.5, drop_connect_rate=0.1)
+    n = len(arch.blocks)
+    assert changed.head.dropout == 0.5
+    assert [b.drop_rate for b in changed.blocks] == [0.1 * i / n for i in range(n)]
+    assert changed.param_count() == arch.param_count()
+    assert without_dropout(arch) == with_dropout(arch, 0.0, 0.0)
+    with pytest.raises(ValueError, match="0 <= drop_connect_rate < 1, received"):
+        with_dropout(arch, drop_connect_rate=1.0)
+
+
+def test_checked_arguments_are_stored_as_python_ints():
+    """``num_classes=np.int64(10)`` used to be stored as given: not JSON-serialisable."""
+    arch = kefficientnet("b0", np.int64(10), np.int64(16), np.int64(3))
+    assert type(arch.num_classes) is int and type(arch.min_channels_per_group) is int
+    assert type(arch.skip_stride_cnt) is int
+    json.dumps(arch.num_classes)
+    with pytest.raises(TypeError, match="skip_stride_cnt to be an int"):
+        efficientnet("b0", 10, skip_stride_cnt=1.0)

@@ -90,6 +90,25 @@ def test_usage_errors_exit_2(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["summary", "--classes", "0"], "Expected --classes >= 1, received 0"),
+        (["summary", "--skip-stride", "-2"], "Expected --skip-stride >= -1, received -2"),
+        (
+            ["summary", "--min-channels-per-group", "0"],
+            "Expected --min-channels-per-group >= 1, received 0",
+        ),
+        (["check", "--seed", "-1"], "Expected --seed >= 0, received -1"),
+        (["bench", "--threads", "0"], "Expected --threads >= 1, received 0"),
+    ],
+)
+def test_usage_errors_name_the_flag(argv, message, capsys):
+    """They used to name the Python parameter (``num_classes``) or say nothing of the value."""
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_summary_matches_the_paper(capsys):
     assert main(["summary", "--paper"]) == 0
     out = capsys.readouterr().out

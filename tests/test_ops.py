@@ -88,6 +88,10 @@ def test_pad_amounts_rejects_same_with_stride_2_and_unknown_padding():
         pad_amounts(32, 3, 2, "same")
     with pytest.raises(ValueError, match=r"padding in .*received padding='full'"):
         pad_amounts(32, 3, 1, "full")
+    # Keras's correct_pad would pad -1 pixels here (and the conv then failed inside NumPy).
+    with pytest.raises(ValueError, match=r"padding='correct', received kernel=1, size=8"):
+        pad_amounts(8, 1, 2, "correct")
+    assert pad_amounts(9, 1, 2, "correct") == (0, 0)
 
 
 # --- convolutions: forward oracle and gradients -----------------------------------------------
@@ -231,6 +235,20 @@ def test_batchnorm_moving_stats_follow_keras():
         "BatchNorm.updated_moving_stats changed the statistics after an inference forward "
         "[training=False]"
     )
+
+
+def test_batchnorm_on_an_empty_training_batch_keeps_the_moving_stats():
+    """No samples, no statistics: the mean of nothing used to turn both into NaN."""
+    p = _bn_params(5)
+    y, cache = BatchNorm.forward(np.zeros((0, 3, 3, 5)), **p, training=True)
+    mean, var = BatchNorm.updated_moving_stats(p["moving_mean"], p["moving_variance"], cache)
+    assert y.shape == (0, 3, 3, 5)
+    np.testing.assert_array_equal(mean, p["moving_mean"])
+    np.testing.assert_array_equal(var, p["moving_variance"])
+    dx, grads = BatchNorm.backward(cache, np.zeros((0, 3, 3, 5)))
+    assert dx.shape == (0, 3, 3, 5)
+    np.testing.assert_array_equal(grads["gamma"], np.zeros(5))
+    np.testing.assert_array_equal(grads["beta"], np.zeros(5))
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -648,7 +666,7 @@ BAD_INPUT = [
         "SoftmaxCrossEntropy.forward(label 3 of K=3)",
         lambda: SoftmaxCrossEntropy.forward(normal(2, 3), np.array([0, 3])),
         ValueError,
-        ["labels in [0, 3)"],
+        ["labels in [0, 3)", "received values in [0, 3]"],
     ),
     (
         "SoftmaxCrossEntropy.forward(int logits)",

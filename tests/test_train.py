@@ -534,6 +534,7 @@ def test_argparse_rejects_unknown_choices(args, tmp_path, capsys):
     [
         (["--epochs", "-1"], "--epochs >= 1"),
         (["--batch-size", "0"], "--batch-size >= 1"),
+        (["--seed", "-1"], "--seed >= 0"),
         (["--lr", "-0.1"], "--lr > 0"),
         (["--data", "cifar10"], "--data digits, cifar10=DIR or folder=DIR"),
         (["--data", "cifar10=/no/such/dir"], "/no/such/dir"),

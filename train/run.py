@@ -113,6 +113,7 @@ class RunConfig:
             ("image_size", MIN_INPUT_SIZE),
             ("min_channels_per_group", 1),
             ("keep", 1),
+            ("seed", 0),
         ):
             if getattr(self, name) < low:
                 raise ConfigError(

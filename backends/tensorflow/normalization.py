@@ -9,6 +9,8 @@ normalisation by the biased batch variance, and the moving variance fed the *bia
 
 Weights, config and serialisation are the parent's; inputs the fused kernel cannot take
 (not ``(N, H, W, C)`` float32 channels-last, masks, renorm, synchronized) go to the parent.
+One deliberate difference from the parent: an empty batch in training leaves the moving
+statistics unchanged (Keras turns them into NaN; ``core`` and the torch backend keep them).
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs: tf.Tensor, training: Any = None, mask: Any = None) -> tf.Tensor:
         if not self._fusable(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
+            if not (training and self.trainable):
+                return super().call(inputs, training=training, mask=mask)
+            before = [tf.convert_to_tensor(v) for v in (self.moving_mean, self.moving_variance)]
+            y = super().call(inputs, training=training, mask=mask)
+            empty = tf.equal(tf.size(inputs), 0)
+            for var, old in zip((self.moving_mean, self.moving_variance), before):
+                var.assign(tf.where(empty, old, tf.convert_to_tensor(var)))
+            return y
         channels = inputs.shape[-1]
         gamma = (
             tf.convert_to_tensor(self.gamma) if self.scale else tf.ones((channels,), inputs.dtype)
@@ -60,8 +69,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         m = tf.cast(tf.size(inputs) // channels, unbiased.dtype)
         # Keras feeds the moving variance the biased variance; with m == 1 it is 0.
         variance = tf.where(m > 1, unbiased * (m - 1) / tf.maximum(m, 1), tf.zeros_like(unbiased))
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
-        )
+        for var, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            old = tf.convert_to_tensor(var)
+            # An empty batch (m == 0) has no statistics: keep the moving ones.
+            var.assign(tf.where(m > 0, old * self.momentum + batch * (1.0 - self.momentum), old))
         return y

@@ -39,11 +39,11 @@ class KerasBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum} (Keras convention)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        n = x.numel() // max(x.shape[1], 1)  # elements per channel
+        if not self.training or n == 0:
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
-        n = x.numel() // x.shape[1]  # elements per channel
         if n < 2:
             return self._forward_single(x)
         # torch updates r' = m r + (1 - m) var_b n / (n - 1); Keras m r + (1 - m) var_b. torch's

@@ -68,7 +68,7 @@ class KerasConv2d(nn.Conv2d):
         self, cin: int, cout: int, kernel: int, stride: int, padding: str, groups: int = 1
     ) -> None:
         super().__init__(cin, cout, kernel, stride=stride, padding=0, groups=groups, bias=False)
-        pad_amounts(kernel + 1, kernel, stride, padding)  # validates the padding name early
+        pad_amounts(2 * kernel + 1, kernel, stride, padding)  # validates the padding name early
         self.keras_padding = padding
 
     def extra_repr(self) -> str:
@@ -76,11 +76,13 @@ class KerasConv2d(nn.Conv2d):
 
     def _slab_grad(self, x: torch.Tensor) -> bool:
         """Use ``_DepthwiseSlabGrad``: a CPU depthwise conv that needs a gradient, in eager mode
-        (tracing for ONNX / ``torch.compile`` keeps the plain op)."""
+        (tracing for ONNX / ``torch.compile`` keeps the plain op) and outside autocast (whose
+        casts the plain op's backward knows and the slab backward does not)."""
         return (
             self.groups == self.in_channels == x.shape[1]
             and uses_slabs(self.kernel_size[1], self.stride[0])
             and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")
             and eager_autograd(x, self.weight)
         )
 
@@ -88,7 +90,8 @@ class KerasConv2d(nn.Conv2d):
         k, s = self.kernel_size[0], self.stride[0]
         top, bottom = pad_amounts(x.shape[-2], k, s, self.keras_padding)
         left, right = pad_amounts(x.shape[-1], k, s, self.keras_padding)
-        if top == bottom and left == right:
+        # A trace records one branch: it must take the one whose pad amounts follow the size.
+        if top == bottom and left == right and not torch.jit.is_tracing():
             if self._slab_grad(x):
                 return _DepthwiseSlabGrad.apply(x, self.weight, (top, left))
             # Symmetric: let the conv kernel pad (no padded copy of x).

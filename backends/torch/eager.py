@@ -12,19 +12,28 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from .layout import is_channels_last
 
 
+def transformed() -> bool:
+    """Whether the call is being traced (ONNX, ``torch.jit.trace``), compiled, or run under a
+    ``torch.func`` transform (``grad``, ``vmap``...) or forward-mode AD: then only plain torch
+    ops are used, which every one of these understands (the functions here have no
+    ``setup_context``, vmap rule or ``jvp``)."""
+    return (
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or fwAD._current_level >= 0
+    )
+
+
 def eager_autograd(*tensors: torch.Tensor) -> bool:
     """Whether a custom ``autograd.Function`` on ``tensors`` is worth using: a gradient is being
-    recorded for one of them, and nothing is tracing (ONNX) or compiling the call."""
-    return (
-        torch.is_grad_enabled()
-        and any(t.requires_grad for t in tensors)
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-    )
+    recorded for one of them, and nothing transforms the call (``transformed``)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors) and not transformed()
 
 
 class _SpatialMean(torch.autograd.Function):
@@ -96,12 +105,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     instead of 117 ms; 480 channels in 5 groups at 16×16, 4.5 ms instead of 12.1 ms). Torch's
     kernel stays faster for some wide layers (1152 channels in 12 groups at 8×8: 2.6 ms against
     4.2 ms), but not enough to be worth a per-shape choice."""
-    if (
-        x.device.type != "cpu"
-        or not is_channels_last(x)
-        or torch.jit.is_tracing()
-        or torch.compiler.is_compiling()
-    ):
+    if x.device.type != "cpu" or transformed() or not is_channels_last(x):
         return torch.channel_shuffle(x, groups)
     if eager_autograd(x):
         return _ChannelShuffle.apply(x, groups)

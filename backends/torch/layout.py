@@ -12,3 +12,11 @@ def is_channels_last(x: torch.Tensor) -> bool:
         and x.is_contiguous(memory_format=torch.channels_last)
         and not x.is_contiguous()
     )
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the channels_last memory format; unchanged under ``torch.func`` transforms
+    (``vmap`` cannot change memory formats, and every layer takes either)."""
+    if torch._C._are_functorch_transforms_active():
+        return x
+    return x.contiguous(memory_format=torch.channels_last)

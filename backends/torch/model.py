@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 from ...core import arch as core_arch
+from ...core._validate import require_rate
 from ...core.arch import Architecture
 from ...core.params import init_params
 from .blocks import Head, MBConv, Stem
+from .layout import to_channels_last
 from .params import load_params
 from .pointwise import DEFAULT_IMPL
 
@@ -53,6 +55,11 @@ class EfficientNet(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(arch, Architecture):
+            raise TypeError(
+                "Expected arch to be a gpconv.core.arch.Architecture (e.g. "
+                f"core.arch.by_name('kefficientnet-b0')), received {type(arch).__name__} {arch!r}"
+            )
         if channels_last is not None and not isinstance(channels_last, bool):
             raise TypeError(
                 "Expected channels_last to be True, False or None, "
@@ -68,7 +75,8 @@ class EfficientNet(nn.Module):
     def reset_parameters(self, seed: int | None = None) -> None:
         """Re-initialise every parameter (and reset moving statistics) like the Keras models."""
         if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            # On the CPU whatever the default device (``with torch.device("meta")``...).
+            seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
         load_params(self, init_params(self.arch, seed=seed))
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +100,7 @@ class EfficientNet(nn.Module):
                 f"x.to({dtype}) or model.to({x.dtype})), received x.dtype={x.dtype}"
             )
         if self.uses_channels_last(x.device):
-            return x.contiguous(memory_format=torch.channels_last)
+            return to_channels_last(x)
         return x if self.channels_last is False else x.contiguous()
 
     def uses_channels_last(self, device: torch.device) -> bool:
@@ -125,23 +133,47 @@ def build(arch: Architecture, **kwargs: Any) -> EfficientNet:
     return EfficientNet(arch, **kwargs)
 
 
+def configured(
+    arch: Architecture,
+    *,
+    dropout: float | None = None,
+    stochastic_depth_prob: float | None = None,
+    weights: None = None,
+    **kwargs: Any,
+) -> EfficientNet:
+    """The module of ``arch`` with torchvision's constructor options: ``dropout`` (the head's
+    rate), ``stochastic_depth_prob`` (the drop-connect rate, block ``b`` of ``n`` dropping with
+    ``p * b / n`` as torchvision and Keras do), both defaulting to the architecture's (Keras's);
+    ``weights`` must be None (no pretrained weights ship, nothing is downloaded: load canonical
+    ones with ``load_file``). Other ``kwargs`` go to ``EfficientNet``."""
+    if weights is not None:
+        raise ValueError(
+            "Expected weights=None: gpconv ships no pretrained weights and downloads nothing "
+            "(load canonical parameters with gpconv.backends.torch.load_file(model, path)), "
+            f"received weights={weights!r}"
+        )
+    if stochastic_depth_prob is not None:  # checked here to be named as the caller named it
+        stochastic_depth_prob = require_rate("stochastic_depth_prob", stochastic_depth_prob)
+    return EfficientNet(core_arch.with_dropout(arch, dropout, stochastic_depth_prob), **kwargs)
+
+
 def _efficientnet(
     variant: str, num_classes: int, skip_stride_cnt: int, **kwargs: Any
 ) -> EfficientNet:
-    return EfficientNet(core_arch.efficientnet(variant, num_classes, skip_stride_cnt), **kwargs)
+    return configured(core_arch.efficientnet(variant, num_classes, skip_stride_cnt), **kwargs)
 
 
 def _kefficientnet(
     variant: str, num_classes: int, min_channels_per_group: int, skip_stride_cnt: int, **kwargs: Any
 ) -> EfficientNet:
     arch = core_arch.kefficientnet(variant, num_classes, min_channels_per_group, skip_stride_cnt)
-    return EfficientNet(arch, **kwargs)
+    return configured(arch, **kwargs)
 
 
 def efficientnet_b0(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B0 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B0 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b0", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -151,14 +183,14 @@ def kefficientnet_b0(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B0 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B0 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b0", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
 
 
 def efficientnet_b1(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B1 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B1 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b1", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -168,14 +200,14 @@ def kefficientnet_b1(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B1 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B1 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b1", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
 
 
 def efficientnet_b2(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B2 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B2 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b2", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -185,14 +217,14 @@ def kefficientnet_b2(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B2 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B2 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b2", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
 
 
 def efficientnet_b3(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B3 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B3 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b3", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -202,14 +234,14 @@ def kefficientnet_b3(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B3 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B3 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b3", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
 
 
 def efficientnet_b4(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B4 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B4 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b4", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -219,14 +251,14 @@ def kefficientnet_b4(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B4 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B4 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b4", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
 
 
 def efficientnet_b5(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B5 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B5 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b5", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -236,14 +268,14 @@ def kefficientnet_b5(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B5 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B5 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b5", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
 
 
 def efficientnet_b6(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B6 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B6 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b6", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -253,14 +285,14 @@ def kefficientnet_b6(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B6 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B6 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b6", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)
 
 
 def efficientnet_b7(
     num_classes: int = 1000, skip_stride_cnt: int = -1, **kwargs: Any
 ) -> EfficientNet:
-    """EfficientNet-B7 (Keras applications) returning logits; ``kwargs``: see ``EfficientNet``."""
+    """EfficientNet-B7 (Keras applications) returning logits; ``kwargs``: see ``configured``."""
     return _efficientnet("b7", num_classes, skip_stride_cnt, **kwargs)
 
 
@@ -270,5 +302,5 @@ def kefficientnet_b7(
     skip_stride_cnt: int = -1,
     **kwargs: Any,
 ) -> EfficientNet:
-    """kEffNet-B7 returning logits; ``kwargs``: see ``EfficientNet``."""
+    """kEffNet-B7 returning logits; ``kwargs``: see ``configured``."""
     return _kefficientnet("b7", num_classes, min_channels_per_group, skip_stride_cnt, **kwargs)

@@ -103,8 +103,17 @@ def read_from(
         t = tensors[keys[name]]
         if grads:
             t = t.grad if t.grad is not None else torch.zeros_like(t)
-        out[name] = t.detach().cpu().numpy()
+        out[name] = to_numpy(t)
     return {k: np.array(v, order="C") for k, v in convert(out, FROM_TORCH).items()}
+
+
+def to_numpy(t: Any) -> Any:
+    """A tensor as a NumPy array (detached, on the CPU; bfloat16, which NumPy lacks, as the
+    float32 of the same values); anything else unchanged."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def load_params(model: nn.Module, canonical: Mapping[str, Any]) -> None:
@@ -112,22 +121,57 @@ def load_params(model: nn.Module, canonical: Mapping[str, Any]) -> None:
     ``gpconv.backends.torch``). Raises one ``ValueError`` listing every missing, unexpected or
     mis-shaped name, before anything is copied."""
     model = unwrap(model)
-    arrays = validated(_arch_of(model), canonical, dtype=_dtype_of(model))
+    arch = _arch_of(model)
+    _require_module_matches(model, arch)
+    if isinstance(canonical, Mapping):
+        canonical = {k: to_numpy(v) for k, v in canonical.items()}
+    arrays = validated(arch, canonical, dtype=_dtype_of(model))
     copy_into(model, convert(arrays, TO_TORCH), {k: torch_name(k) for k in arrays})
 
 
 def export_params(model: nn.Module) -> dict[str, np.ndarray]:
-    """Every parameter and moving statistic of ``model`` in canonical names and Keras layouts."""
+    """Every parameter and moving statistic of ``model`` in canonical names and Keras layouts
+    (a bfloat16 model's as float32)."""
     model = unwrap(model)
-    names = list(_arch_of(model).param_shapes())
+    arch = _arch_of(model)
+    _require_module_matches(model, arch)
+    names = list(arch.param_shapes())
     return read_from(model, names, {k: torch_name(k) for k in names})
 
 
 def export_grads(model: nn.Module) -> dict[str, np.ndarray]:
     """The ``.grad`` of every trainable parameter, canonical names and layouts (zeros if unset)."""
     model = unwrap(model)
-    names = [k for k, (_, trainable) in _arch_of(model).param_shapes().items() if trainable]
+    arch = _arch_of(model)
+    _require_module_matches(model, arch)
+    names = [k for k, (_, trainable) in arch.param_shapes().items() if trainable]
     return read_from(model, names, {k: torch_name(k) for k in names}, grads=True)
+
+
+def _require_module_matches(model: nn.Module, arch: Any) -> None:
+    """Raise one ``ValueError`` listing every tensor of ``model`` that is missing or has another
+    shape than ``arch`` gives it, as after replacing a layer (``model.head.predictions =
+    nn.Linear(...)``): exchanging parameters needs the module that ``arch`` describes."""
+    tensors = _tensors(model)
+    problems = []
+    for name, (shape, _) in arch.param_shapes().items():
+        key = torch_name(name)
+        # A zero-byte view of the canonical shape, to read the torch shape off the layout table.
+        want = convert({name: np.broadcast_to(np.empty((), np.float32), shape)}, TO_TORCH)[name]
+        if key not in tensors:
+            problems.append(f"{key} ({name}): not in the module")
+        elif tuple(tensors[key].shape) != want.shape:
+            problems.append(
+                f"{key} ({name}): the module has shape {tuple(tensors[key].shape)}, "
+                f"{arch.name} has {want.shape}"
+            )
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ValueError(
+            f"The module no longer matches model.arch ({arch.name}; {len(problems)} problems), "
+            "was a layer replaced? Build the model with the architecture you want instead "
+            f"(e.g. num_classes=...):\n  {listing}"
+        )
 
 
 def load_file(model: nn.Module, path: str | os.PathLike) -> None:
@@ -150,5 +194,19 @@ def _arch_of(model: nn.Module) -> Any:
     return arch
 
 
+# bfloat16 models exchange float32 arrays (NumPy has no bfloat16; the cast back is exact).
+_NUMPY_DTYPES = {
+    torch.float16: np.float16,
+    torch.bfloat16: np.float32,
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+}
+
+
 def _dtype_of(model: nn.Module) -> np.dtype:
-    return torch.empty((), dtype=next(model.parameters()).dtype).numpy().dtype
+    dtype = next(model.parameters()).dtype
+    if dtype not in _NUMPY_DTYPES:
+        raise TypeError(
+            f"Expected a model of dtype {', '.join(map(str, _NUMPY_DTYPES))}, received {dtype}"
+        )
+    return np.dtype(_NUMPY_DTYPES[dtype])

@@ -26,7 +26,7 @@ from ...core._validate import require_positive_int
 from ...core.pointwise import KPointwiseSpec
 from .batchnorm import KerasBatchNorm2d
 from .eager import channel_shuffle
-from .layout import is_channels_last
+from .layout import is_channels_last, to_channels_last
 
 Impl = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
 
@@ -50,7 +50,7 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int)
 def _channels_last(
     x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int
 ) -> torch.Tensor:
-    return F.conv2d(x.contiguous(memory_format=torch.channels_last), w, b, groups=groups)
+    return F.conv2d(to_channels_last(x), w, b, groups=groups)
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
@@ -143,6 +143,8 @@ class Interleave(nn.Module):
         return f"groups={self.groups}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise ValueError(f"Expected x of shape (N, C, ...), received x.shape={tuple(x.shape)}")
         c, g = x.shape[1], self.groups
         if c % g:
             raise ValueError(f"Expected groups={g} to divide the channels x.shape[1]={c}")

@@ -41,7 +41,13 @@ def pad_amounts(size: int, kernel: int, stride: int, padding: str) -> tuple[int,
             )
         return ((kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2)
     if padding == "correct":
-        return (kernel // 2 - (1 - size % 2), kernel // 2)
+        before = kernel // 2 - (1 - size % 2)
+        if before < 0:  # k == 1 on an even size: Keras's correct_pad gives -1, no padding fits
+            raise ValueError(
+                f"Expected kernel >= 2 or an odd size with padding='correct', received "
+                f"kernel={kernel}, size={size}"
+            )
+        return (before, kernel // 2)
     raise ValueError(f"Expected padding in {PADDINGS}, received padding={padding!r}")
 
 

@@ -27,8 +27,10 @@ class SoftmaxCrossEntropy:
         if not xp.isdtype(labels.dtype, "integral"):
             raise TypeError(f"Expected integer labels, received labels.dtype={labels.dtype}")
         k = logits.shape[1]
-        if labels.shape[0] and (int(xp.min(labels)) < 0 or int(xp.max(labels)) >= k):
-            raise ValueError(f"Expected labels in [0, {k}), received values outside that range")
+        if labels.shape[0]:
+            lo, hi = int(xp.min(labels)), int(xp.max(labels))
+            if lo < 0 or hi >= k:
+                raise ValueError(f"Expected labels in [0, {k}), received values in [{lo}, {hi}]")
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
         onehot = xp.astype(

@@ -20,6 +20,7 @@ class BatchNorm:
 
     Shapes: x ``(N, ..., C)`` (``(N, H, W, C)`` or ``(N, C)``), gamma/beta/moving stats ``(C,)``.
     Training uses the batch mean and biased batch variance; inference the moving statistics.
+    An empty batch has no statistics: it is normalised as in inference (moving stats unchanged).
 
     Backward (training), with ``xhat = (x - mu) / sigma`` and ``m`` elements per channel:
     ``dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))``,
@@ -52,6 +53,7 @@ class BatchNorm:
             require_dim(name, a, 0, c, "channels, x.shape[-1]")
             require_float(xp, name, a)
         axes = tuple(range(x.ndim - 1))
+        training = training and x.size > 0
         if training:
             mean = xp.mean(x, axis=axes)
             var = xp.mean((x - mean) ** 2, axis=axes)  # biased, as Keras

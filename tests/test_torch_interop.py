@@ -1,0 +1,216 @@
+"""The torch backend with the rest of the torch toolbox: ``torch.func`` transforms, forward-mode
+AD, tracing at one size and running at another, autocast, bfloat16 and meta-device models,
+torchvision's constructor options, a replaced head, and empty batches.
+
+Each test compares against plain autograd, finite differences, the eager model or the float64
+reference — never against the path it exercises.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch.autograd.forward_ad as fwAD  # noqa: E402
+from torch.func import functional_call, grad, jvp, vmap  # noqa: E402
+
+from gpconv.backends.torch import (  # noqa: E402
+    DropConnect,
+    EfficientNet,
+    Interleave,
+    KerasBatchNorm2d,
+    KerasConv2d,
+    build,
+    efficientnet_b0,
+    export_params,
+    kefficientnet_b0,
+    load_params,
+)
+from gpconv.core import arch as core_arch  # noqa: E402
+from gpconv.core import network  # noqa: E402
+
+ARCH = core_arch.without_dropout(core_arch.kefficientnet("b0", 10, 16, skip_stride_cnt=3))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _stateless_loss(model: torch.nn.Module):
+    buffers = dict(model.named_buffers())
+    return lambda params, x: functional_call(model, (params, buffers), (x,)).sum()
+
+
+@pytest.mark.parametrize("channels_last", [None, False], ids=["default", "nchw"])
+def test_torch_func_grad_and_per_sample_grads_match_autograd(channels_last):
+    """``torch.func.grad`` and ``vmap(grad)`` used to fail on the custom autograd Functions (no
+    ``setup_context``) and on the channels_last conversion (not allowed inside ``vmap``)."""
+    model = EfficientNet(ARCH, seed=0, channels_last=channels_last).double().eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    loss = _stateless_loss(model)
+
+    model(x).sum().backward()
+    g = grad(loss)(params, x)
+    per_sample = vmap(grad(lambda p, xi: loss(p, xi[None])), in_dims=(None, 0))(params, x)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(g[name], p.grad, msg=f"torch.func.grad of {name}")
+        torch.testing.assert_close(per_sample[name].sum(0), p.grad, msg=f"vmap(grad) of {name}")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_forward_mode_ad_matches_finite_differences():
+    model = EfficientNet(ARCH, seed=0).double().train()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=gen)
+    v = torch.randn(x.shape, dtype=torch.float64, generator=gen)
+
+    def f(x):  # a fresh copy per call: training mode updates the moving statistics
+        return copy.deepcopy(model)(x)
+
+    _, tangent = jvp(f, (x,), (v,))
+    eps = 1e-6
+    fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+    torch.testing.assert_close(tangent, fd, rtol=1e-5, atol=1e-7)
+    with fwAD.dual_level():
+        dual = copy.deepcopy(model)(fwAD.make_dual(x, v))
+        torch.testing.assert_close(fwAD.unpack_dual(dual).tangent, tangent)
+
+
+@pytest.mark.parametrize(("traced", "run"), [(33, 32), (32, 33)])
+def test_a_trace_follows_the_input_size_through_the_keras_padding(traced, run):
+    """Stride-2 'correct' padding is symmetric for odd sizes and not for even ones; a trace taken
+    at an odd size used to keep the symmetric branch and be wrong at even sizes."""
+    model = efficientnet_b0(num_classes=10, seed=0).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns about Python-side shape checks
+        traced_model = torch.jit.trace(model, torch.randn(1, 3, traced, traced))
+    x = torch.randn(2, 3, run, run)
+    with torch.no_grad():
+        torch.testing.assert_close(traced_model(x), model(x))
+
+
+def test_wide_depthwise_conv_under_cpu_autocast_has_a_gradient():
+    """The 5×5 depthwise slab gradient used to fail under autocast on float32 inputs."""
+    conv = KerasConv2d(24, 24, 5, 1, "same", groups=24)
+    x = torch.randn(2, 24, 9, 11, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    y.float().sum().backward()
+    ref = torch.nn.functional.conv2d(
+        x.detach().bfloat16(), conv.weight.detach().bfloat16(), None, 1, 2, 1, 24
+    )
+    torch.testing.assert_close(y, ref)
+    assert x.grad.shape == x.shape and conv.weight.grad.shape == conv.weight.shape
+
+
+def test_bfloat16_models_exchange_float32_params():
+    model = kefficientnet_b0(num_classes=10, seed=0)
+    params = export_params(model)
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    exported = export_params(low)
+    assert {v.dtype for v in exported.values()} == {np.dtype(np.float32)}
+    for name, value in exported.items():  # bfloat16 keeps 8 bits of mantissa
+        np.testing.assert_allclose(value, params[name], rtol=2**-8, atol=0, err_msg=name)
+    load_params(low, params)
+    np.testing.assert_array_equal(
+        export_params(low)["stem_conv/kernel"], exported["stem_conv/kernel"]
+    )
+
+
+def test_models_build_on_the_meta_device():
+    with torch.device("meta"):
+        for seed in (None, 0):
+            model = efficientnet_b0(num_classes=10, seed=seed)
+            assert model.stem.conv.weight.is_meta
+
+
+def test_torchvision_constructor_options():
+    model = efficientnet_b0(num_classes=10, dropout=0.5, stochastic_depth_prob=0.1, seed=0)
+    assert model.head.dropout.p == 0.5 == model.arch.head.dropout
+    n = len(model.arch.blocks)
+    rates = [b.drop.rate for b in model.blocks.values() if b.drop is not None]
+    expected = [0.1 * i / n for i, b in enumerate(model.arch.blocks) if b.residual]
+    np.testing.assert_allclose(rates, expected)
+    default = core_arch.efficientnet("b0", 10)
+    assert efficientnet_b0(num_classes=10, seed=0).arch == default
+    with pytest.raises(ValueError, match="weights=None.*received weights='IMAGENET1K_V1'"):
+        efficientnet_b0(weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="0 <= dropout < 1, received dropout=1.5"):
+        efficientnet_b0(dropout=1.5)
+    with pytest.raises(TypeError, match="stochastic_depth_prob to be a real number"):
+        kefficientnet_b0(stochastic_depth_prob="high")
+
+
+def test_drop_connect_checks_its_rate_and_draws_bfloat16_masks_at_that_rate():
+    with pytest.raises(ValueError, match="0 <= rate < 1, received rate=1.0"):
+        DropConnect(1.0)
+    with pytest.raises(TypeError, match="rate to be a real number"):
+        DropConnect("a")
+    torch.manual_seed(0)
+    drop = DropConnect(0.0125).train()
+    dropped = (drop(torch.ones(400_000, 1, 1, 1, dtype=torch.bfloat16)) == 0).double().mean()
+    # 4 standard deviations of a binomial proportion; bfloat16 uniforms used to give 0.0143.
+    assert abs(dropped.item() - 0.0125) < 4 * (0.0125 * 0.9875 / 400_000) ** 0.5
+
+
+def test_a_replaced_head_is_refused_before_anything_is_copied():
+    model = efficientnet_b0(num_classes=10, seed=0)
+    other = export_params(efficientnet_b0(num_classes=10, seed=1))
+    model.head.predictions = torch.nn.Linear(1280, 5)
+    stem = model.stem.conv.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"head.predictions.weight .*\(5, 1280\).*\(10, 1280\)"):
+        load_params(model, other)
+    assert torch.equal(model.stem.conv.weight, stem)
+    with pytest.raises(ValueError, match="no longer matches model.arch"):
+        export_params(model)
+
+
+def test_bad_parameter_containers_and_tensors():
+    model = efficientnet_b0(num_classes=10, seed=0)
+    params = export_params(model)
+    with pytest.raises(TypeError, match="params to be a mapping .*received list"):
+        load_params(model, [1, 2])
+    with pytest.raises(TypeError, match="'stem_conv/kernel' to be an array, received list"):
+        load_params(model, {**params, "stem_conv/kernel": [[1.0, 2.0], [3.0]]})
+    # Tensors that require grad, as model.state_dict(keep_vars=True) gives, load like arrays.
+    tensors = {k: torch.tensor(v + 1, requires_grad=True) for k, v in params.items()}
+    load_params(model, tensors)
+    np.testing.assert_array_equal(
+        export_params(model)["stem_bn/gamma"], params["stem_bn/gamma"] + 1
+    )
+    with pytest.raises(TypeError, match="Architecture .*received str 'kefficientnet-b0'"):
+        build("kefficientnet-b0")
+    with pytest.raises(ValueError, match=r"\(N, C, \.\.\.\), received x.shape=\(4,\)"):
+        Interleave(2)(torch.arange(4.0))
+
+
+def test_an_empty_training_batch_keeps_the_moving_statistics():
+    """``nn.BatchNorm2d`` returns an empty batch unchanged; ours used to turn every moving
+    statistic into NaN, after which the model gave NaN in eval."""
+    bn = KerasBatchNorm2d(4).train()
+    y = bn(torch.randn(0, 4, 3, 3, requires_grad=True))
+    assert y.shape == (0, 4, 3, 3)
+    assert torch.equal(bn.running_mean, torch.zeros(4)) and torch.equal(
+        bn.running_var, torch.ones(4)
+    )
+
+    model = EfficientNet(ARCH, seed=0).train()
+    before = export_params(model)
+    assert model(torch.randn(0, 3, 32, 32)).shape == (0, 10)
+    for name, value in export_params(model).items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    # The reference agrees: no data, no update.
+    _, cache = network.forward(ARCH, before, np.zeros((0, 32, 32, 3), np.float32), training=True)
+    assert cache["moving_stats"], "training mode reports moving statistics"
+    for name, value in cache["moving_stats"].items():
+        np.testing.assert_array_equal(value, before[name], err_msg=f"reference {name}")
