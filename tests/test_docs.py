@@ -234,3 +234,15 @@ def test_kpointwise_residual_and_two_path_gradient_as_documented() -> None:
         dx, dout @ (np.eye(cout) + perm @ w2).T @ w1.T, err_msg="KPointwise.backward dx"
     )
     assert set(grads) == {"conv/kernel", "conv2/kernel"}
+
+
+README_PYTHON = re.compile(r"```python\n(.*?)```", re.S)
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_readme_python_examples_run(index: int) -> None:
+    """The README's model examples, run as written (each needs its framework)."""
+    blocks = README_PYTHON.findall((REPO / "README.md").read_text())
+    assert len(blocks) == 2, "README has a new python example: add it here"
+    pytest.importorskip(("torch", "tensorflow")[index])
+    exec(compile(blocks[index], f"README.md python example {index + 1}", "exec"), {})

@@ -192,12 +192,21 @@ def test_each_kpointwise_conv_draws_its_own_initial_kernel():
 
 # Keras's own saving code calls np.array on variables (a NumPy 2 deprecation inside Keras).
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-def test_load_model_after_a_bare_import_of_the_package(small_kmodel, tmp_path):
-    """``import keras; import gpconv.backends.tensorflow`` is enough for load_model."""
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import keras\nimport gpconv.backends.tensorflow",
+        "import gpconv.backends.tensorflow\nimport keras",
+    ],
+    ids=["keras-first", "gpconv-first"],
+)
+def test_load_model_after_a_bare_import_of_the_package(imports, small_kmodel, tmp_path):
+    """A bare import of the package is enough for load_model, in either order (gpconv first
+    used to leave the layers unregistered)."""
     path = tmp_path / "kefficientnet.keras"
     small_kmodel[0].save(path)
     code = (
-        "import keras\nimport gpconv.backends.tensorflow\n"
+        f"{imports}\n"
         f"model = keras.models.load_model({str(path)!r})\n"
         "print(type(model.get_layer('block2a_project')).__name__)\n"
     )
@@ -723,3 +732,60 @@ def test_bad_layer_arguments_give_clear_errors():
         CorrectPadding2D(0)
     with pytest.raises(TypeError, match="strides to be an int, received str"):
         CorrectPadding2D(3, "a")
+    # These used to surface as Python or TF op internals ("'<' not supported...", "[Op:Pad]").
+    with pytest.raises(ValueError, match=r"rank 4, received shape \(2, 5, 6\)"):
+        CorrectPadding2D(3)(np.ones((2, 5, 6), np.float32))
+    with pytest.raises(TypeError, match=r"input_shape of ints or None, .*\('32', 32, 3\)"):
+        EfficientNetB0(input_shape=("32", 32, 3))
+    with pytest.raises(TypeError, match="input_shape a tuple .*received int 32"):
+        EfficientNetB0(input_shape=32)
+    with pytest.raises(ValueError, match="no ImageNet weights .*received weights='imagenet'"):
+        EfficientNetB0(weights="imagenet")  # keras.applications' default: was FileNotFoundError
+    with pytest.raises(TypeError, match="input_tensor to be a Keras tensor .*received ndarray"):
+        EfficientNetB0(input_tensor=np.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match=r"input_tensor's shape \(32, 32, 3\)"):
+        EfficientNetB0(input_tensor=keras.Input((32, 32, 3)), input_shape=(64, 64, 3))
+
+
+def test_input_tensor_builds_on_that_tensor_like_keras_applications():
+    """keras.applications' third positional argument; gpconv's used to be input_shape, so every
+    later positional argument landed one place off."""
+    plain = KEfficientNetB0(False, None, None, (40, 40, 3), "avg", skip_stride_cnt=3)
+    raw = keras.Input((48, 48, 3))
+    cropped = keras.layers.CenterCrop(40, 40)(raw)
+    model = KEfficientNetB0(False, None, cropped, None, "avg", skip_stride_cnt=3)
+    assert model.inputs[0] is raw and model.output.shape == (None, 1280)
+    load_params(model, export_params(plain))
+    x = images(2, 48)
+    close("input_tensor model", model(x), plain(x[:, 4:44, 4:44]), {"input": "CenterCrop"})
+
+
+def test_float64_models_load_float64_params_exactly():
+    """Parameters used to pass through float32 on their way into float64 variables."""
+    code = (
+        "import keras; keras.config.set_floatx('float64')\n"
+        "import numpy as np\n"
+        "from gpconv.backends.tensorflow import KEfficientNetB0, export_params, load_params\n"
+        "from gpconv.core.arch import kefficientnet\n"
+        "from gpconv.core.params import init_params\n"
+        "model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)\n"
+        "params = init_params(kefficientnet('b0', 10, 16, 3), seed=0)\n"
+        "params = {k: v.astype(np.float64) + np.pi * 1e-9 for k, v in params.items()}\n"
+        "load_params(model, params)\n"
+        "out = export_params(model)\n"
+        "assert all(out[k].dtype == np.float64 for k in out)\n"
+        "assert all(np.array_equal(out[k], v) for k, v in params.items())\n"
+        "print('exact')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "exact" in run.stdout, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 3, 4), (0, 4)], ids=["fused", "keras"])
+def test_empty_training_batch_keeps_the_moving_statistics(shape):
+    """Keras's own BatchNormalization turns them into NaN; core and torch keep them."""
+    bn = FusedBatchNormalization()
+    bn.build((None, *shape[1:]))
+    bn(tf.zeros(shape), training=True)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros(4))
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(4))

@@ -4,16 +4,16 @@ from ``core.arch``, the layers of the method, and parameter exchange with the re
     from gpconv.backends.tensorflow import KEfficientNetB0, load_params, export_params
     model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
 
-Names are resolved lazily (PEP 562): importing this package (as the backend registry does)
-does not import TensorFlow; the first attribute access does, and registers every custom layer
-so ``keras.models.load_model`` can rebuild saved models. Importing the package after Keras
-(``import keras; import gpconv.backends.tensorflow``) registers them at once.
+Importing this package imports TensorFlow and Keras and registers every custom layer, so
+``keras.models.load_model`` can rebuild saved models whatever the import order (the backend
+registry imports it only for a backend it is asked for). Without TensorFlow the import still
+succeeds, so the registry can report the backend as not installed; the names (resolved lazily,
+PEP 562) then raise ``ImportError`` with the pip command.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 _EXPORTS = {
@@ -62,7 +62,7 @@ def __dir__() -> list[str]:
 
 __all__ = sorted(_EXPORTS)
 
-# A user who has Keras on TensorFlow loaded already pays nothing more here, and a bare
-# ``import gpconv.backends.tensorflow`` before ``keras.models.load_model`` then just works.
-if sys.modules.get("keras") is not None and sys.modules.get("tensorflow") is not None:
+try:
     _register_layers()
+except ImportError:  # no TensorFlow / Keras 3 on TF: every name access says how to install it
+    pass

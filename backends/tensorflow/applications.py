@@ -7,9 +7,19 @@ Each builds the architecture with ``core.arch`` and the model with ``models.buil
     probs = KEfficientNetB0(classes=10, input_shape=(32, 32, 3),
                             classifier_activation="softmax")(images)  # or keras.ops.softmax(logits)
 
-Models return **logits** by default (``classifier_activation=None``): train them with
-``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``. ``weights`` is ``None``
-(fresh initialisation) or the path of a canonical safetensors file (``core.params.save_params``).
+The arguments are keras.applications' in its order (``include_top, weights, input_tensor,
+input_shape, pooling, classes, classifier_activation``), then gpconv's (``skip_stride_cnt``,
+``min_channels_per_group``, ``impl``, ``name``). Differences from keras.applications:
+
+* Models return **logits** by default (``classifier_activation=None``): train them with
+  ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
+* There is no rescaling layer inside: feed standardised images (per-channel mean 0, std 1, as
+  ``gpconv train`` does), not raw ``[0, 255]`` pixels; and 3 channels (RGB), as the paper.
+* ``weights`` is ``None`` (fresh initialisation) or the path of a canonical safetensors file
+  (``core.params.save_params``); no ImageNet weights ship and nothing is downloaded.
+* The pointwise convs are single ``KPointwise`` layers named after the canonical parameters
+  (``block2a_expand``, ``top``), so keras.applications' ``*_expand_conv``/``top_activation``
+  names do not exist; ``top`` is the last feature map.
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ Constructor = Callable[..., keras.Model]
 def _finish(
     arch: Architecture, weights: str | None, include_top: bool, **kwargs: Any
 ) -> keras.Model:
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        raise ValueError(
+            "Expected weights=None or the path of a canonical safetensors file: gpconv ships no "
+            "ImageNet weights and downloads nothing, received weights='imagenet'"
+        )
     model = build_model(arch, include_top=include_top, **kwargs)
     if weights is not None:
         params = read_params(weights)
@@ -42,6 +57,7 @@ def _efficientnet(variant: str) -> Constructor:
     def constructor(
         include_top: bool = True,
         weights: str | None = None,
+        input_tensor: Any = None,
         input_shape: tuple | None = None,
         pooling: str | None = None,
         classes: int = 1000,
@@ -55,6 +71,7 @@ def _efficientnet(variant: str) -> Constructor:
             arch,
             weights,
             include_top,
+            input_tensor=input_tensor,
             input_shape=input_shape,
             pooling=pooling,
             classifier_activation=classifier_activation,
@@ -76,6 +93,7 @@ def _kefficientnet(variant: str) -> Constructor:
     def constructor(
         include_top: bool = True,
         weights: str | None = None,
+        input_tensor: Any = None,
         input_shape: tuple | None = None,
         pooling: str | None = None,
         classes: int = 1000,
@@ -90,6 +108,7 @@ def _kefficientnet(variant: str) -> Constructor:
             arch,
             weights,
             include_top,
+            input_tensor=input_tensor,
             input_shape=input_shape,
             pooling=pooling,
             classifier_activation=classifier_activation,

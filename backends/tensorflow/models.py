@@ -13,6 +13,8 @@ the stem, as in the reference. Channels-last; the classifier returns logits unle
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 from ...core.arch import MIN_INPUT_SIZE, Architecture, HeadSpec, MBConvSpec, StemSpec
@@ -153,35 +155,75 @@ def build_model(
     classifier_activation: Any = None,
     impl: str = "auto",
     name: str | None = None,
+    input_tensor: Any = None,
 ) -> keras.Model:
     """A Keras Functional model of ``arch``: images ``(N, H, W, 3)`` -> logits ``(N, classes)``
     (or probabilities with ``classifier_activation="softmax"``). With ``include_top=False`` it
     returns the ``top`` features ``(N, h, w, C)``, or ``(N, C)`` with ``pooling="avg"``/``"max"``.
     ``impl`` selects the grouped-pointwise implementation (``gpconv.backends.tensorflow.grouped``).
+    ``input_tensor`` (a Keras tensor: ``keras.Input(...)`` or a layer's output) builds the model
+    on that tensor, as keras.applications does; its shape is the input shape.
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"Expected pooling in (None, 'avg', 'max'), received pooling={pooling!r}")
-    input_shape = (
-        tuple(input_shape) if input_shape is not None else default_input_shape(arch, include_top)
-    )
-    if len(input_shape) != 3 or input_shape[-1] != arch.stem.cin:
-        raise ValueError(
-            f"Expected input_shape (H, W, {arch.stem.cin}) (channels-last), "
-            f"received input_shape={input_shape}"
-        )
-    if any(size is not None and size < MIN_INPUT_SIZE for size in input_shape[:2]):
-        # The rule of core's Architecture.layers and of gpconv train/bench/summary.
-        raise ValueError(
-            f"Expected input_shape H and W >= {MIN_INPUT_SIZE} (or None), "
-            f"received input_shape={input_shape}"
-        )
+    if input_tensor is not None:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            raise TypeError(
+                "Expected input_tensor to be a Keras tensor (keras.Input(...) or a layer's "
+                f"output), received {type(input_tensor).__name__}"
+            )
+        given = tuple(input_tensor.shape[1:])
+        if input_shape is not None and tuple(input_shape) != given:
+            raise ValueError(
+                f"Expected input_shape=None or input_tensor's shape {given}, "
+                f"received input_shape={tuple(input_shape)}"
+            )
+        input_shape = given
+    input_shape = checked_input_shape(arch, input_shape, include_top)
     builder = _Builder(arch, impl)
-    inputs = keras.Input(shape=input_shape, name="input_layer")
+    if input_tensor is None:
+        inputs = sources = keras.Input(shape=input_shape, name="input_layer")
+    else:
+        inputs, sources = input_tensor, keras.utils.get_source_inputs(input_tensor)
     x = builder.stem(arch.stem, inputs)
     for b in arch.blocks:
         x = builder.block(b, x)
     outputs = builder.head(arch.head, x, include_top, pooling, classifier_activation)
-    return keras.Model(inputs, outputs, name=name or model_name(arch))
+    return keras.Model(sources, outputs, name=name or model_name(arch))
+
+
+def checked_input_shape(
+    arch: Architecture, input_shape: Any, include_top: bool
+) -> tuple[int | None, int | None, int]:
+    """``input_shape`` as ``(H, W, 3)`` of Python ints or None (``None``: the default), or a
+    ``TypeError``/``ValueError`` naming it."""
+    if input_shape is None:
+        return default_input_shape(arch, include_top)
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise TypeError(
+            f"Expected input_shape a tuple (H, W, {arch.stem.cin}), "
+            f"received {type(input_shape).__name__} {input_shape!r}"
+        )
+    if any(
+        d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Integral))
+        for d in input_shape
+    ):
+        raise TypeError(
+            f"Expected input_shape of ints or None, received input_shape={tuple(input_shape)!r}"
+        )
+    shape = tuple(None if d is None else int(d) for d in input_shape)
+    if len(shape) != 3 or shape[-1] != arch.stem.cin:
+        raise ValueError(
+            f"Expected input_shape (H, W, {arch.stem.cin}) (channels-last), "
+            f"received input_shape={shape}"
+        )
+    if any(size is not None and size < MIN_INPUT_SIZE for size in shape[:2]):
+        # The rule of core's Architecture.layers and of gpconv train/bench/summary.
+        raise ValueError(
+            f"Expected input_shape H and W >= {MIN_INPUT_SIZE} (or None), "
+            f"received input_shape={shape}"
+        )
+    return shape
 
 
 def model_name(arch: Architecture) -> str:
@@ -210,6 +252,7 @@ def intermediates_model(model: keras.Model, arch: Architecture) -> keras.Model:
 
 __all__ = [
     "build_model",
+    "checked_input_shape",
     "default_input_shape",
     "intermediate_layers",
     "intermediates_model",

@@ -25,6 +25,13 @@ class CorrectPadding2D(keras.layers.Layer):
         self.kernel_size = require_positive_int("kernel_size", kernel_size)
         self.strides = require_positive_int("strides", strides)
 
+    def build(self, input_shape: Any) -> None:
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"Expected inputs (N, H, W, C) of rank 4, received shape {tuple(input_shape)}"
+            )
+        super().build(input_shape)
+
     def _amounts(self, size: int | None) -> tuple[int, int] | None:
         if size is None:
             return None

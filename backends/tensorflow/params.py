@@ -68,7 +68,7 @@ def _layout(name: str, variables: Mapping[str, Any]) -> _Layout:
 
 def assign(name: str, variables: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Validate ``params`` against ``variables`` (all names, all shapes, one error) and assign."""
-    values = validated(_layout(name, variables), params)
+    values = validated(_layout(name, variables), params, dtype=None)  # cast once, to var's
     for k, var in variables.items():
         var.assign(values[k].astype(var.dtype))
 
