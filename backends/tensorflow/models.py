@@ -185,6 +185,8 @@ def build_model(
         inputs = sources = keras.Input(shape=input_shape, name="input_layer")
     else:
         inputs, sources = input_tensor, keras.utils.get_source_inputs(input_tensor)
+        if len(sources) == 1:  # a single input, called with a single tensor (not a list)
+            sources = sources[0]
     x = builder.stem(arch.stem, inputs)
     for b in arch.blocks:
         x = builder.block(b, x)

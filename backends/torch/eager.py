@@ -14,7 +14,7 @@ import functools
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .layout import is_channels_last
+from .layout import in_functorch_transform, is_channels_last
 
 
 def transformed() -> bool:
@@ -25,7 +25,7 @@ def transformed() -> bool:
     return (
         torch.jit.is_tracing()
         or torch.compiler.is_compiling()
-        or torch._C._are_functorch_transforms_active()
+        or in_functorch_transform()
         or fwAD._current_level >= 0
     )
 

@@ -14,9 +14,14 @@ def is_channels_last(x: torch.Tensor) -> bool:
     )
 
 
+def in_functorch_transform() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``...) is running."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the channels_last memory format; unchanged under ``torch.func`` transforms
     (``vmap`` cannot change memory formats, and every layer takes either)."""
-    if torch._C._are_functorch_transforms_active():
+    if in_functorch_transform():
         return x
     return x.contiguous(memory_format=torch.channels_last)
