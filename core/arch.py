@@ -322,6 +322,12 @@ def _layer_rows(arch: Architecture, size: int) -> tuple[LayerRow, ...]:
     return tuple(rows)
 
 
+def block_drop_rate(rate: float, block: int, blocks: int) -> float:
+    """Keras's drop-connect rate of block ``block`` (0-based) of ``blocks``: it grows linearly
+    from 0 at the first block."""
+    return rate * block / blocks
+
+
 def _build(
     family: str,
     variant: str,
@@ -365,7 +371,7 @@ def _build(
                     se_reduce=pw(channels, se, bn=False, activation="swish", bias=True),
                     se_expand=pw(se, channels, bn=False, activation="sigmoid", bias=True),
                     project=pw(channels, fout),
-                    drop_rate=DROP_CONNECT_RATE * len(blocks) / total,
+                    drop_rate=block_drop_rate(DROP_CONNECT_RATE, len(blocks), total),
                 )
             )
     top_out = round_filters(TOP_FILTERS, width)
@@ -422,7 +428,10 @@ def with_dropout(
     blocks, head = arch.blocks, arch.head
     if drop_connect_rate is not None:
         rate = require_rate("drop_connect_rate", drop_connect_rate)
-        blocks = tuple(replace(b, drop_rate=rate * i / len(blocks)) for i, b in enumerate(blocks))
+        n = len(blocks)
+        blocks = tuple(
+            replace(b, drop_rate=block_drop_rate(rate, i, n)) for i, b in enumerate(blocks)
+        )
     if dropout is not None:
         head = replace(head, dropout=require_rate("dropout", dropout))
     return replace(arch, blocks=blocks, head=head)

@@ -515,6 +515,9 @@ def test_layers_follow_the_architecture():
 
 
 def test_constructor_options():
+    # Shapes as users have them at hand: a TensorShape or an array's shape (not only tuples).
+    for shape in (tf.zeros((2, 32, 32, 3)).shape[1:], np.array([32, 32, 3])):
+        assert EfficientNetB0(input_shape=shape, classes=3).input.shape == (None, 32, 32, 3)
     x = images(2, 32)
     probs = KEfficientNetB0(classes=5, input_shape=(32, 32, 3), classifier_activation="softmax")(x)
     np.testing.assert_allclose(np.sum(probs, axis=1), 1.0, rtol=1e-5)
@@ -739,6 +742,8 @@ def test_bad_layer_arguments_give_clear_errors():
         EfficientNetB0(input_shape=("32", 32, 3))
     with pytest.raises(TypeError, match="input_shape a tuple .*received int 32"):
         EfficientNetB0(input_shape=32)
+    with pytest.raises(ValueError, match=r"input_tensor.shape\[1:\] \(H, W, 3\)"):
+        EfficientNetB0(input_tensor=keras.Input((32, 32, 1)))
     with pytest.raises(ValueError, match="no ImageNet weights .*received weights='imagenet'"):
         EfficientNetB0(weights="imagenet")  # keras.applications' default: was FileNotFoundError
     with pytest.raises(TypeError, match="input_tensor to be a Keras tensor .*received ndarray"):

@@ -158,9 +158,16 @@ def test_drop_connect_checks_its_rate_and_draws_bfloat16_masks_at_that_rate():
         DropConnect("a")
     torch.manual_seed(0)
     drop = DropConnect(0.0125).train()
-    dropped = (drop(torch.ones(400_000, 1, 1, 1, dtype=torch.bfloat16)) == 0).double().mean()
-    # 4 standard deviations of a binomial proportion; bfloat16 uniforms used to give 0.0143.
-    assert abs(dropped.item() - 0.0125) < 4 * (0.0125 * 0.9875 / 400_000) ** 0.5
+    default = torch.get_default_dtype()
+    for dtype in (torch.float32, torch.bfloat16):  # also with bfloat16 as the default dtype
+        torch.set_default_dtype(dtype)
+        try:
+            y = drop(torch.ones(400_000, 1, 1, 1, dtype=torch.bfloat16))
+        finally:
+            torch.set_default_dtype(default)
+        dropped = (y == 0).double().mean().item()
+        # 4 standard deviations of a binomial proportion; bfloat16 uniforms used to give 0.0143.
+        assert abs(dropped - 0.0125) < 4 * (0.0125 * 0.9875 / 400_000) ** 0.5, (dtype, dropped)
 
 
 def test_a_replaced_head_is_refused_before_anything_is_copied():

@@ -4,11 +4,11 @@ from ``core.arch``, the layers of the method, and parameter exchange with the re
     from gpconv.backends.tensorflow import KEfficientNetB0, load_params, export_params
     model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
 
-Importing this package imports TensorFlow and Keras and registers every custom layer, so
-``keras.models.load_model`` can rebuild saved models whatever the import order (the backend
-registry imports it only for a backend it is asked for). Without TensorFlow the import still
-succeeds, so the registry can report the backend as not installed; the names (resolved lazily,
-PEP 562) then raise ``ImportError`` with the pip command.
+Importing this package imports TensorFlow and Keras and registers every custom layer, as Keras
+extension libraries do, so ``keras.models.load_model`` can rebuild saved models whatever the
+import order. (The backend registry's ``get("tensorflow")`` therefore imports TensorFlow too.)
+Without TensorFlow the import still succeeds, so the registry can report the backend as not
+installed; the names (resolved lazily, PEP 562) then raise ``ImportError`` with the pip command.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """The TensorFlow / Keras 3 backend adapter (``gpconv.backends.get("tensorflow")``).
 
-This module imports without TensorFlow: every TensorFlow import happens inside a method, so the
-registry can report the backend as not installed instead of failing. Data crossing the
-interface is NumPy, channels-last; models are float32 Keras Functional models.
+This module imports without TensorFlow (its methods import what they need), so the registry can
+report the backend as not installed instead of failing. Where TensorFlow is installed, importing
+it imports TensorFlow too, through the package's ``__init__`` (which registers the custom layers
+for ``keras.models.load_model``): about 5 s, paid by ``gpconv check``/``bench`` only when they use
+this backend. Data crossing the interface is NumPy, channels-last; models are float32 Keras
+Functional models.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ the stem, as in the reference. Channels-last; the classifier returns logits unle
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 from typing import Any
 
 from ...core.arch import MIN_INPUT_SIZE, Architecture, HeadSpec, MBConvSpec, StemSpec
@@ -166,27 +165,12 @@ def build_model(
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"Expected pooling in (None, 'avg', 'max'), received pooling={pooling!r}")
-    if input_tensor is not None:
-        if not keras.backend.is_keras_tensor(input_tensor):
-            raise TypeError(
-                "Expected input_tensor to be a Keras tensor (keras.Input(...) or a layer's "
-                f"output), received {type(input_tensor).__name__}"
-            )
-        given = tuple(input_tensor.shape[1:])
-        if input_shape is not None and tuple(input_shape) != given:
-            raise ValueError(
-                f"Expected input_shape=None or input_tensor's shape {given}, "
-                f"received input_shape={tuple(input_shape)}"
-            )
-        input_shape = given
-    input_shape = checked_input_shape(arch, input_shape, include_top)
-    builder = _Builder(arch, impl)
     if input_tensor is None:
-        inputs = sources = keras.Input(shape=input_shape, name="input_layer")
+        shape = checked_input_shape(arch, input_shape, include_top)
+        inputs = sources = keras.Input(shape=shape, name="input_layer")
     else:
-        inputs, sources = input_tensor, keras.utils.get_source_inputs(input_tensor)
-        if len(sources) == 1:  # a single input, called with a single tensor (not a list)
-            sources = sources[0]
+        inputs, sources = _tensor_inputs(arch, input_tensor, input_shape, include_top)
+    builder = _Builder(arch, impl)
     x = builder.stem(arch.stem, inputs)
     for b in arch.blocks:
         x = builder.block(b, x)
@@ -194,36 +178,57 @@ def build_model(
     return keras.Model(sources, outputs, name=name or model_name(arch))
 
 
+def _tensor_inputs(
+    arch: Architecture, input_tensor: Any, input_shape: Any, include_top: bool
+) -> tuple[Any, Any]:
+    """keras.applications' ``input_tensor``: the tensor the network starts from, checked, and
+    the model's inputs (the ``keras.Input`` it comes from; one tensor when there is one)."""
+    if not keras.backend.is_keras_tensor(input_tensor):
+        raise TypeError(
+            "Expected input_tensor to be a Keras tensor (keras.Input(...) or a layer's "
+            f"output), received {type(input_tensor).__name__}"
+        )
+    shape = tuple(input_tensor.shape[1:])
+    checked_input_shape(arch, shape, include_top, "input_tensor.shape[1:]")
+    if input_shape is not None and checked_input_shape(arch, input_shape, include_top) != shape:
+        raise ValueError(
+            f"Expected input_shape=None or input_tensor's shape {shape}, "
+            f"received input_shape={tuple(input_shape)}"
+        )
+    sources = keras.utils.get_source_inputs(input_tensor)
+    return input_tensor, sources[0] if len(sources) == 1 else sources
+
+
 def checked_input_shape(
-    arch: Architecture, input_shape: Any, include_top: bool
+    arch: Architecture, input_shape: Any, include_top: bool, name: str = "input_shape"
 ) -> tuple[int | None, int | None, int]:
-    """``input_shape`` as ``(H, W, 3)`` of Python ints or None (``None``: the default), or a
-    ``TypeError``/``ValueError`` naming it."""
+    """``input_shape`` (a tuple, list, ``tf.TensorShape`` or 1-d array) as ``(H, W, 3)`` of
+    Python ints or None (``None``: the default), or a ``TypeError``/``ValueError`` naming it as
+    ``name``."""
     if input_shape is None:
         return default_input_shape(arch, include_top)
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+    try:
+        if isinstance(input_shape, (str, bytes)):
+            raise TypeError
+        dims = tuple(input_shape)
+    except TypeError:
         raise TypeError(
-            f"Expected input_shape a tuple (H, W, {arch.stem.cin}), "
+            f"Expected {name} a tuple (H, W, {arch.stem.cin}), "
             f"received {type(input_shape).__name__} {input_shape!r}"
-        )
+        ) from None
     if any(
-        d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Integral))
-        for d in input_shape
+        d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Integral)) for d in dims
     ):
-        raise TypeError(
-            f"Expected input_shape of ints or None, received input_shape={tuple(input_shape)!r}"
-        )
-    shape = tuple(None if d is None else int(d) for d in input_shape)
+        raise TypeError(f"Expected {name} of ints or None, received {name}={dims!r}")
+    shape = tuple(None if d is None else int(d) for d in dims)
     if len(shape) != 3 or shape[-1] != arch.stem.cin:
         raise ValueError(
-            f"Expected input_shape (H, W, {arch.stem.cin}) (channels-last), "
-            f"received input_shape={shape}"
+            f"Expected {name} (H, W, {arch.stem.cin}) (channels-last), received {name}={shape}"
         )
     if any(size is not None and size < MIN_INPUT_SIZE for size in shape[:2]):
         # The rule of core's Architecture.layers and of gpconv train/bench/summary.
         raise ValueError(
-            f"Expected input_shape H and W >= {MIN_INPUT_SIZE} (or None), "
-            f"received input_shape={shape}"
+            f"Expected {name} H and W >= {MIN_INPUT_SIZE} (or None), received {name}={shape}"
         )
     return shape
 

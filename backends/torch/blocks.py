@@ -48,7 +48,7 @@ class DropConnect(nn.Module):
         if not self.training or self.rate == 0.0:
             return x
         # Drawn in float32: bfloat16 uniforms are too coarse (rate 0.0125 would drop 1.4%).
-        keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) >= self.rate
+        keep = torch.rand(x.shape[0], 1, 1, 1, dtype=torch.float32, device=x.device) >= self.rate
         return x * (keep.to(x.dtype) / (1.0 - self.rate))
 
 

@@ -90,8 +90,10 @@ class KerasConv2d(nn.Conv2d):
         k, s = self.kernel_size[0], self.stride[0]
         top, bottom = pad_amounts(x.shape[-2], k, s, self.keras_padding)
         left, right = pad_amounts(x.shape[-1], k, s, self.keras_padding)
-        # A trace records one branch: it must take the one whose pad amounts follow the size.
-        if top == bottom and left == right and not torch.jit.is_tracing():
+        # A trace records one branch; "correct" padding depends on the size's parity, so a trace
+        # must take the branch whose pad amounts follow the size.
+        traced_correct = self.keras_padding == "correct" and torch.jit.is_tracing()
+        if top == bottom and left == right and not traced_correct:
             if self._slab_grad(x):
                 return _DepthwiseSlabGrad.apply(x, self.weight, (top, left))
             # Symmetric: let the conv kernel pad (no padded copy of x).

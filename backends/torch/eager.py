@@ -26,7 +26,7 @@ def transformed() -> bool:
         torch.jit.is_tracing()
         or torch.compiler.is_compiling()
         or in_functorch_transform()
-        or fwAD._current_level >= 0
+        or getattr(fwAD, "_current_level", -1) >= 0  # inside a dual_level (private, so guarded)
     )
 
 

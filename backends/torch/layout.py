@@ -16,7 +16,8 @@ def is_channels_last(x: torch.Tensor) -> bool:
 
 def in_functorch_transform() -> bool:
     """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``...) is running."""
-    return torch._C._are_functorch_transforms_active()
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)  # private: guarded
+    return bool(active and active())
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
