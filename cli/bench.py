@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 
 from ..core.arch import MIN_INPUT_SIZE, MODELS
 from .main import (
@@ -74,8 +76,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_keep_freed_memory(p)
     add_compile_option(p, "also time compiled train steps")
     add_device_option(p)
-    p.add_argument("--json", metavar="FILE", help="write all results as JSON")
-    p.add_argument("--plot", metavar="FILE", help="write a bar chart (PNG)")
+    p.add_argument(
+        "--json", metavar="FILE", help="write all results as JSON (missing folders are created)"
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="write a bar chart; the suffix picks the format (.png, .pdf, .svg, ...; missing "
+        "folders are created)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -95,6 +104,43 @@ def _check(args: argparse.Namespace) -> None:
     )
     if args.compile_step and args.op != "model":
         raise UsageError(f"Expected --op model with --compile, received --op {args.op}")
+    _check_outputs(args)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written *before* measuring: a benchmark takes
+    minutes, and its results would otherwise be lost to the error at the end."""
+    from ..train.metrics import OUTPUT_CHECKS, check_output_path
+
+    checks = []
+    if args.json:
+        checks.append(("--json", args.json, check_output_path, "FILE in a writable folder"))
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ModuleNotFoundError as err:
+            raise UsageError(
+                "Expected matplotlib installed for --plot (pip install 'gpconv[train]'), "
+                "received no matplotlib"
+            ) from err
+        checks += [("--plot", args.plot, check, expected) for check, expected in OUTPUT_CHECKS]
+    for flag, path, check, expected in checks:
+        try:
+            check(path)
+        except ValueError as err:
+            raise UsageError(f"Expected {flag} {expected}, received {path}: {err}") from err
+
+
+def _write(flag: str, path: str, write: Callable[[], None]) -> bool:
+    """Write one output file; if that fails even so (disk full, a folder removed meanwhile), say
+    so without a traceback and return False, so that the other file is still written."""
+    try:
+        write()
+    except (OSError, ValueError, RuntimeError) as err:  # what file systems and savefig raise
+        print(f"gpconv bench: error: could not write {flag} {path}: {err}", file=sys.stderr)
+        return False
+    print(f"wrote {path}", file=sys.stderr)
+    return True
 
 
 def _backends(requested: list[str] | None, op: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -188,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         lines = report.ratio_lines(found) + report.recommendation_lines(recommend(results), machine)
     for line in lines:
         print(line)
+    written = True
     if args.json:
         doc = report.document(
             args.op,
@@ -199,13 +246,12 @@ def run(args: argparse.Namespace) -> int:
             point_rows,
             skipped,
         )
-        report.write_json(args.json, doc)
-        print(f"wrote {args.json}", file=sys.stderr)
+        written &= _write("--json", args.json, lambda: report.write_json(args.json, doc))
     if args.plot:
         title = f"gpconv bench, {one_line(machine)}, {machine['date'][:10]}"
         if point_rows:
-            report.plot_pointwise(args.plot, point_rows, title)
+            plot = partial(report.plot_pointwise, args.plot, point_rows, title)
         else:
-            report.plot_models(args.plot, results, title)
-        print(f"wrote {args.plot}", file=sys.stderr)
-    return 1 if failed else 0
+            plot = partial(report.plot_models, args.plot, results, title)
+        written &= _write("--plot", args.plot, plot)
+    return 1 if failed or not written else 0

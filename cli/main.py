@@ -111,10 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _stdout_closed()
+    except KeyboardInterrupt:
+        # Ctrl-C is a normal way to stop a run (checkpoints are written atomically).
+        print("\ngpconv: interrupted (gpconv train continues with --resume)", file=sys.stderr)
+        return 130
 
 
 def _dispatch(argv: list[str] | None) -> int:
-    # TensorFlow's C++ info lines (oneDNN notices) would interleave with our tables.
+    # TensorFlow's C++ info lines would interleave with our tables (TF 2.21 still prints its
+    # oneDNN notice, which absl logs before this setting is read).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)

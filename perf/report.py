@@ -10,9 +10,9 @@ JSON document (``format: "gpconv-bench/1"``)::
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
+from ..train.metrics import make_parent
 from .machine import one_line
 from .models import setup
 
@@ -43,7 +43,8 @@ def document(
 
 
 def write_json(path: str, doc: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write ``doc`` to ``path``, creating missing folders (as the plots do)."""
+    make_parent(path)
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
@@ -158,8 +159,7 @@ def plot_models(path: str, results: list[dict[str, Any]], title: str) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_pointwise(path: str, rows: list[dict[str, Any]], title: str) -> None:
@@ -190,5 +190,14 @@ def plot_pointwise(path: str, rows: list[dict[str, Any]], title: str) -> None:
         ax.set(title=backend, ylabel="forward + backward ms (log)")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str) -> None:
+    """Write ``fig`` in the format of ``path``'s suffix, creating missing folders (as
+    ``write_json`` does), and free the figure even if the write fails."""
+    try:
+        make_parent(path)
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)

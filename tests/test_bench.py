@@ -292,3 +292,71 @@ def test_bench_unknown_backend_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--backend", "mxnet"])
     assert exc.value.code == 2
+
+
+def _fake_pointwise_rows(backend, cases, steps, warmup, device=None):
+    """Stands in for ``pointwise.bench_pointwise``: two implementations on one case, no timing."""
+    return [
+        {
+            "backend": backend,
+            "device": "cpu",
+            "case": "case",
+            "layer": "layer",
+            "impl": impl,
+            "ms": ms,
+            "fastest": fastest,
+            "default": default,
+        }
+        for impl, ms, fastest, default in (("a", 1.0, True, True), ("b", 2.0, False, False))
+    ]
+
+
+def _measuring_fails(*args, **kwargs):
+    raise AssertionError("the benchmark ran before the output paths were checked")
+
+
+FAST_POINTWISE = ["bench", "--op", "pointwise", "--backend", "numpy", *TINY, "--threads", "1"]
+
+
+@pytest.mark.parametrize(
+    "flag, name, why",
+    [
+        ("--plot", "pw.txt", "suffix .txt, not one of"),
+        ("--plot", "pw", "no suffix, not one of"),
+        ("--plot", "afile/pw.png", "is a file"),
+        ("--json", "afile/x.json", "is a file"),
+        ("--json", "afile/deeper/x.json", "is a file"),
+        ("--json", ".", "is a folder"),
+    ],
+)
+def test_bench_bad_output_path_exits_2_before_measuring(
+    flag, name, why, tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setattr(pointwise, "bench_pointwise", _measuring_fails)
+    path = str(tmp_path / name)
+    assert main([*FAST_POINTWISE, flag, path]) == 2
+    err = capsys.readouterr().err
+    assert f"Expected {flag} " in err and why in err and path in err
+
+
+def test_bench_plot_creates_a_missing_folder_as_json_does(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pointwise, "bench_pointwise", _fake_pointwise_rows)
+    plot, out = tmp_path / "new" / "pw.svg", tmp_path / "other" / "pw.json"
+    assert main([*FAST_POINTWISE, "--plot", str(plot), "--json", str(out)]) == 0
+    assert b"<svg" in plot.read_bytes()  # the suffix chose the format
+    assert json.loads(out.read_text())["op"] == "pointwise"
+
+
+def test_bench_failed_write_is_reported_and_the_other_file_kept(tmp_path, monkeypatch, capsys):
+    def disk_full(path, doc):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pointwise, "bench_pointwise", _fake_pointwise_rows)
+    monkeypatch.setattr(report, "write_json", disk_full)
+    plot, out = tmp_path / "pw.png", tmp_path / "pw.json"
+    assert main([*FAST_POINTWISE, "--json", str(out), "--plot", str(plot)]) == 1
+    captured = capsys.readouterr()
+    assert "Recommendation: numpy grouped pointwise: a" in captured.out  # measurements printed
+    assert f"could not write --json {out}" in captured.err and "No space left" in captured.err
+    assert plot.read_bytes()[:4] == b"\x89PNG"

@@ -214,6 +214,81 @@ def test_folder_reader_errors_name_the_file(tmp_path):
         data.load_folder(str(tmp_path / "empty"), 16)
 
 
+def test_folder_reader_layouts_like_image_folder(tmp_path, monkeypatch):
+    """Sub-folders are read (ImageFolder does); an empty class, a lone train/ or val/ and an
+    oversized image are errors that name the folder or file; --limit takes every class."""
+    _write_pngs(tmp_path / "nested", classes=("cat", "dog", "fox"), per_class=4)
+    os.rename(tmp_path / "nested" / "fox" / "3.png", tmp_path / "nested" / "fox" / "deep.png")
+    (tmp_path / "nested" / "fox" / "deeper").mkdir()
+    os.rename(
+        tmp_path / "nested" / "fox" / "deep.png", tmp_path / "nested" / "fox" / "deeper" / "3.png"
+    )
+    ds = data.load(f"folder={tmp_path / 'nested'}", 16)
+    assert len(ds.y_train) + len(ds.y_test) == 12, "the image in fox/deeper/ was skipped"
+    assert len(set(ds.limited(4).y_train.tolist())) > 1, "--limit kept only the first class"
+
+    _write_pngs(tmp_path / "holey", classes=("cat", "dog"))
+    (tmp_path / "holey" / "empty").mkdir()
+    with pytest.raises(data.DataError, match=r"Class folder .*empty has no images"):
+        data.load_folder(str(tmp_path / "holey"), 16)
+    _write_pngs(tmp_path / "trainonly" / "train")
+    with pytest.raises(data.DataError, match=r"train needs a test \(or val\) folder"):
+        data.load_folder(str(tmp_path / "trainonly"), 16)
+    _write_pngs(tmp_path / "valonly" / "val")
+    with pytest.raises(data.DataError, match="val needs a train folder"):
+        data.load_folder(str(tmp_path / "valonly"), 16)
+
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # 12x10 images are now "bombs"
+    with pytest.raises(data.DataError, match=r"Cannot read image .*\.png"):
+        data.load_folder(str(tmp_path / "nested"), 16)
+
+
+def test_resume_refuses_changed_data(tmp_path, capsys, monkeypatch):
+    """A class added to the folder used to crash the resume with a shape traceback; an added
+    image went unnoticed."""
+    _write_pngs(tmp_path / "pets", classes=("cat", "dog"), per_class=6)
+    args = [*NUMPY_TINY, "--data", f"folder={tmp_path / 'pets'}", "--limit", "12"]
+    args += ["--batch-size", "4", "--out", str(tmp_path / "run")]
+    assert train(*args, "--epochs", "1") == 0
+    before = tree_digest(str(tmp_path / "run"))
+    _write_pngs(tmp_path / "pets", classes=("fox",), per_class=6)
+    assert train(*args, "--epochs", "2", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "the data changed" in err and "'fox'" in err
+    assert tree_digest(str(tmp_path / "run")) == before
+    monkeypatch.chdir(tmp_path)  # the same folder named by a relative path is the same data
+    shutil.rmtree(tmp_path / "pets" / "fox")
+    relative = [a.replace(str(tmp_path / "pets"), "pets") for a in args]
+    assert train(*relative, "--epochs", "2", "--resume") == 0
+
+
+def test_numpy_threads_limit_blas():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from gpconv.train.frameworks import set_threads
+
+    with threadpoolctl.threadpool_limits(None):  # restores the limits afterwards
+        set_threads("numpy", 1)
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas), blas
+
+
+def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, capsys):
+    import gpconv.cli.main as cli_main
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "_dispatch", interrupted)
+    try:
+        code = cli_main.main(["train"])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped gpconv's main: a traceback for the user")
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("spec", ["cifar10", "folder=", "imagenet=/x", "digits=3"])
 def test_bad_data_spec(spec):
     with pytest.raises(ValueError, match="--data"):
@@ -535,7 +610,8 @@ def test_argparse_rejects_unknown_choices(args, tmp_path, capsys):
         (["--epochs", "-1"], "--epochs >= 1"),
         (["--batch-size", "0"], "--batch-size >= 1"),
         (["--seed", "-1"], "--seed >= 0"),
-        (["--lr", "-0.1"], "--lr > 0"),
+        (["--lr", "-0.1"], "--lr finite and > 0"),
+        (["--lr", "inf"], "--lr finite and > 0, received inf"),
         (["--data", "cifar10"], "--data digits, cifar10=DIR or folder=DIR"),
         (["--data", "cifar10=/no/such/dir"], "/no/such/dir"),
         (["--batch-size", "1000"], "exceeds the 48 training images"),

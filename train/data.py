@@ -10,6 +10,7 @@ bytes CHW) and images with PIL. Missing or corrupt inputs raise ``DataError`` na
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -182,29 +183,47 @@ def _class_dirs(root: str) -> list[str]:
     return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
 
 
-def _read_tree(root: str, classes: list[str], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _image_files(folder: str) -> list[str]:
+    """Every image under ``folder``, sub-folders included (as torchvision's ImageFolder)."""
+    return sorted(
+        os.path.join(parent, name)
+        for parent, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_SUFFIXES)
+    )
+
+
+def _read_tree(
+    root: str, classes: list[str], image_size: int, every_class: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, size, size, 3)`` uint8 and labels of ``root/<class>/**/<image>``, shuffled
+    (by ``SPLIT_SEED``, so that ``Dataset.limited`` takes every class, not the first ones). With
+    ``every_class``, a class without images is an error (it could never be learned)."""
     from PIL import Image, UnidentifiedImageError
 
     images, labels = [], []
     for label, cls in enumerate(classes):
         folder = os.path.join(root, cls)
-        files = (
-            sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
-            if os.path.isdir(folder)
-            else []
-        )
-        for name in files:
-            path = os.path.join(folder, name)
+        files = _image_files(folder) if os.path.isdir(folder) else []
+        if every_class and not files:
+            raise DataError(f"Class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        for path in files:
             try:
                 with Image.open(path) as img:
                     rgb = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
                     images.append(np.asarray(rgb, dtype=np.uint8))
-            except (OSError, UnidentifiedImageError, ValueError) as err:
+            except (
+                OSError,
+                UnidentifiedImageError,
+                ValueError,
+                Image.DecompressionBombError,
+            ) as err:
                 raise DataError(f"Cannot read image {path}: {err}") from err
             labels.append(label)
     if not images:
         raise DataError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in class folders under {root}")
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    return np.stack(images)[order], np.asarray(labels, dtype=np.int64)[order]
 
 
 def load_folder(directory: str, image_size: int = 32) -> Dataset:
@@ -222,7 +241,12 @@ def load_folder(directory: str, image_size: int = 32) -> Dataset:
         None,
     )
     train_dir = os.path.join(directory, "train")
-    if test_dir and os.path.isdir(train_dir):
+    # A lone train/ or test/ is a half-made split, not a class named "train" or "test".
+    if os.path.isdir(train_dir) and not test_dir:
+        raise DataError(f"{train_dir} needs a test (or val) folder beside it")
+    if test_dir and not os.path.isdir(train_dir):
+        raise DataError(f"{test_dir} needs a train folder beside it")
+    if test_dir:
         classes = _class_dirs(train_dir)
         if not classes:
             raise DataError(f"No class sub-folders in {train_dir}")
@@ -230,7 +254,7 @@ def load_folder(directory: str, image_size: int = 32) -> Dataset:
         if extra:
             raise DataError(f"{test_dir} has classes missing from {train_dir}: {extra}")
         x_tr, y_tr = _read_tree(train_dir, classes, image_size)
-        x_te, y_te = _read_tree(test_dir, classes, image_size)
+        x_te, y_te = _read_tree(test_dir, classes, image_size, every_class=False)
         return Dataset(f"folder:{directory}", x_tr, y_tr, x_te, y_te, classes)
     classes = _class_dirs(directory)
     if not classes:
@@ -254,6 +278,30 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if kind in ("cifar10", "folder") and sep and path:
         return kind, os.path.expanduser(path)  # the shell does not expand "cifar10=~/..."
     raise ValueError(f"Expected --data digits, cifar10=DIR or folder=DIR, received {spec!r}")
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with its path made absolute (``folder=data/x`` -> ``folder=/home/.../data/x``),
+    so one folder named from two working directories is one data set; bad specs unchanged."""
+    try:
+        kind, path = parse_spec(spec)
+    except ValueError:
+        return spec
+    return spec if path is None else f"{kind}={os.path.abspath(path)}"
+
+
+def fingerprint(data: Dataset) -> dict:
+    """What a resumed run must find again: the class names, the split sizes and a SHA-256 of
+    every image and label (an added, removed or changed image changes it)."""
+    digest = hashlib.sha256()
+    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
+        digest.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return {
+        "classes": list(data.classes),
+        "train": len(data.y_train),
+        "test": len(data.y_test),
+        "sha256": digest.hexdigest(),
+    }
 
 
 def load(spec: str, image_size: int = 32) -> Dataset:

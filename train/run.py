@@ -14,6 +14,7 @@ Run folder ``--out``:
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from ..core.params import save_params
 from ..perf import allocator
 from ..perf.machine import describe
 from . import checkpoint, metrics
-from .data import DataError, Dataset, load
+from .data import DataError, Dataset, absolute_spec, fingerprint, load
 from .device import check_device
 from .distributed import Dist
 from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
@@ -97,6 +98,7 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         ident = {k: getattr(self, k) for k in IDENTITY}
+        ident["data"] = absolute_spec(self.data)
         if not self.model.startswith("kefficientnet"):
             ident["min_channels_per_group"] = None  # meaningless for EfficientNet
         return ident
@@ -121,8 +123,8 @@ class RunConfig:
                 )
         if self.skip_stride < -1:
             raise ConfigError(f"Expected --skip-stride >= -1, received {self.skip_stride}")
-        if not self.lr > 0:
-            raise ConfigError(f"Expected --lr > 0, received {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"Expected --lr finite and > 0, received {self.lr}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"Expected --threads >= 1, received {self.threads}")
         if self.compile_step and self.backend not in COMPILABLE:
@@ -177,6 +179,8 @@ def _read_json(path: str) -> dict[str, Any]:
 def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Human-readable differences between a stored run identity and the requested one."""
     stored = {**IDENTITY_DEFAULTS, **stored}
+    # Older runs stored the path as typed: resolve it the same way before comparing.
+    stored["data"] = absolute_spec(stored.get("data", ""))
     return [
         f"{k}: run has {stored.get(k)!r}, requested {wanted.get(k)!r}"
         for k in IDENTITY
@@ -222,6 +226,24 @@ def check_out(cfg: RunConfig) -> None:
             pass
     except OSError as err:
         raise ConfigError(f"cannot write to --out {out}: {err.strerror or err}") from err
+
+
+def check_same_data(out: str, data: Dataset) -> None:
+    """``ConfigError`` unless the data equals the data of the run in ``out`` (its run.json's
+    fingerprint; runs written before fingerprints existed are not checked)."""
+    run_json = os.path.join(out, "run.json")
+    stored = _read_json(run_json).get("data") if os.path.isfile(run_json) else None
+    if stored is None:
+        return
+    now = fingerprint(data)
+    diff = [
+        f"{k}: run has {stored.get(k)!r}, now {now[k]!r}" for k in now if stored.get(k) != now[k]
+    ]
+    if diff:
+        raise ConfigError(
+            f"cannot --resume {out}: the data changed since the run started:\n  "
+            + "\n  ".join(diff)
+        )
 
 
 def make_out(out: str) -> None:
@@ -290,7 +312,12 @@ class RunWriter:
     def start(self) -> None:
         checkpoint.write_json_atomic(
             os.path.join(self.cfg.out, "run.json"),
-            {"format": "gpconv-run/1", "identity": self.cfg.identity(), "arch": self.arch.name},
+            {
+                "format": "gpconv-run/1",
+                "identity": self.cfg.identity(),
+                "arch": self.arch.name,
+                "data": fingerprint(self.data),
+            },
         )
 
     def epoch_end(self, history: list[dict]) -> None:
@@ -382,6 +409,8 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
         data = load(cfg.data, cfg.image_size).limited(cfg.limit)
     except DataError as err:
         raise ConfigError(str(err)) from err
+    if cfg.resume:
+        check_same_data(cfg.out, data)
     if len(data.y_train) < cfg.batch_size:
         raise ConfigError(
             f"--batch-size {cfg.batch_size} exceeds the {len(data.y_train)} training images"
@@ -419,7 +448,10 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
                 f"Expected --epochs >= {ckpt.epoch} (the run has completed {ckpt.epoch} epochs; "
                 f"--epochs cannot shrink below that on --resume), received --epochs {cfg.epochs}"
             )
-        fw.load_params(ckpt.params())
+        try:
+            fw.load_params(ckpt.params())
+        except ValueError as err:  # e.g. a checkpoint of another class count
+            raise ConfigError(f"cannot --resume from {ckpt.path}: {err}") from err
         fw.load_optimizer_state(ckpt.optimizer(), ckpt.state["optimizer"])
         history = ckpt.state["history"]
     writer = RunWriter(cfg, fw, arch, data, dist.world)

@@ -68,6 +68,14 @@ def set_threads(backend: str, threads: int | None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError as err:
             raise ValueError(f"cannot set TensorFlow threads now: {err}") from err
+    elif backend in ("numpy", "cupy"):  # the reference's BLAS (for cupy: its host-side work)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError as err:
+            raise ValueError(
+                "cannot limit NumPy's BLAS threads without threadpoolctl: pip install threadpoolctl"
+            ) from err
+        threadpool_limits(threads)
 
 
 __all__ = [
