@@ -45,6 +45,10 @@ NUMPY_TINY = [
     "16",
     "--epochs",
     "3",
+    # One BLAS thread in every process: in-process commands (bench, train) leave the limit set,
+    # and runs compared bit for bit across processes must sum in the same order.
+    "--threads",
+    "1",
     "--quiet",
 ]
 TORCH_TINY = [
