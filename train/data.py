@@ -10,6 +10,7 @@ bytes CHW) and images with PIL. Missing or corrupt inputs raise ``DataError`` na
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -48,6 +49,21 @@ class Dataset:
         self.mean = x.mean(axis=(0, 1, 2)).astype(np.float32)
         # A constant channel (all-black borders, grey digits) must not divide by zero.
         self.std = np.maximum(x.std(axis=(0, 1, 2)), 1e-3).astype(np.float32)
+
+    @functools.cached_property
+    def fingerprint(self) -> dict:
+        """What a resumed run must find again: the class names, the split sizes and a SHA-256
+        of every image and label (an added, removed or changed image changes it). Computed once
+        (hashing CIFAR-10 takes about half a second)."""
+        digest = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            digest.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        return {
+            "classes": list(self.classes),
+            "train": len(self.y_train),
+            "test": len(self.y_test),
+            "sha256": digest.hexdigest(),
+        }
 
     @property
     def num_classes(self) -> int:
@@ -288,20 +304,6 @@ def absolute_spec(spec: str) -> str:
     except ValueError:
         return spec
     return spec if path is None else f"{kind}={os.path.abspath(path)}"
-
-
-def fingerprint(data: Dataset) -> dict:
-    """What a resumed run must find again: the class names, the split sizes and a SHA-256 of
-    every image and label (an added, removed or changed image changes it)."""
-    digest = hashlib.sha256()
-    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
-        digest.update(memoryview(np.ascontiguousarray(a)).cast("B"))
-    return {
-        "classes": list(data.classes),
-        "train": len(data.y_train),
-        "test": len(data.y_test),
-        "sha256": digest.hexdigest(),
-    }
 
 
 def load(spec: str, image_size: int = 32) -> Dataset:

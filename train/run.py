@@ -28,7 +28,7 @@ from ..core.params import save_params
 from ..perf import allocator
 from ..perf.machine import describe
 from . import checkpoint, metrics
-from .data import DataError, Dataset, absolute_spec, fingerprint, load
+from .data import DataError, Dataset, absolute_spec, load
 from .device import check_device
 from .distributed import Dist
 from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
@@ -235,7 +235,7 @@ def check_same_data(out: str, data: Dataset) -> None:
     stored = _read_json(run_json).get("data") if os.path.isfile(run_json) else None
     if stored is None:
         return
-    now = fingerprint(data)
+    now = data.fingerprint
     diff = [
         f"{k}: run has {stored.get(k)!r}, now {now[k]!r}" for k in now if stored.get(k) != now[k]
     ]
@@ -316,7 +316,7 @@ class RunWriter:
                 "format": "gpconv-run/1",
                 "identity": self.cfg.identity(),
                 "arch": self.arch.name,
-                "data": fingerprint(self.data),
+                "data": self.data.fingerprint,
             },
         )
 
