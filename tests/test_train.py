@@ -579,6 +579,95 @@ def test_resume_refuses_fewer_epochs_than_completed(numpy_run, tmp_path, capsys)
     assert tree_digest(run) == before
 
 
+# --- one process per run folder ------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys
+from gpconv.train.outlock import OutLock
+lock = OutLock.acquire(sys.argv[1])
+print("locked", flush=True)
+sys.stdin.readline()
+lock.release()
+"""
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a process that holds the lock of a folder until the test ends."""
+    procs = []
+
+    def hold(folder: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, folder],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        assert proc.stdout.readline() == "locked\n"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.communicate("\n", timeout=30)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are locked with fcntl (POSIX)")
+def test_second_run_on_a_busy_folder_stops_and_writes_nothing(tmp_path, capsys, lock_holder):
+    out = tmp_path / "run"
+    holder = lock_holder(str(out))
+    assert train(*NUMPY_TINY, "--out", str(out)) == 2
+    assert f"--out {out} is in use by another gpconv train (pid {holder.pid})" in (
+        capsys.readouterr().err
+    )
+    assert os.listdir(out) == [".gpconv-train.lock"]  # the holder's; nothing of ours
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are locked with fcntl (POSIX)")
+def test_resume_of_a_busy_run_stops_and_changes_nothing(numpy_run, tmp_path, capsys, lock_holder):
+    run = str(tmp_path / "busy")
+    shutil.copytree(numpy_run, run)
+    shutil.rmtree(os.path.join(run, "checkpoints", "epoch-0003"))
+    lock_holder(run)
+    before = tree_digest(run)
+    assert train(*NUMPY_TINY, "--out", run, "--resume") == 2
+    assert "is in use by another gpconv train" in capsys.readouterr().err
+    assert tree_digest(run) == before
+
+
+def test_a_run_that_appears_while_waiting_for_the_lock_is_not_overwritten(
+    numpy_run, tmp_path, monkeypatch, capsys
+):
+    """The folder is checked again under the lock: here another run writes run.json into it
+    after the first (unlocked) check passed."""
+    from gpconv.train import run as run_module
+
+    out = tmp_path / "raced"
+    real_acquire = run_module.OutLock.acquire
+
+    def acquire_after_another_run(folder):
+        shutil.copytree(numpy_run, folder)
+        return real_acquire(folder)
+
+    monkeypatch.setattr(run_module.OutLock, "acquire", acquire_after_another_run)
+    before = tree_digest(numpy_run)
+    assert train(*NUMPY_TINY, "--out", str(out)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert tree_digest(str(out)) == before  # and the lock file is gone again
+
+
+def test_lock_is_released_and_removed(numpy_run, tmp_path):
+    from gpconv.train.outlock import LOCK_NAME, OutLock
+
+    assert LOCK_NAME not in os.listdir(numpy_run)
+    folder = tmp_path / "a" / "b"
+    lock = OutLock.acquire(str(folder))
+    assert open(folder / LOCK_NAME).read() == f"{os.getpid()}\n"
+    lock.release()
+    assert not (tmp_path / "a").exists()  # it created both folders and wrote nothing else
+    OutLock.acquire(str(folder)).release()  # free again
+
+
 def test_fit_refuses_a_history_longer_than_epochs():
     from gpconv.train.distributed import Dist
     from gpconv.train.loop import LoopConfig, fit

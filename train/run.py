@@ -8,7 +8,9 @@ Run folder ``--out``:
   reused without ``--resume``;
 * ``checkpoints/epoch-NNNN/``: see ``train.checkpoint`` (the newest two that verify are kept);
 * ``metrics.csv``, ``curves.png``, ``summary.json`` (rewritten after every epoch);
-* ``params.safetensors``: the final canonical parameters, loadable by any backend.
+* ``params.safetensors``: the final canonical parameters, loadable by any backend;
+* ``.gpconv-train.lock`` while a run writes the folder (``train.outlock``): a second run on the
+  same folder stops with an error instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .device import check_device
 from .distributed import Dist
 from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
 from .loop import LoopConfig, fit
+from .outlock import LOCK_NAME, FolderInUse, OutLock
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 # Arguments that define a run: a resume must repeat them. --epochs may change (the lr schedule then
@@ -191,7 +194,7 @@ def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
 def check_out(cfg: RunConfig) -> None:
     """Make sure ``cfg.out`` can take this run without overwriting another. Reads only; raises
     ``ConfigError`` when the folder holds another run, an unrelated non-empty folder, or cannot
-    be written. ``make_out`` creates it once the data and model are known to be good."""
+    be written. ``claim_out`` then creates and locks it."""
     out = cfg.out
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out {out} exists and is not a folder")
@@ -216,7 +219,7 @@ def check_out(cfg: RunConfig) -> None:
             raise ConfigError(
                 f"cannot --resume {out}: it is a different run:\n  " + "\n  ".join(diff)
             )
-    elif os.listdir(out):
+    elif set(os.listdir(out)) - {LOCK_NAME}:
         raise ConfigError(
             f"--out {out} is not empty and holds no gpconv run (no run.json); "
             "refusing to write into it"
@@ -246,14 +249,23 @@ def check_same_data(out: str, data: Dataset) -> None:
         )
 
 
-def make_out(out: str) -> None:
-    """Create the run folder (``ConfigError`` if that fails)."""
+def claim_out(cfg: RunConfig) -> OutLock:
+    """Lock the run folder (creating it) for this process and check it again under the lock, so
+    a run started at the same moment on the same ``--out`` cannot slip in between the check and
+    the first write. ``ConfigError`` if the folder is in use, cannot be written, or stopped being
+    fit for this run."""
     try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
+        lock = OutLock.acquire(cfg.out)
+    except FolderInUse as err:
+        raise ConfigError(str(err)) from None
     except OSError as err:
-        raise ConfigError(f"cannot write to --out {out}: {err.strerror or err}") from err
+        raise ConfigError(f"cannot write to --out {cfg.out}: {err.strerror or err}") from err
+    try:
+        check_out(cfg)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -386,25 +398,40 @@ class RunWriter:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def prepare(cfg: RunConfig, dist: Dist) -> None:
-    """Validate arguments and the run folder on the main process; every process raises the same
-    ``ConfigError`` if it fails (so no rank waits forever at a collective)."""
-    error = None
+def prepare(cfg: RunConfig, dist: Dist) -> OutLock | None:
+    """Validate arguments and claim the run folder on the main process (returns its lock; other
+    processes get ``None``); every process raises the same ``ConfigError`` if that fails (so no
+    rank waits forever at a collective)."""
+    error, lock = None, None
     if dist.is_main:
         try:
             cfg.validate(dist.world)
-            check_out(cfg)
+            check_out(cfg)  # before creating anything, so a bad folder is left as it was
+            lock = claim_out(cfg)
         except ConfigError as err:
             error = str(err)
     error = dist.broadcast(error)
     if error:
+        if lock is not None:
+            lock.release()
         raise ConfigError(error)
+    return lock
 
 
 def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
-    """Run (or resume) the training described by ``cfg``; returns the summary dict."""
+    """Run (or resume) the training described by ``cfg``; returns the summary dict (``{}`` on
+    processes other than the main one). The main process holds the run folder's lock throughout
+    (``train.outlock``)."""
     dist = dist or Dist()
-    prepare(cfg, dist)
+    lock = prepare(cfg, dist)
+    try:
+        return _train(cfg, dist)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
     try:
         data = load(cfg.data, cfg.image_size).limited(cfg.limit)
     except DataError as err:
@@ -456,7 +483,6 @@ def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
         history = ckpt.state["history"]
     writer = RunWriter(cfg, fw, arch, data, dist.world)
     if dist.is_main:
-        make_out(cfg.out)
         trainable, _ = arch.param_count()
         where = f"resuming after epoch {ckpt.epoch}" if ckpt else "from scratch"
         print(
