@@ -44,19 +44,22 @@ def require(backend: Backend) -> None:
     raise ImportError(f"backend {label!r} is not available on this machine: {how}")
 
 
-def images_in(x: Any, channels: int) -> np.ndarray:
-    """Images crossing the interface, checked: floating ``(N, H, W, channels)``, returned as
-    contiguous float32 (what the framework models run). Integer images are refused rather than
-    cast: they are usually 0-255 data that was not scaled."""
+def images_in(
+    x: Any, channels: int, dtype: Any = np.float32, what: str = "images", name: str = "x"
+) -> np.ndarray:
+    """Images (or other channels-last activations: ``what``, argument ``name``) crossing the
+    interface, checked: floating ``(N, H, W, channels)``, returned as contiguous ``dtype``
+    (float32 is what the framework models run). Integer images are refused rather than cast:
+    they are usually 0-255 data that was not scaled."""
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[-1] != channels:
         raise ValueError(
-            f"Expected images of shape (N, H, W, {channels}) (channels-last), "
-            f"received x.shape={x.shape}"
+            f"Expected {what} of shape (N, H, W, {channels}) (channels-last), "
+            f"received {name}.shape={x.shape}"
         )
     if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"Expected floating images, received x.dtype={x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+        raise TypeError(f"Expected floating {what}, received {name}.dtype={x.dtype}")
+    return np.ascontiguousarray(x, dtype=dtype)
 
 
 def labels_in(labels: Any, n: int, classes: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from ..core import network
 from ..core.arch import Architecture
 from ..core.params import init_params, validate_params
 from ..core.pointwise import KPointwise, KPointwiseSpec, interleave
-from .base import Backend
+from .base import Backend, images_in, labels_in
 
 
 @dataclass
@@ -55,22 +55,17 @@ class NumpyBackend(Backend):
     def forward(
         self, model: ReferenceModel, x: np.ndarray, training: bool = False
     ) -> dict[str, np.ndarray]:
-        _, cache = network.forward(
-            model.arch, model.params, np.asarray(x, self.dtype), training=training
-        )
+        x = images_in(x, model.arch.stem.cin, self.dtype)
+        _, cache = network.forward(model.arch, model.params, x, training=training)
         model.params.update(cache["moving_stats"])
         return dict(cache["intermediates"])
 
     def loss_and_grads(
         self, model: ReferenceModel, x: np.ndarray, labels: np.ndarray, training: bool = True
     ) -> dict[str, Any]:
-        out = network.loss_and_grads(
-            model.arch,
-            model.params,
-            np.asarray(x, self.dtype),
-            np.asarray(labels),
-            training=training,
-        )
+        x = images_in(x, model.arch.stem.cin, self.dtype)
+        labels = labels_in(labels, x.shape[0], model.arch.num_classes)
+        out = network.loss_and_grads(model.arch, model.params, x, labels, training=training)
         model.params.update(out["moving_stats"])
         return {
             "loss": float(out["loss"]),
@@ -88,8 +83,9 @@ class NumpyBackend(Backend):
         training: bool = False,
     ) -> dict[str, Any]:
         p = {k: np.asarray(v, self.dtype) for k, v in params.items()}
-        y, cache = KPointwise.forward(spec, p, np.asarray(x, self.dtype), training=training)
-        dx, grads = KPointwise.backward(cache, np.asarray(dy, self.dtype))
+        x = images_in(x, spec.cin, self.dtype)
+        y, cache = KPointwise.forward(spec, p, x, training=training)
+        dx, grads = KPointwise.backward(cache, images_in(dy, spec.cout, self.dtype, "dy", "dy"))
         return {"y": y, "dx": dx, "grads": grads, "moving_stats": cache["moving_stats"]}
 
     def interleave(self, x: np.ndarray, groups: int) -> np.ndarray:

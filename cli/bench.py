@@ -10,9 +10,7 @@ grouped 1×1 implementations each backend offers on kEffNet's layer shapes inste
 from __future__ import annotations
 
 import argparse
-import sys
 import traceback
-from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 
@@ -23,6 +21,8 @@ from .main import (
     add_device_option,
     add_keep_freed_memory,
     require_at_least,
+    require_output,
+    write_output,
 )
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
@@ -108,13 +108,11 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse an output path that cannot be written *before* measuring: a benchmark takes
-    minutes, and its results would otherwise be lost to the error at the end."""
-    from ..train.metrics import OUTPUT_CHECKS, check_output_path
+    """Refuse an output path that cannot be written *before* measuring."""
+    from ..train.metrics import OUTPUT_CHECKS
 
-    checks = []
     if args.json:
-        checks.append(("--json", args.json, check_output_path, "FILE in a writable folder"))
+        require_output("--json", args.json)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -123,24 +121,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
                 "Expected matplotlib installed for --plot (pip install 'gpconv[train]'), "
                 "received no matplotlib"
             ) from err
-        checks += [("--plot", args.plot, check, expected) for check, expected in OUTPUT_CHECKS]
-    for flag, path, check, expected in checks:
-        try:
-            check(path)
-        except ValueError as err:
-            raise UsageError(f"Expected {flag} {expected}, received {path}: {err}") from err
-
-
-def _write(flag: str, path: str, write: Callable[[], None]) -> bool:
-    """Write one output file; if that fails even so (disk full, a folder removed meanwhile), say
-    so without a traceback and return False, so that the other file is still written."""
-    try:
-        write()
-    except (OSError, ValueError, RuntimeError) as err:  # what file systems and savefig raise
-        print(f"gpconv bench: error: could not write {flag} {path}: {err}", file=sys.stderr)
-        return False
-    print(f"wrote {path}", file=sys.stderr)
-    return True
+        for check, expected in OUTPUT_CHECKS:
+            require_output("--plot", args.plot, check, expected)
 
 
 def _backends(requested: list[str] | None, op: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -246,12 +228,14 @@ def run(args: argparse.Namespace) -> int:
             point_rows,
             skipped,
         )
-        written &= _write("--json", args.json, lambda: report.write_json(args.json, doc))
+        written &= write_output(
+            "bench", "--json", args.json, lambda: report.write_json(args.json, doc)
+        )
     if args.plot:
         title = f"gpconv bench, {one_line(machine)}, {machine['date'][:10]}"
         if point_rows:
             plot = partial(report.plot_pointwise, args.plot, point_rows, title)
         else:
             plot = partial(report.plot_models, args.plot, results, title)
-        written &= _write("--plot", args.plot, plot)
+        written &= write_output("bench", "--plot", args.plot, plot)
     return 1 if failed or not written else 0

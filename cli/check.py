@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..backends import names
-from .main import UsageError, require_at_least
+from .main import UsageError, require_at_least, require_output, write_output
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="-",
         metavar="PATH",
-        help="write the JSON report to PATH (or stdout instead of the table)",
+        help="write the JSON report to PATH (missing folders are created), or to stdout instead "
+        "of the table",
     )
     p.set_defaults(func=run)
 
@@ -47,8 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..conformance.report import format_report
     from ..conformance.runner import run as run_checks
+    from ..perf.report import write_json
 
     require_at_least(args, {"seed": 0})
+    if args.json not in (None, "-"):
+        require_output("--json", args.json)
     for name in args.backend or []:
         if name not in names() and ":" not in name:
             raise UsageError(
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         print(format_report(report))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report.to_dict(), f, indent=2)
+        if args.json and not write_output(
+            "check", "--json", args.json, lambda: write_json(args.json, report.to_dict())
+        ):
+            return 1
     return 0 if report.passed else 1

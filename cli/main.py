@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 
 from .. import __version__
 from ..perf.timing import CLOCKS
@@ -29,6 +30,35 @@ def require_at_least(args: argparse.Namespace, bounds: dict[str, int]) -> None:
         value = getattr(args, name)
         if value is not None and value < low:
             raise UsageError(f"Expected --{name.replace('_', '-')} >= {low}, received {value}")
+
+
+def require_output(
+    flag: str,
+    path: str,
+    check: Callable[[str], None] | None = None,
+    expected: str = "FILE in a writable folder",
+) -> None:
+    """Raise ``UsageError`` if ``check(path)`` (default ``train.metrics.check_output_path``) finds
+    that ``path`` cannot be written. Called *before* a command's work: a check or benchmark takes
+    minutes, and its results would otherwise be lost to an error at the end."""
+    if check is None:
+        from ..train.metrics import check_output_path as check
+    try:
+        check(path)
+    except ValueError as err:
+        raise UsageError(f"Expected {flag} {expected}, received {path}: {err}") from err
+
+
+def write_output(command: str, flag: str, path: str, write: Callable[[], None]) -> bool:
+    """Write one output file; if that fails even so (disk full, a folder removed meanwhile), say
+    so without a traceback and return False, so that the other outputs are still written."""
+    try:
+        write()
+    except (OSError, ValueError, RuntimeError) as err:  # what file systems and savefig raise
+        print(f"gpconv {command}: error: could not write {flag} {path}: {err}", file=sys.stderr)
+        return False
+    print(f"wrote {path}", file=sys.stderr)
+    return True
 
 
 def add_keep_freed_memory(p: argparse.ArgumentParser) -> None:

@@ -111,6 +111,33 @@ def require_rate(name: str, value: Any) -> float:
     return value
 
 
+def require_nonnegative(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising unless it is a finite real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Expected {name} to be a real number, received {type(value).__name__} {value!r}"
+        )
+    value = float(value)
+    if not 0.0 <= value < float("inf"):  # also false for NaN
+        raise ValueError(f"Expected {name} >= 0 and finite, received {name}={value}")
+    return value
+
+
+def require_real_scalar(name: str, value: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` is a real number or a 0-d real floating array (the
+    gradient of a scalar loss, say); a bool, a vector or a complex number is a caller's bug."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return
+    if is_array_api_obj(value) and value.ndim == 0:
+        if array_namespace(value).isdtype(value.dtype, "real floating"):
+            return
+    shape = f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else ""
+    raise TypeError(
+        f"Expected {name} to be a real number or 0-d floating array, "
+        f"received {type(value).__name__}{shape} {getattr(value, 'dtype', '')}".rstrip()
+    )
+
+
 def require_binary(name: str, xp: Any, mask: Any) -> None:
     """Raise ``ValueError`` unless every entry of ``mask`` is 0 or 1 (any dtype)."""
     if xp.isdtype(mask.dtype, "bool"):
@@ -154,7 +181,14 @@ def require_divides(groups: int, channels: int, what: str) -> None:
 
 
 def check_dy(cache_shape: tuple[int, ...], dy: Any, op: str) -> None:
-    """Raise ``ValueError`` unless ``dy`` has the shape of the forward output of ``op``."""
+    """Raise ``TypeError`` unless ``dy`` is a real floating array, ``ValueError`` unless it has
+    the shape of the forward output of ``op``."""
+    if not is_array_api_obj(dy):
+        raise TypeError(
+            f"Expected dy to be an array (the gradient of {op}'s output), "
+            f"received {type(dy).__name__}"
+        )
+    require_float(array_namespace(dy), "dy", dy)
     if tuple(dy.shape) != tuple(cache_shape):
         raise ValueError(
             f"Expected dy.shape={tuple(cache_shape)} (the output of {op}.forward), "

@@ -405,6 +405,19 @@ def kefficientnet(
 MODELS = {f"{fam}-{v}": (fam, v) for fam in ("efficientnet", "kefficientnet") for v in VARIANTS}
 
 
+def require_arch(arch: Any) -> Architecture:
+    """``arch`` itself if it is an ``Architecture``; ``TypeError`` otherwise (a model name or a
+    dict passed where the table belongs would fail later with an unrelated AttributeError)."""
+    if not isinstance(arch, Architecture):
+        shown = repr(arch)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise TypeError(
+            "Expected arch to be a gpconv.core.arch.Architecture (e.g. "
+            f"core.arch.by_name('kefficientnet-b0')), received {type(arch).__name__} {shown}"
+        )
+    return arch
+
+
 def by_name(
     model: str, num_classes: int = 1000, min_channels_per_group: int = 16, skip_stride_cnt: int = -1
 ) -> Architecture:
@@ -425,7 +438,7 @@ def with_dropout(
     replaced; ``None`` keeps the architecture's (``DROP_CONNECT_RATE``, ``COEFFICIENTS``)."""
     from dataclasses import replace
 
-    blocks, head = arch.blocks, arch.head
+    blocks, head = require_arch(arch).blocks, arch.head
     if drop_connect_rate is not None:
         rate = require_rate("drop_connect_rate", drop_connect_rate)
         n = len(blocks)

@@ -24,9 +24,10 @@ from ._validate import (
     require_binary,
     require_float,
     require_ndim,
+    require_nonnegative,
     require_same_shape,
 )
-from .arch import Architecture, HeadSpec, MBConvSpec, StemSpec
+from .arch import Architecture, HeadSpec, MBConvSpec, StemSpec, require_arch
 from .ops import (
     Add,
     BatchNorm,
@@ -267,7 +268,7 @@ def forward(
     ``cache["intermediates"]`` the output of ``stem``, of every block, of ``top`` (the top
     pointwise conv) and ``logits``: what conformance compares to find the first diverging layer.
     """
-    validate_params(arch, params)
+    validate_params(require_arch(arch), params)
     xp = namespace(x, names=("x",))
     require_ndim("x", x, 4, "(N, H, W, C)")
     require_float(xp, "x", x)
@@ -350,7 +351,27 @@ def sgd_step(
     moving_stats: dict | None = None,
 ) -> tuple[dict, dict]:
     """One SGD (+momentum) step: ``v = momentum*v - lr*g; p = p + v``. Moving statistics from a
-    training forward are written in. Returns new ``(params, velocity)``; inputs are not modified."""
+    training forward are written in. Returns new ``(params, velocity)``; inputs are not modified.
+
+    ``lr`` and ``momentum`` are finite and >= 0. Every entry of ``grads``, ``velocity`` and
+    ``moving_stats`` must name a parameter and have its shape and dtype: a gradient that merely
+    broadcasts, or one that would promote float32 parameters to float64, is refused (one
+    ``ValueError`` listing every such entry) rather than applied.
+    """
+    lr = require_nonnegative("lr", lr)
+    momentum = require_nonnegative("momentum", momentum)
+    problems = [
+        problem
+        for what, updates in (
+            ("grads", grads),
+            ("velocity", velocity or {}),
+            ("moving_stats", moving_stats or {}),
+        )
+        for problem in _update_problems(params, updates, what)
+    ]
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ValueError(f"sgd_step cannot apply ({len(problems)} problems):\n  {listing}")
     velocity = dict(velocity or {})
     new = dict(params)
     for name, g in grads.items():
@@ -359,3 +380,21 @@ def sgd_step(
         new[name] = params[name] + v
     new.update(moving_stats or {})
     return new, velocity
+
+
+def _update_problems(params: Mapping, updates: Mapping, what: str) -> list[str]:
+    """Why each entry of ``updates`` cannot be applied to ``params`` (empty if all can)."""
+    if not isinstance(updates, Mapping):
+        return [f"{what}: expected a dict {{name: array}}, received {type(updates).__name__}"]
+    problems = []
+    for name, a in updates.items():
+        if name not in params:
+            problems.append(f"{what}[{name!r}]: not a parameter name")
+            continue
+        p = params[name]
+        got = tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
+        if got != tuple(p.shape):
+            problems.append(f"{what}[{name!r}]: expected shape {tuple(p.shape)}, received {got}")
+        elif getattr(a, "dtype", None) != p.dtype:
+            problems.append(f"{what}[{name!r}]: expected dtype {p.dtype}, received {a.dtype}")
+    return problems

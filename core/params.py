@@ -57,8 +57,17 @@ def shape_problems(
 
 def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = None) -> None:
     """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter, every
-    parameter of a non-floating dtype and, with ``dtype``, every parameter of another dtype."""
+    parameter of a non-floating dtype and, with ``dtype``, every parameter of another dtype.
+    ``arch`` is an ``Architecture`` or any layout with ``name`` and ``param_shapes()``."""
+    from .arch import require_arch  # arch -> pointwise -> params: imported here, not above
+
+    if not callable(getattr(arch, "param_shapes", None)):  # backends pass their own layouts
+        require_arch(arch)
     expected = arch.param_shapes()
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"Expected params to be a dict {{name: array}}, received {type(params).__name__}"
+        )
     problems = shape_problems(expected, params)
     want = None if dtype is None else np.dtype(dtype).name
     for k, (shape, _) in expected.items():
@@ -133,7 +142,11 @@ def init_params(
 ) -> dict[str, Any]:
     """Fresh parameters with DESIGN.md's initialisers (as the paper's Keras code), as NumPy arrays
     (or arrays of namespace ``xp``) of ``dtype``. Deterministic in ``seed``, an int >= 0."""
+    from .arch import require_arch
+
+    require_arch(arch)
     rng = make_rng("seed", seed)
+    dtype = float_dtype("dtype", dtype)
     params = {
         name: _initial_value(arch, name, shape, rng).astype(dtype)
         for name, (shape, _) in arch.param_shapes().items()
@@ -149,10 +162,12 @@ def save_params(
     """Write ``params`` as safetensors atomically (temp file, fsync, rename)."""
     from safetensors.numpy import save
 
+    path = _writable_path(path)
     # order="C" rather than ascontiguousarray, which turns 0-d arrays (step counters) into (1,).
-    arrays = {k: np.asarray(_to_numpy(v), order="C") for k, v in params.items()}
-    blob = save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    _atomic_write(path, blob)
+    arrays = {k: np.asarray(_to_numpy(k, v), order="C") for k, v in params.items()}
+    # None, not {}: safetensors writes an unreadable header for no tensors and empty metadata.
+    text = {k: str(v) for k, v in (metadata or {}).items()} or None
+    _atomic_write(path, save(arrays, metadata=text))
 
 
 def load_params(
@@ -163,6 +178,8 @@ def load_params(
     from safetensors.numpy import load
 
     path = os.fspath(path)
+    if dtype is not None:
+        dtype = float_dtype("dtype", dtype)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No parameter file at {path!r}")
     with open(path, "rb") as f:
@@ -190,17 +207,55 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
 
 
-def _to_numpy(a: Any) -> np.ndarray:
+def float_dtype(name: str, dtype: Any) -> np.dtype:
+    """``dtype`` as a NumPy floating dtype (float16/32/64), or ``TypeError`` naming ``name``."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in ("float16", "float32", "float64"):
+        raise TypeError(
+            f"Expected {name} to be a real floating dtype (float16, float32, float64), "
+            f"received {name}={dtype!r}"
+        )
+    return resolved
+
+
+def _to_numpy(name: str, a: Any) -> np.ndarray:
     if hasattr(a, "get"):  # CuPy
-        return a.get()
-    return np.asarray(a)
+        a = a.get()
+    elif hasattr(a, "detach"):  # a torch tensor, even one that requires grad
+        a = a.detach().cpu().numpy()
+    array = np.asarray(a)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Expected params[{name!r}] to be a numeric array, received "
+            f"{type(a).__name__} of dtype {array.dtype}"
+        )
+    return array
 
 
-def _atomic_write(path: str | os.PathLike, blob: bytes) -> None:
+def _writable_path(path: str | os.PathLike) -> str:
+    """``path`` as a string, or ``IsADirectoryError``/``FileNotFoundError`` before anything is
+    written (a temp file left beside a path that cannot be replaced would be litter)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Expected path to name a file, received the folder {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"No folder {folder!r} to write {path!r} in")
+    return path
+
+
+def _atomic_write(path: str, blob: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

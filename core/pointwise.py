@@ -64,7 +64,7 @@ def _shuffle(x: Any, rows: int) -> Any:
     xp = namespace(x)
     lead = tuple(x.shape[:-1])
     c = x.shape[-1]
-    cols = c // rows
+    cols = c // rows if rows else 0  # deinterleave of 0 channels has 0 rows
     y = xp.reshape(x, lead + (rows, cols))
     y = xp.permute_dims(y, tuple(range(len(lead))) + (len(lead) + 1, len(lead)))
     return xp.reshape(y, lead + (c,))
@@ -175,6 +175,11 @@ def check_grouped_pointwise(
         raise ValueError(f"Expected a 1x1 kernel, received kernel.shape={tuple(kernel.shape)}")
     cin, ci, cout = x.shape[-1], kernel.shape[2], kernel.shape[3]
     if groups is None:
+        if ci < 1:
+            raise ValueError(
+                "Expected kernel.shape[2] >= 1 (input channels per group), "
+                f"received kernel.shape={tuple(kernel.shape)}"
+            )
         if cin % ci:
             raise ValueError(
                 f"Expected kernel.shape[2] to divide x.shape[-1]={cin}, "

@@ -167,6 +167,17 @@ def test_check_rejects_a_bad_backend_before_checking_the_others(monkeypatch, cap
     assert "typo.mod:X" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_check_refuses_an_unwritable_json_path_before_checking(monkeypatch, capsys, tmp_path):
+    """It used to run every check (a minute or more) and then fail with a traceback."""
+    from gpconv.conformance import runner
+
+    ran = []
+    monkeypatch.setattr(runner, "run_selfcheck", lambda *a: ran.append("selfcheck") or [])
+    assert main(["check", "--backend", "numpy", "--json", str(tmp_path)]) == 2
+    assert ran == []
+    assert "Expected --json FILE in a writable folder" in capsys.readouterr().err
+
+
 def _help(argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])

@@ -287,3 +287,17 @@ def test_reference_param_count_is_counted_from_the_model_not_the_architecture():
     assert backend.param_count(model) == (639_702, 45_632)
     del model.params["predictions/bias"]
     assert backend.param_count(model) == (639_692, 45_632)
+
+
+def test_the_reference_backend_refuses_integer_images_like_the_framework_ones():
+    """It used to cast 0-255 uint8 images to float64 silently, where torch and TF refuse them."""
+    backend = get("numpy")
+    arch = core_arch.by_name("kefficientnet-b0", num_classes=3, skip_stride_cnt=3)
+    model = backend.build(arch)
+    images = np.zeros((1, 8, 8, 3), np.uint8)
+    with pytest.raises(TypeError, match="floating images, received x.dtype=uint8"):
+        backend.forward(model, images)
+    with pytest.raises(TypeError, match="floating images"):
+        backend.loss_and_grads(model, images, np.array([0]))
+    with pytest.raises(TypeError, match="integer labels"):
+        backend.loss_and_grads(model, images.astype(np.float32), np.array([0.0]))

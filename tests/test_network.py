@@ -218,6 +218,42 @@ def test_sgd_step_semantics():
     assert params["a"][0] == 1.0 and params["s"][0] == 0.0, "sgd_step modified its input params"
 
 
+SGD_PARAMS = {"a": np.ones((2, 3), np.float32), "s": np.zeros(3, np.float32)}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragments"),
+    [
+        # (3,) broadcasts onto (2, 3): applied, it would add the same step to both rows.
+        ({"grads": {"a": np.ones(3, np.float32)}}, ValueError, ["grads['a']", "shape (2, 3)"]),
+        # float64 grads would silently turn float32 parameters into float64 ones.
+        ({"grads": {"a": np.ones((2, 3))}}, ValueError, ["expected dtype float32", "float64"]),
+        ({"grads": {"typo": np.ones(3, np.float32)}}, ValueError, ["grads['typo']", "not a"]),
+        ({"grads": {"a": [[1.0] * 3] * 2}}, ValueError, ["grads['a']", "received list"]),
+        ({"grads": [np.ones((2, 3))]}, ValueError, ["grads: expected a dict", "list"]),
+        ({"moving_stats": {"s": np.ones(2, np.float32)}}, ValueError, ["moving_stats['s']"]),
+        ({"moving_stats": {"t": np.ones(3, np.float32)}}, ValueError, ["moving_stats['t']"]),
+        ({"velocity": {"a": np.ones((3, 2), np.float32)}}, ValueError, ["velocity['a']"]),
+        ({"lr": float("nan")}, ValueError, ["lr >= 0", "lr=nan"]),
+        ({"lr": -0.1}, ValueError, ["lr >= 0", "lr=-0.1"]),
+        ({"lr": "0.1"}, TypeError, ["lr to be a real number", "'0.1'"]),
+        ({"momentum": float("inf")}, ValueError, ["momentum >= 0", "momentum=inf"]),
+    ],
+)
+def test_sgd_step_refuses_updates_it_cannot_apply(kwargs, exc, fragments):
+    args = {"grads": {"a": np.ones((2, 3), np.float32)}, "lr": 0.1, **kwargs}
+    with pytest.raises(exc) as info:
+        network.sgd_step(SGD_PARAMS, **args)
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{kwargs}: {info.value!r} lacks {fragment!r}"
+
+
+def test_sgd_step_lists_every_problem_at_once():
+    grads = {"a": np.ones(3, np.float32), "b": np.ones(1, np.float32)}
+    with pytest.raises(ValueError, match=r"\(2 problems\)"):
+        network.sgd_step(SGD_PARAMS, grads, lr=0.1)
+
+
 # --- dropout and drop-connect -----------------------------------------------------------------
 
 

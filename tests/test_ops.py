@@ -3,6 +3,7 @@ op (dx and every grads entry), bad input, and NaN/Inf propagation."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -54,6 +55,8 @@ def normal(*shape: int, seed: int = 0) -> np.ndarray:
         (32, 3, 1, "same", (1, 1)),
         (32, 5, 1, "same", (2, 2)),
         (31, 5, 1, "same", (2, 2)),
+        (8, 2, 1, "same", (0, 1)),  # even kernel: TF puts the odd pixel bottom/right
+        (8, 4, 1, "same", (1, 2)),
         (32, 3, 2, "valid", (0, 0)),
     ],
 )
@@ -674,6 +677,62 @@ BAD_INPUT = [
         TypeError,
         ["logits.dtype=int64"],
     ),
+    (
+        "SoftmaxCrossEntropy.backward(dloss vector)",
+        lambda: SoftmaxCrossEntropy.backward(
+            SoftmaxCrossEntropy.forward(normal(2, 3), np.array([0, 1]))[1], np.ones(2)
+        ),
+        TypeError,
+        ["dloss to be a real number or 0-d floating array", "shape (2,)"],
+    ),
+    (
+        "SoftmaxCrossEntropy.backward(dloss bool)",
+        lambda: SoftmaxCrossEntropy.backward(
+            SoftmaxCrossEntropy.forward(normal(2, 3), np.array([0, 1]))[1], True
+        ),
+        TypeError,
+        ["dloss to be a real number", "bool"],
+    ),
+    (
+        "Conv2D.forward(0x0 kernel)",
+        lambda: Conv2D.forward(X4, np.ones((0, 0, 3, 4)), 1, "same"),
+        ValueError,
+        ["square kernel of size >= 1", "kernel.shape=(0, 0, 3, 4)"],
+    ),
+    (
+        "DepthwiseConv2D.forward(0x0 kernel)",
+        lambda: DepthwiseConv2D.forward(X4, np.ones((0, 0, 3, 1))),
+        ValueError,
+        ["square kernel of size >= 1", "kernel.shape=(0, 0, 3, 1)"],
+    ),
+    (
+        "BatchNorm.forward(eps=-1)",
+        lambda: BatchNorm.forward(X4, ONES3, ONES3, ONES3, ONES3, eps=-1.0),
+        ValueError,
+        ["eps >= 0", "eps=-1.0"],
+    ),
+    (
+        "BatchNorm.forward(eps='1e-3')",
+        lambda: BatchNorm.forward(X4, ONES3, ONES3, ONES3, ONES3, eps="1e-3"),
+        TypeError,
+        ["eps to be a real number", "'1e-3'"],
+    ),
+    (
+        "BatchNorm.updated_moving_stats(momentum=1.5)",
+        lambda: BatchNorm.updated_moving_stats(
+            ONES3, ONES3, BatchNorm.forward(X4, ONES3, ONES3, ONES3, ONES3, True)[1], 1.5
+        ),
+        ValueError,
+        ["0 <= momentum <= 1", "momentum=1.5"],
+    ),
+    (
+        "BatchNorm.updated_moving_stats(moving_mean of 2 channels)",
+        lambda: BatchNorm.updated_moving_stats(
+            ONES3[:2], ONES3, BatchNorm.forward(X4, ONES3, ONES3, ONES3, ONES3, True)[1]
+        ),
+        ValueError,
+        ["moving_mean.shape=(3,)", "received moving_mean.shape=(2,)"],
+    ),
 ]
 
 
@@ -713,6 +772,20 @@ def _forward_caches():
         ("ChannelScale", ChannelScale.backward, *ChannelScale.forward(x, normal(2, 1, 1, 3))[::-1]),
     ]
     return [(name, bwd, cache, y) for name, bwd, cache, y in out]
+
+
+@pytest.mark.parametrize(
+    ("name", "backward", "cache", "y"), _forward_caches(), ids=[c[0] for c in _forward_caches()]
+)
+def test_backward_rejects_dy_of_another_dtype_or_type(name, backward, cache, y):
+    for dy, fragment in (
+        (np.ones(y.shape, bool), "dy.dtype=bool"),
+        (np.ones(y.shape, np.int64), "dy.dtype=int64"),
+        (np.ones(y.shape, complex), "dy.dtype=complex128"),
+        (np.ones(y.shape).tolist(), "received list"),
+    ):
+        with pytest.raises(TypeError, match=re.escape(fragment)):
+            backward(cache, dy)
 
 
 @pytest.mark.parametrize(

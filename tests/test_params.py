@@ -276,3 +276,51 @@ def test_save_keeps_zero_dim_arrays_zero_dim(tmp_path):
     loaded = load_params(path)
     assert loaded["step"].shape == () and float(loaded["step"]) == 7.0
     assert loaded["w"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("dtype", [int, bool, complex, object, "foo", np.longdouble])
+def test_init_params_refuses_dtypes_that_are_not_real_floats(arch, dtype):
+    with pytest.raises(TypeError, match="dtype to be a real floating dtype"):
+        init_params(arch, dtype=dtype)
+
+
+def test_load_params_refuses_a_non_float_dtype(tmp_path, arch):
+    path = tmp_path / "p.safetensors"
+    save_params(path, init_params(arch))
+    with pytest.raises(TypeError, match="dtype to be a real floating dtype"):
+        load_params(path, arch, dtype=np.int32)
+
+
+def test_an_empty_params_file_round_trips(tmp_path):
+    # safetensors writes an unreadable header for no tensors with empty metadata.
+    path = tmp_path / "empty.safetensors"
+    save_params(path, {})
+    assert load_params(path) == {}
+    save_params(path, {}, {"step": 3})
+    assert load_params(path) == {} and read_metadata(path) == {"step": "3"}
+
+
+def test_saving_onto_a_folder_fails_before_writing_anything(tmp_path):
+    with pytest.raises(IsADirectoryError, match="folder"):
+        save_params(tmp_path, {"a": np.zeros(2)})
+    assert list(tmp_path.iterdir()) == [], "a temp file was left behind"
+
+
+@pytest.mark.parametrize("value", [None, "abc", np.array([object()])])
+def test_saving_non_numeric_values_names_the_parameter(tmp_path, value):
+    with pytest.raises(TypeError, match=r"params\['w'\] to be a numeric array"):
+        save_params(tmp_path / "p.safetensors", {"w": value})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: init_params("kefficientnet-b0"),
+        lambda: validate_params(None, {}),
+        lambda: network.forward({"name": "b0"}, {}, np.zeros((1, 8, 8, 3), np.float32)),
+    ],
+)
+def test_an_architecture_that_is_not_one_is_a_type_error(call):
+    with pytest.raises(TypeError, match="arch to be a gpconv.core.arch.Architecture"):
+        call()

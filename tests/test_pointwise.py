@@ -491,6 +491,26 @@ BAD = [
         TypeError,
         ["x to be an array", "list"],
     ),
+    (
+        "GroupedPointwise.forward(kernel with 0 input channels)",
+        lambda: GroupedPointwise.forward(X, np.ones((1, 1, 0, 8))),
+        ValueError,
+        ["kernel.shape[2] >= 1", "kernel.shape=(1, 1, 0, 8)"],
+    ),
+    (
+        "Interleave.backward(bool dy)",
+        lambda: Interleave.backward(Interleave.forward(X, 2)[1], np.ones(X.shape, bool)),
+        TypeError,
+        ["dy to have a real floating dtype", "bool"],
+    ),
+    (
+        "GroupedPointwise.backward(list dy)",
+        lambda: GroupedPointwise.backward(
+            GroupedPointwise.forward(X, np.ones((1, 1, 4, 2)))[1], np.zeros((2, 3, 3, 2)).tolist()
+        ),
+        TypeError,
+        ["dy to be an array", "list"],
+    ),
 ]
 
 
@@ -557,3 +577,11 @@ def test_grouped_pointwise_row_blocks_give_the_same_result(monkeypatch, block_by
         naive_grouped_pointwise(inputs["x"], inputs["kernel"], inputs["bias"], 4),
         config,
     )
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_shuffles_of_zero_channels_are_empty_both_ways(groups):
+    # An empty channel axis is divisible by any G; deinterleave once divided by S = 0.
+    x = np.ones((2, 3, 0))
+    assert interleave(x, groups).shape == x.shape
+    assert deinterleave(x, groups).shape == x.shape

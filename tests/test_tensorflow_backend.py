@@ -794,3 +794,20 @@ def test_empty_training_batch_keeps_the_moving_statistics(shape):
     bn(tf.zeros(shape), training=True)
     np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros(4))
     np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(4))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GroupedPointwise(8, 4),
+        lambda: KPointwise(8, groups=4),
+        lambda: InterleaveChannels(4),
+    ],
+)
+def test_a_built_layer_refuses_another_channel_count(make):
+    """As Conv2D: built for 16 channels, a call with 32 used to compute silently with twice the
+    channels per group (another function) instead of failing."""
+    layer = make()
+    layer(np.ones((1, 2, 2, 16), np.float32))
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 16"):
+        layer(np.ones((1, 2, 2, 32), np.float32))

@@ -16,7 +16,14 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from ...core.arch import MIN_INPUT_SIZE, Architecture, HeadSpec, MBConvSpec, StemSpec
+from ...core.arch import (
+    MIN_INPUT_SIZE,
+    Architecture,
+    HeadSpec,
+    MBConvSpec,
+    StemSpec,
+    require_arch,
+)
 from ...core.pointwise import KPointwiseSpec
 from ._runtime import keras
 from .depthwise import SlabGradDepthwiseConv2D
@@ -163,6 +170,7 @@ def build_model(
     ``input_tensor`` (a Keras tensor: ``keras.Input(...)`` or a layer's output) builds the model
     on that tensor, as keras.applications does; its shape is the input shape.
     """
+    require_arch(arch)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"Expected pooling in (None, 'avg', 'max'), received pooling={pooling!r}")
     if input_tensor is None:

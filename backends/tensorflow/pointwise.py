@@ -27,6 +27,15 @@ def _channels(input_shape: tuple, layer: str) -> int:
     return int(input_shape[-1])
 
 
+def _fix_channels(layer: keras.layers.Layer, channels: int, ndim: int | None = 4) -> None:
+    """Once built, ``layer`` accepts only inputs with ``channels`` channels (as ``Conv2D``).
+
+    Without this a layer built for 48 channels and later called on 96 would compute a valid
+    product with twice the channels per group, a different function, instead of failing.
+    """
+    layer.input_spec = keras.InputSpec(ndim=ndim, min_ndim=None if ndim else 1, axes={-1: channels})
+
+
 @register
 class GroupedPointwise(keras.layers.Layer):
     """Grouped 1×1 convolution ``(N, H, W, Cin) -> (N, H, W, filters)``.
@@ -61,6 +70,7 @@ class GroupedPointwise(keras.layers.Layer):
     def build(self, input_shape: tuple) -> None:
         cin = _channels(input_shape, "GroupedPointwise")
         require_divides(self.groups, cin, "input channels input_shape[-1]")
+        _fix_channels(self, cin)
         self._product = grouped_product(self.impl, self.compute_dtype)
         self.kernel = self.add_weight(
             name="kernel",
@@ -109,6 +119,7 @@ class InterleaveChannels(keras.layers.Layer):
                 f"received input_shape={input_shape}"
             )
         require_divides(self.groups, int(input_shape[-1]), "channels input_shape[-1]")
+        _fix_channels(self, int(input_shape[-1]), ndim=None)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         rank, c = x.shape.rank, x.shape[-1]
@@ -194,6 +205,7 @@ class KPointwise(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         cin = _channels(input_shape, "KPointwise")
+        _fix_channels(self, cin)
         groups = self.groups or group_count(cin, self.filters, self.min_channels_per_group)
         # The core spec decides the structure (interleave? second conv?): one rule, not two.
         self.spec = spec = KPointwiseSpec(

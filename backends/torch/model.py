@@ -20,7 +20,7 @@ from torch import nn
 
 from ...core import arch as core_arch
 from ...core._validate import require_rate
-from ...core.arch import Architecture
+from ...core.arch import Architecture, require_arch
 from ...core.params import init_params
 from .blocks import Head, MBConv, Stem
 from .layout import to_channels_last
@@ -55,11 +55,7 @@ class EfficientNet(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(arch, Architecture):
-            raise TypeError(
-                "Expected arch to be a gpconv.core.arch.Architecture (e.g. "
-                f"core.arch.by_name('kefficientnet-b0')), received {type(arch).__name__} {arch!r}"
-            )
+        require_arch(arch)
         if channels_last is not None and not isinstance(channels_last, bool):
             raise TypeError(
                 "Expected channels_last to be True, False or None, "

@@ -95,8 +95,10 @@ def _prepare(x: Any, kernel: Any, stride: int, padding: str, depthwise: bool):
     require_float(xp, "kernel", kernel)
     require_positive_int("stride", stride)
     kh, kw = kernel.shape[:2]
-    if kh != kw:
-        raise ValueError(f"Expected a square kernel, received kernel.shape={tuple(kernel.shape)}")
+    if kh != kw or kh < 1:
+        raise ValueError(
+            f"Expected a square kernel of size >= 1, received kernel.shape={tuple(kernel.shape)}"
+        )
     require_dim("kernel", kernel, 2, x.shape[-1], "input channels, x.shape[-1]")
     if depthwise:
         require_dim("kernel", kernel, 3, 1, "depth multiplier")

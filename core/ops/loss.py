@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import namespace, require_float, require_ndim
+from .._validate import namespace, require_float, require_ndim, require_real_scalar
 
 
 class SoftmaxCrossEntropy:
@@ -41,5 +41,6 @@ class SoftmaxCrossEntropy:
 
     @staticmethod
     def backward(cache: dict, dloss: Any = 1.0) -> tuple[Any, dict]:
+        require_real_scalar("dloss", dloss)
         probs, onehot = cache["probs"], cache["onehot"]
         return dloss * (probs - onehot) / probs.shape[0], {}

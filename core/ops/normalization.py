@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_dim, require_float, require_min_ndim
+from .._validate import (
+    check_dy,
+    namespace,
+    require_dim,
+    require_float,
+    require_min_ndim,
+    require_nonnegative,
+    require_same_shape,
+)
 
 EPSILON = 1e-3
 MOMENTUM = 0.99
@@ -44,6 +52,7 @@ class BatchNorm:
         # A batch axis as well as the channel axis: the batch statistics need samples to reduce.
         require_min_ndim("x", x, 2, "(N, ..., C)")
         require_float(xp, "x", x)
+        eps = require_nonnegative("eps", eps)
         c = x.shape[-1]
         for name, a in zip(names[1:], arrays[1:]):
             if a.ndim != 1:
@@ -92,7 +101,12 @@ class BatchNorm:
     def updated_moving_stats(
         moving_mean: Any, moving_variance: Any, cache: dict, momentum: float = MOMENTUM
     ) -> tuple[Any, Any]:
-        """New ``(moving_mean, moving_variance)`` after a training step, Keras's update rule."""
+        """New ``(moving_mean, moving_variance)`` after a training step, Keras's update rule:
+        ``moving = momentum * moving + (1 - momentum) * batch``, ``0 <= momentum <= 1``."""
+        if require_nonnegative("momentum", momentum) > 1.0:
+            raise ValueError(f"Expected 0 <= momentum <= 1, received momentum={momentum}")
+        for name, a in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
+            require_same_shape(name, a, tuple(cache["batch_mean"].shape), "channels of forward")
         if not cache["training"]:
             return moving_mean, moving_variance
         mean = momentum * moving_mean + (1.0 - momentum) * cache["batch_mean"]
