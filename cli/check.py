@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json not in (None, "-"):
         require_output("--json", args.json)
     for name in args.backend or []:
-        if name not in names() and ":" not in name:
+        module, colon, attribute = name.partition(":")
+        if name not in names() and not (colon and module and attribute):
             raise UsageError(
                 f"unknown backend {name!r}; expected one of {names()} or module:ATTRIBUTE"
             )

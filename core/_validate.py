@@ -99,6 +99,16 @@ def require_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def require_bool(name: str, value: Any) -> bool:
+    """Return ``value`` unless it is not a ``bool`` (NumPy bools allowed): a flag given as
+    ``"no"`` or ``1`` is a caller's bug that truthiness would silently turn into ``True``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"Expected {name} to be True or False, received {type(value).__name__} {value!r}"
+        )
+    return bool(value)
+
+
 def require_rate(name: str, value: Any) -> float:
     """Return ``value`` as a float, raising unless it is a real number in ``[0, 1)``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -425,6 +425,8 @@ def by_name(
     if model not in MODELS:
         raise ValueError(f"Expected model in {sorted(MODELS)}, received model={model!r}")
     family, variant = MODELS[model]
+    # Checked for both families: a bad value is a caller's bug even where it is not used.
+    require_positive_int("min_channels_per_group", min_channels_per_group)
     if family == "efficientnet":
         return efficientnet(variant, num_classes, skip_stride_cnt)
     return kefficientnet(variant, num_classes, min_channels_per_group, skip_stride_cnt)

@@ -202,8 +202,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             if len(blob) < 8 or n > os.path.getsize(path) - 8:
                 raise ValueError(f"header length {n} does not fit the file")
             header = json.loads(f.read(n))
-            return dict(header.get("__metadata__") or {})
-        except (ValueError, AttributeError) as err:  # json.JSONDecodeError is a ValueError
+            meta = header.get("__metadata__") if isinstance(header, dict) else None
+            if not isinstance(meta or {}, dict) or not isinstance(header, dict):
+                raise ValueError("its header or metadata is not a JSON object")
+            return dict(meta or {})
+        except ValueError as err:  # json.JSONDecodeError is a ValueError
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
 
 

@@ -23,6 +23,7 @@ from array_api_compat import device, is_cupy_array, is_numpy_array
 from ._validate import (
     check_dy,
     namespace,
+    require_bool,
     require_dim,
     require_divides,
     require_float,
@@ -272,6 +273,8 @@ class KPointwiseSpec:
         require_positive_int("groups", self.groups)
         require_divides(self.groups, self.cin, "cin")
         require_divides(self.groups, self.cout, "cout")
+        require_bool("bn", self.bn)
+        require_bool("bias", self.bias)
         get_activation(self.activation)
 
     @classmethod

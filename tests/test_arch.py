@@ -308,6 +308,12 @@ def test_by_name_and_without_dropout():
             ValueError,
             "received model='resnet50'",
         ),
+        (
+            "by_name('efficientnet-b0', min_channels_per_group=0)",  # unused there, still a bug
+            lambda: by_name("efficientnet-b0", 10, 0),
+            ValueError,
+            "min_channels_per_group >= 1",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

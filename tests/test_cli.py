@@ -73,6 +73,8 @@ def test_check_fails_on_a_mutant_and_names_the_layer(capsys):
     [
         ["check", "--backend", "nosuch"],
         ["check", "--backend", "nosuch.module:THING"],
+        ["summary", "--paper", "--model", "efficientnet-b0"],  # --model used to be ignored
+        ["summary", "--paper", "--classes", "100"],
         ["check", "--quick", "--full"],
         ["summary", "--model", "resnet50"],
         ["summary", "--classes", "0"],
@@ -100,6 +102,7 @@ def test_usage_errors_exit_2(argv, capsys):
             "Expected --min-channels-per-group >= 1, received 0",
         ),
         (["check", "--seed", "-1"], "Expected --seed >= 0, received -1"),
+        (["check", "--backend", ":x"], "unknown backend ':x'"),  # was "Empty module name"
         (["bench", "--threads", "0"], "Expected --threads >= 1, received 0"),
     ],
 )

@@ -694,6 +694,24 @@ BAD_INPUT = [
         ["dloss to be a real number", "bool"],
     ),
     (
+        "Add.forward(int a, b)",
+        lambda: Add.forward(np.ones((2, 3), int), np.ones((2, 3), int)),
+        TypeError,
+        ["a to have a real floating dtype", "int64"],
+    ),
+    (
+        "GlobalAveragePool.forward(H=W=0)",
+        lambda: GlobalAveragePool.forward(np.ones((2, 0, 0, 3))),
+        ValueError,
+        ["H, W >= 1", "x.shape=(2, 0, 0, 3)"],
+    ),
+    (
+        "GlobalAveragePool.forward(keepdims='no')",
+        lambda: GlobalAveragePool.forward(X4, keepdims="no"),
+        TypeError,
+        ["keepdims to be True or False", "'no'"],
+    ),
+    (
         "Conv2D.forward(0x0 kernel)",
         lambda: Conv2D.forward(X4, np.ones((0, 0, 3, 4)), 1, "same"),
         ValueError,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -301,9 +302,11 @@ def test_an_empty_params_file_round_trips(tmp_path):
 
 
 def test_saving_onto_a_folder_fails_before_writing_anything(tmp_path):
+    target = tmp_path / "weights"
+    target.mkdir()
     with pytest.raises(IsADirectoryError, match="folder"):
-        save_params(tmp_path, {"a": np.zeros(2)})
-    assert list(tmp_path.iterdir()) == [], "a temp file was left behind"
+        save_params(target, {"a": np.zeros(2)})
+    assert [p.name for p in tmp_path.iterdir()] == ["weights"], "a temp file was left behind"
 
 
 @pytest.mark.parametrize("value", [None, "abc", np.array([object()])])
@@ -324,3 +327,13 @@ def test_saving_non_numeric_values_names_the_parameter(tmp_path, value):
 def test_an_architecture_that_is_not_one_is_a_type_error(call):
     with pytest.raises(TypeError, match="arch to be a gpconv.core.arch.Architecture"):
         call()
+
+
+@pytest.mark.parametrize("header", [[1], {"__metadata__": [["step", "3"]]}, {"__metadata__": 7}])
+def test_read_metadata_refuses_headers_that_are_not_string_maps(tmp_path, header):
+    """A list of pairs used to be turned into a dict silently, and a number gave a TypeError."""
+    blob = json.dumps(header).encode()
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(len(blob).to_bytes(8, "little") + blob)
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        read_metadata(path)

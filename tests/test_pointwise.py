@@ -492,6 +492,18 @@ BAD = [
         ["x to be an array", "list"],
     ),
     (
+        "KPointwiseSpec(bn='no')",
+        lambda: KPointwiseSpec(8, 8, 2, bn="no"),
+        TypeError,
+        ["bn to be True or False", "'no'"],
+    ),
+    (
+        "KPointwiseSpec(bias=1)",
+        lambda: KPointwiseSpec(8, 8, 2, bias=1),
+        TypeError,
+        ["bias to be True or False", "int 1"],
+    ),
+    (
         "GroupedPointwise.forward(kernel with 0 input channels)",
         lambda: GroupedPointwise.forward(X, np.ones((1, 1, 0, 8))),
         ValueError,

@@ -20,7 +20,9 @@ class Add:
 
     @staticmethod
     def forward(a: Any, b: Any) -> tuple[Any, dict]:
-        namespace(a, b, names=("a", "b"))
+        xp = namespace(a, b, names=("a", "b"))
+        require_float(xp, "a", a)
+        require_float(xp, "b", b)
         require_same_shape("b", b, tuple(a.shape), "the shape of a")
         return a + b, {"y_shape": tuple(a.shape)}
 

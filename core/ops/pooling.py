@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_float, require_ndim
+from .._validate import check_dy, namespace, require_bool, require_float, require_ndim
 
 
 class GlobalAveragePool:
@@ -20,6 +20,9 @@ class GlobalAveragePool:
         xp = namespace(x, names=("x",))
         require_ndim("x", x, 4, "(N, H, W, C)")
         require_float(xp, "x", x)
+        require_bool("keepdims", keepdims)
+        if x.shape[1] < 1 or x.shape[2] < 1:  # the mean of no pixels is NaN, with a warning
+            raise ValueError(f"Expected H, W >= 1, received x.shape={tuple(x.shape)}")
         y = xp.mean(x, axis=(1, 2), keepdims=keepdims)
         return y, {"x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
 
