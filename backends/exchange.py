@@ -51,7 +51,20 @@ def validated(
     if bad_types:
         raise TypeError("Expected floating parameters, received:\n  " + "\n  ".join(bad_types))
     validate_params(arch, arrays)
-    return {k: np.ascontiguousarray(a, dtype=dtype) for k, a in arrays.items()}
+    with np.errstate(over="ignore"):  # reported below, naming the parameters
+        out = {k: np.ascontiguousarray(a, dtype=dtype) for k, a in arrays.items()}
+    # float64 values beyond float32's range (or float32 beyond float16's) would load as inf.
+    overflows = [
+        f"{k}: max |value| {float(np.max(np.abs(arrays[k]))):.3g}"
+        for k, a in out.items()
+        if a.size and not np.isfinite(a).all() and np.isfinite(arrays[k]).all()
+    ]
+    if overflows:
+        raise ValueError(
+            f"Parameters overflow {np.dtype(dtype).name} (they would load as inf):\n  "
+            + "\n  ".join(overflows)
+        )
+    return out
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:

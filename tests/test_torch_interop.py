@@ -22,6 +22,7 @@ from torch.func import functional_call, grad, jvp, vmap  # noqa: E402
 from gpconv.backends.torch import (  # noqa: E402
     DropConnect,
     EfficientNet,
+    GroupedPointwise2d,
     Interleave,
     KerasBatchNorm2d,
     KerasConv2d,
@@ -125,6 +126,39 @@ def test_bfloat16_models_exchange_float32_params():
     np.testing.assert_array_equal(
         export_params(low)["stem_conv/kernel"], exported["stem_conv/kernel"]
     )
+
+
+def test_loading_float64_values_beyond_float32_is_refused_not_made_inf():
+    model = kefficientnet_b0(num_classes=10, seed=0)
+    before = export_params(model)
+    params = {k: v.astype(np.float64) for k, v in before.items()}
+    params["predictions/bias"][3] = 1e300
+    with pytest.raises(ValueError, match=r"overflow float32(.|\n)*predictions/bias"):
+        load_params(model, params)
+    after = export_params(model)
+    assert all(np.array_equal(after[k], before[k]) for k in before), "a failed load changed it"
+
+
+def test_a_model_given_a_numpy_array_says_to_convert_it():
+    """It raised AttributeError: 'numpy.ndarray' object has no attribute 'dim'."""
+    model = kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=0)
+    with pytest.raises(TypeError, match="x to be a torch.Tensor .*received ndarray"):
+        model(np.zeros((1, 3, 32, 32), np.float32))
+
+
+@pytest.mark.parametrize("impl", ["conv", "matmul", "einsum"])
+def test_grouped_pointwise_refuses_another_channel_count_in_every_impl(impl):
+    """matmul/einsum failed inside a reshape (or, with a compatible count, ran as another G)."""
+    layer = GroupedPointwise2d(8, 8, groups=2, impl=impl)
+    for x in (torch.ones(1, 6, 2, 2), torch.ones(8, 2, 2), torch.ones(1, 16, 2, 2)):
+        with pytest.raises(ValueError, match=r"Expected x of shape \(N, 8, H, W\)"):
+            layer(x)
+
+
+@pytest.mark.parametrize("groups", [2.0, True, 0])
+def test_grouped_pointwise_groups_must_be_a_positive_int(groups):
+    with pytest.raises((TypeError, ValueError), match="groups"):
+        GroupedPointwise2d(8, 8, groups=groups)
 
 
 def test_models_build_on_the_meta_device():

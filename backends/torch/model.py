@@ -77,6 +77,11 @@ class EfficientNet(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         cin = self.arch.stem.cin
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"Expected x to be a torch.Tensor (N, {cin}, H, W), received {type(x).__name__} "
+                "(convert with torch.as_tensor)"
+            )
         if x.dim() != 4:
             raise ValueError(
                 f"Expected x of rank 4 (N, {cin}, H, W), received x.shape={tuple(x.shape)}"

@@ -115,13 +115,20 @@ class GroupedPointwise2d(nn.Conv2d):
     def __init__(
         self, cin: int, cout: int, groups: int = 1, bias: bool = False, impl: str = DEFAULT_IMPL
     ) -> None:
-        super().__init__(cin, cout, 1, groups=groups, bias=bias)
+        cin, cout = require_positive_int("cin", cin), require_positive_int("cout", cout)
+        super().__init__(cin, cout, 1, groups=require_positive_int("groups", groups), bias=bias)
         self.impl = _check_impl(impl)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, impl={self.impl!r}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The matmul/einsum products would fail inside a reshape, or compute as another G.
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"Expected x of shape (N, {self.in_channels}, H, W), "
+                f"received x.shape={tuple(x.shape)}"
+            )
         return IMPLS[self.impl](x, self.weight, self.bias, self.groups)
 
 
