@@ -12,6 +12,7 @@ flow through the network.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -160,15 +161,11 @@ def torch_images(torch, n: int):
     return torch.from_numpy(images(n)).permute(0, 3, 1, 2).contiguous()
 
 
-def torch_block_io(torch, model, name: str) -> dict:
-    """One training forward of 64 images, recording block ``name``'s input, project output and
-    output (forward hooks, removed afterwards)."""
-    block, seen = model.blocks[name], {}
-    hooks = [
-        block.register_forward_pre_hook(lambda m, args: seen.__setitem__("in", args[0])),
-        block.project.register_forward_hook(lambda m, a, y: seen.__setitem__("proj", y)),
-        block.register_forward_hook(lambda m, a, y: seen.__setitem__("out", y)),
-    ]
+def torch_recorded_forward(torch, model, install: Callable[[dict], list]) -> dict:
+    """One training forward of 64 images with the hooks ``install(seen)`` returns (removed
+    afterwards); returns what they recorded in ``seen``."""
+    seen: dict = {}
+    hooks = install(seen)
     try:
         with torch.no_grad():
             model(torch_images(torch, 64))
@@ -176,6 +173,20 @@ def torch_block_io(torch, model, name: str) -> dict:
         for h in hooks:
             h.remove()
     return seen
+
+
+def torch_block_io(torch, model, name: str) -> dict:
+    """Block ``name``'s input, project output and output in one training forward."""
+    block = model.blocks[name]
+    return torch_recorded_forward(
+        torch,
+        model,
+        lambda seen: [
+            block.register_forward_pre_hook(lambda m, args: seen.__setitem__("in", args[0])),
+            block.project.register_forward_hook(lambda m, a, y: seen.__setitem__("proj", y)),
+            block.register_forward_hook(lambda m, a, y: seen.__setitem__("out", y)),
+        ],
+    )
 
 
 def test_torch_drop_connect_scales_the_project_branch_before_the_add(torch_model):
@@ -192,19 +203,16 @@ def test_torch_head_dropout_acts_on_pooled_features(torch_model):
     """The classifier's input is the spatial mean of the top conv's output, each entry zeroed
     with the head rate (0.5) or doubled."""
     torch, arch, model = torch_model
-    seen = {}
-    hooks = [
-        model.head.top.register_forward_hook(lambda m, a, y: seen.__setitem__("top", y)),
-        model.head.predictions.register_forward_pre_hook(
-            lambda m, args: seen.__setitem__("features", args[0])
-        ),
-    ]
-    try:
-        with torch.no_grad():
-            model(torch_images(torch, 64))
-    finally:
-        for h in hooks:
-            h.remove()
+    seen = torch_recorded_forward(
+        torch,
+        model,
+        lambda seen: [
+            model.head.top.register_forward_hook(lambda m, a, y: seen.__setitem__("top", y)),
+            model.head.predictions.register_forward_pre_hook(
+                lambda m, args: seen.__setitem__("features", args[0])
+            ),
+        ],
+    )
     check_head_features(seen["top"].mean((2, 3)), seen["features"], arch.head.dropout)
 
 
