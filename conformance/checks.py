@@ -139,7 +139,7 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
     ]
     grads = {
         "dx": relative_norm(got["dx"], ref["dx"]),
-        **gradient_errors(got["grads"], ref["grads"]),
+        **gradient_errors(got["grads"], ref["grads"], scale=float(np.linalg.norm(ref["dx"]))),
     }
     name, cmp = worst(grads)
     out.append(_result(backend, "kpointwise backward", layer, f"{label} worst={name}", cmp))
@@ -272,7 +272,7 @@ def _network_rows(
     )
     grads = {
         "input": relative_norm(got["dx"], ref["dx"]),
-        **gradient_errors(got["grads"], ref["grads"]),
+        **gradient_errors(got["grads"], ref["grads"], scale=float(np.linalg.norm(ref["dx"]))),
     }
     name, cmp = worst(grads)
     out.append(_result(backend, "network gradients", name, label, cmp))
