@@ -109,13 +109,18 @@ def require_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def require_rate(name: str, value: Any) -> float:
-    """Return ``value`` as a float, raising unless it is a real number in ``[0, 1)``."""
+def _as_real(name: str, value: Any) -> float:
+    """``value`` as a float, or ``TypeError`` for anything but a real number (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"Expected {name} to be a real number, received {type(value).__name__} {value!r}"
         )
-    value = float(value)
+    return float(value)
+
+
+def require_rate(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising unless it is a real number in ``[0, 1)``."""
+    value = _as_real(name, value)
     if not 0.0 <= value < 1.0:  # also false for NaN
         raise ValueError(f"Expected 0 <= {name} < 1, received {name}={value}")
     return value
@@ -123,11 +128,7 @@ def require_rate(name: str, value: Any) -> float:
 
 def require_nonnegative(name: str, value: Any) -> float:
     """Return ``value`` as a float, raising unless it is a finite real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Expected {name} to be a real number, received {type(value).__name__} {value!r}"
-        )
-    value = float(value)
+    value = _as_real(name, value)
     if not 0.0 <= value < float("inf"):  # also false for NaN
         raise ValueError(f"Expected {name} >= 0 and finite, received {name}={value}")
     return value

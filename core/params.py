@@ -202,10 +202,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             if len(blob) < 8 or n > os.path.getsize(path) - 8:
                 raise ValueError(f"header length {n} does not fit the file")
             header = json.loads(f.read(n))
-            meta = header.get("__metadata__") if isinstance(header, dict) else None
-            if not isinstance(meta or {}, dict) or not isinstance(header, dict):
-                raise ValueError("its header or metadata is not a JSON object")
-            return dict(meta or {})
+            if not isinstance(header, dict):
+                raise ValueError("its header is not a JSON object")
+            meta = header.get("__metadata__") or {}
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is not a JSON object")
+            return dict(meta)
         except ValueError as err:  # json.JSONDecodeError is a ValueError
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
 
