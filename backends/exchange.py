@@ -37,7 +37,9 @@ def validated(
     arch: Architecture, params: Mapping[str, Any], dtype: Any = np.float32
 ) -> dict[str, np.ndarray]:
     """Check ``params`` against ``arch`` (one ``ValueError`` listing every missing, unexpected or
-    mis-shaped name) and return them as contiguous NumPy arrays of ``dtype``."""
+    mis-shaped name) and return them as contiguous NumPy arrays of ``dtype`` (one dtype, or
+    ``{name: dtype}`` for models whose variables differ, such as Keras mixed precision). Values
+    that would overflow that dtype to inf are refused too."""
     if not isinstance(params, Mapping):
         raise TypeError(
             f"Expected params to be a mapping {{name: array}}, received {type(params).__name__}"
@@ -51,19 +53,17 @@ def validated(
     if bad_types:
         raise TypeError("Expected floating parameters, received:\n  " + "\n  ".join(bad_types))
     validate_params(arch, arrays)
+    dtypes = dtype if isinstance(dtype, Mapping) else dict.fromkeys(arrays, dtype)
     with np.errstate(over="ignore"):  # reported below, naming the parameters
-        out = {k: np.ascontiguousarray(a, dtype=dtype) for k, a in arrays.items()}
+        out = {k: np.ascontiguousarray(a, dtype=dtypes[k]) for k, a in arrays.items()}
     # float64 values beyond float32's range (or float32 beyond float16's) would load as inf.
     overflows = [
-        f"{k}: max |value| {float(np.max(np.abs(arrays[k]))):.3g}"
+        f"{k}: max |value| {float(np.max(np.abs(arrays[k]))):.3g} overflows {a.dtype}"
         for k, a in out.items()
         if a.size and not np.isfinite(a).all() and np.isfinite(arrays[k]).all()
     ]
     if overflows:
-        raise ValueError(
-            f"Parameters overflow {np.dtype(dtype).name} (they would load as inf):\n  "
-            + "\n  ".join(overflows)
-        )
+        raise ValueError("Parameters would load as inf:\n  " + "\n  ".join(overflows))
     return out
 
 

@@ -811,3 +811,24 @@ def test_a_built_layer_refuses_another_channel_count(make):
     layer(np.ones((1, 2, 2, 16), np.float32))
     with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 16"):
         layer(np.ones((1, 2, 2, 32), np.float32))
+
+
+@pytest.mark.parametrize("model", [None, "kefficientnet-b0"])
+def test_exchange_with_something_that_is_not_a_keras_model_is_a_type_error(model):
+    """Both used to raise AttributeError ('NoneType' object has no attribute 'built')."""
+    with pytest.raises(TypeError, match="Expected a keras.Model"):
+        export_params(model)
+    with pytest.raises(TypeError, match="Expected a keras.Model"):
+        load_params(model, {})
+
+
+def test_loading_float64_values_beyond_float32_is_refused_not_made_inf():
+    """``assign`` cast each array to its variable's dtype unchecked: 1e300 became inf."""
+    model = build_model(tiny_architecture(), input_shape=(8, 8, 3))
+    before = export_params(model)
+    params = {k: v.astype(np.float64) for k, v in before.items()}
+    params["predictions/bias"][1] = -1e300
+    with pytest.raises(ValueError, match=r"predictions/bias: .* overflows float32"):
+        load_params(model, params)
+    after = export_params(model)
+    assert all(np.array_equal(after[k], before[k]) for k in before), "a failed load changed it"

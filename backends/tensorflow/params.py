@@ -43,6 +43,11 @@ def _layer_variables(layer: keras.layers.Layer) -> dict[str, Any]:
 
 def canonical_variables(model: keras.Model) -> dict[str, Any]:
     """``{canonical name: keras.Variable}`` for every parameter of ``model`` (moving stats too)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Expected a keras.Model (e.g. gpconv.backends.tensorflow.KEfficientNetB0()), "
+            f"received {type(model).__name__}"
+        )
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built; call it on data or build it first")
     return {
@@ -68,9 +73,10 @@ def _layout(name: str, variables: Mapping[str, Any]) -> _Layout:
 
 def assign(name: str, variables: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Validate ``params`` against ``variables`` (all names, all shapes, one error) and assign."""
-    values = validated(_layout(name, variables), params, dtype=None)  # cast once, to var's
+    dtypes = {k: np.dtype(var.dtype) for k, var in variables.items()}
+    values = validated(_layout(name, variables), params, dtype=dtypes)
     for k, var in variables.items():
-        var.assign(values[k].astype(var.dtype))
+        var.assign(values[k])
 
 
 def export_params(model: keras.Model) -> dict[str, np.ndarray]:
@@ -83,4 +89,5 @@ def load_params(model: keras.Model, params: Mapping[str, Any]) -> None:
     """Copy canonical ``params`` into ``model``. Raises one ``ValueError`` listing every missing,
     unexpected or mis-shaped name (and ``TypeError`` for non-floating arrays); nothing is
     assigned unless everything matches."""
-    assign(model.name, canonical_variables(model), params)
+    variables = canonical_variables(model)  # first: it checks that model is a Keras model
+    assign(model.name, variables, params)
