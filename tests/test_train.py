@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -180,6 +181,30 @@ def test_cifar10_missing_or_corrupt_names_the_file(tmp_path):
     (tmp_path / "data_batch_1.bin").write_bytes(bytes(raw))
     with pytest.raises(data.DataError, match="data_batch_1.bin.*label 42"):
         data.load_cifar10(str(tmp_path))
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates ``path``: proof that a loader ran a pickle."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("sub", ["", "cifar-10-batches-py"])
+def test_cifar10_python_version_is_refused_unread(tmp_path, sub):
+    # torchvision downloads the python version: pickled batches. They must be named as such,
+    # not reported as a missing .bin file, and never unpickled.
+    batches = tmp_path / sub if sub else tmp_path
+    batches.mkdir(exist_ok=True)
+    marker = tmp_path / "unpickled"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (batches / name).write_bytes(pickle.dumps(_TouchOnUnpickle(marker)))
+    with pytest.raises(data.DataError, match="python version.*binary version"):
+        data.load(f"cifar10={tmp_path}", 32)
+    assert not marker.exists()
 
 
 def _write_pngs(root, classes=("cat", "dog"), per_class=5) -> None:

@@ -161,6 +161,22 @@ def read_cifar10_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels
 
 
+def _refuse_python_version(directory: str) -> None:
+    """CIFAR-10's "python version" (``cifar-10-batches-py``, what torchvision downloads) stores
+    its batches as pickles, which gpconv never loads; say so instead of "file not found"."""
+    if os.path.isfile(os.path.join(directory, CIFAR_TEST_FILE)):
+        return
+    python_dir = os.path.join(directory, "cifar-10-batches-py")
+    found = python_dir if os.path.isdir(python_dir) else directory
+    if os.path.isfile(os.path.join(found, "test_batch")):
+        raise DataError(
+            f"{found} holds CIFAR-10's python version (pickled batches), which gpconv does not "
+            "load: loading a pickle can run arbitrary code. Use the binary version "
+            "(cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, unpacked: "
+            f"a folder with {CIFAR_TRAIN_FILES[0]} ... {CIFAR_TEST_FILE})"
+        )
+
+
 def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
     """CIFAR-10 from ``directory`` holding ``data_batch_{1..5}.bin`` and ``test_batch.bin``
     (or its ``cifar-10-batches-bin`` sub-folder, as the archive unpacks)."""
@@ -169,6 +185,7 @@ def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
         directory = nested
     if not os.path.isdir(directory):
         raise DataError(f"CIFAR-10 directory not found: {directory}")
+    _refuse_python_version(directory)
     parts = [read_cifar10_file(os.path.join(directory, f)) for f in CIFAR_TRAIN_FILES]
     x_te, y_te = read_cifar10_file(os.path.join(directory, CIFAR_TEST_FILE))
     x_tr = np.concatenate([p[0] for p in parts])
