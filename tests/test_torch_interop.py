@@ -1,6 +1,6 @@
 """The torch backend with the rest of the torch toolbox: ``torch.func`` transforms, forward-mode
-AD, tracing at one size and running at another, autocast, bfloat16 and meta-device models,
-torchvision's constructor options, a replaced head, and empty batches.
+AD, tracing or exporting at one size and running at another, autocast, bfloat16 and meta-device
+models, torchvision's constructor options, a replaced head, and empty batches.
 
 Each test compares against plain autograd, finite differences, the eager model or the float64
 reference — never against the path it exercises.
@@ -98,6 +98,20 @@ def test_a_trace_follows_the_input_size_through_the_keras_padding(traced, run):
     x = torch.randn(2, 3, run, run)
     with torch.no_grad():
         torch.testing.assert_close(traced_model(x), model(x))
+
+
+def test_torch_export_with_dynamic_image_size_follows_the_keras_padding():
+    """``torch.export`` with dynamic H/W used to fail: choosing the conv's own (symmetric)
+    padding for odd sizes branched on the size's parity, which export must not pin."""
+    model = kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=0).eval()
+    batch, side = torch.export.Dim("batch", max=64), torch.export.Dim("side", min=16, max=256)
+    exported = torch.export.export(
+        model, (torch.randn(2, 3, 33, 33),), dynamic_shapes={"x": {0: batch, 2: side, 3: side}}
+    ).module()
+    for n, size in [(1, 32), (3, 33), (2, 48)]:
+        x = torch.randn(n, 3, size, size)
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), model(x))
 
 
 def test_wide_depthwise_conv_under_cpu_autocast_has_a_gradient():

@@ -90,10 +90,11 @@ class KerasConv2d(nn.Conv2d):
         k, s = self.kernel_size[0], self.stride[0]
         top, bottom = pad_amounts(x.shape[-2], k, s, self.keras_padding)
         left, right = pad_amounts(x.shape[-1], k, s, self.keras_padding)
-        # A trace records one branch; "correct" padding depends on the size's parity, so a trace
-        # must take the branch whose pad amounts follow the size.
-        traced_correct = self.keras_padding == "correct" and torch.jit.is_tracing()
-        if top == bottom and left == right and not traced_correct:
+        # A trace records one branch, and branching on a symbolic size (torch.export with dynamic
+        # H/W) pins its parity; "correct" padding depends on that parity, so both take the
+        # explicit pad, whose amounts follow the size.
+        size_free = torch.jit.is_tracing() or not isinstance(x.shape[-2] + x.shape[-1], int)
+        if not (self.keras_padding == "correct" and size_free) and top == bottom and left == right:
             if self._slab_grad(x):
                 return _DepthwiseSlabGrad.apply(x, self.weight, (top, left))
             # Symmetric: let the conv kernel pad (no padded copy of x).
