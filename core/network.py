@@ -7,7 +7,7 @@ Training mode uses batch statistics in every BN and returns the updated moving s
 ``cache["moving_stats"]`` (Keras's rule); it applies dropout and drop-connect with masks taken
 from ``masks`` (``{site: 0/1 array}``, sites ``"<block>_drop"`` of every residual block, shape
 ``(N, 1, 1, 1)``, and ``"top_dropout"`` of shape ``(N, C)``) or drawn from ``rng``. Use
-``arch.without_dropout`` for deterministic comparisons.
+``core.arch.without_dropout(arch)`` for deterministic comparisons.
 """
 
 from __future__ import annotations
