@@ -115,7 +115,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..train import distributed
-    from ..train.run import ConfigError, RunConfig, train
+    from ..train.loop import Diverged
+    from ..train.run import ConfigError, RunConfig, RunWriteError, train
 
     cfg = RunConfig(
         backend=args.backend,
@@ -153,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         summary = train(cfg, dist)
     except ConfigError as err:
         raise UsageError(str(err)) from err
+    except (Diverged, RunWriteError) as err:
+        if dist.is_main:
+            print(f"gpconv train: error: {err}; run files in {cfg.out}", file=sys.stderr)
+        return 1
     finally:
         dist.close()
     if dist.is_main:

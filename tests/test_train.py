@@ -8,6 +8,7 @@ dozen images, batch 16, so that each epoch is a handful of steps.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import importlib.util
 import json
@@ -24,7 +25,7 @@ from helpers import GLIBC, tiny_architecture
 
 from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
-from gpconv.core.params import init_params, load_params, save_params
+from gpconv.core.params import init_params, load_params, read_metadata, save_params
 from gpconv.train import checkpoint, data, sampling
 from gpconv.train.device import check_device
 from gpconv.train.frameworks import OptimConfig, create
@@ -1021,3 +1022,97 @@ def test_tensorflow_trains_and_resumes(tmp_path):
     a, b = metrics_rows(full), metrics_rows(cut)
     for key in ("train_loss", "test_loss", "train_acc"):
         assert float(b[1][key]) == pytest.approx(float(a[1][key]), rel=1e-4), key
+
+
+# --- failures while running: divergence, a full disk, a run killed before its first epoch ----
+
+
+def _strict_json(path) -> dict:
+    """Parse as strict JSON (no NaN/Infinity tokens), as jq or JavaScript would."""
+
+    def refuse(token):
+        raise ValueError(f"{path} holds the non-JSON token {token}")
+
+    with open(path) as f:
+        return json.load(f, parse_constant=refuse)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+def test_a_diverged_run_stops_with_exit_1_and_strict_json(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    args = [a if a != "3" else "4" for a in NUMPY_TINY]  # --epochs 4
+    assert train(*args, "--lr", "1e9", "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "training diverged: train loss nan" in err and "lower --lr" in err
+    assert "Traceback" not in err
+    summary = _strict_json(out / "summary.json")
+    assert summary["status"] == "diverged"
+    assert summary["final"]["train_loss"] is None  # NaN is not JSON
+    assert summary["epochs_completed"] < 4  # it stopped instead of training NaNs on
+    assert not (out / "params.safetensors").exists()  # no "final" parameters of a broken run
+
+
+def test_a_full_disk_while_checkpointing_is_a_clear_error_and_leaves_no_partial_copy(
+    tmp_path, monkeypatch, capsys
+):
+    from gpconv.train import checkpoint as ckpt_module
+
+    real_save = ckpt_module.save_params
+
+    def disk_full_after_some_bytes(path, params, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    out = tmp_path / "full"
+    monkeypatch.setattr(ckpt_module, "save_params", disk_full_after_some_bytes)
+    assert train(*NUMPY_TINY, "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "cannot write the checkpoint of epoch 1" in err and "No space left" in err
+    assert "--resume" in err and "Traceback" not in err
+    assert os.listdir(out / "checkpoints") == []  # the partial .tmp- folder is gone
+    monkeypatch.setattr(ckpt_module, "save_params", real_save)
+    assert train(*NUMPY_TINY, "--out", str(out), "--resume") == 0  # space freed: it continues
+    assert _strict_json(out / "summary.json")["status"] == "complete"
+
+
+def test_atomic_writes_remove_their_temp_file_on_failure(tmp_path, monkeypatch):
+    from gpconv.train import checkpoint as ckpt_module
+
+    target = tmp_path / "summary.json"
+    target.write_text("old\n")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt_module.os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt_module.write_json_atomic(str(target), {"a": 1})
+    assert os.listdir(tmp_path) == ["summary.json"] and target.read_text() == "old\n"
+
+
+def test_the_input_normalization_travels_with_the_parameters(numpy_run):
+    # params.safetensors is "loadable by any backend", which needs the training set's mean/std.
+    from gpconv.train.data import load
+
+    data = load("digits", 8).limited(48)
+    summary = _strict_json(os.path.join(numpy_run, "summary.json"))
+    norm = summary["input_normalization"]
+    np.testing.assert_array_equal(np.float32(norm["mean"]), data.mean)
+    np.testing.assert_array_equal(np.float32(norm["std"]), data.std)
+    meta = read_metadata(os.path.join(numpy_run, "params.safetensors"))
+    assert json.loads(meta["input_mean"]) == norm["mean"]
+    assert json.loads(meta["input_std"]) == norm["std"]
+
+
+def test_a_run_killed_before_its_first_epoch_does_not_pin_the_folder(tmp_path, numpy_run, capsys):
+    out = tmp_path / "killed"
+    out.mkdir()
+    shutil.copy(os.path.join(numpy_run, "run.json"), out / "run.json")  # all a kill left
+    (out / "checkpoints" / ".tmp-epoch-0001-99999").mkdir(parents=True)
+    other = [a if a != "16" else "8" for a in NUMPY_TINY]  # another --batch-size
+    assert train(*other, "--out", str(out)) == 0
+    assert json.loads((out / "run.json").read_text())["identity"]["batch_size"] == 8
+    # A run with a completed epoch stays pinned.
+    assert train(*NUMPY_TINY, "--out", str(out)) == 2
+    assert "already holds a run" in capsys.readouterr().err

@@ -22,6 +22,7 @@ cannot read) stays where it is; ``save`` moves whatever is in its way aside to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,23 +62,23 @@ def _fsync_dir(path: str) -> None:
 
 def write_json_atomic(path: str, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` via a temp file, fsync and rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file, fsync and rename."""
+    """Write ``text`` to ``path`` via a temp file, fsync and rename; on failure (a full disk)
+    the temp file is removed and ``path`` is left as it was."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
 
 
 @dataclass
@@ -127,6 +128,37 @@ def save(
     final = os.path.join(root, f"{PREFIX}{epoch:04d}")
     tmp = os.path.join(root, f"{TMP_PREFIX}{PREFIX}{epoch:04d}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        state = _write_files(tmp, epoch, params, optimizer, state, metadata)
+    except BaseException:
+        # Without this a full disk keeps the partial copy, and every retry fills it further.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.lexists(final):
+        try:
+            verify(final)
+            why, reason = "replaced", "a verified checkpoint of the same epoch was in the way"
+        except ValueError as err:
+            why, reason = "unverifiable", str(err)
+        _move_aside(final, why, reason)
+    # A crash between the two renames leaves the old folder aside and the new one under its
+    # temporary name: nothing is lost, and resume falls back to the previous checkpoint.
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    prune(run_dir, keep, protect=final)
+    return Checkpoint(final, state)
+
+
+def _write_files(
+    tmp: str,
+    epoch: int,
+    params: dict[str, np.ndarray],
+    optimizer: dict[str, np.ndarray],
+    state: dict[str, Any],
+    metadata: dict[str, str] | None,
+) -> dict[str, Any]:
+    """Write a checkpoint's files into the new folder ``tmp`` (renamed to its final name only
+    once complete); returns the state written to its state.json."""
     os.makedirs(tmp)
     save_params(
         os.path.join(tmp, "params.safetensors"),
@@ -146,19 +178,7 @@ def save(
     }
     write_json_atomic(os.path.join(tmp, "state.json"), state)
     _fsync_dir(tmp)
-    if os.path.lexists(final):
-        try:
-            verify(final)
-            why, reason = "replaced", "a verified checkpoint of the same epoch was in the way"
-        except ValueError as err:
-            why, reason = "unverifiable", str(err)
-        _move_aside(final, why, reason)
-    # A crash between the two renames leaves the old folder aside and the new one under its
-    # temporary name: nothing is lost, and resume falls back to the previous checkpoint.
-    os.rename(tmp, final)
-    _fsync_dir(root)
-    prune(run_dir, keep, protect=final)
-    return Checkpoint(final, state)
+    return state
 
 
 def _move_aside(path: str, why: str, reason: str) -> str:

@@ -91,6 +91,19 @@ def train_epoch(
     }
 
 
+class Diverged(RuntimeError):
+    """The training loss of a completed epoch is not finite: the parameters are NaN or
+    overflowing, and no later epoch recovers. ``history`` holds every completed epoch."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        row = history[-1]
+        super().__init__(
+            f"training diverged: train loss {row['train_loss']} in epoch {row['epoch']} "
+            "(try a lower --lr)"
+        )
+
+
 def fit(
     fw: Framework,
     data: Dataset,
@@ -100,7 +113,9 @@ def fit(
     on_epoch_end: Callable[[History], None] | None = None,
 ) -> History:
     """Train from epoch ``len(history)`` to ``cfg.epochs``; returns the full history.
-    ``ValueError`` if ``history`` already holds more than ``cfg.epochs`` epochs."""
+    ``ValueError`` if ``history`` already holds more than ``cfg.epochs`` epochs; ``Diverged``
+    after ``on_epoch_end`` of an epoch whose train loss is not finite (every process sees the
+    same all-reduced loss, so all stop together)."""
     if history is not None and len(history) > cfg.epochs:
         # Nothing would be trained and the caller would get back more epochs than it asked for.
         raise ValueError(
@@ -137,4 +152,6 @@ def fit(
             )
         if on_epoch_end is not None:
             on_epoch_end(history)
+        if not math.isfinite(row["train_loss"]):
+            raise Diverged(history)
     return history

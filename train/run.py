@@ -7,20 +7,24 @@ Run folder ``--out``:
   ``--resume`` refuses a folder whose identity differs, and a folder holding a run is never
   reused without ``--resume``;
 * ``checkpoints/epoch-NNNN/``: see ``train.checkpoint`` (the newest two that verify are kept);
-* ``metrics.csv``, ``curves.png``, ``summary.json`` (rewritten after every epoch);
-* ``params.safetensors``: the final canonical parameters, loadable by any backend;
+* ``metrics.csv``, ``curves.png``, ``summary.json`` (rewritten after every epoch; the summary
+  holds the input normalisation and the run's status: running, complete or diverged);
+* ``params.safetensors``: the final canonical parameters, loadable by any backend (its metadata
+  holds the input normalisation too);
 * ``.gpconv-train.lock`` while a run writes the folder (``train.outlock``): a second run on the
   same folder stops with an error instead of overwriting it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,7 +38,7 @@ from .data import DataError, Dataset, absolute_spec, load
 from .device import check_device
 from .distributed import Dist
 from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
-from .loop import LoopConfig, fit
+from .loop import Diverged, LoopConfig, fit
 from .outlock import LOCK_NAME, FolderInUse, OutLock
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
@@ -58,12 +62,30 @@ IDENTITY = (
     "limit",
     "compile_step",
 )
+# Files a run writes once it has completed an epoch.
+RESULT_FILES = ("metrics.csv", "summary.json", "params.safetensors", "curves.png")
 # Identity fields added after runs were first written, with the value an older run.json implies.
 IDENTITY_DEFAULTS = {"compile_step": False}
 
 
 class ConfigError(ValueError):
     """Bad arguments or an unusable run folder, found before anything was written (exit 2)."""
+
+
+class RunWriteError(Exception):
+    """Writing the run folder failed (a full disk, a folder gone read-only): exit 1. Checkpoints
+    already written are intact, so ``--resume`` continues once the cause is fixed."""
+
+
+@contextlib.contextmanager
+def _writing(what: str, out: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        raise RunWriteError(
+            f"cannot write {what} in {out}: {err.strerror or err}; the last complete checkpoint "
+            "is intact: fix the cause and continue with --resume"
+        ) from err
 
 
 @dataclass
@@ -206,7 +228,7 @@ def check_out(cfg: RunConfig) -> None:
             raise ConfigError(f"cannot create --out {out}: {parent} is not a writable folder")
         return
     run_json = os.path.join(out, "run.json")
-    if os.path.isfile(run_json):
+    if os.path.isfile(run_json) and trained_something(out):
         stored = _read_json(run_json)
         if not cfg.resume:
             raise ConfigError(
@@ -219,7 +241,7 @@ def check_out(cfg: RunConfig) -> None:
             raise ConfigError(
                 f"cannot --resume {out}: it is a different run:\n  " + "\n  ".join(diff)
             )
-    elif set(os.listdir(out)) - {LOCK_NAME}:
+    elif not os.path.isfile(run_json) and set(os.listdir(out)) - {LOCK_NAME}:
         raise ConfigError(
             f"--out {out} is not empty and holds no gpconv run (no run.json); "
             "refusing to write into it"
@@ -231,11 +253,24 @@ def check_out(cfg: RunConfig) -> None:
         raise ConfigError(f"cannot write to --out {out}: {err.strerror or err}") from err
 
 
+def trained_something(out: str) -> bool:
+    """Whether the run in ``out`` completed an epoch (has metrics, a summary, final parameters or
+    any checkpoint but an interrupted write's leftover). A run killed before that left only its
+    run.json, which pins nothing: a new run may take the folder, with or without --resume."""
+    if any(os.path.lexists(os.path.join(out, f)) for f in RESULT_FILES):
+        return True
+    root = os.path.join(out, checkpoint.CHECKPOINTS)
+    names = os.listdir(root) if os.path.isdir(root) else []
+    return any(not name.startswith(checkpoint.TMP_PREFIX) for name in names)
+
+
 def check_same_data(out: str, data: Dataset) -> None:
     """``ConfigError`` unless the data equals the data of the run in ``out`` (its run.json's
     fingerprint; runs written before fingerprints existed are not checked)."""
     run_json = os.path.join(out, "run.json")
-    stored = _read_json(run_json).get("data") if os.path.isfile(run_json) else None
+    if not (os.path.isfile(run_json) and trained_something(out)):
+        return
+    stored = _read_json(run_json).get("data")
     if stored is None:
         return
     now = data.fingerprint
@@ -282,7 +317,8 @@ def _summary(
     device: str,
 ) -> dict[str, Any]:
     trainable, non_trainable = arch.param_count()
-    best = max(history, key=lambda r: r["test_acc"]) if history else None
+    finite = [r for r in history if math.isfinite(r["test_acc"])]
+    best = max(finite, key=lambda r: r["test_acc"]) if finite else None
     last = history[-1] if history else {}
     return {
         "status": status,
@@ -296,10 +332,15 @@ def _summary(
         "image_size": cfg.image_size,
         "skip_stride": cfg.skip_stride,
         "params": {"trainable": trainable, "non_trainable": non_trainable},
+        "input_normalization": normalization(data),
         "macs_per_image": arch.macs(cfg.image_size),
         "epochs": cfg.epochs,
         "epochs_completed": len(history),
-        "final": {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+        # null, not NaN, for a diverged run's losses: summary.json is strict JSON
+        "final": {
+            k: _finite_or_none(last.get(k))
+            for k in ("train_loss", "train_acc", "test_loss", "test_acc")
+        },
         "best_test_acc": best["test_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,
         "train_images_per_s": last.get("images_per_s"),
@@ -312,6 +353,25 @@ def _summary(
     }
 
 
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def normalization(data: Dataset) -> dict[str, Any]:
+    """How the trained model's inputs were made, for using ``params.safetensors`` without the
+    training data: ``x = (pixels / 255 - mean) / std`` per channel, images ``(N, H, W, 3)``."""
+    return {
+        "formula": "(x - mean) / std, x = uint8 pixels / 255 (or images already in [0, 1])",
+        "mean": [float(v) for v in data.mean],
+        "std": [float(v) for v in data.std],
+    }
+
+
+def _params_metadata(data: Dataset) -> dict[str, str]:
+    norm = normalization(data)
+    return {"input_mean": json.dumps(norm["mean"]), "input_std": json.dumps(norm["std"])}
+
+
 class RunWriter:
     """Writes the run folder after each epoch (main process only)."""
 
@@ -322,6 +382,10 @@ class RunWriter:
         self.started = time.perf_counter()
 
     def start(self) -> None:
+        with _writing("run.json", self.cfg.out):
+            self._start()
+
+    def _start(self) -> None:
         checkpoint.write_json_atomic(
             os.path.join(self.cfg.out, "run.json"),
             {
@@ -347,18 +411,28 @@ class RunWriter:
                 "next_epoch": len(history),
             },
         }
-        checkpoint.save(
-            self.cfg.out,
-            len(history),
-            self.fw.export_params(),
-            opt_arrays,
-            state,
-            keep=self.cfg.keep,
-            metadata={"arch": self.arch.name, "backend": self.cfg.backend},
-        )
+        with _writing(f"the checkpoint of epoch {len(history)}", self.cfg.out):
+            checkpoint.save(
+                self.cfg.out,
+                len(history),
+                self.fw.export_params(),
+                opt_arrays,
+                state,
+                keep=self.cfg.keep,
+                metadata={
+                    "arch": self.arch.name,
+                    "backend": self.cfg.backend,
+                    **_params_metadata(self.data),
+                },
+            )
         self.files(history, "running")
 
     def files(self, history: list[dict], status: str) -> None:
+        """metrics.csv, curves.png and summary.json, with the run's ``status``."""
+        with _writing("metrics.csv, curves.png or summary.json", self.cfg.out):
+            self._files(history, status)
+
+    def _files(self, history: list[dict], status: str) -> None:
         out = self.cfg.out
         metrics.write_csv(os.path.join(out, "metrics.csv"), history)
         if history:
@@ -383,15 +457,17 @@ class RunWriter:
         )
 
     def finish(self, history: list[dict]) -> None:
-        save_params(
-            os.path.join(self.cfg.out, "params.safetensors"),
-            self.fw.export_params(),
-            metadata={
-                "arch": self.arch.name,
-                "backend": self.cfg.backend,
-                "epochs": str(len(history)),
-            },
-        )
+        with _writing("params.safetensors", self.cfg.out):
+            save_params(
+                os.path.join(self.cfg.out, "params.safetensors"),
+                self.fw.export_params(),
+                metadata={
+                    "arch": self.arch.name,
+                    "backend": self.cfg.backend,
+                    "epochs": str(len(history)),
+                    **_params_metadata(self.data),
+                },
+            )
         self.files(history, "complete")
 
 
@@ -501,7 +577,12 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
     loop_cfg = LoopConfig(
         cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.augment, cfg.schedule, cfg.progress
     )
-    history = fit(fw, data, loop_cfg, dist, history, writer.epoch_end if dist.is_main else None)
+    try:
+        history = fit(fw, data, loop_cfg, dist, history, writer.epoch_end if dist.is_main else None)
+    except Diverged as err:
+        if dist.is_main:
+            writer.files(err.history, "diverged")
+        raise
     if dist.is_main:
         writer.finish(history)
         return _summary(
