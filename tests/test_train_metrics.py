@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from gpconv.train import metrics
 
 
-def _run(folder, arch: str = "kefficientnet-b0", epochs: int = 2):
+def _run(folder, arch: str = "kefficientnet-b0", epochs: int = 2, lr: float = 0.05):
     """A finished run folder with the files the command reads: ``metrics.csv`` (written by the
     trainer's own writer) and ``summary.json`` (the keys of ``summary_table``)."""
     folder.mkdir(parents=True)
@@ -20,7 +21,7 @@ def _run(folder, arch: str = "kefficientnet-b0", epochs: int = 2):
             "train_acc": 0.4 + 0.1 * e,
             "test_loss": 2.2 / e,
             "test_acc": 0.3 + 0.1 * e,
-            "lr": 0.05,
+            "lr": lr,
             "seconds": 1.5,
         }
         for e in range(1, epochs + 1)
@@ -113,3 +114,204 @@ def test_out_under_a_file_exits_2(tmp_path, capsys):
     assert _exit_code([_run(tmp_path / "a"), "-o", out]) == 2
     err = capsys.readouterr().err
     assert out in err and "is a file" in err
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The matplotlib figures the command saves, recorded as it saves them."""
+    from matplotlib.figure import Figure
+
+    saved, savefig = [], Figure.savefig
+
+    def recording_savefig(self, *args, **kwargs):
+        saved.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return saved
+
+
+def _legend(fig) -> list[str]:
+    """The texts of every legend in ``fig``."""
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def _table(out: str) -> list[dict[str, str]]:
+    """The body rows of the Markdown table printed as ``out``, as {column header: cell}."""
+    header, _, *body = ([c.strip() for c in line[1:-1].split(" | ")] for line in out.splitlines())
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def _edit_summary(run: str, **changes) -> None:
+    """Change top-level keys of a run's ``summary.json``."""
+    path = f"{run}/summary.json"
+    with open(path) as f:
+        summary = json.load(f)
+    summary.update(changes)
+    with open(path, "w") as f:
+        json.dump(summary, f)
+
+
+def _only_error_line(err: str) -> str:
+    """The one line the command writes on stderr for a bad file (no traceback, no usage)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --- runs of one model and backend are told apart -------------------------------------------
+
+
+def test_runs_of_one_model_are_named_in_legend_and_table(tmp_path, saved_figures, capsys):
+    runs = [
+        _run(tmp_path / "x" / "lr0.1", lr=0.1),
+        _run(tmp_path / "y" / "lr0.1", lr=0.1, epochs=3),  # the same basename: the parent tells
+        _run(tmp_path / "lr0.2", lr=0.2),
+    ]
+    out = tmp_path / "all.png"
+    assert metrics.main([*runs, "-o", str(out), "--table"]) == 0
+    names = ["x/lr0.1", "y/lr0.1", "lr0.2"]
+    assert _legend(saved_figures[0]) == [
+        f"{name}: kefficientnet-b0 (numpy) {split}" for name in names for split in ("train", "test")
+    ]
+    table = capsys.readouterr().out
+    assert table.startswith("| run | model | backend |")
+    assert [(row["run"], row["model"], row["backend"]) for row in _table(table)] == [
+        (name, "kefficientnet-b0", "numpy") for name in names
+    ]
+
+
+def test_single_run_is_named_by_its_folder(tmp_path, saved_figures, capsys):
+    run = _run(tmp_path / "deep" / "path" / "digits-keff")
+    assert metrics.main([run, "-o", str(tmp_path / "one.png"), "--table"]) == 0
+    assert _legend(saved_figures[0]) == [
+        "digits-keff: kefficientnet-b0 (numpy) train",
+        "digits-keff: kefficientnet-b0 (numpy) test",
+    ]
+    (row,) = _table(capsys.readouterr().out)
+    assert row["run"] == "digits-keff" and row["model"] == "kefficientnet-b0"
+
+
+def test_same_run_given_twice_is_numbered(tmp_path, capsys):
+    run = _run(tmp_path / "a")
+    assert metrics.main([run, f"{run}/", "--table"]) == 0
+    assert [row["run"] for row in _table(capsys.readouterr().out)] == ["a", "a #2"]
+
+
+# --- bad input: one line naming the file, exit 2, nothing written -----------------------------
+
+
+@pytest.mark.parametrize("output", [["--table"], ["-o", "out.png"], ["--table", "-o", "out.png"]])
+def test_corrupt_summary_exits_2_naming_it(output, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good, bad = _run(tmp_path / "a"), _run(tmp_path / "b")
+    (tmp_path / "b" / "summary.json").write_text("{bad\n")
+    assert _exit_code([good, bad, *output]) == 2
+    captured = capsys.readouterr()
+    line = _only_error_line(captured.err)
+    assert f"{bad}/summary.json" in line and "not valid JSON" in line
+    assert captured.out == "" and not (tmp_path / "out.png").exists()
+
+
+def test_summary_with_missing_key_exits_2_naming_it(tmp_path, capsys):
+    run = _run(tmp_path / "a")
+    with open(f"{run}/summary.json", "w") as f:
+        json.dump({"backend": "numpy"}, f)
+    assert _exit_code([run, "--table"]) == 2
+    line = _only_error_line(capsys.readouterr().err)
+    assert f"{run}/summary.json" in line and "arch" in line
+
+
+@pytest.mark.parametrize("output", [["--table"], ["-o", "out.png"]])
+def test_empty_metrics_cell_exits_2_naming_file_line_and_column(
+    output, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path / "a")
+    path = tmp_path / "a" / "metrics.csv"
+    header, first, *rest = path.read_text().splitlines()
+    cells = first.split(",")
+    cells[header.split(",").index("test_loss")] = ""
+    path.write_text("\n".join([header, ",".join(cells), *rest]) + "\n")
+    assert _exit_code([run, *output]) == 2
+    captured = capsys.readouterr()
+    line = _only_error_line(captured.err)
+    assert f"{run}/metrics.csv" in line and "line 2" in line and "test_loss" in line
+    assert captured.out == "" and not (tmp_path / "out.png").exists()
+
+
+def test_short_metrics_row_exits_2(tmp_path, capsys):
+    run = _run(tmp_path / "a")
+    with open(f"{run}/metrics.csv", "a") as f:
+        f.write("3,0.5,0.6\n")
+    assert _exit_code([run, "--table"]) == 2
+    line = _only_error_line(capsys.readouterr().err)
+    assert f"{run}/metrics.csv" in line and "line 4" in line and "received 3" in line
+
+
+def _no_epoch(folder) -> str:
+    """A run whose ``metrics.csv`` has its header line only."""
+    run = _run(folder)
+    metrics.write_csv(f"{run}/metrics.csv", [])
+    return run
+
+
+def test_run_without_completed_epoch_is_skipped_and_writes_nothing(tmp_path, capsys):
+    run, out = _no_epoch(tmp_path / "a"), tmp_path / "none.png"
+    assert _exit_code([run, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"skipping {run}: no completed epoch in metrics.csv" in err
+    assert not out.exists()
+
+
+def test_run_without_completed_epoch_is_left_out_of_the_figure(tmp_path, saved_figures):
+    good, empty = _run(tmp_path / "a"), _no_epoch(tmp_path / "b")
+    assert metrics.main([good, empty, "-o", str(tmp_path / "one.png")]) == 0
+    legend = _legend(saved_figures[0])  # the empty run has no curves, so no legend entries
+    assert len(legend) == 2 and all(text.startswith("a: ") for text in legend)
+
+
+# --- non-finite values of a diverged run are data --------------------------------------------
+
+
+def _diverged(folder, summary_nan) -> str:
+    """A run whose losses went NaN from epoch 2 on; its summary holds ``summary_nan`` where a
+    writer stores NaN (Python's bare ``NaN``, or ``null``)."""
+    run = _run(folder, epochs=3)
+    rows = metrics.read_csv(f"{run}/metrics.csv")
+    for row in rows[1:]:
+        row["train_loss"] = row["test_loss"] = math.nan
+    rows[2]["test_acc"] = math.nan
+    metrics.write_csv(f"{run}/metrics.csv", rows)
+    _edit_summary(
+        run,
+        final={"train_loss": summary_nan, "test_loss": summary_nan, "test_acc": summary_nan},
+        best_test_acc=summary_nan,
+        train_images_per_s=summary_nan,
+    )
+    return run
+
+
+@pytest.mark.parametrize("summary_nan", [math.nan, None], ids=["NaN", "null"])
+def test_diverged_run_is_plotted_with_gaps_and_tabulated_as_nan(
+    summary_nan, tmp_path, saved_figures, capsys
+):
+    run = _diverged(tmp_path / "a", summary_nan)
+    out = tmp_path / "diverged.png"
+    assert metrics.main([run, "-o", str(out), "--table"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    loss_train = saved_figures[0].axes[0].get_lines()[0]  # drawn first: the gap is NaN
+    assert loss_train.get_ydata()[0] == 2.0 and all(map(math.isnan, loss_train.get_ydata()[1:]))
+    (row,) = _table(capsys.readouterr().out)
+    assert row["final test acc"] == "nan" and row["train img/s (last epoch)"] == "nan"
+    assert row["best test acc"] == "nan (epoch 3)"
+
+
+def test_none_in_history_is_written_and_read_back_as_nan(tmp_path):
+    history = [dict(epoch=1, train_loss=None, train_acc=0.5, test_loss=math.nan, test_acc=0.5)]
+    history[0].update(lr=0.05, seconds=1.0)
+    path = str(tmp_path / "metrics.csv")
+    metrics.write_csv(path, history)
+    (row,) = metrics.read_csv(path)
+    assert math.isnan(row["train_loss"]) and math.isnan(row["test_loss"])
+    assert row["epoch"] == 1 and row["test_acc"] == 0.5

@@ -6,8 +6,12 @@ uninterrupted run's. Plots use matplotlib's Agg backend (no display needed).
 
 ``python -m gpconv.train.metrics RUN [RUN ...] [-o FILE] [--table]`` draws several runs' curves in
 one figure (its format from the suffix of ``FILE``) and/or prints a Markdown table of their
-summaries. A run killed before its first epoch ended has no ``metrics.csv`` yet: it is skipped with
-a message, so that a glob over a folder of runs still compares the others.
+summaries, each run named by its folder (``run_names``). A run killed before its first epoch ended
+has no ``metrics.csv`` yet, or one without rows: it is skipped with a message, so that a glob over a
+folder of runs still compares the others. A file that cannot be read (corrupt JSON, a cell that is
+no number) is a ``RunFileError`` naming it; every file is read before anything is printed or
+written. Non-finite values (a diverged run's NaN loss, or JSON ``null`` in its place) are data:
+gaps in the curves, ``nan`` in the table.
 
 ``plot_formats``, ``plot_format`` and ``check_output_path`` let a command check a figure's or a
 file's path before it spends minutes computing what goes in it (``gpconv bench`` uses them too).
@@ -19,9 +23,11 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .checkpoint import write_text_atomic
@@ -40,16 +46,51 @@ def write_csv(path: str, history: Sequence[dict[str, Any]]) -> None:
 
 
 def _fmt(v: Any) -> str:
+    # None (a value a JSON writer stored as null) is written as "nan": read_csv reads it back.
+    if v is None:
+        return "nan"
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+class RunFileError(ValueError):
+    """A file of a run folder that cannot be read; the message names the file and the fault."""
+
+
 def read_csv(path: str) -> list[dict[str, float]]:
-    """Rows of a ``metrics.csv`` as floats (``epoch`` as int)."""
-    with open(path) as f:
-        return [
-            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+    """Rows of a ``metrics.csv`` as floats (``epoch`` as int); ``nan`` and ``inf`` are numbers.
+
+    Raises ``RunFileError`` for a file that cannot be read, a missing column of ``COLUMNS``, or a
+    cell that is empty or no number."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
+            if missing:
+                raise RunFileError(f"{path}: no column {', '.join(missing)} in the header line")
+            return [_csv_row(path, reader.line_num, row) for row in reader]
+    except OSError as err:
+        raise RunFileError(f"{path}: could not read it ({err.strerror or err})") from err
+    except (UnicodeDecodeError, csv.Error) as err:  # binary garbage, a NUL byte
+        raise RunFileError(f"{path}: not a CSV text file ({err})") from err
+
+
+def _csv_row(path: str, line: int, row: dict[str | None, Any]) -> dict[str, float]:
+    """One ``metrics.csv`` row as numbers; ``line`` (its line number) is for the message."""
+    # DictReader files the surplus of a long row under None and fills a short one with None.
+    if None in row or None in row.values():
+        header = len(row) - (None in row)
+        got = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, ()))
+        raise RunFileError(f"{path}: line {line}: expected {header} fields, received {got}")
+    parsed: dict[str, float] = {}
+    for key, text in row.items():
+        try:
+            parsed[key] = int(text) if key == "epoch" else float(text)
+        except ValueError:
+            kind = "an integer" if key == "epoch" else "a number"
+            raise RunFileError(
+                f"{path}: line {line}: expected {kind} in column {key}, received {text!r}"
+            ) from None
+    return parsed
 
 
 def plot_formats() -> dict[str, str]:
@@ -154,42 +195,190 @@ def plot_curves(path: str, history: Sequence[dict[str, Any]], title: str = "") -
     _save(plt, fig, path)
 
 
-def plot_runs(run_dirs: Sequence[str], path: str, title: str = "") -> None:
-    """Curves of several run folders in one figure, labelled by each run's model and backend."""
+@dataclass(frozen=True)
+class Run:
+    """A run folder as the command shows it: ``folder`` as given, ``name`` telling it apart from
+    the other runs shown (``run_names``), its ``metrics.csv`` rows and its ``summary.json`` (None
+    without one)."""
+
+    folder: str
+    name: str
+    history: list[dict[str, float]]
+    summary: dict[str, Any] | None
+
+    @property
+    def summary_path(self) -> str:
+        return os.path.join(self.folder, "summary.json")
+
+
+def run_names(folders: Sequence[str]) -> list[str]:
+    """Names that tell ``folders`` apart: each folder's own name, with as many of the folders
+    above it as it takes where two different folders share a name (``a/lr0.1``, ``b/lr0.1``).
+    The same folder given twice (a glob and its explicit path) gets ``#2``, ``#3``, ..."""
+    # Absolute paths, so that "run" and "./run" are one folder and ".." never ends up in a name.
+    parts = [os.path.abspath(folder).split(os.sep) for folder in folders]
+    names = []
+    for p in parts:
+        k = 1  # ends at len(p) at the latest: only the root's empty part starts an absolute path
+        while any(q != p and q[-k:] == p[-k:] for q in parts):
+            k += 1
+        names.append(os.sep.join(p[-k:]) or os.sep)
+    repeats: dict[tuple[str, ...], int] = {}
+    for i, p in enumerate(parts):
+        repeats[tuple(p)] = n = repeats.get(tuple(p), 0) + 1
+        if n > 1:
+            names[i] = f"{names[i]} #{n}"
+    return names
+
+
+def read_summary(path: str) -> dict[str, Any]:
+    """A ``summary.json`` as a dict. Raises ``RunFileError`` for a file that cannot be read, is no
+    JSON or holds no JSON object. (Bare ``NaN``, which Python's json writes, is accepted.)"""
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except OSError as err:
+        raise RunFileError(f"{path}: could not read it ({err.strerror or err})") from err
+    except ValueError as err:  # JSONDecodeError, or bytes that are no UTF-8
+        raise RunFileError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(summary, dict):
+        raise RunFileError(f"{path}: expected a JSON object, received {type(summary).__name__}")
+    return summary
+
+
+def load_runs(folders: Sequence[str]) -> list[Run]:
+    """Read the run folders to show, named by ``run_names`` of those kept. A folder without
+    ``metrics.csv``, or whose ``metrics.csv`` has no row yet, is skipped with a message on stderr;
+    a file that cannot be read raises ``RunFileError``."""
+    kept = []
+    for folder in folders:
+        metrics_path = os.path.join(folder, "metrics.csv")
+        if not os.path.isfile(metrics_path):
+            _skip(folder, "no metrics.csv")
+            continue
+        history = read_csv(metrics_path)
+        if not history:  # a header only: nothing to draw, and an empty figure would hide that
+            _skip(folder, "no completed epoch in metrics.csv")
+            continue
+        summary_path = os.path.join(folder, "summary.json")
+        summary = read_summary(summary_path) if os.path.isfile(summary_path) else None
+        kept.append((folder, history, summary))
+    names = run_names([folder for folder, _, _ in kept])
+    return [Run(f, name, h, s) for (f, h, s), name in zip(kept, names)]
+
+
+def _skip(folder: str, why: str) -> None:
+    print(f"skipping {folder}: {why} (killed before its first epoch ended?)", file=sys.stderr)
+
+
+def _value(run: Run, key: str) -> Any:
+    """The value of ``key`` (dotted: ``params.trainable``) in the run's ``summary.json``."""
+    value: Any = run.summary
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise RunFileError(f"{run.summary_path}: no key {key}")
+        value = value[part]
+    return value
+
+
+def _wrong(run: Run, key: str, expected: str, value: Any) -> RunFileError:
+    return RunFileError(
+        f"{run.summary_path}: expected {expected} for {key}, received {json.dumps(value)[:40]}"
+    )
+
+
+def _text(run: Run, key: str) -> str:
+    value = _value(run, key)
+    if not isinstance(value, str):
+        raise _wrong(run, key, "a string", value)
+    return value
+
+
+def _count(run: Run, key: str, nullable: bool = False) -> int | None:
+    value = _value(run, key)
+    if value is None and nullable:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong(run, key, "an integer", value)
+    return value
+
+
+def _number(run: Run, key: str) -> float:
+    """A number of the summary; ``null`` (how JSON writers store NaN) reads as NaN."""
+    value = _value(run, key)
+    if value is None:
+        return math.nan
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _wrong(run, key, "a number or null", value)
+    return float(value)
+
+
+def _label(run: Run) -> str:
+    """The legend's name of a run: its name, and its model and backend where it has a summary."""
+    if run.summary is None:
+        return run.name
+    return f"{run.name}: {_text(run, 'arch')} ({_text(run, 'backend')})"
+
+
+def runs_figure(runs: Sequence[Run], title: str = ""):
+    """The figure ``plot_runs`` writes, as ``(pyplot, figure)``; close it with ``plt.close``."""
+    labels = [_label(run) for run in runs]  # first: a bad summary.json leaves no figure open
     plt, fig, ax_loss, ax_acc = _figure()
-    for i, run in enumerate(run_dirs):
-        label = os.path.basename(os.path.normpath(run))
-        summary = os.path.join(run, "summary.json")
-        if os.path.isfile(summary):
-            with open(summary) as f:
-                s = json.load(f)
-            label = f"{s['arch']} ({s['backend']})"
-        _plot_history(
-            ax_loss, ax_acc, read_csv(os.path.join(run, "metrics.csv")), label, color=f"C{i}"
-        )
+    for i, (run, label) in enumerate(zip(runs, labels)):
+        # NaN (a diverged run's loss) leaves a gap in its curve: matplotlib skips such points.
+        _plot_history(ax_loss, ax_acc, run.history, label, color=f"C{i}")
     ax_acc.legend(fontsize=8)
     fig.suptitle(title)
+    return plt, fig
+
+
+def plot_runs(runs: Sequence[Run], path: str, title: str = "") -> None:
+    """Curves of several runs in one figure, labelled by each run's name, model and backend."""
+    plt, fig = runs_figure(runs, title)
     _save(plt, fig, path)
 
 
-def summary_table(run_dirs: Sequence[str]) -> str:
-    """A Markdown table of several runs' ``summary.json``: size, final and best test accuracy,
-    training throughput and wall time."""
+def summary_table(runs: Sequence[Run]) -> str:
+    """A Markdown table of runs with a ``summary.json``: size, final and best test accuracy,
+    training throughput and wall time; NaN or null values read ``nan``."""
     lines = [
-        "| model | backend | trainable params | epochs | final test acc | best test acc "
+        "| run | model | backend | trainable params | epochs | final test acc | best test acc "
         "| train img/s (last epoch) | wall time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for run in run_dirs:
-        with open(os.path.join(run, "summary.json")) as f:
-            s = json.load(f)
-        lines.append(
-            f"| {s['arch']} | {s['backend']} | {s['params']['trainable']:,} | "
-            f"{s['epochs_completed']} | {100 * s['final']['test_acc']:.2f}% | "
-            f"{100 * s['best_test_acc']:.2f}% (epoch {s['best_epoch']}) | "
-            f"{s['train_images_per_s']:.1f} | {s['seconds_total'] / 60:.1f} min |"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + [_table_row(run) for run in runs])
+
+
+def _table_row(run: Run) -> str:
+    cells = [
+        run.name,
+        _text(run, "arch"),
+        _text(run, "backend"),
+        f"{_count(run, 'params.trainable'):,}",
+        str(_count(run, "epochs_completed")),
+        _percent(_number(run, "final.test_acc")),
+        _best(run),
+        _fixed(_number(run, "train_images_per_s"), ".1f"),
+        _fixed(_number(run, "seconds_total") / 60, ".1f", " min"),
+    ]
+    # A "|" in a folder's name would end its cell early.
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _best(run: Run) -> str:
+    """The best test accuracy and its epoch (null in a summary of a run without epochs)."""
+    best = _percent(_number(run, "best_test_acc"))
+    epoch = _count(run, "best_epoch", nullable=True)
+    return best if epoch is None else f"{best} (epoch {epoch})"
+
+
+def _fixed(value: float, spec: str, unit: str = "") -> str:
+    """``value`` in format ``spec`` with its unit; a non-finite one as ``nan`` / ``inf``."""
+    return f"{value:{spec}}{unit}" if math.isfinite(value) else str(value)
+
+
+def _percent(fraction: float) -> str:
+    return _fixed(100 * fraction, ".2f", "%")
 
 
 def _check_runs(parser: argparse.ArgumentParser, runs: Sequence[str]) -> None:
@@ -217,22 +406,17 @@ def _check_out(parser: argparse.ArgumentParser, out: str) -> None:
             parser.error(f"expected -o {expected}, received {out}: {err}")
 
 
-def _runs_with(runs: Sequence[str], name: str) -> list[str]:
-    """The runs that hold ``name``; the others are skipped with a message on stderr."""
-    kept = []
+def _with_summary(runs: Sequence[Run]) -> list[Run]:
+    """The runs that have a ``summary.json``; the others are skipped with a message on stderr."""
     for run in runs:
-        if os.path.isfile(os.path.join(run, name)):
-            kept.append(run)
-        else:
-            print(
-                f"skipping {run}: no {name} (killed before its first epoch ended?)",
-                file=sys.stderr,
-            )
-    return kept
+        if run.summary is None:
+            _skip(run.folder, "no summary.json")
+    return [run for run in runs if run.summary is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 1 no run to show or a file could not be written, 2 usage error."""
+    """Exit codes: 0 done, 1 no run to show or a file could not be written, 2 usage error or a
+    run's file that cannot be read."""
     parser = argparse.ArgumentParser(
         prog="python -m gpconv.train.metrics",
         description="Plot the curves of several training runs together and/or tabulate them.",
@@ -240,8 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "runs",
         nargs="+",
-        help="run folders; one without metrics.csv (killed before its first epoch ended) is "
-        "skipped with a message, and a missing folder is an error",
+        help="run folders, named by their folder's name in the legend and the table; one without "
+        "a completed epoch in metrics.csv (killed before its first epoch ended) is skipped with a "
+        "message, and a missing folder or a corrupt metrics.csv or summary.json is an error",
     )
     parser.add_argument(
         "-o",
@@ -257,16 +442,24 @@ def main(argv: list[str] | None = None) -> int:
     _check_runs(parser, args.runs)
     if args.out:
         _check_out(parser, args.out)
-    runs = _runs_with(args.runs, "metrics.csv")
-    if not runs:
-        print("error: no run with metrics.csv to show", file=sys.stderr)
-        return 1
+    # Everything is read (and the figure drawn) before anything is printed or written, so that a
+    # corrupt file gives its error alone, not half a table or a figure without that run.
+    try:
+        runs = load_runs(args.runs)
+        if not runs:
+            print("error: no run with metrics.csv to show", file=sys.stderr)
+            return 1
+        table = summary_table(_with_summary(runs)) if args.table else None
+        figure = runs_figure(runs, args.title) if args.out else None
+    except RunFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     # The table first: it is printed even if the figure cannot be written after all.
-    if args.table:
-        print(summary_table(_runs_with(runs, "summary.json")))
-    if args.out:
+    if table is not None:
+        print(table)
+    if figure is not None:
         try:
-            plot_runs(runs, args.out, args.title)
+            _save(*figure, args.out)
         except OSError as err:
             print(f"error: could not write -o {args.out}: {err}", file=sys.stderr)
             return 1
