@@ -1116,3 +1116,27 @@ def test_a_run_killed_before_its_first_epoch_does_not_pin_the_folder(tmp_path, n
     # A run with a completed epoch stays pinned.
     assert train(*NUMPY_TINY, "--out", str(out)) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_normalization_the_run_started_with(tmp_path):
+    # The mean/std computation changed once (float32 -> float64 sums); a run resumed across such
+    # a change must go on standardising its inputs as it began.
+    out = tmp_path / "resumed"
+    one_epoch = [a if a != "3" else "1" for a in NUMPY_TINY]
+    assert train(*one_epoch, "--out", str(out)) == 0
+    run_json = json.loads((out / "run.json").read_text())
+    assert (
+        run_json["input_normalization"]["mean"]
+        == _strict_json(out / "summary.json")["input_normalization"]["mean"]
+    )
+    older = {"mean": [0.25, 0.5, 0.75], "std": [0.5, 0.25, 0.125]}  # as an older gpconv computed
+    run_json["input_normalization"].update(older)
+    (out / "run.json").write_text(json.dumps(run_json))
+    assert train(*NUMPY_TINY, "--out", str(out), "--resume") == 0
+    for recorded in (
+        _strict_json(out / "summary.json")["input_normalization"],
+        json.loads((out / "run.json").read_text())["input_normalization"],
+    ):
+        assert {k: recorded[k] for k in older} == older
+    meta = read_metadata(out / "params.safetensors")
+    assert json.loads(meta["input_mean"]) == older["mean"]

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from .. import backends
 from ..core.arch import MIN_INPUT_SIZE, MODELS, Architecture, by_name, without_dropout
 from ..core.params import save_params
@@ -284,6 +286,26 @@ def check_same_data(out: str, data: Dataset) -> None:
         )
 
 
+def keep_normalization(out: str, data: Dataset) -> None:
+    """Standardise a resumed run's inputs with the mean and std its run.json recorded, not with
+    freshly computed ones: a gpconv update that computes them differently (as when float32 sums
+    gave way to float64) must not change a run's inputs halfway. Runs that recorded none keep
+    the computed values."""
+    run_json = os.path.join(out, "run.json")
+    if not (os.path.isfile(run_json) and trained_something(out)):
+        return
+    stored = _read_json(run_json).get("input_normalization")
+    if stored is None:
+        return
+    mean, std = np.float32(stored["mean"]), np.float32(stored["std"])
+    if mean.shape != data.mean.shape or std.shape != data.std.shape:
+        raise ConfigError(
+            f"cannot --resume {out}: its run.json records input_normalization for "
+            f"{mean.shape[0] if mean.ndim else 0} channels, the data has {data.mean.shape[0]}"
+        )
+    data.mean, data.std = mean, std
+
+
 def claim_out(cfg: RunConfig) -> OutLock:
     """Lock the run folder (creating it) for this process and check it again under the lock, so
     a run started at the same moment on the same ``--out`` cannot slip in between the check and
@@ -393,6 +415,7 @@ class RunWriter:
                 "identity": self.cfg.identity(),
                 "arch": self.arch.name,
                 "data": self.data.fingerprint,
+                "input_normalization": normalization(self.data),
             },
         )
 
@@ -514,6 +537,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
         raise ConfigError(str(err)) from err
     if cfg.resume:
         check_same_data(cfg.out, data)
+        keep_normalization(cfg.out, data)
     if len(data.y_train) < cfg.batch_size:
         raise ConfigError(
             f"--batch-size {cfg.batch_size} exceeds the {len(data.y_train)} training images"
