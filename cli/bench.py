@@ -10,6 +10,7 @@ grouped 1×1 implementations each backend offers on kEffNet's layer shapes inste
 from __future__ import annotations
 
 import argparse
+import sys
 import traceback
 from dataclasses import asdict
 from functools import partial
@@ -111,6 +112,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path that cannot be written *before* measuring."""
     from ..train.metrics import OUTPUT_CHECKS
 
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path == "-":  # stdout carries the tables: a file named "-" would be a surprise
+            raise UsageError(f"Expected a file path for {flag} (stdout has the tables), received -")
+
     if args.json:
         require_output("--json", args.json)
     if args.plot:
@@ -143,6 +148,24 @@ def _backends(requested: list[str] | None, op: str) -> tuple[list[str], list[dic
     return list(dict.fromkeys(usable)), skipped
 
 
+def _nothing_measured(args: argparse.Namespace) -> int:
+    """Every backend failed (their tracebacks are printed): say so, and what was not written."""
+    outputs = (("--json", args.json), ("--plot", args.plot))
+    unwritten = [f"{flag} {path}" for flag, path in outputs if path]
+    note = f"; not written: {', '.join(unwritten)}" if unwritten else ""
+    print(f"gpconv bench: error: every backend failed, nothing measured{note}", file=sys.stderr)
+    return 1
+
+
+def _measured_with(args: argparse.Namespace) -> str:
+    """The options the timings depended on, for the recommended ``gpconv train`` command."""
+    return "".join(
+        f" {flag} {value}"
+        for flag, value in (("--threads", args.threads), ("--device", args.device))
+        if value is not None
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..perf import allocator, report
     from ..perf.machine import describe, one_line
@@ -152,6 +175,14 @@ def run(args: argparse.Namespace) -> int:
     from ..train.frameworks import set_threads
 
     _check(args)
+    cases = []
+    if args.op == "pointwise":
+        try:  # before anything is measured: a setting without grouped layers is a usage error
+            cases = kefficientnet_cases(
+                args.image_size, args.skip_stride, args.batch_size, args.min_channels_per_group
+            )
+        except ValueError as err:
+            raise UsageError(str(err)) from err
     names, skipped = _backends(args.backend, args.op)
     if not names:
         raise UsageError(
@@ -184,15 +215,19 @@ def run(args: argparse.Namespace) -> int:
         set_threads(name, args.threads)
     results, point_rows, failed = [], [], 0
     if args.op == "pointwise":
-        cases = kefficientnet_cases(
-            args.image_size, args.skip_stride, args.batch_size, args.min_channels_per_group
-        )
         for name in names:
             print(
                 f"  measuring {name} grouped pointwise on {len(cases)} kEffNet-B0 layer shapes ...",
                 flush=True,
             )
-            point_rows += bench_pointwise(name, cases, args.steps, args.warmup, args.device)
+            try:
+                point_rows += bench_pointwise(name, cases, args.steps, args.warmup, args.device)
+            except Exception as err:  # as for whole models: one broken backend keeps the rest
+                failed += 1
+                traceback.print_exc()
+                skipped.append({"backend": name, "reason": f"failed: {err}"})
+        if not point_rows:
+            return _nothing_measured(args)
         print(report.pointwise_table(point_rows))
         lines = report.pointwise_recommendations(point_rows)
     else:
@@ -210,10 +245,12 @@ def run(args: argparse.Namespace) -> int:
                 traceback.print_exc()
                 skipped.append({"backend": name, "reason": f"failed: {err}"})
         if not results:
-            return 1
+            return _nothing_measured(args)
         print(report.model_table(results))
         found = ratios(results)
-        lines = report.ratio_lines(found) + report.recommendation_lines(recommend(results), machine)
+        lines = report.ratio_lines(found) + report.recommendation_lines(
+            recommend(results), machine, _measured_with(args)
+        )
     for line in lines:
         print(line)
     written = True

@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_closed()
     except KeyboardInterrupt:
         # Ctrl-C is a normal way to stop a run (checkpoints are written atomically).
-        print("\ngpconv: interrupted (gpconv train continues with --resume)", file=sys.stderr)
+        args = sys.argv[1:] if argv is None else argv
+        hint = " (gpconv train continues with --resume)" if "train" in args[:1] else ""
+        print(f"\ngpconv: interrupted{hint}", file=sys.stderr)
         return 130
 
 

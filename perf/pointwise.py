@@ -54,7 +54,7 @@ def kefficientnet_cases(
     count: int = 3,
 ) -> list[Case]:
     """Distinct grouped pointwise shapes of kEffNet-B0 at ``image_size``: the ``count - 1``
-    costliest (MACs) and the one with the most groups."""
+    costliest (MACs) and the one with the most groups. ``ValueError`` if there is none."""
     arch = by_name("kefficientnet-b0", 10, min_channels_per_group, skip_stride)
     specs = {"top": arch.head.top}
     for block in arch.blocks:
@@ -67,6 +67,12 @@ def kefficientnet_cases(
         key = (spec.cin, spec.cout, row.groups, row.output_shape[0])
         found.setdefault(key, (row.macs, Case(row.name, *key, batch)))
     ranked = [c for _, c in sorted(found.values(), key=lambda mc: -mc[0])]
+    if not ranked:
+        raise ValueError(
+            f"kEffNet-B0 has no grouped pointwise layer at min_channels_per_group="
+            f"{min_channels_per_group}, image_size={image_size}, skip_stride={skip_stride} "
+            "(every layer is a plain 1x1 conv): nothing to measure"
+        )
     chosen = ranked[: max(1, count - 1)]
     most_groups = max(ranked, key=lambda c: c.groups)
     return chosen + ([most_groups] if most_groups not in chosen and count > 1 else [])

@@ -78,7 +78,11 @@ def ratio_lines(ratios: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def recommendation_lines(best: dict[str, Any], machine: dict[str, Any]) -> list[str]:
+def recommendation_lines(
+    best: dict[str, Any], machine: dict[str, Any], options: str = ""
+) -> list[str]:
+    """One "Recommendation: train MODEL with --backend B{options}" line per model; ``options``
+    (e.g. ``" --threads 1"``) are the settings the timings were measured with."""
     lines = []
     for model, b in best.items():
         margin = (
@@ -89,7 +93,7 @@ def recommendation_lines(best: dict[str, Any], machine: dict[str, Any]) -> list[
         device = b.get("device", "cpu")  # older documents have no device: the CPU then
         where = one_line(machine) if device == "cpu" else device
         lines.append(
-            f"Recommendation: train {model} with --backend {setup(b)} on this machine "
+            f"Recommendation: train {model} with --backend {setup(b)}{options} on this machine "
             f"({where}): {b['train_step_ms']:.0f} ms/step{margin}"
         )
     return lines

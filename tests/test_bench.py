@@ -360,3 +360,37 @@ def test_bench_failed_write_is_reported_and_the_other_file_kept(tmp_path, monkey
     assert "Recommendation: numpy grouped pointwise: a" in captured.out  # measurements printed
     assert f"could not write --json {out}" in captured.err and "No space left" in captured.err
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pointwise_bench_without_grouped_layers_is_a_usage_error(monkeypatch, capsys):
+    # min_channels_per_group above every layer's channels: kEffNet-B0 is all plain 1x1 convs.
+    monkeypatch.setattr(pointwise, "bench_pointwise", _measuring_fails)
+    assert main([*FAST_POINTWISE, "--min-channels-per-group", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "no grouped pointwise layer" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_bench_refuses_dash_as_an_output_file(flag, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pointwise, "bench_pointwise", _measuring_fails)
+    assert main([*FAST_POINTWISE, flag, "-"]) == 2
+    assert f"Expected a file path for {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
+def test_bench_says_so_when_every_backend_fails(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(pointwise, "bench_pointwise", broken)
+    out = tmp_path / "pw.json"
+    assert main([*FAST_POINTWISE, "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "every backend failed, nothing measured; not written: --json" in err
+    assert not out.exists()
+
+
+def test_the_recommendation_repeats_the_settings_it_was_measured_with(capsys):
+    assert main(["bench", "--backend", "numpy", *TINY, "--threads", "1"]) == 0
+    assert "train kefficientnet-b0 with --backend numpy --threads 1 on" in capsys.readouterr().out

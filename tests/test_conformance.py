@@ -229,6 +229,27 @@ def test_runner_resolves_every_backend_before_checking_any(monkeypatch, late, er
     assert late.split(":")[-1] in str(raised.value)  # the message names what was asked for
 
 
+def test_only_the_registered_reference_checks_itself(monkeypatch, tmp_path):
+    """An adapter that merely calls itself "numpy" (a subclass of the reference that kept its
+    name) used to get the reference's self-check instead of the comparisons, and pass."""
+    (tmp_path / "lookalike.py").write_text(
+        "from gpconv.conformance.mutants import INTERLEAVE_TRANSPOSED as M\n"
+        "X = type(M)('numpy', M._patches)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ran = []
+    monkeypatch.setattr(runner, "run_selfcheck", lambda *a: ran.append("selfcheck") or [])
+    monkeypatch.setattr(runner, "run_backend_checks", lambda b, *a: ran.append(b.name) or [])
+    monkeypatch.setattr(runner, "check_golden", lambda *a: [])
+    run(["lookalike:X"])
+    assert ran == ["numpy"]  # compared with the reference, not self-checked
+    ran.clear()
+    run(["numpy", "numpy"])  # the same backend twice is checked once
+    assert ran == ["selfcheck"]
+    with pytest.raises(ValueError, match="distinct names.*'numpy' and 'lookalike:X'"):
+        run(["numpy", "lookalike:X"])  # two rows named numpy would merge
+
+
 INTERFACE = ("build", "load_params", "export_params", "forward", "loss_and_grads",
              "kpointwise", "interleave", "param_count")  # fmt: skip
 

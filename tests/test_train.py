@@ -316,7 +316,9 @@ def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, capsys):
     except KeyboardInterrupt:
         pytest.fail("KeyboardInterrupt escaped gpconv's main: a traceback for the user")
     assert code == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert "interrupted (gpconv train continues with --resume)" in capsys.readouterr().err
+    assert cli_main.main(["check"]) == 130  # no advice about training after a check
+    assert capsys.readouterr().err.strip() == "gpconv: interrupted"
 
 
 @pytest.mark.parametrize("spec", ["cifar10", "folder=", "imagenet=/x", "digits=3"])
