@@ -103,8 +103,9 @@ def _check(args: argparse.Namespace) -> None:
             "skip_stride": -1,
         },
     )
-    if args.compile_step and args.op != "model":
-        raise UsageError(f"Expected --op model with --compile, received --op {args.op}")
+    for flag, given in (("--compile", args.compile_step), ("--model", args.model)):
+        if given and args.op != "model":  # pointwise mode times kEffNet-B0's layer shapes only
+            raise UsageError(f"Expected --op model with {flag}, received --op {args.op}")
     _check_outputs(args)
 
 

@@ -111,6 +111,13 @@ def pointwise_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The scripts that time whole train steps per grouped-pointwise implementation (``--impls``).
+WHOLE_STEP_BENCHMARKS = {
+    "torch": "benchmarks/bench_torch_train.py --impls",
+    "tensorflow": "benchmarks/bench_tf_train.py --impls",
+}
+
+
 def pointwise_recommendations(rows: list[dict[str, Any]]) -> list[str]:
     """Per backend: the implementation fastest on most cases, and whether it is the default."""
     lines = []
@@ -125,11 +132,18 @@ def pointwise_recommendations(rows: list[dict[str, Any]]) -> list[str]:
         # Defaults were chosen on whole train steps, where a layer's neighbours and memory
         # format count too: on an H100 the single-layer winner channels_last ran kEffNet's step
         # 1.7x slower than the default matmul on NCHW (docs/gpu.md).
-        verdict = (
-            "the default already"
-            if top == default
-            else f"default is {default}, chosen on whole train steps: check with `gpconv bench`"
-        )
+        if top == default:
+            verdict = "the default already"
+        elif backend in WHOLE_STEP_BENCHMARKS:
+            verdict = (
+                f"the models use {default}, chosen on whole train steps; compare those with "
+                f"`python {WHOLE_STEP_BENCHMARKS[backend]}`, and pick one with the models' impl="
+            )
+        elif backend == "numpy":
+            verdict = f"the reference keeps {default}, the formula core/ states"
+        else:
+            verdict = f"the models use {default}"
+
         lines.append(
             f"Recommendation: {backend} grouped pointwise: {top} (fastest in {wins[top]}/{cases} "
             f"cases; {verdict})"

@@ -281,6 +281,7 @@ def test_clock_option_offers_every_clock_and_rejects_others(capsys):
         ["--image-size", "4"],
         ["--skip-stride", "-2"],
         ["--op", "pointwise", "--compile"],
+        ["--op", "pointwise", "--model", "kefficientnet-b3"],  # it would time B0's shapes
     ],
 )
 def test_bench_bad_values_exit_2(args, capsys):
@@ -394,3 +395,20 @@ def test_bench_says_so_when_every_backend_fails(tmp_path, monkeypatch, capsys):
 def test_the_recommendation_repeats_the_settings_it_was_measured_with(capsys):
     assert main(["bench", "--backend", "numpy", *TINY, "--threads", "1"]) == 0
     assert "train kefficientnet-b0 with --backend numpy --threads 1 on" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "backend, advice",
+    [
+        ("torch", "compare those with `python benchmarks/bench_torch_train.py --impls`"),
+        ("tensorflow", "`python benchmarks/bench_tf_train.py --impls`"),
+        ("numpy", "the reference keeps a, the formula core/ states"),
+    ],
+)
+def test_pointwise_recommendation_names_a_command_that_can_choose(backend, advice):
+    # "b" wins the single layer but "a" is the default: the advice must be actionable
+    # (`gpconv bench` itself has no option to choose a grouped-pointwise implementation).
+    rows = _fake_pointwise_rows(backend, None, 1, 0)
+    rows[0]["fastest"], rows[1]["fastest"] = False, True
+    (line,) = report.pointwise_recommendations(rows)
+    assert f"{backend} grouped pointwise: b (fastest in 1/1 cases;" in line and advice in line
