@@ -1142,3 +1142,20 @@ def test_resume_keeps_the_normalization_the_run_started_with(tmp_path):
         assert {k: recorded[k] for k in older} == older
     meta = read_metadata(out / "params.safetensors")
     assert json.loads(meta["input_mean"]) == older["mean"]
+
+
+def test_best_params_are_those_of_the_best_epoch(tmp_path):
+    out = tmp_path / "best"
+    assert train(*NUMPY_TINY, "--out", str(out), "--keep", "5") == 0
+    summary = _strict_json(out / "summary.json")
+    rows = metrics_rows(str(out))
+    accs = [float(r["test_acc"]) for r in rows]
+    best_epoch = accs.index(max(accs)) + 1  # the first epoch with the top accuracy
+    assert summary["best_epoch"] == best_epoch
+    meta = read_metadata(out / "best.safetensors")
+    assert meta["epoch"] == str(best_epoch) and float(meta["test_acc"]) == max(accs)
+    kept = load_params(out / "checkpoints" / f"epoch-{best_epoch:04d}" / "params.safetensors")
+    best = load_params(out / "best.safetensors")
+    assert best.keys() == kept.keys()
+    for k in kept:
+        np.testing.assert_array_equal(best[k], kept[k])

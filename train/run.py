@@ -10,7 +10,8 @@ Run folder ``--out``:
 * ``metrics.csv``, ``curves.png``, ``summary.json`` (rewritten after every epoch; the summary
   holds the input normalisation and the run's status: running, complete or diverged);
 * ``params.safetensors``: the final canonical parameters, loadable by any backend (its metadata
-  holds the input normalisation too);
+  holds the input normalisation too); ``best.safetensors``: those of the epoch with the best test
+  accuracy so far (metadata: its epoch and accuracy);
 * ``.gpconv-train.lock`` while a run writes the folder (``train.outlock``): a second run on the
   same folder stops with an error instead of overwriting it.
 """
@@ -65,7 +66,15 @@ IDENTITY = (
     "compile_step",
 )
 # Files a run writes once it has completed an epoch.
-RESULT_FILES = ("metrics.csv", "summary.json", "params.safetensors", "curves.png")
+RESULT_FILES = (
+    "metrics.csv",
+    "summary.json",
+    "params.safetensors",
+    "curves.png",
+    "best.safetensors",
+)
+# The parameters of the epoch with the best test accuracy so far.
+BEST_PARAMS = "best.safetensors"
 # Identity fields added after runs were first written, with the value an older run.json implies.
 IDENTITY_DEFAULTS = {"compile_step": False}
 
@@ -339,7 +348,9 @@ def _summary(
     device: str,
 ) -> dict[str, Any]:
     trainable, non_trainable = arch.param_count()
-    finite = [r for r in history if math.isfinite(r["test_acc"])]
+    # The epoch best.safetensors holds (``is_new_best``): the first with the top test accuracy
+    # among those with a finite train loss.
+    finite = [r for r in history if math.isfinite(r["test_acc"]) and math.isfinite(r["train_loss"])]
     best = max(finite, key=lambda r: r["test_acc"]) if finite else None
     last = history[-1] if history else {}
     return {
@@ -373,6 +384,18 @@ def _summary(
         "config": asdict(cfg),
         "machine": describe(),
     }
+
+
+def is_new_best(history: list[dict]) -> bool:
+    """Whether the last epoch has a finite train loss and a test accuracy above every earlier
+    epoch's (ties keep the earlier epoch, as Keras's ``ModelCheckpoint(save_best_only=True)``)."""
+    last = history[-1]
+    earlier = [r["test_acc"] for r in history[:-1] if math.isfinite(r["test_acc"])]
+    return (
+        math.isfinite(last["train_loss"])
+        and math.isfinite(last["test_acc"])
+        and (not earlier or last["test_acc"] > max(earlier))
+    )
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -434,11 +457,12 @@ class RunWriter:
                 "next_epoch": len(history),
             },
         }
+        params = self.fw.export_params()
         with _writing(f"the checkpoint of epoch {len(history)}", self.cfg.out):
             checkpoint.save(
                 self.cfg.out,
                 len(history),
-                self.fw.export_params(),
+                params,
                 opt_arrays,
                 state,
                 keep=self.cfg.keep,
@@ -448,6 +472,19 @@ class RunWriter:
                     **_params_metadata(self.data),
                 },
             )
+        if is_new_best(history):
+            with _writing(BEST_PARAMS, self.cfg.out):
+                save_params(
+                    os.path.join(self.cfg.out, BEST_PARAMS),
+                    params,
+                    metadata={
+                        "arch": self.arch.name,
+                        "backend": self.cfg.backend,
+                        "epoch": str(history[-1]["epoch"]),
+                        "test_acc": repr(history[-1]["test_acc"]),
+                        **_params_metadata(self.data),
+                    },
+                )
         self.files(history, "running")
 
     def files(self, history: list[dict], status: str) -> None:
