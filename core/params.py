@@ -167,7 +167,7 @@ def save_params(
     arrays = {k: np.asarray(_to_numpy(k, v), order="C") for k, v in params.items()}
     # None, not {}: safetensors writes an unreadable header for no tensors and empty metadata.
     text = {k: str(v) for k, v in (metadata or {}).items()} or None
-    _atomic_write(path, save(arrays, metadata=text))
+    write_atomic(path, save(arrays, metadata=text))
 
 
 def load_params(
@@ -252,7 +252,10 @@ def _writable_path(path: str | os.PathLike) -> str:
     return path
 
 
-def _atomic_write(path: str, blob: bytes) -> None:
+def write_atomic(path: str, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` via a temp file, fsync and rename: readers see the old file or
+    the new one, never a torn one. On failure (a full disk) the temp file is removed and ``path``
+    is left as it was."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:

@@ -22,7 +22,6 @@ cannot read) stays where it is; ``save`` moves whatever is in its way aside to
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.params import load_params, save_params
+from ..core.params import load_params, save_params, write_atomic
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "epoch-"
@@ -66,19 +65,8 @@ def write_json_atomic(path: str, obj: Any) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file, fsync and rename; on failure (a full disk)
-    the temp file is removed and ``path`` is left as it was."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    """Write ``text`` (UTF-8) to ``path`` atomically (``core.params.write_atomic``)."""
+    write_atomic(path, text.encode())
 
 
 @dataclass
@@ -129,7 +117,25 @@ def save(
     tmp = os.path.join(root, f"{TMP_PREFIX}{PREFIX}{epoch:04d}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        state = _write_files(tmp, epoch, params, optimizer, state, metadata)
+        os.makedirs(tmp)
+        save_params(
+            os.path.join(tmp, "params.safetensors"),
+            params,
+            metadata={"format": FORMAT, "epoch": str(epoch), **(metadata or {})},
+        )
+        save_params(os.path.join(tmp, "optimizer.safetensors"), optimizer)
+        state = {
+            **state,
+            "format": FORMAT,
+            "epoch": epoch,
+            "optimizer_shapes": {k: list(np.shape(v)) for k, v in optimizer.items()},
+            "files": {
+                f: _sha256(os.path.join(tmp, f))
+                for f in ("params.safetensors", "optimizer.safetensors")
+            },
+        }
+        write_json_atomic(os.path.join(tmp, "state.json"), state)
+        _fsync_dir(tmp)
     except BaseException:
         # Without this a full disk keeps the partial copy, and every retry fills it further.
         shutil.rmtree(tmp, ignore_errors=True)
@@ -147,38 +153,6 @@ def save(
     _fsync_dir(root)
     prune(run_dir, keep, protect=final)
     return Checkpoint(final, state)
-
-
-def _write_files(
-    tmp: str,
-    epoch: int,
-    params: dict[str, np.ndarray],
-    optimizer: dict[str, np.ndarray],
-    state: dict[str, Any],
-    metadata: dict[str, str] | None,
-) -> dict[str, Any]:
-    """Write a checkpoint's files into the new folder ``tmp`` (renamed to its final name only
-    once complete); returns the state written to its state.json."""
-    os.makedirs(tmp)
-    save_params(
-        os.path.join(tmp, "params.safetensors"),
-        params,
-        metadata={"format": FORMAT, "epoch": str(epoch), **(metadata or {})},
-    )
-    save_params(os.path.join(tmp, "optimizer.safetensors"), optimizer)
-    state = {
-        **state,
-        "format": FORMAT,
-        "epoch": epoch,
-        "optimizer_shapes": {k: list(np.shape(v)) for k, v in optimizer.items()},
-        "files": {
-            f: _sha256(os.path.join(tmp, f))
-            for f in ("params.safetensors", "optimizer.safetensors")
-        },
-    }
-    write_json_atomic(os.path.join(tmp, "state.json"), state)
-    _fsync_dir(tmp)
-    return state
 
 
 def _move_aside(path: str, why: str, reason: str) -> str:

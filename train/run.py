@@ -275,13 +275,18 @@ def trained_something(out: str) -> bool:
     return any(not name.startswith(checkpoint.TMP_PREFIX) for name in names)
 
 
+def _recorded(out: str, key: str) -> Any:
+    """``key`` of the run.json of a run in ``out`` that trained something, else None."""
+    run_json = os.path.join(out, "run.json")
+    if not (os.path.isfile(run_json) and trained_something(out)):
+        return None
+    return _read_json(run_json).get(key)
+
+
 def check_same_data(out: str, data: Dataset) -> None:
     """``ConfigError`` unless the data equals the data of the run in ``out`` (its run.json's
     fingerprint; runs written before fingerprints existed are not checked)."""
-    run_json = os.path.join(out, "run.json")
-    if not (os.path.isfile(run_json) and trained_something(out)):
-        return
-    stored = _read_json(run_json).get("data")
+    stored = _recorded(out, "data")
     if stored is None:
         return
     now = data.fingerprint
@@ -300,10 +305,7 @@ def keep_normalization(out: str, data: Dataset) -> None:
     freshly computed ones: a gpconv update that computes them differently (as when float32 sums
     gave way to float64) must not change a run's inputs halfway. Runs that recorded none keep
     the computed values."""
-    run_json = os.path.join(out, "run.json")
-    if not (os.path.isfile(run_json) and trained_something(out)):
-        return
-    stored = _read_json(run_json).get("input_normalization")
+    stored = _recorded(out, "input_normalization")
     if stored is None:
         return
     mean, std = np.float32(stored["mean"]), np.float32(stored["std"])
