@@ -350,10 +350,7 @@ def _summary(
     device: str,
 ) -> dict[str, Any]:
     trainable, non_trainable = arch.param_count()
-    # The epoch best.safetensors holds (``is_new_best``): the first with the top test accuracy
-    # among those with a finite train loss.
-    finite = [r for r in history if math.isfinite(r["test_acc"]) and math.isfinite(r["train_loss"])]
-    best = max(finite, key=lambda r: r["test_acc"]) if finite else None
+    best = best_epoch(history)
     last = history[-1] if history else {}
     return {
         "status": status,
@@ -388,16 +385,12 @@ def _summary(
     }
 
 
-def is_new_best(history: list[dict]) -> bool:
-    """Whether the last epoch has a finite train loss and a test accuracy above every earlier
-    epoch's (ties keep the earlier epoch, as Keras's ``ModelCheckpoint(save_best_only=True)``)."""
-    last = history[-1]
-    earlier = [r["test_acc"] for r in history[:-1] if math.isfinite(r["test_acc"])]
-    return (
-        math.isfinite(last["train_loss"])
-        and math.isfinite(last["test_acc"])
-        and (not earlier or last["test_acc"] > max(earlier))
-    )
+def best_epoch(history: list[dict]) -> dict | None:
+    """The row of the epoch ``best.safetensors`` holds: the top test accuracy among epochs with a
+    finite train loss, the first of ties (as Keras's ``ModelCheckpoint(save_best_only=True)``
+    keeps the earlier); None without such an epoch."""
+    usable = [r for r in history if math.isfinite(r["test_acc"]) and math.isfinite(r["train_loss"])]
+    return max(usable, key=lambda r: r["test_acc"]) if usable else None
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -414,11 +407,6 @@ def normalization(data: Dataset) -> dict[str, Any]:
     }
 
 
-def _params_metadata(data: Dataset) -> dict[str, str]:
-    norm = normalization(data)
-    return {"input_mean": json.dumps(norm["mean"]), "input_std": json.dumps(norm["std"])}
-
-
 class RunWriter:
     """Writes the run folder after each epoch (main process only)."""
 
@@ -429,20 +417,27 @@ class RunWriter:
         self.started = time.perf_counter()
 
     def start(self) -> None:
+        run = {
+            "format": "gpconv-run/1",
+            "identity": self.cfg.identity(),
+            "arch": self.arch.name,
+            "data": self.data.fingerprint,
+            "input_normalization": normalization(self.data),
+        }
         with _writing("run.json", self.cfg.out):
-            self._start()
+            checkpoint.write_json_atomic(os.path.join(self.cfg.out, "run.json"), run)
 
-    def _start(self) -> None:
-        checkpoint.write_json_atomic(
-            os.path.join(self.cfg.out, "run.json"),
-            {
-                "format": "gpconv-run/1",
-                "identity": self.cfg.identity(),
-                "arch": self.arch.name,
-                "data": self.data.fingerprint,
-                "input_normalization": normalization(self.data),
-            },
-        )
+    def _metadata(self, **extra: str) -> dict[str, str]:
+        """The metadata of every parameter file the run writes: model, backend, the input
+        normalisation (``input_mean``/``input_std``, JSON lists) and ``extra``."""
+        norm = normalization(self.data)
+        return {
+            "arch": self.arch.name,
+            "backend": self.cfg.backend,
+            "input_mean": json.dumps(norm["mean"]),
+            "input_std": json.dumps(norm["std"]),
+            **extra,
+        }
 
     def epoch_end(self, history: list[dict]) -> None:
         opt_arrays, opt_meta = self.fw.optimizer_state()
@@ -468,67 +463,44 @@ class RunWriter:
                 opt_arrays,
                 state,
                 keep=self.cfg.keep,
-                metadata={
-                    "arch": self.arch.name,
-                    "backend": self.cfg.backend,
-                    **_params_metadata(self.data),
-                },
+                metadata=self._metadata(),
             )
-        if is_new_best(history):
+        last = history[-1]
+        if best_epoch(history) is last:
+            meta = self._metadata(epoch=str(last["epoch"]), test_acc=repr(last["test_acc"]))
             with _writing(BEST_PARAMS, self.cfg.out):
-                save_params(
-                    os.path.join(self.cfg.out, BEST_PARAMS),
-                    params,
-                    metadata={
-                        "arch": self.arch.name,
-                        "backend": self.cfg.backend,
-                        "epoch": str(history[-1]["epoch"]),
-                        "test_acc": repr(history[-1]["test_acc"]),
-                        **_params_metadata(self.data),
-                    },
-                )
+                save_params(os.path.join(self.cfg.out, BEST_PARAMS), params, metadata=meta)
         self.files(history, "running")
 
     def files(self, history: list[dict], status: str) -> None:
         """metrics.csv, curves.png and summary.json, with the run's ``status``."""
-        with _writing("metrics.csv, curves.png or summary.json", self.cfg.out):
-            self._files(history, status)
-
-    def _files(self, history: list[dict], status: str) -> None:
         out = self.cfg.out
-        metrics.write_csv(os.path.join(out, "metrics.csv"), history)
-        if history:
-            metrics.plot_curves(
-                os.path.join(out, "curves.png"),
-                history,
-                f"{self.arch.name} ({self.cfg.backend}) on {self.data.name}, "
-                f"{self.cfg.image_size}x{self.cfg.image_size}",
-            )
-        checkpoint.write_json_atomic(
-            os.path.join(out, "summary.json"),
-            _summary(
-                self.cfg,
-                self.arch,
-                self.data,
-                history,
-                status,
-                self.world,
-                self.started,
-                self.fw.device_label,
-            ),
+        summary = _summary(
+            self.cfg,
+            self.arch,
+            self.data,
+            history,
+            status,
+            self.world,
+            self.started,
+            self.fw.device_label,
         )
+        title = (
+            f"{self.arch.name} ({self.cfg.backend}) on {self.data.name}, "
+            f"{self.cfg.image_size}x{self.cfg.image_size}"
+        )
+        with _writing("metrics.csv, curves.png or summary.json", out):
+            metrics.write_csv(os.path.join(out, "metrics.csv"), history)
+            if history:
+                metrics.plot_curves(os.path.join(out, "curves.png"), history, title)
+            checkpoint.write_json_atomic(os.path.join(out, "summary.json"), summary)
 
     def finish(self, history: list[dict]) -> None:
         with _writing("params.safetensors", self.cfg.out):
             save_params(
                 os.path.join(self.cfg.out, "params.safetensors"),
                 self.fw.export_params(),
-                metadata={
-                    "arch": self.arch.name,
-                    "backend": self.cfg.backend,
-                    "epochs": str(len(history)),
-                    **_params_metadata(self.data),
-                },
+                metadata=self._metadata(epochs=str(len(history))),
             )
         self.files(history, "complete")
 
