@@ -44,7 +44,7 @@ def _result(
     backend: Backend, check: str, layer: str, config: str, cmp: Comparison, hint: str = ""
 ) -> CheckResult:
     detail = cmp.note
-    if not cmp.ok and hint:
+    if not cmp.ok and hint and not cmp.non_finite:
         detail = f"{detail}; likely trap: {hint}" if detail else f"likely trap: {hint}"
     return CheckResult(
         backend.name,

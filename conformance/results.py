@@ -54,10 +54,26 @@ class Comparison:
     error: float
     tolerance: float
     note: str = ""
+    # Non-finite values where the reference is finite: an overflow or a division by zero in the
+    # backend, which no porting trap explains.
+    non_finite: bool = False
 
     @property
     def ok(self) -> bool:
         return bool(self.error <= self.tolerance)
+
+
+def _compared(
+    error: float, tolerance: float, actual: np.ndarray, expected: np.ndarray
+) -> Comparison:
+    """``Comparison(error, tolerance)``, NaN counted as infinitely wrong, and flagged (with a
+    note) when ``actual`` is non-finite where ``expected`` is finite."""
+    error = error if np.isfinite(error) else float("inf")
+    broken = int(np.count_nonzero(~np.isfinite(actual) & np.isfinite(expected)))
+    if broken:
+        note = f"{broken} non-finite value(s) (NaN/Inf) where the reference is finite"
+        return Comparison(error, tolerance, note, non_finite=True)
+    return Comparison(error, tolerance)
 
 
 def _shape_mismatch(actual: np.ndarray, expected: np.ndarray) -> Comparison | None:
@@ -85,7 +101,7 @@ def allclose(
     ratio = np.where(np.isnan(diff), np.inf, ratio)
     worst = int(np.argmax(ratio))
     err = float(diff.flat[worst]) if np.isfinite(ratio.flat[worst]) else float("inf")
-    return Comparison(err, float(allowed.flat[worst]))
+    return _compared(err, float(allowed.flat[worst]), a, e)
 
 
 def moving_stats_error(
@@ -121,9 +137,7 @@ def scaled_max(actual: Any, expected: Any, tol: float = LOGIT_TOL) -> Comparison
     if (bad := _shape_mismatch(a, e)) is not None:
         return bad
     err = float(np.max(np.abs(a - e))) if a.size else 0.0
-    return Comparison(
-        err if np.isfinite(err) else float("inf"), tol * max(1.0, float(np.max(np.abs(e))))
-    )
+    return _compared(err, tol * max(1.0, float(np.max(np.abs(e)))), a, e)
 
 
 # Relative-norm denominators are at least this share of the largest gradient. 1e-3 was too
@@ -143,7 +157,7 @@ def relative_norm(
         return bad
     ref = max(float(np.linalg.norm(e)), floor)
     err = float(np.linalg.norm(a - e)) / (ref if ref > 0 else 1.0)
-    return Comparison(err if np.isfinite(err) else float("inf"), tol)
+    return _compared(err, tol, a, e)
 
 
 def gradient_errors(

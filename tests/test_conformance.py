@@ -55,6 +55,25 @@ def test_transposed_interleave_is_caught():
     assert all("G=1 " not in r.config and "96->4" not in r.config for r in bad), describe(bad)
 
 
+def test_nan_output_is_reported_as_such_not_as_a_porting_trap():
+    # A backend that overflows has no porting trap to blame; the row must say what is wrong.
+    from gpconv.core import pointwise
+
+    original = pointwise.interleave
+
+    def nan_interleave(x, groups):
+        return original(x, groups) * np.nan
+
+    broken = mutants.MutantBackend(
+        "mutant-nan", lambda: [(pointwise, "interleave", nan_interleave)]
+    )
+    bad = failing(check_kpointwise(broken))
+    assert bad, "NaN outputs must fail"
+    for row in bad:
+        assert "non-finite value(s) (NaN/Inf) where the reference is finite" in row.detail
+        assert "likely trap" not in row.detail, describe([row])
+
+
 def test_residual_on_interleaved_is_caught_only_where_it_applies():
     bad = failing(check_kpointwise(mutants.RESIDUAL_ON_INTERLEAVED))
     layers = {r.layer for r in bad}
