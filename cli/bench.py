@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 
@@ -214,19 +215,27 @@ def run(args: argparse.Namespace) -> int:
     )
     for name in names:
         set_threads(name, args.threads)
-    results, point_rows, failed = [], [], 0
+    results, point_rows = [], []
+
+    def measured(name: str, measure: Callable[[], list[dict]]) -> list[dict]:
+        """``measure()``'s rows; a failure is reported (traceback, a skipped entry) and gives
+        none, so that one broken backend does not hide the others' results."""
+        try:
+            return measure()
+        except Exception as err:
+            traceback.print_exc()
+            skipped.append({"backend": name, "reason": f"failed: {err}"})
+            return []
+
     if args.op == "pointwise":
         for name in names:
             print(
                 f"  measuring {name} grouped pointwise on {len(cases)} kEffNet-B0 layer shapes ...",
                 flush=True,
             )
-            try:
-                point_rows += bench_pointwise(name, cases, args.steps, args.warmup, args.device)
-            except Exception as err:  # as for whole models: one broken backend keeps the rest
-                failed += 1
-                traceback.print_exc()
-                skipped.append({"backend": name, "reason": f"failed: {err}"})
+            point_rows += measured(
+                name, partial(bench_pointwise, name, cases, args.steps, args.warmup, args.device)
+            )
         if not point_rows:
             return _nothing_measured(args)
         print(report.pointwise_table(point_rows))
@@ -239,12 +248,7 @@ def run(args: argparse.Namespace) -> int:
                 how = "eager and compiled" if cfg.compiles(name) else "eager (no compiler)"
                 how += " train steps, "
             print(f"  measuring {name}: {', '.join(models)}, {how}round-robin ...", flush=True)
-            try:
-                results += bench_models(name, models, cfg)
-            except Exception as err:  # report and go on: one broken backend must not hide the rest
-                failed += 1
-                traceback.print_exc()
-                skipped.append({"backend": name, "reason": f"failed: {err}"})
+            results += measured(name, partial(bench_models, name, models, cfg))
         if not results:
             return _nothing_measured(args)
         print(report.model_table(results))
@@ -276,4 +280,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             plot = partial(report.plot_models, args.plot, results, title)
         written &= write_output("bench", "--plot", args.plot, plot)
+    failed = any(s["reason"].startswith("failed:") for s in skipped)
     return 1 if failed or not written else 0
