@@ -55,6 +55,7 @@ from gpconv.core.pointwise import GroupedPointwise, deinterleave, interleave
 from gpconv.perf.pointwise import Case, kefficientnet_cases
 
 OVERHEAD_TARGET = 0.05
+# (model, min channels per group); None: an ungrouped model, which has no fused kPointwise to try
 NETWORKS = (("kefficientnet-b0", 16), ("efficientnet-b0", None))
 
 
@@ -231,7 +232,7 @@ def bench_cupy_networks(batches: tuple[int, ...], repeats: int, deadline: float)
     skips the rest once ``deadline`` (time.monotonic) has passed."""
     rows = []
     for model, m in NETWORKS:
-        arch = by_name(model, 10, m, 3)
+        arch = by_name(model, 10, m or 16, 3)  # efficientnet ignores the 16
         params = init_params(arch, seed=0, dtype=np.float32, xp=cp)
         for batch in batches:
             if time.monotonic() > deadline:
