@@ -232,6 +232,24 @@ def test_a_replaced_head_is_refused_before_anything_is_copied():
         export_params(model)
 
 
+def test_a_head_replaced_by_an_mlp_trains_and_still_checks_the_input_dtype():
+    """Swapping the classifier for an ``nn.Sequential`` (no ``.weight``) used to fail every
+    forward with AttributeError: the input dtype check read ``head.predictions.weight``."""
+    model = kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=0).eval()
+    torch.manual_seed(0)
+    model.head.predictions = torch.nn.Sequential(
+        torch.nn.Linear(1280, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)
+    )
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.forward_intermediates(x)["top"].mean(dim=(2, 3))  # global average pool
+        torch.testing.assert_close(model(x), model.head.predictions(features))
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 4])).backward()
+    assert model.head.predictions[0].weight.grad is not None
+    with pytest.raises(TypeError, match=r"Expected x.dtype=torch.float32 .*received x.dtype="):
+        model(x.double())
+
+
 def test_bad_parameter_containers_and_tensors():
     model = efficientnet_b0(num_classes=10, seed=0)
     params = export_params(model)

@@ -94,7 +94,9 @@ class EfficientNet(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"Expected floating-point images, received x.dtype={x.dtype}")
-        dtype = self.head.predictions.weight.dtype
+        # The stem conv is the layer x meets first (and the one a user is least likely to swap:
+        # a replaced head, e.g. an nn.Sequential, need not have a .weight).
+        dtype = self.stem.conv.weight.dtype
         if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(
                 f"Expected x.dtype={dtype} (the model's parameters; convert one with "
