@@ -126,6 +126,15 @@ def require_rate(name: str, value: Any) -> float:
     return value
 
 
+def require_fraction(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising unless it is a real number in ``[0, 1]`` (a BN
+    momentum: 1 freezes the moving statistics, 0 replaces them by each batch's)."""
+    value = _as_real(name, value)
+    if not 0.0 <= value <= 1.0:  # also false for NaN
+        raise ValueError(f"Expected 0 <= {name} <= 1, received {name}={value}")
+    return value
+
+
 def require_nonnegative(name: str, value: Any) -> float:
     """Return ``value`` as a float, raising unless it is a finite real number >= 0."""
     value = _as_real(name, value)

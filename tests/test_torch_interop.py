@@ -26,6 +26,7 @@ from gpconv.backends.torch import (  # noqa: E402
     Interleave,
     KerasBatchNorm2d,
     KerasConv2d,
+    KPointwise,
     build,
     efficientnet_b0,
     export_params,
@@ -175,6 +176,39 @@ def test_grouped_pointwise_refuses_another_channel_count_in_every_impl(impl):
 def test_grouped_pointwise_groups_must_be_a_positive_int(groups):
     with pytest.raises((TypeError, ValueError), match="groups"):
         GroupedPointwise2d(8, 8, groups=groups)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: GroupedPointwise2d(8, 6, groups=4), ValueError, "groups=4 to divide cout=6"),
+        (lambda: GroupedPointwise2d(6, 8, groups=4), ValueError, "groups=4 to divide cin=6"),
+        (lambda: KPointwise((32, 16, 2)), TypeError, "spec to be a .*KPointwiseSpec.*tuple"),
+        (lambda: KerasBatchNorm2d(4, momentum=1.5), ValueError, "0 <= momentum <= 1.*=1.5"),
+        (lambda: KerasBatchNorm2d(4, momentum=-0.1), ValueError, "0 <= momentum <= 1.*=-0.1"),
+        (lambda: KerasBatchNorm2d(4, eps=-1e-3), ValueError, "eps >= 0 .*received eps=-0.001"),
+        (lambda: KerasBatchNorm2d(0), ValueError, "num_features >= 1, received num_features=0"),
+        (lambda: KerasBatchNorm2d(4.0), TypeError, "num_features to be an int, received float"),
+    ],
+)
+def test_bad_layer_arguments_are_named(make, error, message):
+    """These gave torch's messages without the numbers (the divisibility), an AttributeError
+    (a tuple spec), or were accepted: momentum 1.5 makes every moving statistic grow
+    geometrically, and KerasBatchNorm2d(0) built a layer no input fits."""
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_keras_batchnorm_momentum_bounds_keep_or_replace_the_statistics():
+    """Momentum 1 freezes the moving statistics and 0 replaces them by the batch's (biased
+    variance, Keras's rule), so both ends of the accepted range stay valid."""
+    x = torch.randn(5, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    frozen, replaced = KerasBatchNorm2d(3, momentum=1).train(), KerasBatchNorm2d(3, momentum=0)
+    frozen(x), replaced.train()(x)
+    assert torch.equal(frozen.running_mean, torch.zeros(3))
+    assert torch.equal(frozen.running_var, torch.ones(3))
+    torch.testing.assert_close(replaced.running_mean, x.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(replaced.running_var, x.var(dim=(0, 2, 3), correction=0))
 
 
 def test_models_build_on_the_meta_device():

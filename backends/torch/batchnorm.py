@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core._validate import require_fraction, require_nonnegative, require_positive_int
 from ...core.ops.normalization import EPSILON, MOMENTUM
 
 
@@ -27,9 +28,9 @@ class KerasBatchNorm2d(nn.Module):
 
     def __init__(self, num_features: int, eps: float = EPSILON, momentum: float = MOMENTUM) -> None:
         super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
+        self.num_features = require_positive_int("num_features", num_features)
+        self.eps = require_nonnegative("eps", eps)
+        self.momentum = require_fraction("momentum", momentum)
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core._validate import require_positive_int
+from ...core._validate import require_divides, require_positive_int
 from ...core.pointwise import KPointwiseSpec
 from .batchnorm import KerasBatchNorm2d
 from .eager import channel_shuffle
@@ -116,7 +116,10 @@ class GroupedPointwise2d(nn.Conv2d):
         self, cin: int, cout: int, groups: int = 1, bias: bool = False, impl: str = DEFAULT_IMPL
     ) -> None:
         cin, cout = require_positive_int("cin", cin), require_positive_int("cout", cout)
-        super().__init__(cin, cout, 1, groups=require_positive_int("groups", groups), bias=bias)
+        groups = require_positive_int("groups", groups)
+        require_divides(groups, cin, "cin")  # nn.Conv2d's own message names neither number
+        require_divides(groups, cout, "cout")
+        super().__init__(cin, cout, 1, groups=groups, bias=bias)
         self.impl = _check_impl(impl)
 
     def extra_repr(self) -> str:
@@ -192,6 +195,11 @@ class KPointwise(nn.Module):
 
     def __init__(self, spec: KPointwiseSpec, impl: str = DEFAULT_IMPL) -> None:
         super().__init__()
+        if not isinstance(spec, KPointwiseSpec):
+            raise TypeError(
+                "Expected spec to be a gpconv.core.pointwise.KPointwiseSpec (e.g. "
+                f"KPointwiseSpec(cin, cout, groups)), received {type(spec).__name__} {spec!r}"
+            )
         self.spec = spec
         self.conv = GroupedPointwise2d(spec.cin, spec.cout, spec.groups, spec.bias, impl)
         self.bn = KerasBatchNorm2d(spec.cout) if spec.bn else None

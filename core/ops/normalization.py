@@ -14,6 +14,7 @@ from .._validate import (
     namespace,
     require_dim,
     require_float,
+    require_fraction,
     require_min_ndim,
     require_nonnegative,
     require_same_shape,
@@ -103,8 +104,7 @@ class BatchNorm:
     ) -> tuple[Any, Any]:
         """New ``(moving_mean, moving_variance)`` after a training step, Keras's update rule:
         ``moving = momentum * moving + (1 - momentum) * batch``, ``0 <= momentum <= 1``."""
-        if require_nonnegative("momentum", momentum) > 1.0:
-            raise ValueError(f"Expected 0 <= momentum <= 1, received momentum={momentum}")
+        require_fraction("momentum", momentum)
         for name, a in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
             require_same_shape(name, a, tuple(cache["batch_mean"].shape), "channels of forward")
         if not cache["training"]:
