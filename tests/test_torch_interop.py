@@ -227,6 +227,10 @@ def test_torchvision_constructor_options():
     np.testing.assert_allclose(rates, expected)
     default = core_arch.efficientnet("b0", 10)
     assert efficientnet_b0(num_classes=10, seed=0).arch == default
+    # torchvision's keyword-only pair; without weights the download bar has nothing to show.
+    assert efficientnet_b0(num_classes=10, weights=None, progress=False, seed=0).arch == default
+    with pytest.raises(TypeError, match="progress to be True or False, received str 'no'"):
+        efficientnet_b0(progress="no")
     with pytest.raises(ValueError, match="weights=None.*received weights='IMAGENET1K_V1'"):
         efficientnet_b0(weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match="0 <= dropout < 1, received dropout=1.5"):

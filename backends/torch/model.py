@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ...core import arch as core_arch
-from ...core._validate import require_rate
+from ...core._validate import require_bool, require_rate
 from ...core.arch import Architecture, require_arch
 from ...core.params import init_params
 from .blocks import Head, MBConv, Stem
@@ -142,13 +142,16 @@ def configured(
     dropout: float | None = None,
     stochastic_depth_prob: float | None = None,
     weights: None = None,
+    progress: bool = True,
     **kwargs: Any,
 ) -> EfficientNet:
     """The module of ``arch`` with torchvision's constructor options: ``dropout`` (the head's
     rate), ``stochastic_depth_prob`` (the drop-connect rate, block ``b`` of ``n`` dropping with
     ``p * b / n`` as torchvision and Keras do), both defaulting to the architecture's (Keras's);
     ``weights`` must be None (no pretrained weights ship, nothing is downloaded: load canonical
-    ones with ``load_file``). Other ``kwargs`` go to ``EfficientNet``."""
+    ones with ``load_file``), so ``progress`` (a download bar) has no effect. Other ``kwargs``
+    go to ``EfficientNet``."""
+    require_bool("progress", progress)  # accepted as torchvision's constructors accept it
     if weights is not None:
         raise ValueError(
             "Expected weights=None: gpconv ships no pretrained weights and downloads nothing "
