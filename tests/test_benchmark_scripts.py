@@ -1,0 +1,53 @@
+"""The CPU scripts under benchmarks/ still run against the current API.
+
+They are not imported by anything else, so an API change can break one unnoticed until someone
+needs its figures (the CuPy script once timed no network until a GPU run noticed). Each runs
+here at its smallest setting, in a subprocess as a user runs it, and must exit 0 and write JSON.
+The timings themselves are not checked: they belong in benchmark runs, not tests. The two
+whole-network train-step scripts (about a minute each at their smallest) are left to `gpconv
+bench`'s tests, which cover the same timing code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+SCRIPTS = [
+    ("bench_numpy_pointwise.py", ["--repeats", "1", "--threads", "1"], None),
+    ("bench_numpy_network.py", ["--repeats", "1", "--batch", "2", "--threads", "1"], None),
+    ("bench_torch_pointwise.py", ["--repeats", "1", "--threads", "1"], "torch"),
+    ("bench_torch_shuffle.py", ["--repeats", "1", "--threads", "1"], "torch"),
+    (
+        "bench_tf_pointwise.py",
+        ["--batch", "2", "--size", "8", "--reps", "1", "--keras-reps", "0"],
+        "tensorflow",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("script", "args", "framework"), SCRIPTS, ids=[s[0] for s in SCRIPTS])
+def test_benchmark_script_runs_and_writes_json(script, args, framework, tmp_path):
+    if framework is not None:
+        pytest.importorskip(framework)
+    out = tmp_path / "figures.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, (
+        f"{script} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    )
+    figures = json.loads(out.read_text())
+    assert figures, f"{script} wrote empty JSON"
