@@ -429,6 +429,51 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
     assert_close("SoftmaxCrossEntropy.forward", "loss", loss, np.log(2.0) / 2, {"logits": "+-1000"})
 
 
+def test_softmax_cross_entropy_of_a_class_with_probability_zero():
+    # softmax([0, -inf]) = [1, 0] exactly, so label 0 costs -log 1 = 0 and the gradient is
+    # [1, 0] - [1, 0] = 0 (torch.nn.functional.cross_entropy gives 0 too). The same -inf
+    # log-probability arises from finite float16 logits whose spread overflows (1.2e5 > 65504).
+    for logits in (
+        np.array([[0.0, -np.inf]]),
+        np.array([[0.0, -np.inf]], np.float32),
+        np.array([[6e4, 0.0, -6e4]], np.float16),
+    ):
+        with np.errstate(over="ignore"):
+            loss, cache = SoftmaxCrossEntropy.forward(logits, np.array([0]))
+        dlogits, _ = SoftmaxCrossEntropy.backward(cache)
+        assert loss == 0.0 and loss.dtype == logits.dtype, (
+            f"SoftmaxCrossEntropy.forward(logits={logits.tolist()}, labels=[0]) = {loss!r}, "
+            f"but should be 0 of dtype {logits.dtype}"
+        )
+        assert np.array_equal(dlogits, np.zeros_like(logits)), (
+            f"SoftmaxCrossEntropy.backward dlogits={dlogits.tolist()}, but should be zeros "
+            f"[logits={logits.tolist()}, labels=[0]]"
+        )
+
+
+@pytest.mark.parametrize(
+    "dloss", [np.float64(2.0), np.int64(2), np.array(2.0), np.array(2.0, np.float16), 2]
+)
+def test_softmax_cross_entropy_backward_keeps_the_logits_dtype(dloss):
+    # NumPy scalars and 0-d arrays are not "weak" under NEP 50: multiplying float32 gradients by
+    # np.float64(2) used to make them float64 and so every gradient of the network behind it.
+    logits = normal(3, 4).astype(np.float32)
+    labels = np.array([0, 3, 1])
+    _, cache = SoftmaxCrossEntropy.forward(logits, labels)
+    dlogits, _ = SoftmaxCrossEntropy.backward(cache, dloss)
+    z = logits.astype(np.float64)
+    softmax = np.exp(z - z.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    expected = 2.0 * (softmax - np.eye(4)[labels]) / 3
+    assert dlogits.dtype == np.float32, (
+        f"SoftmaxCrossEntropy.backward(dloss={dloss!r}).dtype={dlogits.dtype}, "
+        "but should be float32 (the logits' dtype)"
+    )
+    assert_close(
+        "SoftmaxCrossEntropy.backward", "dlogits", dlogits, expected, {"dloss": dloss}, tol=1e-6
+    )
+
+
 def test_ops_preserve_float32():
     x = normal(2, 5, 5, 3).astype(np.float32)
     k = normal(3, 3, 3, 4).astype(np.float32)
@@ -676,6 +721,12 @@ BAD_INPUT = [
         lambda: SoftmaxCrossEntropy.forward(np.ones((2, 3), int), np.array([0, 1])),
         TypeError,
         ["logits.dtype=int64"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(K=0)",
+        lambda: SoftmaxCrossEntropy.forward(np.ones((2, 0)), np.array([0, 0])),
+        ValueError,
+        ["logits.shape[1] >= 1", "logits.shape=(2, 0)"],
     ),
     (
         "SoftmaxCrossEntropy.backward(dloss vector)",
