@@ -22,6 +22,7 @@ from ._validate import (
     make_rng,
     namespace,
     require_binary,
+    require_bool,
     require_float,
     require_ndim,
     require_nonnegative,
@@ -277,6 +278,7 @@ def forward(
             f"Expected x.shape[-1] == {arch.stem.cin} (channels-last images), "
             f"received x.shape={tuple(x.shape)}"
         )
+    training = require_bool("training", training)
     rng = make_rng("rng", rng, generator_ok=True, none_ok=True)
     if masks is not None:
         _check_masks(arch, masks, x.shape[0])

@@ -14,6 +14,7 @@ Channels-last throughout: any ``(..., C)`` array, usually ``(N, H, W, C)``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -381,6 +382,7 @@ class KPointwise:
         spec: KPointwiseSpec, params: dict, x: Any, training: bool = False
     ) -> tuple[Any, dict]:
         check_kpointwise_inputs(spec, params, x)
+        training = require_bool("training", training)
         y1, c1 = _conv_bn_act(spec, params, x, "conv", "bn", training)
         z = interleave(y1, spec.groups) if spec.interleaves else y1
         cache: dict = {"spec": spec, "c1": c1, "y_shape": tuple(y1.shape)}
@@ -407,10 +409,18 @@ class KPointwise:
         return dx, grads
 
 
-def check_kpointwise_inputs(spec: KPointwiseSpec, params: dict, x: Any) -> None:
-    """Validate a kPointwise call: ``x`` an array ``(..., spec.cin)``, and one ``ValueError``
-    listing every missing, unexpected or mis-shaped parameter of ``spec``. Shared with other
-    implementations of the layer (the CuPy fused one) so that bad input fails identically."""
+def check_kpointwise_inputs(spec: KPointwiseSpec, params: Mapping[str, Any], x: Any) -> None:
+    """Validate a kPointwise call before any computation: ``spec`` a ``KPointwiseSpec``, ``x``
+    a floating array ``(..., spec.cin)``, one ``ValueError`` listing every missing, unexpected or
+    mis-shaped parameter of ``spec``, and every parameter a floating array of ``x``'s library
+    (errors name it, e.g. ``params['bn2/gamma']``). Shared with other implementations of the
+    layer (the CuPy fused one) so that bad input fails identically."""
+    if not isinstance(spec, KPointwiseSpec):
+        raise TypeError(f"Expected spec to be a KPointwiseSpec, received {type(spec).__name__}")
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"Expected params to be a dict {{name: array}}, received {type(params).__name__}"
+        )
     namespace(x, names=("x",))
     if x.ndim < 1 or x.shape[-1] != spec.cin:
         raise ValueError(
@@ -420,6 +430,10 @@ def check_kpointwise_inputs(spec: KPointwiseSpec, params: dict, x: Any) -> None:
     problems = shape_problems(spec.param_shapes(), params)
     if problems:
         raise ValueError(f"Parameters do not match {spec}: " + "; ".join(problems))
+    names = ("x",) + tuple(f"params[{k!r}]" for k in params)
+    xp = namespace(x, *params.values(), names=names)
+    for name, a in zip(names, (x, *params.values())):
+        require_float(xp, name, a)
 
 
 def _moving_stats(spec: KPointwiseSpec, params: dict, cache: dict) -> dict:

@@ -310,7 +310,19 @@ MIXED = [
             random_kpointwise_params(KPointwiseSpec(4, 4, 2), np.random.default_rng(0)),
             S(r(2, 4)),
         ),
-        ["x:", "kernel:"],
+        ["x:", "params['conv/kernel']:"],
+    ),
+    (
+        "KPointwise.forward(one strict parameter)",
+        lambda: KPointwise.forward(
+            KPointwiseSpec(4, 4, 2),
+            {
+                **random_kpointwise_params(KPointwiseSpec(4, 4, 2), np.random.default_rng(0)),
+                "bn2/gamma": S(ONES4),
+            },
+            r(2, 4),
+        ),
+        ["x:", "params['bn2/gamma']:"],
     ),
     (
         "Conv2D.backward(numpy cache, strict dy)",

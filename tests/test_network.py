@@ -374,6 +374,9 @@ def test_network_bad_input():
         "block1a_dwconv/kernel: expected shape (3, 3, 32, 1), received shape (5, 5, 32, 1)",
     ):
         assert fragment in msg, f"network.forward(bad params) raised {msg!r}, missing {fragment!r}"
+    # A truthy string would silently select training mode (batch statistics, dropout).
+    with pytest.raises(TypeError, match=r"training to be True or False, received str 'False'"):
+        network.forward(arch, params, x, training="False")
     _, cache = network.forward(arch, params, x)
     with pytest.raises(ValueError, match=r"dy.shape=\(2, 3\).*received dy.shape=\(3, 3\)"):
         network.backward(cache, np.ones((3, 3)))

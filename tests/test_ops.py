@@ -787,6 +787,12 @@ BAD_INPUT = [
         ["eps to be a real number", "'1e-3'"],
     ),
     (
+        "BatchNorm.forward(training='False')",
+        lambda: BatchNorm.forward(X4, ONES3, ONES3, ONES3, ONES3, training="False"),
+        TypeError,
+        ["training to be True or False", "str 'False'"],
+    ),
+    (
         "BatchNorm.updated_moving_stats(momentum=1.5)",
         lambda: BatchNorm.updated_moving_stats(
             ONES3, ONES3, BatchNorm.forward(X4, ONES3, ONES3, ONES3, ONES3, True)[1], 1.5

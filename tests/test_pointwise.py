@@ -510,6 +510,39 @@ BAD = [
         ["kernel.shape[2] >= 1", "kernel.shape=(1, 1, 0, 8)"],
     ),
     (
+        "KPointwise.forward(spec a dict)",
+        lambda: KPointwise.forward({"cin": 8, "cout": 8}, {}, X),
+        TypeError,
+        ["spec to be a KPointwiseSpec", "received dict"],
+    ),
+    (
+        "KPointwise.forward(params a list)",
+        lambda: KPointwise.forward(KPointwiseSpec(8, 8, 1, bn=False), [np.ones((1, 1, 8, 8))], X),
+        TypeError,
+        ["params to be a dict", "received list"],
+    ),
+    (
+        "KPointwise.forward(int bn2/gamma)",
+        lambda: KPointwise.forward(
+            KPointwiseSpec(8, 8, 2),
+            {
+                **random_kpointwise_params(KPointwiseSpec(8, 8, 2), np.random.default_rng(0)),
+                "bn2/gamma": np.ones(8, int),
+            },
+            X,
+        ),
+        TypeError,
+        ["params['bn2/gamma'] to have a real floating dtype", "dtype=int64"],
+    ),
+    (
+        "KPointwise.forward(training='no')",
+        lambda: KPointwise.forward(
+            KPointwiseSpec(8, 8, 1, bn=False), {"conv/kernel": np.ones((1, 1, 8, 8))}, X, "no"
+        ),
+        TypeError,
+        ["training to be True or False", "str 'no'"],
+    ),
+    (
         "Interleave.backward(bool dy)",
         lambda: Interleave.backward(Interleave.forward(X, 2)[1], np.ones(X.shape, bool)),
         TypeError,

@@ -12,6 +12,7 @@ from typing import Any
 from .._validate import (
     check_dy,
     namespace,
+    require_bool,
     require_dim,
     require_float,
     require_fraction,
@@ -54,6 +55,7 @@ class BatchNorm:
         require_min_ndim("x", x, 2, "(N, ..., C)")
         require_float(xp, "x", x)
         eps = require_nonnegative("eps", eps)
+        training = require_bool("training", training)
         c = x.shape[-1]
         for name, a in zip(names[1:], arrays[1:]):
             if a.ndim != 1:
