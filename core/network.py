@@ -41,6 +41,7 @@ from .ops import (
     SoftmaxCrossEntropy,
     Swish,
 )
+from .ops.loss import check_labels
 from .params import init_params, sub_params, validate_params
 from .pointwise import KPointwise
 
@@ -329,8 +330,12 @@ def loss_and_grads(
 ) -> dict:
     """Forward, softmax cross-entropy and backward in one call.
 
-    Returns ``{"loss", "logits", "grads", "dx", "moving_stats"}``.
+    Returns ``{"loss", "logits", "grads", "dx", "moving_stats"}``. ``labels`` ``(N,)`` are
+    integers in ``[0, num_classes)``, checked before the forward pass.
     """
+    xp = namespace(x, labels, names=("x", "labels"))
+    require_ndim("x", x, 4, "(N, H, W, C)")
+    check_labels(xp, labels, x.shape[0], require_arch(arch).num_classes)
     logits, cache = forward(arch, params, x, training=training, masks=masks, rng=rng)
     loss, c_loss = SoftmaxCrossEntropy.forward(logits, labels)
     dlogits, _ = SoftmaxCrossEntropy.backward(c_loss)

@@ -384,6 +384,31 @@ def test_network_bad_input():
         network.forward(arch, params, x, training=True, masks={"top_dropout": np.ones((2, 5))})
 
 
+@pytest.mark.parametrize(
+    ("labels", "exc", "fragment"),
+    [
+        (np.array([0, 3]), ValueError, "labels in [0, 3), received values in [0, 3]"),
+        (np.array([0.0, 1.0]), TypeError, "labels.dtype=float64"),
+        (np.array([0, 1, 2]), ValueError, "labels.shape=(2,), received labels.shape=(3,)"),
+    ],
+)
+def test_loss_and_grads_checks_labels_before_the_forward_pass(monkeypatch, labels, exc, fragment):
+    arch = tiny_architecture()
+    assert arch.num_classes == 3
+    params, x = random_network_params(arch), images(2, 8)
+
+    def forward(*args, **kwargs):
+        raise AssertionError("network.forward ran before the labels were checked")
+
+    monkeypatch.setattr(network, "forward", forward)
+    with pytest.raises(exc) as info:
+        network.loss_and_grads(arch, params, x, labels)
+    assert fragment in str(info.value), (
+        f"network.loss_and_grads(labels={labels.tolist()}) raised {info.value!r}, "
+        f"which does not mention {fragment!r}"
+    )
+
+
 def test_unknown_mask_names_are_rejected_and_the_valid_ones_listed():
     # A misspelt site used to be ignored silently, so the "deterministic" run drew a random mask.
     arch = tiny_architecture()
