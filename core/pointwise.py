@@ -202,8 +202,9 @@ def check_grouped_pointwise(
 class GroupedPointwise:
     """Grouped 1×1 convolution: ``y[..., g*Co + o] = sum_i x[..., g*Ci + i] * W[g, i, o] + b``.
 
-    Shapes: x ``(..., Cin)``, kernel ``(1, 1, Cin/G, Cout)`` (Keras layout; output channel
-    ``g*Co + o`` is column ``g*Co + o``), bias ``(Cout,)``; ``G = Cin / kernel.shape[2]``.
+    Shapes: x ``(..., Cin)``, kernel ``(1, 1, Ci, Cout)`` (Keras layout) with ``Ci = Cin/G``,
+    ``Co = Cout/G``, so ``W[g, i, o] = kernel[0, 0, i, g*Co + o]``; bias ``(Cout,)``;
+    ``G = Cin / kernel.shape[2]`` unless ``groups`` is given.
     Computed as a batched matmul over groups, ``(G, M, Ci) @ (G, Ci, Co)``, on blocks of the
     ``M`` rows (see ``ROW_BLOCK_BYTES``).
 
@@ -290,12 +291,14 @@ class KPointwiseSpec:
 
     @property
     def interleaves(self) -> bool:
-        """Step 3: interleave when grouped and each group has more than one output channel."""
+        """DESIGN.md §1 step 3: interleave when grouped and each group has more than one
+        output channel."""
         return self.groups > 1 and self.cout // self.groups > 1
 
     @property
     def has_second_conv(self) -> bool:
-        """Step 4: a second grouped conv plus residual when grouped and ``cin >= cout``."""
+        """DESIGN.md §1 step 4: a second grouped conv plus residual when grouped and
+        ``cin >= cout``."""
         return self.groups > 1 and self.cin >= self.cout
 
     def param_shapes(self) -> dict[str, tuple[tuple[int, ...], bool]]:
@@ -362,11 +365,12 @@ def _conv_bn_act_backward(
 
 
 class KPointwise:
-    """kPointwise (DESIGN.md §1), channels-last ``(..., Cin) -> (..., Cout)``:
+    """kPointwise (DESIGN.md §1), channels-last ``(..., Cin) -> (..., Cout)``, in its steps:
 
-    1. ``y1 = act(BN(gconv_G(x)))`` (with ``G == 1`` this is the whole layer);
-    2. ``z = interleave(y1, G)`` if ``Cout // G > 1`` else ``y1``;
-    3. ``out = act(BN(gconv2_G(z))) + y1`` if ``Cin >= Cout`` else ``z`` — the residual adds the
+    1. ``G == 1``: ``out = act(BN(conv(x)))``, a plain 1×1 conv; nothing else.
+    2. ``G > 1``: ``y1 = act(BN(gconv_G(x)))``;
+    3. ``z = interleave(y1, G)`` if ``Cout // G > 1`` else ``y1``;
+    4. ``out = act(BN(gconv2_G(z))) + y1`` if ``Cin >= Cout`` else ``z`` — the residual adds the
        *non-interleaved* ``y1``.
 
     Backward, in reverse: ``dy`` reaches ``y1`` twice when there is a second conv — directly

@@ -32,7 +32,8 @@ class Sigmoid:
 
 
 class Swish:
-    """``y = x * sigmoid(x)``; backward ``dx = dy * s * (1 + x * (1 - s))``, ``s = sigmoid(x)``."""
+    """``y = x * sigmoid(x)``; backward ``dx = dy * s * (1 + x * (1 - s))``, ``s = sigmoid(x)``.
+    Any shape. ``swish(-inf)`` is NaN (``-inf * 0``), as in ``torch.nn.functional.silu``."""
 
     @staticmethod
     def forward(x: Any) -> tuple[Any, dict]:

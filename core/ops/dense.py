@@ -22,11 +22,12 @@ class Dense:
         require_float(xp, "x", x)
         require_float(xp, "kernel", kernel)
         require_dim("kernel", kernel, 0, x.shape[1], "input features, x.shape[1]")
-        y = x @ kernel
         if bias is not None:
             require_ndim("bias", bias, 1, "(Cout,)")
             require_float(xp, "bias", bias)
             require_dim("bias", bias, 0, kernel.shape[1], "output features, kernel.shape[1]")
+        y = x @ kernel
+        if bias is not None:
             y = y + bias
         return y, {
             "x": x,

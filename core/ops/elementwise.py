@@ -16,7 +16,8 @@ from .._validate import (
 
 
 class Add:
-    """``y = a + b`` (same shape); backward sends ``dy`` to both: ``(da, db) = (dy, dy)``."""
+    """``y = a + b`` (same shape); backward sends ``dy`` to both: ``(da, db) = (dy, dy)``, the
+    caller's ``dy`` itself, twice (no copies)."""
 
     @staticmethod
     def forward(a: Any, b: Any) -> tuple[Any, dict]:
@@ -62,10 +63,10 @@ class Dropout:
 
     The mask broadcasts against x: ``x.shape`` for dropout, ``(N, 1, 1, 1)`` for drop-connect
     (stochastic depth per sample, as Keras's ``Dropout(noise_shape=(None, 1, 1, 1))``).
-    Backward: ``dx = dy * mask / (1 - rate)``. ``mask=None`` is the identity (inference), and
-    so is ``rate == 0``, which ignores ``mask`` (one set of masks then serves an architecture and
-    its ``without_dropout`` copy). ``rate`` is a real number in ``[0, 1)``; ``mask`` holds only
-    0s and 1s (bool or any dtype).
+    Backward: ``dx = dy * mask / (1 - rate)``. ``mask=None`` is the identity (inference; ``x``
+    and ``dy`` are returned as they are), and so is ``rate == 0``, which ignores ``mask`` (one
+    set of masks then serves an architecture and its ``without_dropout`` copy). ``rate`` is a
+    real number in ``[0, 1)``; ``mask`` holds only 0s and 1s (bool or any dtype).
     """
 
     @staticmethod

@@ -26,14 +26,16 @@ MOMENTUM = 0.99
 
 
 class BatchNorm:
-    """``y = gamma * (x - mu) / sqrt(var + eps) + beta`` over the last (channel) axis.
+    """``y = gamma * (x - mu) / sigma + beta`` with ``sigma = sqrt(var + eps)``, per channel.
 
     Shapes: x ``(N, ..., C)`` (``(N, H, W, C)`` or ``(N, C)``), gamma/beta/moving stats ``(C,)``.
-    Training uses the batch mean and biased batch variance; inference the moving statistics.
+    Training uses the batch mean ``mu`` and biased batch variance ``var = mean((x - mu)**2)``,
+    each reduced over every axis but the last (``m = N*H*W`` elements per channel for
+    ``(N, H, W, C)``); inference uses the moving statistics.
     An empty batch has no statistics: it is normalised as in inference (moving stats unchanged).
 
-    Backward (training), with ``xhat = (x - mu) / sigma`` and ``m`` elements per channel:
-    ``dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))``,
+    Backward (training), with ``xhat = (x - mu) / sigma`` and sums/means over the same ``m``
+    elements per channel: ``dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))``,
     ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)``.
     Backward (inference): the statistics are constants, so ``dx = gamma / sigma * dy``.
     """

@@ -12,7 +12,7 @@ class GlobalAveragePool:
     ``(N, 1, 1, C)`` with ``keepdims=True`` (the squeeze of squeeze-excite).
 
     Backward: every position receives an equal share, ``dx[n,h,w,c] = dy[n,c] / (H*W)``, returned
-    as a writable array of its own (not a broadcast view), like every other op's gradient.
+    as a writable array of its own, not a read-only broadcast view.
     """
 
     @staticmethod
