@@ -238,7 +238,7 @@ class GroupedPointwise:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "GroupedPointwise")
+        check_dy(cache["y_shape"], dy, "GroupedPointwise", like=cache["x2"])
         x2, w = cache["x2"], cache["w"]
         xp = namespace(x2, dy)
         groups, _, co = w.shape

@@ -357,3 +357,41 @@ def test_mixed_array_libraries_are_a_type_error(call, thunk, names):
 def test_strict_integer_input_is_a_type_error():
     with pytest.raises(TypeError, match=r"x.dtype=.*int64"):
         Swish.forward(xs.asarray([1, 2, 3]))
+
+
+BACKWARD_MIXED = [
+    ("Sigmoid", lambda: Sigmoid.forward(r(2, 4)), Sigmoid.backward),
+    ("Swish", lambda: Swish.forward(r(2, 4)), Swish.backward),
+    ("Dropout", lambda: Dropout.forward(r(2, 4), np.ones((2, 1)), 0.5), Dropout.backward),
+    (
+        "BatchNorm",
+        lambda: BatchNorm.forward(r(2, 4), ONES4, ONES4, ONES4, ONES4, True),
+        BatchNorm.backward,
+    ),
+    (
+        "ChannelScale",
+        lambda: ChannelScale.forward(r(2, 3, 3, 4), r(2, 1, 1, 4)),
+        ChannelScale.backward,
+    ),
+    ("Dense", lambda: Dense.forward(r(2, 3), r(3, 4)), Dense.backward),
+    (
+        "GroupedPointwise",
+        lambda: GroupedPointwise.forward(r(2, 4), r(1, 1, 2, 4), groups=2),
+        GroupedPointwise.backward,
+    ),
+    ("Conv2D", lambda: Conv2D.forward(r(1, 4, 4, 2), r(3, 3, 2, 2)), Conv2D.backward),
+]
+
+
+@pytest.mark.parametrize(
+    ("op", "forward", "backward"), BACKWARD_MIXED, ids=[b[0] for b in BACKWARD_MIXED]
+)
+def test_backward_names_dy_of_another_library(op, forward, backward):
+    # Sigmoid/Swish/Dropout used to fail inside the multiply with array-api-strict's
+    # "Expected Array or Python scalar"; the others named dy "arg1".
+    y, cache = forward()
+    with pytest.raises(TypeError) as info:
+        backward(cache, S(np.ones(y.shape)))
+    msg = str(info.value)
+    for fragment in ("different libraries", f"{op}.forward's arrays: numpy", "dy: array_api"):
+        assert fragment in msg, f"{op}.backward(strict dy) raised {msg!r}, missing {fragment!r}"

@@ -27,7 +27,7 @@ class Sigmoid:
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
         y = cache["y"]
-        check_dy(tuple(y.shape), dy, "Sigmoid")
+        check_dy(tuple(y.shape), dy, "Sigmoid", like=y)
         return dy * y * (1.0 - y), {}
 
 
@@ -45,7 +45,7 @@ class Swish:
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
         x, s = cache["x"], cache["s"]
-        check_dy(tuple(x.shape), dy, "Swish")
+        check_dy(tuple(x.shape), dy, "Swish", like=x)
         return dy * s * (1.0 + x * (1.0 - s)), {}
 
 

@@ -140,7 +140,7 @@ class Conv2D:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "Conv2D")
+        check_dy(cache["y_shape"], dy, "Conv2D", like=cache["xpad"])
         xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
         xp = namespace(xpad, dy)
         k = kernel.shape[0]
@@ -186,7 +186,7 @@ class DepthwiseConv2D:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "DepthwiseConv2D")
+        check_dy(cache["y_shape"], dy, "DepthwiseConv2D", like=cache["xpad"])
         xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
         xp = namespace(xpad, dy)
         k = kernel.shape[0]

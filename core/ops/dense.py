@@ -38,7 +38,7 @@ class Dense:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "Dense")
+        check_dy(cache["y_shape"], dy, "Dense", like=cache["x"])
         x, kernel = cache["x"], cache["kernel"]
         xp = namespace(x, dy)
         grads = {"kernel": xp.matrix_transpose(x) @ dy}

@@ -53,7 +53,7 @@ class ChannelScale:
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[tuple[Any, Any], dict]:
         x, s = cache["x"], cache["s"]
-        check_dy(tuple(x.shape), dy, "ChannelScale")
+        check_dy(tuple(x.shape), dy, "ChannelScale", like=x)
         xp = namespace(x, dy)
         return (dy * s, xp.sum(dy * x, axis=(1, 2), keepdims=True)), {}
 
@@ -88,5 +88,5 @@ class Dropout:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "Dropout")
+        check_dy(cache["y_shape"], dy, "Dropout", like=cache["scale"])
         return (dy if cache["scale"] is None else dy * cache["scale"]), {}

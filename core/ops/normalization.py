@@ -89,7 +89,7 @@ class BatchNorm:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "BatchNorm")
+        check_dy(cache["y_shape"], dy, "BatchNorm", like=cache["xhat"])
         xhat, gamma, inv_std = cache["xhat"], cache["gamma"], cache["inv_std"]
         xp = namespace(xhat, dy)
         axes = tuple(range(dy.ndim - 1))
