@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..core.arch import Architecture
+from ..core.ops.loss import check_labels
 from ..core.pointwise import KPointwiseSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,15 +67,7 @@ def labels_in(labels: Any, n: int, classes: int) -> np.ndarray:
     """Class labels crossing the interface, checked: integers of shape ``(n,)`` in
     ``[0, classes)``, returned as int64 (never a silent cast of 1.7 to class 1)."""
     labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise ValueError(f"Expected labels of shape ({n},), received labels.shape={labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"Expected integer labels, received labels.dtype={labels.dtype}")
-    if n and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(
-            f"Expected labels in [0, {classes}), received values in "
-            f"[{labels.min()}, {labels.max()}]"
-        )
+    check_labels(np, labels, n, classes)
     return labels.astype(np.int64)
 
 
