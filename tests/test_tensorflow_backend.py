@@ -623,6 +623,48 @@ def test_layer_config_round_trip(layer):
     np.testing.assert_array_equal(clone(x), layer(x))
 
 
+def test_a_kpointwise_frozen_before_build_is_frozen_inside():
+    """Keras semantics (as ``BatchNormalization(trainable=False)``): no trainable weights, and
+    BN in inference mode even when called with ``training=True``. Its sub-layers are made in
+    ``build``, after ``trainable=False``, and used to come out trainable."""
+    layer = KPointwise(32, groups=4, trainable=False)
+    layer.build((None, 3, 3, 32))
+    assert layer.weights and not any(v.trainable for v in layer.weights)
+    x = tf.constant(np.random.default_rng(0).standard_normal((4, 3, 3, 32)) * 3 + 1, tf.float32)
+    stats = [v.numpy() for v in layer.non_trainable_weights]
+    np.testing.assert_array_equal(layer(x, training=True), layer(x, training=False))
+    for v, before in zip(layer.non_trainable_weights, stats, strict=True):
+        np.testing.assert_array_equal(v.numpy(), before, err_msg=v.path)
+
+
+# Keras's own saving code calls np.array on variables (a NumPy 2 deprecation inside Keras).
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.parametrize("rebuild", ["load_model", "clone_model"])
+def test_a_frozen_backbone_stays_frozen_after_load_or_clone(rebuild, tmp_path):
+    """Transfer learning: ``base.trainable = False`` + a new head. A saved-and-loaded (or
+    cloned) model used to list every KPointwise kernel among its trainable weights, so a fit
+    step changed the frozen backbone and its BN moving statistics."""
+    inputs = keras.Input((4, 4, 32))
+    base = keras.Model(inputs, KPointwise(32, groups=4, name="kp")(inputs), name="base")
+    base.trainable = False
+    x = keras.Input((4, 4, 32))
+    head = keras.layers.Dense(3, name="head")
+    model = keras.Model(x, head(keras.layers.GlobalAveragePooling2D()(base(x))))
+    assert [v.path for v in model.trainable_weights] == ["head/kernel", "head/bias"]
+    if rebuild == "load_model":
+        model.save(tmp_path / "frozen.keras")
+        model = keras.models.load_model(tmp_path / "frozen.keras")
+    else:
+        model = keras.models.clone_model(model)
+    assert [v.path for v in model.trainable_weights] == ["head/kernel", "head/bias"]
+    frozen = {v.path: v.numpy() for v in model.get_layer("base").weights}
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.standard_normal((4, 4, 4, 32)) * 3 + 1, np.array([0, 1, 2, 0]))
+    for v in model.get_layer("base").weights:
+        np.testing.assert_array_equal(v.numpy(), frozen[v.path], err_msg=v.path)
+
+
 def test_weights_file_argument(small_kmodel, tmp_path):
     from gpconv.core.params import save_params
 

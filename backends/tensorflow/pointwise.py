@@ -214,13 +214,21 @@ class KPointwise(keras.layers.Layer):
         out_shape = (*input_shape[:-1], self.filters)
         self.conv, self.bn = self._conv_bn("", input_shape, out_shape)
         self.interleave = (
-            InterleaveChannels(groups, name="interleave", dtype=self.dtype_policy)
+            InterleaveChannels(groups, name="interleave", **self._sublayer_kwargs())
             if spec.interleaves
             else None
         )
         self.conv2 = self.bn2 = None
         if spec.has_second_conv:
             self.conv2, self.bn2 = self._conv_bn("2", out_shape, out_shape)
+
+    def _sublayer_kwargs(self) -> dict[str, Any]:
+        """What each sub-layer inherits. ``trainable``: Keras propagates ``layer.trainable =
+        False`` only to sub-layers that exist, and a layer rebuilt from its config
+        (``load_model``, ``clone_model``, ``from_config``) is frozen *before* ``build`` makes
+        them, so they would come back trainable: their kernels in ``model.trainable_weights``
+        and their BN updating its moving statistics in ``fit``."""
+        return {"dtype": self.dtype_policy, "trainable": self.trainable}
 
     def _conv_bn(self, suffix: str, in_shape: tuple, out_shape: tuple):
         conv = GroupedPointwise(
@@ -231,12 +239,12 @@ class KPointwise(keras.layers.Layer):
             _fresh(self.kernel_initializer),
             _fresh(self.bias_initializer),
             name=f"conv{suffix}",
-            dtype=self.dtype_policy,
+            **self._sublayer_kwargs(),
         )
         conv.build(in_shape)
         bn = None
         if self.use_bn:  # Keras defaults are the method's: epsilon 1e-3, momentum 0.99
-            bn = FusedBatchNormalization(name=f"bn{suffix}", dtype=self.dtype_policy)
+            bn = FusedBatchNormalization(name=f"bn{suffix}", **self._sublayer_kwargs())
             bn.build(out_shape)
         return conv, bn
 
