@@ -771,6 +771,11 @@ def test_bad_layer_arguments_give_clear_errors():
         EfficientNetB0(input_shape=(32, 32, 1))
     with pytest.raises(ValueError, match="pooling"):
         EfficientNetB0(include_top=False, pooling="sum")
+    # The keras.applications argument is `classes`; core's name (num_classes) used to show.
+    with pytest.raises(ValueError, match=r"Expected classes >= 1, received classes=0"):
+        KEfficientNetB0(classes=0)
+    with pytest.raises(TypeError, match=r"Expected classes to be an int, received str '10'"):
+        EfficientNetB0(classes="10")
     with pytest.raises(ValueError, match=r"H and W >= 8 .*\(4, 4, 3\)"):
         KEfficientNetB0(input_shape=(4, 4, 3), classes=10)
     with pytest.raises(ValueError, match="kernel_size >= 1, received kernel_size=0"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ...core._validate import require_positive_int
 from ...core.arch import Architecture, efficientnet, kefficientnet
 from ...core.params import load_params as read_params
 from ._runtime import keras
@@ -66,6 +67,7 @@ def _efficientnet(variant: str) -> Constructor:
         impl: str = "auto",
         name: str | None = None,
     ) -> keras.Model:
+        require_positive_int("classes", classes)  # core would name it num_classes
         arch = efficientnet(variant, classes, skip_stride_cnt)
         return _finish(
             arch,
@@ -103,6 +105,7 @@ def _kefficientnet(variant: str) -> Constructor:
         impl: str = "auto",
         name: str | None = None,
     ) -> keras.Model:
+        require_positive_int("classes", classes)  # core would name it num_classes
         arch = kefficientnet(variant, classes, min_channels_per_group, skip_stride_cnt)
         return _finish(
             arch,
