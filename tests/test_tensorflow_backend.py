@@ -681,6 +681,26 @@ def test_weights_file_argument(small_kmodel, tmp_path):
     assert "predictions/kernel" not in export_params(headless)
 
 
+# Keras's own saving code calls np.array on variables (a NumPy 2 deprecation inside Keras);
+# a headless model loading a whole model's file warns that the classifier is skipped.
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:Skipping variable loading:UserWarning")
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_weights_argument_takes_keras_weight_files(small_kmodel, tmp_path, suffix):
+    """keras.applications loads ``weights=<path>`` with ``model.load_weights``: a file from
+    ``model.save_weights``/``model.save`` used to fail as 'not a valid safetensors file'."""
+    model, params = small_kmodel
+    path = tmp_path / f"k{suffix}"
+    model.save_weights(path) if suffix == ".weights.h5" else model.save(path)
+    kwargs = dict(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
+    for include_top in (True, False):
+        built = KEfficientNetB0(weights=str(path), include_top=include_top, **kwargs)
+        loaded = export_params(built)
+        assert len(loaded) == len(params) - 2 * (not include_top)  # no predictions/* headless
+        for k, v in loaded.items():
+            np.testing.assert_array_equal(v, params[k].astype(np.float32), err_msg=k)
+
+
 # --- tf.function / XLA ----------------------------------------------------------------------
 
 

@@ -15,8 +15,10 @@ input_shape, pooling, classes, classifier_activation``), then gpconv's (``skip_s
   ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
 * There is no rescaling layer inside: feed standardised images (per-channel mean 0, std 1, as
   ``gpconv train`` does), not raw ``[0, 255]`` pixels; and 3 channels (RGB), as the paper.
-* ``weights`` is ``None`` (fresh initialisation) or the path of a canonical safetensors file
-  (``core.params.save_params``); no ImageNet weights ship and nothing is downloaded.
+* ``weights`` is ``None`` (fresh initialisation), the path of a canonical safetensors file
+  (``core.params.save_params``), or, as keras.applications, a Keras ``.weights.h5``/``.keras``
+  file (``model.save_weights``/``model.save``), read by ``model.load_weights``; no ImageNet
+  weights ship and nothing is downloaded.
 * The pointwise convs are single ``KPointwise`` layers named after the canonical parameters
   (``block2a_expand``, ``top``), so keras.applications' ``*_expand_conv``/``top_activation``
   names do not exist; ``top`` is the last feature map.
@@ -35,6 +37,8 @@ from .models import build_model
 from .params import load_params
 
 Constructor = Callable[..., keras.Model]
+# Files that keras.Model.load_weights reads (model.save_weights / model.save writes them).
+KERAS_WEIGHTS_SUFFIXES = (".weights.h5", ".keras")
 
 
 def _finish(
@@ -42,11 +46,13 @@ def _finish(
 ) -> keras.Model:
     if isinstance(weights, str) and weights.lower() == "imagenet":
         raise ValueError(
-            "Expected weights=None or the path of a canonical safetensors file: gpconv ships no "
-            "ImageNet weights and downloads nothing, received weights='imagenet'"
+            "Expected weights=None or the path of a safetensors, .weights.h5 or .keras file: "
+            "gpconv ships no ImageNet weights and downloads nothing, received weights='imagenet'"
         )
     model = build_model(arch, include_top=include_top, **kwargs)
-    if weights is not None:
+    if str(weights).endswith(KERAS_WEIGHTS_SUFFIXES):  # keras.applications' way to take a path
+        model.load_weights(weights)
+    elif weights is not None:
         params = read_params(weights)
         if not include_top:  # the classifier's parameters have no layer to go to
             params = {k: v for k, v in params.items() if not k.startswith("predictions/")}
