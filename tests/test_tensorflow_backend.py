@@ -787,6 +787,11 @@ def test_bad_layer_arguments_give_clear_errors():
         InterleaveChannels(4).build((1, 2, 2, 6))
     with pytest.raises(ValueError, match="groups or min_channels_per_group"):
         KPointwise(8, min_channels_per_group=None)
+    # These used to name core's spec fields (cout=6, cin=6), and the first waited for build.
+    with pytest.raises(ValueError, match="groups=4 to divide filters=6"):
+        KPointwise(6, groups=4)
+    with pytest.raises(ValueError, match=r"groups=4 to divide input channels input_shape\[-1\]=6"):
+        KPointwise(8, groups=4).build((1, 2, 2, 6))
     with pytest.raises(ValueError, match="input_shape"):
         EfficientNetB0(input_shape=(32, 32, 1))
     with pytest.raises(ValueError, match="pooling"):

@@ -177,6 +177,8 @@ class KPointwise(keras.layers.Layer):
         if groups is None and min_channels_per_group is None:
             raise ValueError("KPointwise needs groups or min_channels_per_group, received neither")
         self.groups = None if groups is None else require_positive_int("groups", groups)
+        if self.groups is not None:  # as GroupedPointwise: now, naming the argument
+            require_divides(self.groups, self.filters, "filters")
         self.min_channels_per_group = (
             None
             if min_channels_per_group is None
@@ -205,6 +207,8 @@ class KPointwise(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         cin = _channels(input_shape, "KPointwise")
+        if self.groups is not None:  # else core's spec names it "cin", not the layer's input
+            require_divides(self.groups, cin, "input channels input_shape[-1]")
         _fix_channels(self, cin)
         groups = self.groups or group_count(cin, self.filters, self.min_channels_per_group)
         # The core spec decides the structure (interleave? second conv?): one rule, not two.
