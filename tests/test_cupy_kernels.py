@@ -27,6 +27,8 @@ from gpconv.conformance import cases, strategies
 from gpconv.conformance.checks import compare_kpointwise
 from gpconv.core.pointwise import GroupedPointwise, KPointwise, KPointwiseSpec
 
+REAL_LAUNCH = kernels.launch  # before the emulator fixture swaps it in for the module
+
 NEEDS_GXX = pytest.mark.skipif(
     shutil.which("g++") is None, reason="g++ not found: the CPU emulation of the kernels needs it"
 )
@@ -125,6 +127,35 @@ def test_plans_pass_arguments_of_the_kernels_exact_c_types(emulator, dtype) -> N
             for a in plan.args
         )
         assert kinds == emulator.signature(plan.name), plan.name
+
+
+def test_row_counts_past_cudas_grid_limit_are_refused() -> None:
+    """Row offsets in the kernels are 64-bit, so the one limit on M = N*H*W is gridDim.x <=
+    2**31 - 1 blocks of 4 rows. Past it CUDA would fail the launch with a bare 'invalid
+    argument'; the plan refuses it naming the limit. (Zero-stride views: no memory.)"""
+    limit = 4 * (2**31 - 1)  # by hand: CUDA's maxGridSize[0] times ROWS_PER_BLOCK
+    w = np.zeros((1, 1), np.float32)
+
+    def rows(m: int) -> np.ndarray:
+        return np.broadcast_to(np.zeros((1, 1), np.float32), (m, 1))
+
+    fwd = kernels.forward_launch(rows(limit), w, w, False, rows(limit), 1, False, False)
+    dx = kernels.dinput_launch(rows(limit), w, rows(limit), 1, False, False)
+    assert fwd.grid == dx.grid == (2**31 - 1, 1), (fwd.grid, dx.grid)
+    msg = f"Expected at most {limit} rows .* received {limit + 1} rows"
+    with pytest.raises(ValueError, match=msg):
+        kernels.forward_launch(rows(limit + 1), w, w, False, rows(limit + 1), 1, False, False)
+    with pytest.raises(ValueError, match=msg):
+        kernels.dinput_launch(rows(limit + 1), w, rows(limit + 1), 1, False, False)
+
+
+def test_numpy_arrays_are_refused_before_reaching_cuda(monkeypatch) -> None:
+    """FusedGroupedPointwise on NumPy arrays: a TypeError saying CuPy arrays are expected, not
+    'No module named cupy' (or CuPy's 'Unsupported type' where it is installed)."""
+    monkeypatch.setattr(kernels, "launch", REAL_LAUNCH)
+    x, k = np.zeros((2, 4), np.float32), np.zeros((1, 1, 4, 4), np.float32)
+    with pytest.raises(TypeError, match=r"Expected CuPy arrays .* received numpy\.ndarray"):
+        FusedGroupedPointwise.forward(x, k)
 
 
 # --- the fused conv equals core's conv with separate interleave passes ------------------------
@@ -372,3 +403,4 @@ def test_fused_kpointwise_runs_no_separate_interleave(emulator, monkeypatch) -> 
         EmulatedFusedBackend().kpointwise(ref["spec"], ref["params"], ref["x"], ref["dy"], True)
     assert all(len(shape) == 1 for shape in calls), f"interleave called on {calls}"
     assert calls, "expected the BN vectors of the interleave-only cases to be permuted"
+

@@ -67,6 +67,7 @@ DEFAULT_SHARED_BYTES = 48 * 1024  # above this a launch must opt in (max_dynamic
 PARTIAL_LIMIT = 1 << 24  # elements of dW partial sums; bounds the chunk count for wide layers
 MIN_ROWS_PER_CHUNK = 64
 THREADS_PER_SM = 2048
+MAX_GRID_X = 2**31 - 1  # CUDA's limit on gridDim.x; the kernels' row offsets are 64-bit
 DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 DEFINES = (
     f"-DGPW_ROWS={ROWS_PER_BLOCK}",
@@ -337,6 +338,21 @@ def _staged_bytes(length: int, out_length: int, itemsize: int) -> int:
     return ROWS_PER_BLOCK * (_row_stride(length) + _row_stride(out_length)) * itemsize
 
 
+def _row_grid(m: int, name: str) -> tuple[int, int]:
+    """Grid of ``gpw_forward``/``gpw_dinput`` over ``m`` rows: one block per ``ROWS_PER_BLOCK``
+    rows. Every row offset in the kernels is 64-bit, so the one limit on ``m`` is CUDA's
+    ``MAX_GRID_X`` blocks (``m <= 4 * (2**31 - 1)``, about 8.6e9 rows); past it the launch would
+    fail with a bare CUDA 'invalid argument', so it is refused here."""
+    blocks = -(-m // ROWS_PER_BLOCK)
+    if blocks > MAX_GRID_X:
+        raise ValueError(
+            f"Expected at most {MAX_GRID_X * ROWS_PER_BLOCK} rows (the product of the leading "
+            f"axes of {name}) for the fused kernels (CUDA's grid limit of {MAX_GRID_X} blocks "
+            f"of {ROWS_PER_BLOCK} rows), received {m} rows"
+        )
+    return blocks, 1
+
+
 def _maps(
     cin: int, cout: int, groups: int, interleave_input: bool, interleave_output: bool
 ) -> tuple[np.int32, ...]:
@@ -379,7 +395,7 @@ def forward_launch(
     cout = y.shape[1]
     return Launch(
         f"gpw_forward_{_suffix(x.dtype)}",
-        (-(-m // ROWS_PER_BLOCK), 1),
+        _row_grid(m, "x"),
         _threads(cout),
         _staged_bytes(cin, cout, x.dtype.itemsize),
         (x, w, bias, np.int32(has_bias), y, np.int64(m), np.int32(cin), np.int32(cout))
@@ -397,7 +413,7 @@ def dinput_launch(
     cin = dx.shape[1]
     return Launch(
         f"gpw_dinput_{_suffix(dy.dtype)}",
-        (-(-m // ROWS_PER_BLOCK), 1),
+        _row_grid(m, "dy"),
         _threads(cin),
         _staged_bytes(cout, cin, dy.dtype.itemsize),
         (dy, w, dx, np.int64(m), np.int32(cin), np.int32(cout), np.int32(groups))
@@ -481,7 +497,18 @@ def _device_attribute(device_id: int, name: str) -> int:
 
 
 def launch(plan: Launch) -> None:
-    """Run ``plan`` on the current CUDA device and stream (compiling ``SOURCE`` on first use)."""
+    """Run ``plan`` on the current CUDA device and stream (compiling ``SOURCE`` on first use).
+    Its arrays must be CuPy arrays: anything else (NumPy arrays handed to ``FusedKPointwise``,
+    say) is refused with a ``TypeError`` before CuPy is imported."""
+    from array_api_compat import is_cupy_array
+
+    for a in plan.args:
+        if not isinstance(a, (np.int32, np.int64)) and not is_cupy_array(a):
+            raise TypeError(
+                f"Expected CuPy arrays on a CUDA device for the fused kernel {plan.name}, "
+                f"received {type(a).__module__}.{type(a).__name__} (the CPU runs core's "
+                "GroupedPointwise/KPointwise instead)"
+            )
     import cupy
 
     device_id = cupy.cuda.Device().id
