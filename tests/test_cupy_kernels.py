@@ -318,11 +318,41 @@ def test_bad_input_fails_exactly_as_in_core(x_shape, kernel_shape, bias_shape, g
     assert str(got.value) == str(want.value)
 
 
-def test_unsupported_dtypes_are_refused() -> None:
-    with pytest.raises(TypeError, match="float32 or float64"):
+def test_unsupported_dtypes_are_refused_naming_each_argument() -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"float32 or float64 .* received x\.dtype=float16, kernel\.dtype=float16, "
+        r"bias\.dtype=float16$",
+    ):
         FusedGroupedPointwise.forward(
-            np.zeros((2, 4), np.float16), np.zeros((1, 1, 4, 4), np.float16)
+            np.zeros((2, 4), np.float16), np.zeros((1, 1, 4, 4), np.float16), np.zeros(4, "f2")
         )
+
+
+def test_dy_of_another_library_fails_as_in_core(emulator) -> None:
+    """A dy from another array library than the forward's arrays: core names dy and the
+    forward's arrays; the fused op must too (it said 'arg0', 'arg1')."""
+    xps = pytest.importorskip("array_api_strict")
+    x, k = np.ones((2, 8)), np.ones((1, 1, 4, 8))
+    dy = xps.ones((2, 8), dtype=xps.float64)
+    for op in (GroupedPointwise, FusedGroupedPointwise):
+        _, cache = op.forward(x, k)
+        with pytest.raises(TypeError, match="cannot be mixed") as got:
+            op.backward(cache, dy)
+        assert f"{op.__name__}.forward's arrays: numpy.ndarray, dy: " in str(got.value)
+
+
+@pytest.mark.parametrize("training", ["no", 1, None])
+def test_kpointwise_training_flag_is_checked_as_in_core(emulator, training) -> None:
+    """Without BN nothing else looks at ``training``: core refuses a non-bool, so must fused."""
+    spec = KPointwiseSpec(8, 8, 2, bn=False)
+    params = {k: np.ones(shape) for k, (shape, _) in spec.param_shapes().items()}
+    x = np.ones((2, 8))
+    with pytest.raises(TypeError) as want:
+        KPointwise.forward(spec, params, x, training=training)
+    with pytest.raises(TypeError) as got:
+        FusedKPointwise.forward(spec, params, x, training=training)
+    assert str(got.value) == str(want.value)
 
 
 def test_kpointwise_bad_input_fails_exactly_as_in_core() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ...core._validate import check_dy, namespace
+from ...core._validate import check_dy, namespace, require_bool
 from ...core.ops.activations import get_activation
 from ...core.ops.elementwise import Add
 from ...core.ops.normalization import BatchNorm
@@ -58,12 +58,15 @@ def _matrix(xp: Any, a: Any, columns: int, dtype: Any) -> Any:
     return a if a.flags.c_contiguous else a.copy()
 
 
-def _kernel_dtype(xp: Any, *arrays: Any) -> Any:
-    dtype = xp.result_type(*(a for a in arrays if a is not None))
+def _kernel_dtype(xp: Any, **arrays: Any) -> Any:
+    """The dtype the kernels compute in (``result_type`` of ``arrays``, as core's conv), which
+    must be float32 or float64; ``TypeError`` naming each argument's dtype otherwise."""
+    present = {k: a for k, a in arrays.items() if a is not None}
+    dtype = xp.result_type(*present.values())
     if dtype not in (xp.float32, xp.float64):
+        received = ", ".join(f"{k}.dtype={a.dtype}" for k, a in present.items())
         raise TypeError(
-            f"Expected float32 or float64 arrays for the fused kernels, received "
-            f"{', '.join(str(a.dtype) for a in arrays if a is not None)}"
+            f"Expected float32 or float64 arrays for the fused kernels, received {received}"
         )
     return dtype
 
@@ -92,7 +95,7 @@ class FusedGroupedPointwise:
         interleave_output: bool = False,
     ) -> tuple[Any, dict]:
         xp, groups = check_grouped_pointwise(x, kernel, bias, groups)
-        dtype = _kernel_dtype(xp, x, kernel, bias)
+        dtype = _kernel_dtype(xp, x=x, kernel=kernel, bias=bias)
         cin, cout = x.shape[-1], kernel.shape[3]
         x2 = _matrix(xp, x, cin, dtype)  # (M, Cin)
         w = _matrix(xp, kernel, cout, dtype)  # (Ci, Cout)
@@ -119,8 +122,8 @@ class FusedGroupedPointwise:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "FusedGroupedPointwise")
         x2, w, groups = cache["x2"], cache["w"], cache["groups"]
+        check_dy(cache["y_shape"], dy, "FusedGroupedPointwise", like=x2)
         xp = namespace(x2, dy)
         m, cin = x2.shape
         ci, cout = w.shape
@@ -231,6 +234,7 @@ class FusedKPointwise:
         spec: KPointwiseSpec, params: dict, x: Any, training: bool = False
     ) -> tuple[Any, dict]:
         check_kpointwise_inputs(spec, params, x)
+        training = require_bool("training", training)
         write_interleaved = spec.interleaves and not spec.has_second_conv
         y1, c1 = _conv_bn_act(
             spec, params, x, "conv", "bn", training, interleave_output=write_interleaved
