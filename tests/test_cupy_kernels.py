@@ -12,19 +12,22 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from fused_cases import assert_matches, conv_cases, inputs, reference, run_fused
+from helpers import tiny_architecture
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_emulator import Emulator
 
-from gpconv.backends.cupy import fused, kernels
+from gpconv.backends.cupy import adapter, fused, kernels
+from gpconv.backends.cupy.adapter import CupyBackend
 from gpconv.backends.cupy.fused import FusedGroupedPointwise, FusedKPointwise
 from gpconv.backends.numpy_reference import NumpyBackend
 from gpconv.conformance import cases, strategies
-from gpconv.conformance.checks import compare_kpointwise
+from gpconv.conformance.checks import check_interleave, check_kpointwise, compare_kpointwise
 from gpconv.core.pointwise import GroupedPointwise, KPointwise, KPointwiseSpec
 
 REAL_LAUNCH = kernels.launch  # before the emulator fixture swaps it in for the module
@@ -434,3 +437,64 @@ def test_fused_kpointwise_runs_no_separate_interleave(emulator, monkeypatch) -> 
     assert all(len(shape) == 1 for shape in calls), f"interleave called on {calls}"
     assert calls, "expected the BN vectors of the interleave-only cases to be permuted"
 
+
+# --- the adapter, with NumPy standing in for CuPy -------------------------------------------
+
+
+@pytest.fixture
+def host_cupy(monkeypatch):
+    """The cupy adapter with ``cupy.asarray`` replaced by NumPy's and availability forced: what
+    the adapter checks and converts runs on the CPU (the device work is core's or, with the
+    emulator, the kernels')."""
+    monkeypatch.setattr(CupyBackend, "is_available", lambda self: True)
+    monkeypatch.setattr(adapter, "_cupy", lambda: SimpleNamespace(asarray=np.asarray))
+
+
+@pytest.mark.parametrize(
+    "images, error",
+    [
+        (np.zeros((2, 8, 8, 3), np.uint8), TypeError),  # 0-255 data not scaled: never a cast
+        (np.zeros((2, 8, 8, 4), np.float32), ValueError),  # wrong channel count
+        (np.zeros((8, 8, 3), np.float32), ValueError),  # no batch axis
+    ],
+)
+def test_cupy_adapter_refuses_images_as_the_numpy_backend(host_cupy, images, error) -> None:
+    arch = tiny_architecture()
+    labels = np.zeros(len(images), np.int64)
+    for method, args in (("forward", (images,)), ("loss_and_grads", (images, labels))):
+        ref, cupy = NumpyBackend(), CupyBackend("core")
+        with pytest.raises(error) as want:
+            getattr(ref, method)(ref.build(arch), *args)
+        with pytest.raises(error) as got:
+            getattr(cupy, method)(cupy.build(arch), *args)
+        assert str(got.value) == str(want.value), method
+
+
+@pytest.mark.parametrize(
+    "x_shape, x_dtype, dy_dtype, error",
+    [
+        ((2, 3, 3, 8), np.int64, np.float32, TypeError),  # integer x: refused, not cast
+        ((2, 3, 3, 8), np.float32, np.int64, TypeError),  # integer dy
+        ((18, 8), np.float32, np.float32, ValueError),  # not (N, H, W, Cin)
+    ],
+)
+def test_cupy_adapter_kpointwise_refuses_x_and_dy_as_the_numpy_backend(
+    host_cupy, x_shape, x_dtype, dy_dtype, error
+) -> None:
+    spec = KPointwiseSpec(8, 8, 2)
+    params = {k: np.ones(shape, np.float32) for k, (shape, _) in spec.param_shapes().items()}
+    x, dy = np.ones(x_shape, x_dtype), np.ones(x_shape, dy_dtype)
+    with pytest.raises(error) as want:
+        NumpyBackend().kpointwise(spec, params, x, dy)
+    with pytest.raises(error) as got:
+        CupyBackend("core").kpointwise(spec, params, x, dy)
+    assert str(got.value) == str(want.value)
+
+
+def test_cupy_adapter_fused_kpointwise_passes_conformance_in_emulation(emulator, host_cupy):
+    """The adapter's kPointwise path end to end (host checks, conversions, FusedKPointwise, the
+    kernels' plans) against the reference, as ``gpconv check`` runs it on a GPU."""
+    backend = CupyBackend("fused")
+    rows = check_interleave(backend) + check_kpointwise(backend)
+    failing = [str(r) for r in rows if not r.passed]
+    assert rows and not failing, failing

@@ -5,6 +5,10 @@ Single kPointwise layers run on the fused CUDA kernels by default (``fused.Fused
 no separate interleave pass); ``CupyBackend(kpointwise_impl="core")`` runs core's
 ``KPointwise`` instead. Whole networks use core's network on CuPy arrays either way.
 
+Images, labels, ``x`` and ``dy`` are checked on the host as the numpy backend checks them
+(``images_in``, ``labels_in``: floating ``(N, H, W, C)``, never a silent cast of integer images)
+before they go to the device in float32.
+
 The module imports without CuPy; ``is_available`` also requires a CUDA device.
 """
 
@@ -18,6 +22,7 @@ import numpy as np
 
 from ...core import network
 from ...core.pointwise import KPointwise, KPointwiseSpec, interleave
+from ..base import images_in, labels_in
 from ..numpy_reference import NumpyBackend, ReferenceModel
 from .fused import FusedKPointwise
 
@@ -73,10 +78,9 @@ class CupyBackend(NumpyBackend):
         self, model: ReferenceModel, x: np.ndarray, training: bool = False
     ) -> dict[str, np.ndarray]:
         cp = _cupy()
+        x = images_in(x, model.arch.stem.cin, self.dtype)  # checked on the host, as numpy's
         params = self._device(model.params)
-        _, cache = network.forward(
-            model.arch, params, cp.asarray(x, dtype=self.dtype), training=training
-        )
+        _, cache = network.forward(model.arch, params, cp.asarray(x), training=training)
         model.params.update(_to_host(cache["moving_stats"]))
         return _to_host(dict(cache["intermediates"]))
 
@@ -84,10 +88,12 @@ class CupyBackend(NumpyBackend):
         self, model: ReferenceModel, x: np.ndarray, labels: np.ndarray, training: bool = True
     ) -> dict[str, Any]:
         cp = _cupy()
+        x = images_in(x, model.arch.stem.cin, self.dtype)
+        labels = labels_in(labels, x.shape[0], model.arch.num_classes)
         out = network.loss_and_grads(
             model.arch,
             self._device(model.params),
-            cp.asarray(x, dtype=self.dtype),
+            cp.asarray(x),
             cp.asarray(labels),
             training=training,
         )
@@ -108,9 +114,11 @@ class CupyBackend(NumpyBackend):
         training: bool = False,
     ) -> dict[str, Any]:
         cp = _cupy()
+        x = images_in(x, spec.cin, self.dtype)
+        dy = images_in(dy, spec.cout, self.dtype, "dy", "dy")
         op = KPOINTWISE_IMPLS[self.kpointwise_impl]
-        y, cache = op.forward(spec, self._device(params), cp.asarray(x, dtype=self.dtype), training)
-        dx, grads = op.backward(cache, cp.asarray(dy, dtype=self.dtype))
+        y, cache = op.forward(spec, self._device(params), cp.asarray(x), training)
+        dx, grads = op.backward(cache, cp.asarray(dy))
         return {
             "y": _to_host(y),
             "dx": _to_host(dx),
