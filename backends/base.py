@@ -71,6 +71,15 @@ def labels_in(labels: Any, n: int, classes: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _not_implemented(backend: Backend, method: str) -> NotImplementedError:
+    """The error of an interface method that an adapter did not define: named, because
+    ``gpconv check`` shows only the message (a bare ``NotImplementedError`` printed as nothing)."""
+    return NotImplementedError(
+        f"{type(backend).__name__}.{method}() is not implemented: every method of "
+        "gpconv.backends.base.Backend is needed (docs/adding-a-backend.md)"
+    )
+
+
 def _guarded(method: F) -> F:
     """``method`` preceded by ``require(self)``."""
 
@@ -117,23 +126,23 @@ class Backend:
     # --- whole networks -------------------------------------------------------------------
     def build(self, arch: Architecture) -> Any:
         """A native float32 model of ``arch`` (returns logits), freshly initialised."""
-        raise NotImplementedError
+        raise _not_implemented(self, "build")
 
     def load_params(self, model: Any, params: Mapping[str, np.ndarray]) -> None:
         """Copy canonical parameters into ``model``; one ``ValueError`` lists every bad
         name/shape."""
-        raise NotImplementedError
+        raise _not_implemented(self, "load_params")
 
     def export_params(self, model: Any) -> dict[str, np.ndarray]:
         """Every parameter (trainable and moving statistics) in canonical names and layouts, as
         copies: the export must not change when the model does."""
-        raise NotImplementedError
+        raise _not_implemented(self, "export_params")
 
     def forward(self, model: Any, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
         """Run ``x`` ``(N, H, W, 3)``; returns ``{"logits", "stem", <block names>..., "top"}``
         (the same intermediates as ``core.network.forward``'s cache). Training mode uses batch
         statistics and updates the model's moving statistics."""
-        raise NotImplementedError
+        raise _not_implemented(self, "forward")
 
     def loss_and_grads(
         self, model: Any, x: np.ndarray, labels: np.ndarray, training: bool = True
@@ -141,7 +150,7 @@ class Backend:
         """Mean softmax cross-entropy and its gradients: ``{"loss": float, "logits",
         "dx" (N, H, W, 3), "grads": {canonical trainable name: array in Keras layout}}``;
         updates moving stats in training."""
-        raise NotImplementedError
+        raise _not_implemented(self, "loss_and_grads")
 
     # --- single layers (property tests) ---------------------------------------------------
     def kpointwise(
@@ -156,15 +165,15 @@ class Backend:
         ``spec.param_shapes()``), run ``x`` ``(N, H, W, Cin)`` and pull back ``dy``.
         Returns ``{"y", "dx", "grads": {local name: array}, "moving_stats": {local name: array}}``.
         """
-        raise NotImplementedError
+        raise _not_implemented(self, "kpointwise")
 
     def interleave(self, x: np.ndarray, groups: int) -> np.ndarray:
         """The backend's channel interleave of channels-last ``x``."""
-        raise NotImplementedError
+        raise _not_implemented(self, "interleave")
 
     def param_count(self, model: Any) -> tuple[int, int]:
         """``(trainable, non_trainable)`` as the framework itself counts them."""
-        raise NotImplementedError
+        raise _not_implemented(self, "param_count")
 
 
 # Every interface method that needs the framework: all public methods but is_available.

@@ -8,13 +8,14 @@ comparing the backend's intermediate outputs with the reference's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..core.pointwise import interleave
+from ..core.arch import Architecture, MBConvSpec
+from ..core.pointwise import KPointwiseSpec, interleave
 from . import cases as C
 from .results import (
     GRAD_TOL,
@@ -35,8 +36,88 @@ TRAPS = {
     "moving": "BN running stats: Keras momentum 0.99 and the *biased* batch variance "
     "(PyTorch uses 0.1 and the unbiased variance)",
     "interleave": "interleave order: out[s*G+g] = in[g*S+s] (ChannelShuffle), not its transpose",
-    "kpointwise": "kPointwise: the residual adds the non-interleaved y1; BN epsilon 1e-3",
+    "residual": "the residual adds the non-interleaved y1, not interleave(y1)",
+    "epsilon": "BN epsilon 1e-3 (not 1e-5)",
+    "padding": "stride-2 depthwise: TF 'correct_pad' (asymmetric) vs symmetric padding",
 }
+FORWARD_FIRST = "the forward pass diverges first ({})"
+
+
+def kpointwise_traps(spec: KPointwiseSpec) -> str:
+    """The traps that can change this kPointwise layer's output: a layer without BN has no
+    epsilon, one that does not interleave no interleave order, and only an interleaving layer with
+    a second conv can add its residual to the wrong tensor (otherwise ``z`` is ``y1``)."""
+    traps = [TRAPS["interleave"]] if spec.interleaves else []
+    if spec.interleaves and spec.has_second_conv:
+        traps.append(TRAPS["residual"])
+    if spec.bn:
+        traps.append(TRAPS["epsilon"])
+    return "kPointwise: " + "; ".join(traps) if traps else ""
+
+
+def _block_traps(block: MBConvSpec) -> str:
+    """The traps that can make an MBConv block the first diverging layer (the stem's epsilon
+    would diverge before it): correct_pad if it strides, and those of its kPointwise layers."""
+    specs = [block.expand, block.se_reduce, block.se_expand, block.project]
+    specs = [s for s in specs if s is not None]
+    traps = [TRAPS["padding"]] if block.padding == "correct" else []
+    if any(s.interleaves for s in specs):
+        traps.append(TRAPS["interleave"])
+    if any(s.interleaves and s.has_second_conv for s in specs):
+        traps.append(TRAPS["residual"])
+    return "; ".join(traps)
+
+
+def layer_traps(arch: Architecture, layer: str) -> str:
+    """The porting traps that fit ``layer`` (``stem``, a block name, ``top``) diverging first."""
+    if layer in ("stem", "top"):
+        return TRAPS[layer]
+    blocks = {b.name: b for b in arch.blocks}
+    return _block_traps(blocks[layer]) if layer in blocks else ""
+
+
+# What each interface method must return (docs/adding-a-backend.md), checked before comparing so
+# that a wrong return type is an error row naming the method, not a KeyError or TypeError from
+# inside a check.
+RETURNS = {
+    "forward": ("logits",),
+    "loss_and_grads": ("loss", "logits", "dx", "grads"),
+    "kpointwise": ("y", "dx", "grads", "moving_stats"),
+}
+
+
+def call(backend: Backend, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``backend.<method>(*args, **kwargs)``, its result checked against the interface: a
+    mapping with the keys in ``RETURNS``, ``export_params`` a mapping, ``param_count`` a pair of
+    integers. Raises ``TypeError`` naming the method, what it must return and what it did."""
+    out = getattr(backend, method)(*args, **kwargs)
+    where = f"{type(backend).__name__}.{method}()"
+    if method in RETURNS or method == "export_params":
+        keys = RETURNS.get(method, ())
+        if not isinstance(out, Mapping):
+            raise TypeError(
+                f"Expected {where} to return a dict"
+                + (f" with keys {list(keys)}" if keys else " {name: array}")
+                + f", received {type(out).__name__}"
+            )
+        missing = [k for k in keys if k not in out]
+        if missing:
+            raise TypeError(
+                f"Expected {where} to return a dict with keys {list(keys)}, received one "
+                f"without {missing} (keys {sorted(out)})"
+            )
+    elif method == "param_count":
+        if not (
+            isinstance(out, (tuple, list))
+            and len(out) == 2
+            and all(isinstance(n, (int, np.integer)) for n in out)
+        ):
+            raise TypeError(
+                f"Expected {where} to return (trainable, non_trainable) integers, received {out!r}"
+            )
+    return out
+
+
 LOCATE_TOL = 1e-4  # relative to each intermediate's scale, when hunting the first diverging layer
 
 
@@ -44,7 +125,7 @@ def _result(
     backend: Backend, check: str, layer: str, config: str, cmp: Comparison, hint: str = ""
 ) -> CheckResult:
     detail = cmp.note
-    if not cmp.ok and hint and not cmp.non_finite:
+    if not cmp.ok and hint and not (cmp.non_finite or cmp.layout):
         detail = f"{detail}; likely trap: {hint}" if detail else f"likely trap: {hint}"
     return CheckResult(
         backend.name,
@@ -110,7 +191,7 @@ def check_kpointwise(backend: Backend, seed: int = 0, full: bool = False) -> lis
                 backend,
                 "kpointwise",
                 "kpointwise",
-                str(row),
+                f"{row} training={training}",
                 lambda row=row, training=training: _kpointwise_rows(backend, row, training, seed),
             )
     return rows
@@ -124,19 +205,11 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
     """The backend's kPointwise on ``ref``'s inputs (from ``cases.reference_kpointwise``) against
     the reference's forward, backward and moving statistics: one row each."""
     spec, training = ref["spec"], ref["training"]
-    got = backend.kpointwise(spec, ref["params"], ref["x"], ref["dy"], training=training)
+    got = call(backend, "kpointwise", spec, ref["params"], ref["x"], ref["dy"], training=training)
     label = C.spec_label(spec, training)
     layer = f"kpointwise {spec.cin}->{spec.cout} G={spec.groups}"
-    out = [
-        _result(
-            backend,
-            "kpointwise forward",
-            layer,
-            label,
-            allclose(got["y"], ref["y"]),
-            TRAPS["kpointwise"],
-        )
-    ]
+    forward = allclose(got["y"], ref["y"])
+    out = [_result(backend, "kpointwise forward", layer, label, forward, kpointwise_traps(spec))]
     grads = {
         "dx": relative_norm(got["dx"], ref["dx"]),
         **gradient_errors(got["grads"], ref["grads"], scale=float(np.linalg.norm(ref["dx"]))),
@@ -149,11 +222,10 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
             for k, v in ref["moving_stats"].items()
         }
         name, cmp = worst(stats)
-        out.append(
-            _result(
-                backend, "bn moving stats", layer, f"{label} worst={name}", cmp, TRAPS["moving"]
-            )
-        )
+        # The second BN's statistics are of interleave(y1): a forward that diverged (say, the
+        # interleave order) makes them wrong whatever the BN update does.
+        hint = TRAPS["moving"] if forward.ok else FORWARD_FIRST.format("kpointwise forward")
+        out.append(_result(backend, "bn moving stats", layer, f"{label} worst={name}", cmp, hint))
     return out
 
 
@@ -172,7 +244,7 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
             case = C.network_case(model, m, False, seed)
             arch = case["arch"]
             native = backend.build(arch)
-            counted = backend.param_count(native)
+            counted = call(backend, "param_count", native)
             expected = arch.param_count()
             count_err = float(sum(abs(a - b) for a, b in zip(counted, expected)))
             out = [
@@ -187,7 +259,7 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
                 )
             ]
             backend.load_params(native, case["params"])
-            exported = backend.export_params(native)
+            exported = call(backend, "export_params", native)
             missing = sorted(set(case["params"]) - set(exported)) + sorted(
                 set(exported) - set(case["params"])
             )
@@ -204,7 +276,7 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
             # whether the model changes by a load (in place, as frameworks load) or by a
             # training step (moving statistics are updated in place even where a load rebinds).
             snapshot = {k: np.array(v) for k, v in exported.items()}
-            backend.loss_and_grads(native, case["x"], case["labels"], training=True)
+            call(backend, "loss_and_grads", native, case["x"], case["labels"], training=True)
             backend.load_params(native, {k: np.asarray(v) + 1 for k, v in case["params"].items()})
             name, cmp = worst({k: allclose(exported[k], v, 0.0, 0.0) for k, v in snapshot.items()})
             out.append(_result(backend, "param export is a copy", name, label, cmp))
@@ -239,10 +311,10 @@ def _network_rows(
     native = backend.build(ref["arch"])
     backend.load_params(native, ref["params"])
     if not training:
-        got = backend.forward(native, ref["x"], training=False)
+        got = call(backend, "forward", native, ref["x"], training=False)
         cmp = scaled_max(got["logits"], ref["logits"])
         return [_locate(backend, "network logits", label, cmp, got, ref)]
-    got = backend.loss_and_grads(native, ref["x"], ref["labels"], training=True)
+    got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=True)
     out = []
     cmp = scaled_max(got["logits"], ref["logits"])
     forward_ok = cmp.ok
@@ -255,7 +327,7 @@ def _network_rows(
                 "network logits",
                 label,
                 cmp,
-                backend.forward(fresh, ref["x"], training=True),
+                call(backend, "forward", fresh, ref["x"], training=True),
                 ref,
             )
         )
@@ -276,13 +348,13 @@ def _network_rows(
     }
     name, cmp = worst(grads)
     out.append(_result(backend, "network gradients", name, label, cmp))
-    exported = backend.export_params(native)
+    exported = call(backend, "export_params", native)
     stats = {
         k: moving_stats_error(exported.get(k, np.nan), v, ref["params"][k])
         for k, v in ref["moving_stats"].items()
     }
     # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
-    hint = TRAPS["moving"] if forward_ok else "the forward pass diverges first (network logits)"
+    hint = TRAPS["moving"] if forward_ok else FORWARD_FIRST.format("network logits")
     name, cmp = worst(stats)
     out.append(_result(backend, "network moving stats", name.rsplit("/", 2)[0], label, cmp, hint))
     return out
@@ -304,10 +376,9 @@ def _locate(
             )
             if local.note:
                 note += f" ({local.note})"
-            trap = TRAPS.get(layer, TRAPS["stem"] if layer == "stem" else "")
-            return _result(
-                backend, check, layer, label, Comparison(cmp.error, cmp.tolerance, note), trap
-            )
+            # The flags travel with the note: a NaN or a channels-first intermediate is no trap.
+            located = Comparison(cmp.error, cmp.tolerance, note, local.non_finite, local.layout)
+            return _result(backend, check, layer, label, located, layer_traps(ref["arch"], layer))
     return _result(backend, check, "logits", label, cmp)
 
 

@@ -29,6 +29,7 @@ from .. import __version__
 from ..backends.base import Backend
 from ..core.pointwise import KPointwiseSpec
 from . import cases as C
+from .checks import call
 from .results import (
     GRAD_FLOOR,
     GRAD_TOL,
@@ -265,8 +266,14 @@ def _golden_kpointwise(backend: Backend, t: dict, metadata: dict) -> list[CheckR
         spec_row, training = json.loads(info)["row"], json.loads(info)["training"]
         cin, cout, groups, bn, act, bias = spec_row
         spec = KPointwiseSpec(cin, cout, groups, bn=bn, activation=act, bias=bias)
-        got = backend.kpointwise(
-            spec, _sub(t, f"{cid}/params/"), t[f"{cid}/x"], t[f"{cid}/dy"], training=training
+        got = call(
+            backend,
+            "kpointwise",
+            spec,
+            _sub(t, f"{cid}/params/"),
+            t[f"{cid}/x"],
+            t[f"{cid}/dy"],
+            training=training,
         )
         errors[f"{cid} y"] = allclose(got["y"], t[f"{cid}/y"], rtol, atol)
         errors[f"{cid} dx"] = allclose(got["dx"], t[f"{cid}/dx"], rtol, atol)
@@ -305,13 +312,15 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
             backend,
             "logits (inference)",
             label,
-            scaled_max(backend.forward(native, x)["logits"], t["inference/logits"], logit_tol),
+            scaled_max(
+                call(backend, "forward", native, x)["logits"], t["inference/logits"], logit_tol
+            ),
         )
     ]
     before = {k: v.astype(np.float64) for k, v in _sub(t, "training/moving_stats_before/").items()}
     native = backend.build(without_dropout(arch))
     backend.load_params(native, {**params, **before})
-    got = backend.loss_and_grads(native, x, t["labels"], training=True)
+    got = call(backend, "loss_and_grads", native, x, t["labels"], training=True)
     rows.append(
         _row(
             backend,
@@ -337,7 +346,7 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
         errors[k] = Comparison(float(err) if np.isfinite(err) else float("inf"), gtol)
     name, cmp = worst(errors)
     rows.append(_row(backend, f"gradients ({name})", label, cmp))
-    exported = backend.export_params(native)
+    exported = call(backend, "export_params", native)
     stats = {
         # Files from before moving_stats_before existed started training at `params`.
         k: moving_stats_error(exported.get(k, np.nan), v, before.get(k, params[k]), rtol, atol)

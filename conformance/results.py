@@ -57,6 +57,9 @@ class Comparison:
     # Non-finite values where the reference is finite: an overflow or a division by zero in the
     # backend, which no porting trap explains.
     non_finite: bool = False
+    # Shapes that differ in a way no porting trap explains (a channel count, the rank, a
+    # channels-first array); a spatial mismatch is what symmetric padding gives, and keeps its trap.
+    layout: bool = False
 
     @property
     def ok(self) -> bool:
@@ -77,11 +80,14 @@ def _compared(
 
 
 def _shape_mismatch(actual: np.ndarray, expected: np.ndarray) -> Comparison | None:
-    if np.shape(actual) != np.shape(expected):
-        return Comparison(
-            float("inf"), 0.0, f"shape {np.shape(actual)} vs reference {np.shape(expected)}"
-        )
-    return None
+    got, want = np.shape(actual), np.shape(expected)
+    if got == want:
+        return None
+    note = f"shape {got} vs reference {want}"
+    if len(want) >= 3 and got == (want[0], want[-1], *want[1:-1]):
+        note += ": channels-first, but arrays crossing the interface are channels-last (N, H, W, C)"
+    layout = len(got) != len(want) or got[-1:] != want[-1:]
+    return Comparison(float("inf"), 0.0, note, layout=layout)
 
 
 def allclose(

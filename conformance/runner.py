@@ -62,6 +62,12 @@ def resolve(name: str) -> Backend:
             backend = getattr(found, attr)
         except AttributeError as err:
             raise AttributeError(f"backend {name!r}: module {module!r} has no {attr!r}") from err
+        if isinstance(backend, type) and issubclass(backend, Backend):
+            # The interface methods are instance methods: a class is the most likely slip.
+            raise ValueError(
+                f"Expected {name} to be a gpconv.backends.base.Backend instance, received the "
+                f"class {backend.__name__}: name an instance, e.g. BACKEND = {backend.__name__}()"
+            )
         if not isinstance(backend, Backend):
             raise ValueError(
                 f"Expected {name} to be a gpconv.backends.base.Backend, "

@@ -11,7 +11,8 @@ from hypothesis import given
 
 from gpconv.backends import get
 from gpconv.backends.base import Backend
-from gpconv.conformance import golden, mutants, runner, strategies
+from gpconv.backends.numpy_reference import NumpyBackend
+from gpconv.conformance import cases, golden, mutants, runner, strategies
 from gpconv.conformance.checks import (
     check_interleave,
     check_kpointwise,
@@ -381,3 +382,142 @@ def test_a_gradient_zero_in_exact_arithmetic_passes_at_float32_round_off():
            "moving_stats": cache["moving_stats"], "training": True}  # fmt: skip
     rows = compare_kpointwise(Float32Numpy(), ref)
     assert [r for r in rows if r.status != "pass"] == []
+
+
+# --- what a third-party adapter sees (docs/adding-a-backend.md) -------------------------------
+
+
+class _NCHW(NumpyBackend):
+    """An adapter that hands back channels-first arrays: the commonest slip of a torch port."""
+
+    name = "nchw"
+
+    def kpointwise(self, *a, **k):
+        out = super().kpointwise(*a, **k)
+        return {**out, "y": np.moveaxis(out["y"], -1, 1)}
+
+
+def test_an_unimplemented_method_is_named_in_its_row():
+    # The row read "NotImplementedError: " and nothing else.
+    class Half(Backend):
+        name, requires = "half", ("numpy",)
+
+    rows = run_backend_checks_rows(Half(), only=("interleave",))
+    assert [r.status for r in rows] == ["error"], describe(rows)
+    assert "Half.interleave() is not implemented" in rows[0].detail, describe(rows)
+
+
+def run_backend_checks_rows(backend, only):
+    from gpconv.conformance.checks import run_backend_checks
+
+    return list(run_backend_checks(backend, only=only))
+
+
+def test_a_backend_class_instead_of_an_instance_is_named(monkeypatch, tmp_path):
+    # `--backend mod:MyBackend` said "... received type".
+    (tmp_path / "classonly.py").write_text(
+        "from gpconv.backends.numpy_reference import NumpyBackend\n"
+        "class MyBackend(NumpyBackend):\n    name = 'mine'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = r"received the class MyBackend: .*BACKEND = MyBackend\(\)"
+    with pytest.raises(ValueError, match=message):
+        runner.resolve("classonly:MyBackend")
+
+
+def test_a_crashing_kpointwise_names_the_mode_of_each_row():
+    # Both modes of a configuration gave two identical rows.
+    class Crashes(NumpyBackend):
+        name = "crashes"
+
+        def kpointwise(self, *a, **k):
+            raise RuntimeError("boom")
+
+    rows = check_kpointwise(Crashes())
+    configs = [r.config for r in rows]
+    assert len(set(configs)) == len(configs) == 2 * len(cases.KPOINTWISE_QUICK), configs
+    assert configs[0].endswith("training=False") and configs[1].endswith("training=True")
+
+
+def test_a_wrong_return_value_is_an_error_naming_the_method():
+    # These were "KeyError: 'moving_stats'" and "TypeError: 'int' object is not iterable".
+    class Wrong(NumpyBackend):
+        name = "wrong"
+
+        def kpointwise(self, *a, **k):
+            out = super().kpointwise(*a, **k)
+            del out["moving_stats"]
+            return out
+
+        def param_count(self, model):
+            return sum(super().param_count(model))
+
+    rows = check_kpointwise(Wrong())
+    assert rows and all(r.status == "error" for r in rows), describe(rows)
+    assert (
+        "Wrong.kpointwise() to return a dict with keys ['y', 'dx', 'grads', 'moving_stats']"
+        in (rows[0].detail)
+        and "without ['moving_stats']" in rows[0].detail
+    ), describe(rows)
+    rows = check_params(Wrong())
+    assert all(r.status == "error" for r in rows), describe(rows)
+    assert "Wrong.param_count() to return (trainable, non_trainable) integers, received 685334" in (
+        rows[0].detail  # 639,702 + 45,632: kEffNet-B0 16ch, 10 classes (DESIGN.md §1)
+    ), describe(rows)
+
+
+def test_channels_first_outputs_are_named_and_blamed_on_no_trap():
+    # A (N, C, H, W) output was reported as a shape mismatch "likely" caused by the residual or
+    # BN epsilon.
+    bad = failing(check_kpointwise(_NCHW()))
+    assert bad and {r.check for r in bad} == {"kpointwise forward"}, describe(bad)
+    for row in bad:
+        assert "channels-first" in row.detail and "likely trap" not in row.detail, describe([row])
+
+
+def test_kpointwise_failures_name_only_the_traps_that_fit_the_layer():
+    # Every row blamed "the residual adds the non-interleaved y1; BN epsilon 1e-3", also for a
+    # plain 1x1 conv (G=1), which has neither a residual nor an interleave.
+    bad = failing(check_kpointwise(mutants.BN_EPS_1E5))
+    plain = [r for r in bad if r.check == "kpointwise forward" and "G=1 " in r.config]
+    assert plain, describe(bad)
+    for row in plain:
+        assert "epsilon" in row.detail, describe([row])
+        assert "residual" not in row.detail and "interleave" not in row.detail, describe([row])
+    bad = failing(check_kpointwise(mutants.RESIDUAL_ON_INTERLEAVED))
+    assert all("non-interleaved y1" in r.detail for r in bad if r.check == "kpointwise forward")
+
+
+def test_kpointwise_moving_stats_of_a_diverged_forward_are_not_blamed_on_momentum():
+    # A transposed interleave changes the second BN's input, and its statistics were blamed on
+    # Keras's momentum and biased variance.
+    bad = [r for r in failing(check_kpointwise(mutants.INTERLEAVE_TRANSPOSED))]
+    stats = [r for r in bad if r.check == "bn moving stats"]
+    assert stats, describe(bad)
+    for row in stats:
+        assert "forward pass diverges first" in row.detail and "momentum" not in row.detail
+
+
+def _symmetric_stride2_padding():
+    from gpconv.core.ops import conv
+
+    original = conv.pad_amounts
+
+    def pad_amounts(size, kernel, stride, padding):
+        # torchvision's port: padding=k//2 on stride-2 convs; the stride-1 stem of a
+        # skip_stride_cnt network keeps Keras's padding, so the stem stays right.
+        if padding == "correct" and stride == 2:
+            return (kernel // 2, kernel // 2)
+        return original(size, kernel, stride, padding)
+
+    return [(conv, "pad_amounts", pad_amounts)]
+
+
+def test_symmetric_stride2_depthwise_padding_is_named_at_its_block():
+    # 32x32 with skip_stride_cnt=3: block4a sees 31x31 (odd: both paddings agree); block6a sees
+    # 16x16 (even: correct_pad (1, 2) vs symmetric (2, 2) for k=5). It was traced to block6a with
+    # no trap named.
+    m = mutants.MutantBackend("mutant-stride2-symmetric", _symmetric_stride2_padding)
+    logits = [r for r in failing(check_network(m)) if r.check == "network logits"]
+    assert logits and all(r.layer == "block6a" for r in logits), describe(logits)
+    assert all("correct_pad" in r.detail for r in logits), describe(logits)
