@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
-from ..core.arch import Architecture, MBConvSpec
+from ..core.arch import Architecture, MBConvSpec, with_dropout, without_dropout
+from ..core.params import init_params
 from ..core.pointwise import KPointwiseSpec, interleave
 from . import cases as C
 from .results import (
@@ -39,6 +40,8 @@ TRAPS = {
     "residual": "the residual adds the non-interleaved y1, not interleave(y1)",
     "epsilon": "BN epsilon 1e-3 (not 1e-5)",
     "padding": "stride-2 depthwise: TF 'correct_pad' (asymmetric) vs symmetric padding",
+    "drop-connect": "drop-connect keeps or drops each sample (an (N, 1, 1, 1) mask), not the "
+    "whole batch at once",
 }
 FORWARD_FIRST = "the forward pass diverges first ({})"
 
@@ -229,6 +232,57 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
     return out
 
 
+# One image repeated this many times. With per-sample masks at drop_connect_rate 0.5 (B0's 9
+# residual blocks drop with rates 0.06-0.44), that more than half of the other copies draw the first
+# copy's keep/drop pattern in every block has a probability of 2e-8: the check does not flake.
+DROP_CONNECT_COPIES = 16
+DROP_CONNECT_RATE = 0.5
+
+
+def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
+    """Drop-connect is drawn per sample, as in Keras and torchvision. The training checks run
+    without it (the interface cannot take the reference's random masks), so this one runs a
+    model with ``drop_connect_rate`` 0.5 and no head dropout, in training mode, on one image
+    repeated ``DROP_CONNECT_COPIES`` times. Without drop-connect every copy would give the same
+    logits; per-sample masks make most copies differ; one mask for the whole batch (or none)
+    leaves them all equal. The error is the share of copies whose logits equal the first copy's
+    (within 1e-4 of the logits' scale); more than half is a failure."""
+    rows = []
+    for model, m in _models(full):
+        arch = without_dropout(C.network_arch(model, m, training=False))
+        arch = with_dropout(arch, drop_connect_rate=DROP_CONNECT_RATE)
+        label = (
+            f"{C.network_label(model, m)} drop_connect_rate={DROP_CONNECT_RATE}, "
+            f"{DROP_CONNECT_COPIES} copies of one image"
+        )
+
+        def rows_of(arch: Architecture = arch, label: str = label) -> list[CheckResult]:
+            rng = np.random.default_rng([seed, 2])
+            params = C.randomise(arch.param_shapes(), init_params(arch, seed, np.float64), rng)
+            image = C.f32(rng.standard_normal((1, C.IMAGE_SIZE, C.IMAGE_SIZE, 3)))
+            native = backend.build(arch)
+            backend.load_params(native, params)
+            got = call(backend, "forward", native, np.repeat(image, DROP_CONNECT_COPIES, 0), True)
+            logits = np.asarray(got["logits"], dtype=np.float64)
+            scale = float(np.max(np.abs(logits))) if logits.size else 0.0
+            same = np.all(np.abs(logits - logits[:1]) <= 1e-4 * scale, axis=1)[1:]
+            share = float(np.mean(same)) if np.isfinite(scale) and same.size else float("inf")
+            note = (
+                f"{int(np.sum(same))} of {same.size} copies gave the first copy's logits"
+                if share > 0.5
+                else ""
+            )
+            cmp = Comparison(share, 0.5, note)
+            return [
+                _result(
+                    backend, "drop-connect per sample", "blocks", label, cmp, TRAPS["drop-connect"]
+                )
+            ]
+
+        rows += guarded(backend, "drop-connect per sample", "blocks", label, rows_of)
+    return rows
+
+
 def _models(full: bool) -> tuple:
     return C.NETWORKS_FULL if full else C.NETWORKS_QUICK
 
@@ -387,6 +441,7 @@ CHECKS: dict[str, Callable[..., list[CheckResult]]] = {
     "kpointwise": check_kpointwise,
     "params": check_params,
     "network": check_network,
+    "drop-connect": check_drop_connect,
 }
 
 

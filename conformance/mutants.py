@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.numpy_reference import NumpyBackend, ReferenceModel
-from ..core import pointwise
+from ..core import network, pointwise
 from ..core.arch import Architecture
 from ..core.ops import conv, normalization
 
@@ -177,6 +177,20 @@ def _second_branch(spec, params, x, training):
     return y2
 
 
+def _drop_connect_per_batch() -> list[Patch]:
+    # One keep-or-drop draw for the whole batch, as a port that builds the mask from the batch
+    # tensor's rank rather than its batch size would do.
+    drawn = network._dropout_mask
+
+    def per_batch(xp, like, shape, rate, site, masks, rng):
+        if not site.endswith("_drop"):
+            return drawn(xp, like, shape, rate, site, masks, rng)
+        one = drawn(xp, like, (1,) * len(shape), rate, site, None, rng)
+        return xp.broadcast_to(one, shape)
+
+    return [(network, "_dropout_mask", per_batch)]
+
+
 def _top_with_swish(arch: Architecture) -> Architecture:
     # kEffNet built with EfficientNet's swish on the top conv.
     return replace(arch, head=replace(arch.head, top=replace(arch.head.top, activation="swish")))
@@ -189,6 +203,7 @@ PYTORCH_MOMENTUM = MutantBackend("mutant-pytorch-momentum", _pytorch_momentum)
 SYMMETRIC_PADDING = MutantBackend("mutant-symmetric-padding", _symmetric_padding)
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
+DROP_CONNECT_PER_BATCH = MutantBackend("mutant-drop-connect-per-batch", _drop_connect_per_batch)
 FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
 ALIASED_EXPORT = AliasedExportBackend()
 TRAINED_IN_PLACE = TrainedInPlaceBackend()
@@ -201,6 +216,7 @@ ALL = (
     SYMMETRIC_PADDING,
     RESIDUAL_ON_INTERLEAVED,
     TOP_ACTIVATION,
+    DROP_CONNECT_PER_BATCH,
     FLOAT16,
     ALIASED_EXPORT,
     TRAINED_IN_PLACE,

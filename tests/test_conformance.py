@@ -14,6 +14,7 @@ from gpconv.backends.base import Backend
 from gpconv.backends.numpy_reference import NumpyBackend
 from gpconv.conformance import cases, golden, mutants, runner, strategies
 from gpconv.conformance.checks import (
+    check_drop_connect,
     check_interleave,
     check_kpointwise,
     check_network,
@@ -117,6 +118,29 @@ def test_symmetric_padding_is_traced_to_the_stem():
     stats = [r for r in failing(rows) if r.check == "network moving stats"]
     assert stats and all("forward pass diverges first" in r.detail for r in stats), describe(stats)
     assert not any("momentum" in r.detail for r in stats), describe(stats)
+
+
+def test_drop_connect_per_batch_is_caught_by_its_own_check_only():
+    """The training checks run without dropout, so a port that drew one drop-connect mask for
+    the whole batch passed every other check; the drop-connect check names it."""
+    mutant = mutants.DROP_CONNECT_PER_BATCH
+    assert not failing(check_network(mutant)), "the mutant differs only in its dropout masks"
+    bad = failing(check_drop_connect(mutant))
+    assert bad and all(r.check == "drop-connect per sample" for r in bad), describe(bad)
+    assert "15 of 15 copies gave the first copy's logits" in bad[0].detail
+    assert "not the whole batch at once" in bad[0].detail
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "tensorflow"])
+def test_per_sample_drop_connect_passes_the_drop_connect_check(name):
+    """Per-sample masks pass: the reference (checked as any backend) and both frameworks'."""
+    from gpconv.conformance.runner import resolve
+
+    backend = resolve(name)
+    if not backend.is_available():
+        pytest.skip(f"{name} is not installed")
+    rows = check_drop_connect(backend)
+    assert rows and not failing(rows), describe(failing(rows))
 
 
 def test_top_activation_is_traced_to_the_top_of_kefficientnet_only():
