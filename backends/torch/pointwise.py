@@ -1,7 +1,9 @@
 """Grouped pointwise convolution, channel interleave and kPointwise (DESIGN.md §1) as nn.Modules.
 
 Tensors are NCHW in shape; the memory format may be contiguous NCHW or ``channels_last``
-(physically NHWC), and every module here keeps the format it is given.
+(physically NHWC). ``Interleave`` and the ``"conv"`` and ``"matmul"`` convs keep the format they
+are given; ``"channels_last"`` (so ``"auto"`` on CPU) returns ``channels_last``; ``"einsum"``
+returns whatever strides ``torch.einsum`` picks (neither format, for these shapes).
 
 The grouped 1×1 conv can be computed several ways with very different CPU speed (DESIGN.md §5;
 ``benchmarks/bench_torch_pointwise.py`` measures them). ``GroupedPointwise2d(impl=...)`` selects:
