@@ -264,15 +264,18 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
             backend.load_params(native, params)
             got = call(backend, "forward", native, np.repeat(image, DROP_CONNECT_COPIES, 0), True)
             logits = np.asarray(got["logits"], dtype=np.float64)
-            scale = float(np.max(np.abs(logits))) if logits.size else 0.0
-            same = np.all(np.abs(logits - logits[:1]) <= 1e-4 * scale, axis=1)[1:]
-            share = float(np.mean(same)) if np.isfinite(scale) and same.size else float("inf")
-            note = (
-                f"{int(np.sum(same))} of {same.size} copies gave the first copy's logits"
-                if share > 0.5
-                else ""
-            )
-            cmp = Comparison(share, 0.5, note)
+            expected = (DROP_CONNECT_COPIES, arch.num_classes)
+            if logits.shape != expected:
+                note = f"logits of shape {logits.shape}, expected {expected}"
+                cmp = Comparison(float("inf"), 0.5, note, layout=True)
+            elif not np.all(np.isfinite(logits)):
+                cmp = Comparison(float("inf"), 0.5, "non-finite logits", non_finite=True)
+            else:
+                scale = float(np.max(np.abs(logits)))
+                same = np.all(np.abs(logits - logits[:1]) <= 1e-4 * scale, axis=1)[1:]
+                share = float(np.mean(same))
+                note = f"{int(np.sum(same))} of {same.size} copies gave the first copy's logits"
+                cmp = Comparison(share, 0.5, note if share > 0.5 else "")
             return [
                 _result(
                     backend, "drop-connect per sample", "blocks", label, cmp, TRAPS["drop-connect"]

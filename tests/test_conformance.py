@@ -131,6 +131,17 @@ def test_drop_connect_per_batch_is_caught_by_its_own_check_only():
     assert "not the whole batch at once" in bad[0].detail
 
 
+def test_drop_connect_check_blames_no_trap_for_non_finite_logits():
+    from gpconv.core import pointwise
+
+    original = pointwise.interleave
+    broken = mutants.MutantBackend(
+        "mutant-nan", lambda: [(pointwise, "interleave", lambda x, g: original(x, g) * np.nan)]
+    )
+    bad = failing(check_drop_connect(broken))
+    assert bad and all(r.detail == "non-finite logits" for r in bad), describe(bad)
+
+
 @pytest.mark.parametrize("name", ["numpy", "torch", "tensorflow"])
 def test_per_sample_drop_connect_passes_the_drop_connect_check(name):
     """Per-sample masks pass: the reference (checked as any backend) and both frameworks'."""
