@@ -278,3 +278,45 @@ def test_adding_a_backend_pytest_example_runs_as_written() -> None:
     own = kpointwise_test._hypothesis_internal_use_settings  # what @settings gave the test
     assert own.deadline is None, f"the example keeps hypothesis's deadline {own.deadline}"
     kpointwise_test()  # and the example passes a correct adapter (the ci profile's 8 examples)
+
+
+@pytest.mark.parametrize(
+    "m,layers,cout_sum,sentence",
+    [
+        # B0's project layers output 16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192 x 4, 320
+        # channels (DESIGN.md §1's stage table): 16 layers, sum 1,808; with m = 32 block1a's
+        # 32 -> 16 gets G = 1 (bound max(1, min(32, 16, 1)) = 1), leaving 15 layers, sum 1,792.
+        (16, 16, 1808, "2 × 1,808 = 3,616 = 45,632 − 42,016"),
+        (32, 15, 1792, "2 × 1,792 = 3,584 = 45,600 − 42,016"),
+    ],
+)
+def test_extra_non_trainable_are_the_project_bn2(
+    text: str, m: int, layers: int, cout_sum: int, sentence: str
+) -> None:
+    """Method §9: kEffNet's extra non-trainable parameters are the moving statistics of the
+    project layers' second BN, and the guide's arithmetic for them holds."""
+    assert " ".join(sentence.split()) in " ".join(text.split()), f"§9 no longer says {sentence!r}"
+    shapes = kefficientnet("b0", 10, m).param_shapes()
+    bn2 = {k: s for k, (s, trainable) in shapes.items() if "/bn2/moving_" in k}
+    owners = {k.split("/")[0] for k in bn2}
+    assert all(o.endswith("_project") for o in owners), sorted(owners)
+    assert len(owners) == layers, sorted(owners)
+    assert sum(int(np.prod(s)) for s in bn2.values()) == 2 * cout_sum
+    extra = kefficientnet("b0", 10, m).param_count()[1] - efficientnet("b0", 10).param_count()[1]
+    assert extra == 2 * cout_sum, f"kEffNet-B0 {m}ch non-trainable - EfficientNet-B0's = {extra}"
+
+
+def _github_slug(heading: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_section_links_resolve(text: str) -> None:
+    """Every ``](#anchor)`` link of the guide (the contents line, the cross references) names
+    a heading of the guide."""
+    slugs = {_github_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    assert _github_slug("9. The paper's parameter table") == "9-the-papers-parameter-table"
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(links) >= 10, links
+    dangling = sorted(set(links) - slugs)
+    assert not dangling, f"method.md links to missing headings {dangling}; have {sorted(slugs)}"
