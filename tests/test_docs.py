@@ -320,3 +320,18 @@ def test_section_links_resolve(text: str) -> None:
     assert len(links) >= 10, links
     dangling = sorted(set(links) - slugs)
     assert not dangling, f"method.md links to missing headings {dangling}; have {sorted(slugs)}"
+
+
+def test_conv2_only_case_is_se_reduce_without_bn(mf: ModuleType) -> None:
+    """Method §5: in kEffNet-B0 the conv2-only case (G = Cout > 1) occurs only in SE reduce
+    layers, which have a bias and no BN (16ch: 96->4, 144->6, 240->10, 480->20, 672->28 and
+    1152->48, in 1 + 2 + 2 + 3 + 3 + 4 = 15 layers; none in 32ch)."""
+    for m, expected in ((16, 15), (32, 0)):
+        found = [
+            (layer, kind, spec)
+            for layer, kind, spec in mf.pointwise_specs(kefficientnet("b0", 10, m))
+            if spec.groups > 1 and spec.groups == spec.cout
+        ]
+        assert len(found) == expected, [(layer, kind) for layer, kind, _ in found]
+        for layer, kind, spec in found:
+            assert kind == "se_reduce" and spec.bias and not spec.bn, (layer, kind, spec)
