@@ -173,8 +173,9 @@ def save_params(
 def load_params(
     path: str | os.PathLike, arch: Architecture | None = None, dtype: Any = None
 ) -> dict[str, np.ndarray]:
-    """Read a safetensors file; with ``arch``, validate names, shapes and dtypes (``dtype``, or
-    any floating dtype) and raise one error listing every problem."""
+    """Read a safetensors file; with ``arch``, check the architecture its metadata names
+    (``check_arch_metadata``) and validate names, shapes and dtypes (``dtype``, or any floating
+    dtype), raising one error listing every problem."""
     from safetensors.numpy import load
 
     path = os.fspath(path)
@@ -186,14 +187,88 @@ def load_params(
         try:
             params = load(f.read())
         except Exception as err:  # safetensors raises its own error types for corrupt headers
+            _refuse_numpy_less_dtypes(path)
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
     if arch is not None:
+        check_arch_metadata(arch, read_metadata(path), path)
         validate_params(arch, params, dtype)
     return params
 
 
+# safetensors dtypes that NumPy has; safetensors.numpy fails on the others with a bare KeyError.
+_NUMPY_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16"}
+_NUMPY_SAFETENSORS_DTYPES |= {"U8", "BOOL"}
+
+
+def _refuse_numpy_less_dtypes(path: str) -> None:
+    """``TypeError`` naming the tensors of a (well-formed) file whose dtype NumPy lacks, such as
+    ``BF16`` from a bfloat16 torch model; nothing if the header is corrupt or has none."""
+    try:
+        header = _read_header(path)
+    except ValueError:
+        return
+    odd = {
+        k: v.get("dtype")
+        for k, v in header.items()
+        if k != "__metadata__"
+        and isinstance(v, dict)
+        and isinstance(v.get("dtype"), str)
+        and v["dtype"] not in _NUMPY_SAFETENSORS_DTYPES
+    }
+    if odd:
+        names = ", ".join(f"{k} ({d})" for k, d in list(odd.items())[:3])
+        more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+        raise TypeError(
+            f"Expected {path!r} to hold float16, float32 or float64 tensors, received "
+            f"{len(odd)} of dtypes {sorted(set(map(str, odd.values())))} that NumPy cannot "
+            f"represent: {names}{more}. Save float32 copies instead (with safetensors.torch: "
+            "save_file({k: v.float() for k, v in tensors.items()}, path))"
+        )
+
+
+def arch_metadata(arch: Architecture) -> dict[str, str]:
+    """What a parameter file's metadata records about the architecture it is for: ``arch`` (the
+    name, e.g. ``kefficientnet-b0-16ch``), ``num_classes`` and ``skip_stride_cnt``. The last
+    changes no parameter shape, so only the metadata can tell a file's value from another."""
+    return {
+        "arch": arch.name,
+        "num_classes": str(arch.num_classes),
+        "skip_stride_cnt": str(arch.skip_stride_cnt),
+    }
+
+
+def check_arch_metadata(
+    arch: Architecture, metadata: Mapping[str, str], source: str, ignore: tuple[str, ...] = ()
+) -> None:
+    """``ValueError`` if ``metadata`` (of the file ``source``) records another architecture than
+    ``arch`` (``arch_metadata``'s keys, except ``ignore``). Keys the file lacks (files written
+    before they were recorded, or by other tools) are not checked."""
+    expected = arch_metadata(arch)
+    problems = [
+        f"{k}={metadata[k]} (the model: {v})"
+        for k, v in expected.items()
+        if k not in ignore and k in metadata and metadata[k] != v
+    ]
+    if problems:
+        raise ValueError(
+            f"{source!r} holds parameters for another architecture than {arch.name}: "
+            f"{', '.join(problems)}. Build the model with the file's settings"
+        )
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata stored in a safetensors header."""
+    meta = _read_header(path).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a valid safetensors file: "
+            "its metadata is not a JSON object"
+        )
+    return dict(meta)
+
+
+def _read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor entries and ``__metadata__``)."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         blob = f.read(8)
@@ -204,10 +279,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
             header = json.loads(f.read(n))
             if not isinstance(header, dict):
                 raise ValueError("its header is not a JSON object")
-            meta = header.get("__metadata__") or {}
-            if not isinstance(meta, dict):
-                raise ValueError("its metadata is not a JSON object")
-            return dict(meta)
+            return header
         except ValueError as err:  # json.JSONDecodeError is a ValueError
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
 

@@ -337,3 +337,72 @@ def test_read_metadata_refuses_headers_that_are_not_string_maps(tmp_path, header
     path.write_bytes(len(blob).to_bytes(8, "little") + blob)
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         read_metadata(path)
+
+
+def _written_with_arch_metadata(tmp_path, arch) -> str:
+    """A file of ``arch``'s fresh parameters whose metadata records ``arch`` as gpconv train's
+    do (docs/train.md): by name, class count and skip_stride_cnt."""
+    meta = {
+        "arch": arch.name,
+        "num_classes": arch.num_classes,
+        "skip_stride_cnt": arch.skip_stride_cnt,
+    }
+    path = str(tmp_path / "p.safetensors")
+    save_params(path, init_params(arch, seed=0), metadata=meta)
+    return path
+
+
+def test_a_file_for_another_skip_stride_is_refused_though_every_shape_fits(tmp_path):
+    """skip_stride_cnt changes strides, not parameter shapes: a file trained at skip 1 loaded
+    into a skip -1 model used to load silently and predict from other feature maps."""
+    trained = tiny_architecture(skip_stride_cnt=1)
+    other = tiny_architecture(skip_stride_cnt=-1)
+    assert trained.param_shapes() == other.param_shapes()  # so only the metadata can tell
+    path = _written_with_arch_metadata(tmp_path, trained)
+    with pytest.raises(ValueError, match=r"skip_stride_cnt=1 \(the model: -1\)"):
+        load_params(path, other)
+    assert load_params(path, trained).keys() == trained.param_shapes().keys()
+
+
+def test_a_file_for_another_architecture_names_it_before_the_shapes(tmp_path):
+    """16ch vs 32ch-style mismatches listed every mis-shaped kernel (86 lines for B0) without
+    saying why; the file's recorded architecture now comes first, in one line."""
+    trained = tiny_architecture(min_channels_per_group=4)
+    path = _written_with_arch_metadata(tmp_path, trained)
+    with pytest.raises(
+        ValueError, match=r"arch=kefficientnet-b0-4ch \(the model: kefficientnet-b0-8ch\)"
+    ):
+        load_params(path, tiny_architecture(min_channels_per_group=8))
+
+
+def test_a_file_without_architecture_metadata_still_loads(tmp_path, arch):
+    """Files written before the metadata was recorded (or by other tools) are checked by shape
+    alone."""
+    path = tmp_path / "old.safetensors"
+    save_params(path, init_params(arch, seed=0), metadata={"arch": arch.name})
+    assert load_params(path, arch).keys() == arch.param_shapes().keys()
+
+
+def _safetensors_blob(entries: dict[str, tuple[str, list[int], bytes]]) -> bytes:
+    """A safetensors file written by hand (format: 8-byte little-endian header length, JSON
+    header with dtype/shape/data_offsets per tensor, then the data), for dtypes NumPy lacks."""
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in entries.items():
+        header[name] = {
+            "dtype": dtype,
+            "shape": shape,
+            "data_offsets": [len(data), len(data) + len(raw)],
+        }
+        data += raw
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + data
+
+
+def test_a_bfloat16_file_is_refused_by_dtype_not_called_corrupt(tmp_path, arch):
+    """A bfloat16 file (safetensors.torch of a bf16 model) was reported as "not a valid
+    safetensors file: 'BF16'": it is valid, NumPy just has no bfloat16."""
+    path = tmp_path / "bf16.safetensors"
+    one = np.float32(1.0).tobytes()[2:]  # bfloat16 is float32's upper 2 bytes (little-endian)
+    path.write_bytes(_safetensors_blob({"stem_conv/kernel": ("BF16", [1], one)}))
+    with pytest.raises(TypeError, match=r"dtypes \['BF16'\].*stem_conv/kernel \(BF16\)"):
+        load_params(path, arch)

@@ -190,6 +190,21 @@ def test_each_kpointwise_conv_draws_its_own_initial_kernel():
     assert abs(corr) < 0.2, f"block2a_project conv2 repeats conv's draws: {corr:.3f}"
 
 
+def test_weights_file_for_another_skip_stride_is_refused(small_kmodel, tmp_path):
+    """skip_stride_cnt changes no shape: ``weights=`` of a skip-3 file loaded silently into a
+    skip -1 model. Headless, the file's class count does not matter (no classifier is loaded)."""
+    from gpconv.core.params import save_params
+
+    _, params = small_kmodel
+    path = tmp_path / "p.safetensors"
+    meta = {"arch": "kefficientnet-b0-16ch", "num_classes": "10", "skip_stride_cnt": "3"}
+    save_params(path, params, metadata=meta)
+    with pytest.raises(ValueError, match=r"skip_stride_cnt=3 \(the model: -1\)"):
+        KEfficientNetB0(weights=str(path), classes=10, input_shape=(32, 32, 3))
+    headless = KEfficientNetB0(weights=str(path), include_top=False, skip_stride_cnt=3)
+    assert "predictions/kernel" not in export_params(headless)  # classes=1000, file's 10: fine
+
+
 # Keras's own saving code calls np.array on variables (a NumPy 2 deprecation inside Keras).
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 @pytest.mark.parametrize(

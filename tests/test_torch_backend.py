@@ -575,6 +575,21 @@ def test_params_round_trip_exactly_and_map_every_tensor(tmp_path):
         np.testing.assert_array_equal(value, canonical[key], err_msg=key)
 
 
+def test_load_file_refuses_a_file_for_another_skip_stride(tmp_path):
+    """skip_stride_cnt changes no shape: a skip-3 file loaded silently into a skip -1 model."""
+    model = _small_model()  # skip_stride_cnt=3
+    path = tmp_path / "params.safetensors"
+    meta = {"arch": "kefficientnet-b0-16ch", "num_classes": "10", "skip_stride_cnt": "3"}
+    save_params(path, export_params(model), metadata=meta)
+    other = kefficientnet_b0(num_classes=10, skip_stride_cnt=-1, seed=1)
+    before = export_params(other)
+    with pytest.raises(ValueError, match=r"skip_stride_cnt=3 \(the model: -1\)"):
+        load_file(other, path)
+    for key, value in export_params(other).items():  # nothing was copied
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    load_file(kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=1), path)
+
+
 def test_bad_params_are_listed_in_one_error():
     model = _small_model()
     params = export_params(model)

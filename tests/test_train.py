@@ -1107,6 +1107,27 @@ def test_the_input_normalization_travels_with_the_parameters(numpy_run):
     assert json.loads(meta["input_std"]) == norm["std"]
 
 
+def test_the_parameter_files_record_their_architecture(numpy_run):
+    """The files said only ``arch=kefficientnet-b0-16ch``: the class count, the skip_stride_cnt
+    (which changes no shape, so a wrong one loaded silently) and the image size were not in
+    them. NUMPY_TINY: digits (10 classes), --image-size 8, --skip-stride 0."""
+    from gpconv.core.arch import kefficientnet
+
+    for name in ("params.safetensors", "best.safetensors"):
+        path = os.path.join(numpy_run, name)
+        meta = read_metadata(path)
+        recorded = {k: meta.get(k) for k in ("arch", "num_classes", "skip_stride_cnt")}
+        assert recorded == {
+            "arch": "kefficientnet-b0-16ch",
+            "num_classes": "10",
+            "skip_stride_cnt": "0",
+        }, f"{name}: {meta}"
+        assert meta.get("image_size") == "8", f"{name}: {meta}"
+        load_params(path, kefficientnet("b0", 10, 16, skip_stride_cnt=0))
+        with pytest.raises(ValueError, match=r"skip_stride_cnt=0 \(the model: 3\)"):
+            load_params(path, kefficientnet("b0", 10, 16, skip_stride_cnt=3))
+
+
 def test_a_run_killed_before_its_first_epoch_does_not_pin_the_folder(tmp_path, numpy_run, capsys):
     out = tmp_path / "killed"
     out.mkdir()

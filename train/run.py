@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import backends
 from ..core.arch import MIN_INPUT_SIZE, MODELS, Architecture, by_name, without_dropout
-from ..core.params import save_params
+from ..core.params import arch_metadata, save_params
 from ..perf import allocator
 from ..perf.machine import describe
 from . import checkpoint, metrics
@@ -428,11 +428,14 @@ class RunWriter:
             checkpoint.write_json_atomic(os.path.join(self.cfg.out, "run.json"), run)
 
     def _metadata(self, **extra: str) -> dict[str, str]:
-        """The metadata of every parameter file the run writes: model, backend, the input
-        normalisation (``input_mean``/``input_std``, JSON lists) and ``extra``."""
+        """The metadata of every parameter file the run writes: the architecture
+        (``arch_metadata``: name, ``num_classes``, ``skip_stride_cnt``; loaders check them), the
+        training ``image_size``, backend, the input normalisation (``input_mean``/``input_std``,
+        JSON lists) and ``extra``."""
         norm = normalization(self.data)
         return {
-            "arch": self.arch.name,
+            **arch_metadata(self.arch),
+            "image_size": str(self.cfg.image_size),
             "backend": self.cfg.backend,
             "input_mean": json.dumps(norm["mean"]),
             "input_std": json.dumps(norm["std"]),

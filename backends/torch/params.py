@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.params import check_arch_metadata, read_metadata
 from ...core.params import load_params as load_params_file
 from ..exchange import CONV, DENSE, DEPTHWISE, convert, validated
 
@@ -175,7 +176,10 @@ def _require_module_matches(model: nn.Module, arch: Any) -> None:
 
 
 def load_file(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a canonical safetensors file (``core.params.save_params``) into ``model``."""
+    """Load a canonical safetensors file (``core.params.save_params``) into ``model``, refusing
+    a file whose metadata records another architecture (``core.params.check_arch_metadata``)."""
+    path = os.fspath(path)
+    check_arch_metadata(_arch_of(unwrap(model)), read_metadata(path), path)
     load_params(model, load_params_file(path))
 
 
