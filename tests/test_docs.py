@@ -335,3 +335,31 @@ def test_conv2_only_case_is_se_reduce_without_bn(mf: ModuleType) -> None:
         assert len(found) == expected, [(layer, kind) for layer, kind, _ in found]
         for layer, kind, spec in found:
             assert kind == "se_reduce" and spec.bias and not spec.bn, (layer, kind, spec)
+
+
+def test_train_md_cross_framework_example_runs_on_a_run_folder(tmp_path) -> None:
+    """docs/train.md's way from a run folder to predictions in torch, Keras and the NumPy
+    reference, run as written on a tiny numpy-trained run (its path substituted). The run
+    evaluated its first 48 test images (--limit 48): the example's predictions there must give
+    the accuracy summary.json reports, which checks the documented normalisation and layouts."""
+    import json
+
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    from gpconv.cli.main import main
+
+    blocks = README_PYTHON.findall((REPO / "docs" / "train.md").read_text())
+    found = [b for b in blocks if "read_metadata" in b]
+    assert len(found) == 1, "docs/train.md: expected one cross-framework example"
+    out = tmp_path / "run"
+    args = "--backend numpy --model kefficientnet-b0 --image-size 8 --skip-stride 0 --limit 48"
+    args += " --batch-size 16 --epochs 2 --lr 0.05 --threads 1 --quiet"
+    assert main(["train", *args.split(), "--out", str(out)]) == 0
+    code = found[0].replace("runs/digits-k16", str(out))
+    assert code != found[0], "the example no longer names runs/digits-k16"
+    namespace: dict = {}
+    exec(compile(code, "docs/train.md cross-framework example", "exec"), namespace)
+    summary = json.loads((out / "summary.json").read_text())
+    predicted = namespace["keras_logits"][:48].argmax(1)
+    accuracy = float((predicted == namespace["data"].y_test[:48]).mean())
+    assert accuracy == pytest.approx(summary["best_test_acc"]), (accuracy, summary)
