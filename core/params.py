@@ -252,7 +252,8 @@ def check_arch_metadata(
     if problems:
         raise ValueError(
             f"{source!r} holds parameters for another architecture than {arch.name}: "
-            f"{', '.join(problems)}. Build the model with the file's settings"
+            f"{', '.join(problems)}. Build the model with the file's settings (to load it into "
+            "this one on purpose, pass the dict of core.params.load_params(path), unchecked)"
         )
 
 
