@@ -363,3 +363,54 @@ def test_train_md_cross_framework_example_runs_on_a_run_folder(tmp_path) -> None
     predicted = namespace["keras_logits"][:48].argmax(1)
     accuracy = float((predicted == namespace["data"].y_test[:48]).mean())
     assert accuracy == pytest.approx(summary["best_test_acc"]), (accuracy, summary)
+
+
+# --- commands the docs show ------------------------------------------------------------------
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# A command starts at `gpconv SUB` or `python -m gpconv.cli SUB` (also after torchrun's `-m`).
+GPCONV_COMMAND = re.compile(r"(?:\bgpconv|-m gpconv\.cli) ([a-z]+)\b([^`\n]*)")
+
+
+def _doc_command_lines(text: str) -> list[str]:
+    """Every line of a ```bash block (continuation lines joined, comments dropped) and every
+    inline code span (joined across the line breaks that wrap it)."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            lines.append(re.sub(r"\s#.*", "", line))
+    lines += [span.replace("\n", " ") for span in re.findall(r"(?<!`)`([^`]+)`(?!`)", text)]
+    return lines
+
+
+def _documented_gpconv_flags() -> list[tuple[str, str, str]]:
+    """(file, subcommand, --flag) for each flag of each `gpconv SUB ...` command in the docs."""
+    found = []
+    for path in DOC_FILES:
+        for line in _doc_command_lines(path.read_text(encoding="utf-8")):
+            for sub, rest in GPCONV_COMMAND.findall(line):
+                found += [
+                    (path.name, sub, flag) for flag in re.findall(r"(?<!\S)--?[a-z][\w-]*", rest)
+                ]
+    return found
+
+
+def test_documented_gpconv_commands_use_existing_flags() -> None:
+    """Every option that README.md or docs/*.md passes to a `gpconv` subcommand is one that
+    subcommand's parser knows: a renamed or dropped flag must take the docs with it."""
+    import argparse
+
+    from gpconv.cli.main import build_parser
+
+    (sub_action,) = [
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    documented = _documented_gpconv_flags()
+    subs = {sub for _, sub, _ in documented}
+    assert {"check", "summary", "train", "bench"} <= subs, subs  # the extraction finds them all
+    unknown = [
+        (name, sub, flag)
+        for name, sub, flag in documented
+        if sub not in sub_action.choices
+        or flag not in sub_action.choices[sub]._option_string_actions
+    ]
+    assert not unknown, unknown
