@@ -46,7 +46,7 @@ TRAPS = {
 FORWARD_FIRST = "the forward pass diverges first ({})"
 
 
-def kpointwise_traps(spec: KPointwiseSpec) -> str:
+def _layer_traps(spec: KPointwiseSpec) -> list[str]:
     """The traps that can change this kPointwise layer's output: a layer without BN has no
     epsilon, one that does not interleave no interleave order, and only an interleaving layer with
     a second conv can add its residual to the wrong tensor (otherwise ``z`` is ``y1``)."""
@@ -55,19 +55,22 @@ def kpointwise_traps(spec: KPointwiseSpec) -> str:
         traps.append(TRAPS["residual"])
     if spec.bn:
         traps.append(TRAPS["epsilon"])
+    return traps
+
+
+def kpointwise_traps(spec: KPointwiseSpec) -> str:
+    """``_layer_traps`` of ``spec`` as a hint, or ``""`` when none fits."""
+    traps = _layer_traps(spec)
     return "kPointwise: " + "; ".join(traps) if traps else ""
 
 
 def _block_traps(block: MBConvSpec) -> str:
-    """The traps that can make an MBConv block the first diverging layer (the stem's epsilon
-    would diverge before it): correct_pad if it strides, and those of its kPointwise layers."""
-    specs = [block.expand, block.se_reduce, block.se_expand, block.project]
-    specs = [s for s in specs if s is not None]
+    """The traps that can make an MBConv block the first diverging layer: correct_pad if it
+    strides, and those of its kPointwise layers but epsilon (the stem's BN would diverge first)."""
     traps = [TRAPS["padding"]] if block.padding == "correct" else []
-    if any(s.interleaves for s in specs):
-        traps.append(TRAPS["interleave"])
-    if any(s.interleaves and s.has_second_conv for s in specs):
-        traps.append(TRAPS["residual"])
+    for spec in (block.expand, block.se_reduce, block.se_expand, block.project):
+        if spec is not None:
+            traps += [t for t in _layer_traps(spec) if t != TRAPS["epsilon"] and t not in traps]
     return "; ".join(traps)
 
 

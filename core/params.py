@@ -196,8 +196,9 @@ def load_params(
 
 
 # safetensors dtypes that NumPy has; safetensors.numpy fails on the others with a bare KeyError.
-_NUMPY_SAFETENSORS_DTYPES = {"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16"}
-_NUMPY_SAFETENSORS_DTYPES |= {"U8", "BOOL"}
+_NUMPY_SAFETENSORS_DTYPES = frozenset(
+    ("F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL")
+)
 
 
 def _refuse_numpy_less_dtypes(path: str) -> None:
