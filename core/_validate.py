@@ -200,20 +200,22 @@ def require_divides(groups: int, channels: int, what: str) -> None:
         raise ValueError(f"Expected groups={groups} to divide {what}={channels}")
 
 
-def check_dy(cache_shape: tuple[int, ...], dy: Any, op: str, like: Any = None) -> None:
+def check_dy(cache_shape: tuple[int, ...], dy: Any, op: str, like: Any = None) -> Any:
     """Raise ``TypeError`` unless ``dy`` is a real floating array (of the library of ``like``, an
     array the forward of ``op`` saved, when given), ``ValueError`` unless it has the shape of the
-    forward output of ``op``."""
+    forward output of ``op``. Returns ``dy``'s array namespace, for the backward to compute in."""
     if not is_array_api_obj(dy):
         raise TypeError(
             f"Expected dy to be an array (the gradient of {op}'s output), "
             f"received {type(dy).__name__}"
         )
-    require_float(array_namespace(dy), "dy", dy)
+    xp = array_namespace(dy)
+    require_float(xp, "dy", dy)
     if like is not None:
-        namespace(like, dy, names=(f"{op}.forward's arrays", "dy"))
+        xp = namespace(like, dy, names=(f"{op}.forward's arrays", "dy"))
     if tuple(dy.shape) != tuple(cache_shape):
         raise ValueError(
             f"Expected dy.shape={tuple(cache_shape)} (the output of {op}.forward), "
             f"received dy.shape={tuple(dy.shape)}"
         )
+    return xp

@@ -238,9 +238,8 @@ class GroupedPointwise:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "GroupedPointwise", like=cache["x2"])
+        xp = check_dy(cache["y_shape"], dy, "GroupedPointwise", like=cache["x2"])
         x2, w = cache["x2"], cache["w"]
-        xp = namespace(x2, dy)
         groups, _, co = w.shape
         cin, cout = x2.shape[1], groups * co
         dy2 = xp.reshape(dy, (-1, cout))

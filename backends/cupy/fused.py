@@ -26,7 +26,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ...core._validate import check_dy, namespace, require_bool
+from ...core._validate import check_dy, require_bool
 from ...core.ops.activations import get_activation
 from ...core.ops.elementwise import Add
 from ...core.ops.normalization import BatchNorm
@@ -123,8 +123,7 @@ class FusedGroupedPointwise:
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
         x2, w, groups = cache["x2"], cache["w"], cache["groups"]
-        check_dy(cache["y_shape"], dy, "FusedGroupedPointwise", like=x2)
-        xp = namespace(x2, dy)
+        xp = check_dy(cache["y_shape"], dy, "FusedGroupedPointwise", like=x2)
         m, cin = x2.shape
         ci, cout = w.shape
         dy2 = _matrix(xp, dy, cout, x2.dtype)

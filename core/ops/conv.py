@@ -140,9 +140,8 @@ class Conv2D:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "Conv2D", like=cache["xpad"])
+        xp = check_dy(cache["y_shape"], dy, "Conv2D", like=cache["xpad"])
         xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
-        xp = namespace(xpad, dy)
         k = kernel.shape[0]
         _, ho, wo, cout = dy.shape
         cin = xpad.shape[-1]
@@ -186,9 +185,8 @@ class DepthwiseConv2D:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "DepthwiseConv2D", like=cache["xpad"])
+        xp = check_dy(cache["y_shape"], dy, "DepthwiseConv2D", like=cache["xpad"])
         xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
-        xp = namespace(xpad, dy)
         k = kernel.shape[0]
         _, ho, wo, _ = dy.shape
         dxpad = xp.zeros_like(xpad)

@@ -38,9 +38,8 @@ class Dense:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "Dense", like=cache["x"])
+        xp = check_dy(cache["y_shape"], dy, "Dense", like=cache["x"])
         x, kernel = cache["x"], cache["kernel"]
-        xp = namespace(x, dy)
         grads = {"kernel": xp.matrix_transpose(x) @ dy}
         if cache["has_bias"]:
             grads["bias"] = xp.sum(dy, axis=0)

@@ -53,8 +53,7 @@ class ChannelScale:
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[tuple[Any, Any], dict]:
         x, s = cache["x"], cache["s"]
-        check_dy(tuple(x.shape), dy, "ChannelScale", like=x)
-        xp = namespace(x, dy)
+        xp = check_dy(tuple(x.shape), dy, "ChannelScale", like=x)
         return (dy * s, xp.sum(dy * x, axis=(1, 2), keepdims=True)), {}
 
 

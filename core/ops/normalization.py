@@ -89,9 +89,8 @@ class BatchNorm:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "BatchNorm", like=cache["xhat"])
+        xp = check_dy(cache["y_shape"], dy, "BatchNorm", like=cache["xhat"])
         xhat, gamma, inv_std = cache["xhat"], cache["gamma"], cache["inv_std"]
-        xp = namespace(xhat, dy)
         axes = tuple(range(dy.ndim - 1))
         dgamma = xp.sum(dy * xhat, axis=axes)
         dbeta = xp.sum(dy, axis=axes)

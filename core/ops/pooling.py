@@ -28,8 +28,7 @@ class GlobalAveragePool:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
-        check_dy(cache["y_shape"], dy, "GlobalAveragePool")
-        xp = namespace(dy)
+        xp = check_dy(cache["y_shape"], dy, "GlobalAveragePool")
         n, h, w, c = cache["x_shape"]
         dy4 = xp.reshape(dy, (n, 1, 1, c))
         # Materialised: a broadcast view is read-only (and aliases every position), so users
