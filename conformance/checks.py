@@ -34,8 +34,10 @@ from .results import (
 TRAPS = {
     "stem": "stem: TF 'correct_pad' (asymmetric) vs symmetric padding, BN epsilon (1e-3 vs 1e-5)",
     "top": "top conv: kEffNet's top has no activation (EfficientNet's has swish)",
-    "moving": "BN running stats: Keras momentum 0.99 and the *biased* batch variance "
-    "(PyTorch uses 0.1 and the unbiased variance)",
+    "momentum": "BN running stats: Keras's momentum 0.99 keeps 0.99 of the old value "
+    "(PyTorch's momentum=0.1 keeps 0.9)",
+    "variance": "BN running variance: Keras updates it with the *biased* batch variance "
+    "(PyTorch with the unbiased one, n/(n-1) larger)",
     "interleave": "interleave order: out[s*G+g] = in[g*S+s] (ChannelShuffle), not its transpose",
     "residual": "the residual adds the non-interleaved y1, not interleave(y1)",
     "epsilon": "BN epsilon 1e-3 (not 1e-5)",
@@ -56,6 +58,14 @@ def _layer_traps(spec: KPointwiseSpec) -> list[str]:
     if spec.bn:
         traps.append(TRAPS["epsilon"])
     return traps
+
+
+def moving_stats_trap(stats: Mapping[str, Comparison]) -> str:
+    """The BN-update trap that fits failing moving statistics ``{name: comparison}``: a wrong
+    momentum moves the moving means too, while an unbiased batch variance leaves every mean right
+    and only the variances wrong."""
+    means_ok = all(cmp.ok for name, cmp in stats.items() if name.endswith("moving_mean"))
+    return TRAPS["variance"] if means_ok else TRAPS["momentum"]
 
 
 def kpointwise_traps(spec: KPointwiseSpec) -> str:
@@ -230,7 +240,9 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
         name, cmp = worst(stats)
         # The second BN's statistics are of interleave(y1): a forward that diverged (say, the
         # interleave order) makes them wrong whatever the BN update does.
-        hint = TRAPS["moving"] if forward.ok else FORWARD_FIRST.format("kpointwise forward")
+        hint = (
+            moving_stats_trap(stats) if forward.ok else FORWARD_FIRST.format("kpointwise forward")
+        )
         out.append(_result(backend, "bn moving stats", layer, f"{label} worst={name}", cmp, hint))
     return out
 
@@ -414,7 +426,7 @@ def _network_rows(
         for k, v in ref["moving_stats"].items()
     }
     # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
-    hint = TRAPS["moving"] if forward_ok else FORWARD_FIRST.format("network logits")
+    hint = moving_stats_trap(stats) if forward_ok else FORWARD_FIRST.format("network logits")
     name, cmp = worst(stats)
     out.append(_result(backend, "network moving stats", name.rsplit("/", 2)[0], label, cmp, hint))
     return out

@@ -109,6 +109,27 @@ def test_running_statistic_traps_fail_the_whole_network_and_golden_checks(mutant
     assert any(r.layer.startswith("moving stats") for r in golden_bad), describe(golden_bad)
 
 
+@pytest.mark.parametrize(
+    ("mutant", "named", "not_named"),
+    [
+        (mutants.UNBIASED_RUNNING_VARIANCE, "*biased* batch variance", "momentum"),
+        (mutants.PYTORCH_MOMENTUM, "momentum 0.99", "biased"),
+    ],
+    ids=lambda v: getattr(v, "name", None),
+)
+def test_moving_statistic_rows_name_the_trap_that_fits(mutant, named, not_named):
+    """An unbiased batch variance leaves the moving means right; a wrong momentum moves them too.
+    Each row names only its own trap (both used to get one hint naming the two)."""
+    rows = [
+        r
+        for r in failing(check_kpointwise(mutant) + check_network(mutant))
+        if r.check in ("bn moving stats", "network moving stats")
+    ]
+    assert {r.check for r in rows} == {"bn moving stats", "network moving stats"}, describe(rows)
+    for r in rows:
+        assert named in r.detail and not_named not in r.detail, describe([r])
+
+
 def test_symmetric_padding_is_traced_to_the_stem():
     rows = check_network(mutants.SYMMETRIC_PADDING)
     logits = [r for r in failing(rows) if r.check == "network logits"]
