@@ -180,6 +180,26 @@ def test_fused_grouped_pointwise_float32_matches_core(emulator, case) -> None:
 
 
 @pytest.mark.parametrize(
+    ("forward_dtype", "dy_dtype"), [(np.float32, np.float64), (np.float64, np.float32)]
+)
+def test_fused_gradients_take_cores_dtypes_for_a_dy_of_another_dtype(
+    emulator, forward_dtype, dy_dtype
+) -> None:
+    """Core's gradients are ``result_type(forward's dtype, dy's)``; the fused backward returned
+    the forward's dtype (float32 dx and kernel gradient for a float64 dy)."""
+    case = dict(lead=(2, 3, 1), cin=12, cout=8, groups=4, bias=True, seed=3)
+    case.update(interleave_input=True, interleave_output=True)
+    arrays = inputs(case, forward_dtype)
+    arrays["dy"] = arrays["dy"].astype(dy_dtype)
+    got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
+    _, cache = GroupedPointwise.forward(arrays["x"], arrays["kernel"], arrays["bias"], 4)
+    dx, grads = GroupedPointwise.backward(cache, arrays["dy"])
+    want = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
+    assert {k: got[k].dtype for k in want} == want
+    assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
     "case",
     [  # kEffNet-like shapes wider than a warp, so blocks have several passes and bank strides
         {"cin": 192, "cout": 192, "groups": 12},

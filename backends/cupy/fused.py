@@ -126,25 +126,30 @@ class FusedGroupedPointwise:
         xp = check_dy(cache["y_shape"], dy, "FusedGroupedPointwise", like=x2)
         m, cin = x2.shape
         ci, cout = w.shape
-        dy2 = _matrix(xp, dy, cout, x2.dtype)
-        dx = _empty(xp, (m, cin), x2.dtype, dy)
+        # As core: the gradients take result_type(forward's dtype, dy's), e.g. float64 for a
+        # float64 dy after a float32 forward (the kernels compute in one dtype).
+        dtype = _kernel_dtype(xp, x=x2, dy=dy)
+        x2, w = _matrix(xp, x2, cin, dtype), _matrix(xp, w, cout, dtype)
+        dy2 = _matrix(xp, dy, cout, dtype)
+        dx = _empty(xp, (m, cin), dtype, dy)
         chunks, rows = kernels.dweight_chunks(
             m,
             ci * cout,
             kernels.multiprocessors(x2),
             kernels.dweight_threads(cin, cout, groups),
         )
-        partial = _empty(xp, (chunks, ci * cout), x2.dtype, dy)
+        partial = _empty(xp, (chunks, ci * cout), dtype, dy)
         if m:
-            wd = _matrix(xp, kernels.dinput_weights(w, groups), cin, x2.dtype)
+            wd = _matrix(xp, kernels.dinput_weights(w, groups), cin, dtype)
             kernels.launch(kernels.dinput_launch(dy2, wd, dx, groups, *cache["maps"]))
             kernels.launch(kernels.dweight_launch(x2, dy2, partial, rows, groups, *cache["maps"]))
             dw = xp.sum(partial, axis=0)
         else:
-            dw = xp.zeros((ci * cout,), dtype=x2.dtype, device=device(x2))
+            dw = xp.zeros((ci * cout,), dtype=dtype, device=device(x2))
         grads = {"kernel": xp.reshape(dw, cache["kernel_shape"])}
         if cache["has_bias"]:
-            db = xp.sum(dy2, axis=0)  # by memory position; the bias is by logical channel
+            # by memory position (the bias is by logical channel), in dy's dtype as in core
+            db = xp.sum(xp.reshape(dy, (-1, cout)), axis=0)
             grads["bias"] = deinterleave(db, groups) if cache["maps"][1] else db
         return xp.reshape(dx, cache["x_shape"]), grads
 
