@@ -41,6 +41,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _refuse_group_minimum_for_efficientnet(args: argparse.Namespace) -> None:
+    """EfficientNet has no grouped convs: a --min-channels-per-group given with it would be
+    ignored and the table of the ungrouped network printed, so say so (as --paper refuses the
+    options it would ignore); most likely kefficientnet-bX was meant."""
+    if args.model is None or args.min_channels_per_group is None:
+        return
+    if MODELS[args.model][0] == "efficientnet":
+        raise UsageError(
+            f"--min-channels-per-group applies to kefficientnet models only; received --model "
+            f"{args.model} --min-channels-per-group {args.min_channels_per_group} (for the "
+            f"grouped network use --model k{args.model})"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.paper:
         given = [o for o in (*DEFAULTS, "image_size") if getattr(args, o) is not None]
@@ -53,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         rows = paper_rows()
         print(json.dumps(rows, indent=2) if args.json else paper_table())
         return 0 if all(r["match"] for r in rows) else 1
+    _refuse_group_minimum_for_efficientnet(args)
     for option, default in DEFAULTS.items():
         if getattr(args, option) is None:
             setattr(args, option, default)

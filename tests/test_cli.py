@@ -101,6 +101,11 @@ def test_usage_errors_exit_2(argv, capsys):
             ["summary", "--min-channels-per-group", "0"],
             "Expected --min-channels-per-group >= 1, received 0",
         ),
+        (  # EfficientNet has no groups: the flag used to be ignored, printing the dense table
+            ["summary", "--model", "efficientnet-b0", "--min-channels-per-group", "32"],
+            "--min-channels-per-group applies to kefficientnet models only; received --model "
+            "efficientnet-b0 --min-channels-per-group 32",
+        ),
         (["check", "--seed", "-1"], "Expected --seed >= 0, received -1"),
         (["check", "--backend", ":x"], "unknown backend ':x'"),  # was "Empty module name"
         (["bench", "--threads", "0"], "Expected --threads >= 1, received 0"),
