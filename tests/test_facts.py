@@ -77,7 +77,7 @@ def _random_like(params: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarr
     return out
 
 
-@pytest.mark.parametrize("variant", ["b0", "b2"])
+@pytest.mark.parametrize("variant", ["b0", pytest.param("b2", marks=pytest.mark.slow)])
 def test_forward_equals_keras_applications(variant):
     """gpconv's Keras EfficientNet and keras.applications' give the same block outputs and
     logits for the same random weights (BN statistics and SE biases included), in inference mode.
