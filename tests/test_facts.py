@@ -1,14 +1,16 @@
 """The paper's and keras.applications' facts, pinned with values derived independently of gpconv.
 
 Every expected value here comes from keras.applications itself (built in the test), from the
-published EfficientNet/kEffNet coefficients, or from numbers measured once on keras.applications
-and written down below; none is copied from gpconv's own output. What each test guards:
+published EfficientNet/kEffNet coefficients, from numbers measured once on keras.applications or
+published by torchvision, written down below; none is copied from gpconv's own output. What each
+test guards:
 
 * forward equality with ``keras.applications.EfficientNetB0/B2`` under the same random weights,
   which catches name, layout, padding, BN-epsilon and activation differences at once;
 * the filter/repeat rounding helpers, per-variant dropout, resolution and block counts;
 * parameter counts of B0–B7 for 10 and 1000 classes (test_arch.py pins B0 at 10/100 classes and
   asks Keras for B0–B7 at 10 classes; these constants need no Keras);
+* B0–B7 trainable counts and MACs against torchvision's published weights metadata;
 * the depthwise feature-map sizes at 224 (no skip) and at 32 with ``skip_stride_cnt=3``;
 * kEffNet keeping EfficientNet's pointwise settings at every site (only the top activation
   differs) and, with every group count 1, computing EfficientNet's network up to that activation.
@@ -229,6 +231,46 @@ def test_parameter_counts_equal_keras_applications(variant):
             f"efficientnet({variant!r}, {classes}).param_count() = {arch.param_count()}, "
             f"but its param_shapes() sum to {got}"
         )
+
+
+# --- B0-B7 against torchvision's published metadata ---------------------------------------------
+
+# torchvision's EfficientNet_B{0..7}_Weights.IMAGENET1K_V1.meta (1000 classes): its eval crop size,
+# "num_params" (parameters(), so no BN running statistics: our trainable count) and "_ops", the
+# GFLOPS of one image, which torchvision counts as the multiply-accumulates of its conv and linear
+# layers, rounded to 3 decimals: the quantity Architecture.macs computes. torchvision pads k//2
+# on every side where Keras uses correct_pad, but for stride 2 both give ceil(n/2) (and stride 1
+# keeps n), so the feature maps are equal. B2's crop is 288 there (Keras's resolution is 260).
+# E.g. B0 at 224: stem 112*112*27*32 = 10,838,016, depthwise 34,532,064, 1x1 convs 339,164,672,
+# dense 1280*1000 = 1,280,000; 385,814,752 in all = 0.386 G.
+TORCHVISION_META = {
+    "b0": (224, 5_288_548, 0.386),
+    "b1": (240, 7_794_184, 0.687),
+    "b2": (288, 9_109_994, 1.088),
+    "b3": (300, 12_233_232, 1.827),
+    "b4": (380, 19_341_616, 4.394),
+    "b5": (456, 30_389_784, 10.266),
+    "b6": (528, 43_040_704, 19.068),
+    "b7": (600, 66_347_960, 37.746),
+}
+
+
+@pytest.mark.parametrize("variant", list(TORCHVISION_META))
+def test_params_and_macs_equal_torchvision_metadata(variant):
+    """The MACs of B1-B7 are pinned nowhere else (B0's are DESIGN.md's); torchvision's published
+    cost is an oracle independent of both Keras and gpconv, and needs no torchvision install."""
+    size, num_params, gmacs = TORCHVISION_META[variant]
+    arch = efficientnet(variant, 1000)
+    trainable, _ = arch.param_count()
+    assert trainable == num_params, (
+        f"efficientnet({variant!r}, 1000) trainable = {trainable:,}, but torchvision's "
+        f"num_params is {num_params:,}"
+    )
+    got = arch.macs(size)
+    assert round(got / 1e9, 3) == gmacs, (
+        f"efficientnet({variant!r}, 1000).macs({size}) = {got:,} = {got / 1e9:.4f} G, but "
+        f"torchvision's _ops is {gmacs} G"
+    )
 
 
 # --- depthwise feature-map sizes ---------------------------------------------------------------
