@@ -256,6 +256,40 @@ def test_summary_lists_every_layer_and_the_totals():
     assert names[0] == "stem" and names[-1] == "predictions"
 
 
+# (m, layer): (Cin, Cout, G) worked out by hand from DESIGN.md §1, G = the largest d <=
+# max(1, min(Cin, Cout, Cin // m)) dividing both; the comment gives the bound and why d stops.
+HAND_GROUPS = {
+    (16, "block1a_se_reduce"): (32, 8, 2),  # bound min(32, 8, 2) = 2, divides both
+    (16, "block1a_se_expand"): (8, 32, 1),  # 8 // 16 = 0 -> bound 1
+    (16, "block2a_se_reduce"): (96, 4, 4),  # bound min(96, 4, 6) = 4, divides both
+    (16, "block2b_project"): (144, 24, 8),  # bound 9; 9 does not divide 24
+    (16, "block3a_project"): (144, 40, 8),  # bound 9; 9 does not divide 40
+    (16, "block5a_project"): (480, 112, 16),  # bound 30; gcd(480, 112) = 16
+    (16, "block6a_project"): (672, 192, 32),  # bound 42; gcd = 96, its divisors <= 42: 32
+    (16, "block6b_se_expand"): (48, 1152, 3),  # bound 48 // 16 = 3, divides both
+    (16, "block7a_project"): (1152, 320, 64),  # bound 72; gcd = 64
+    (16, "top"): (320, 1280, 20),  # bound 20, divides both
+    (32, "block1a_project"): (32, 16, 1),  # 32 // 32 = 1
+    (32, "block2a_se_reduce"): (96, 4, 2),  # bound 3; 3 does not divide 4
+    (32, "block5a_project"): (480, 112, 8),  # bound 15; gcd = 16, its divisors <= 15: 8
+    (32, "block6b_se_reduce"): (1152, 48, 24),  # bound 36; gcd = 48, its divisors <= 36: 24
+    (32, "top"): (320, 1280, 10),  # bound 10, divides both
+}
+
+
+@pytest.mark.parametrize(("m", "layer"), list(HAND_GROUPS))
+def test_kefficientnet_b0_groups_worked_by_hand(m, layer):
+    """Each site's (Cin, Cout) wiring and its group count, against values derived without
+    group_count (the hypothesis test above compares the architecture with group_count itself)."""
+    arch = kefficientnet("b0", 10, m)
+    sites = {"top": arch.head.top} | {n: s for b in arch.blocks for n, s in b.pointwise().items()}
+    spec = sites[layer]
+    assert (spec.cin, spec.cout, spec.groups) == HAND_GROUPS[m, layer], (
+        f"{layer} (Cin, Cout, G) = {(spec.cin, spec.cout, spec.groups)}, but should be "
+        f"{HAND_GROUPS[m, layer]} [kefficientnet('b0', 10, {m})]"
+    )
+
+
 def test_param_names_are_unique_and_layouts_keras():
     shapes = kefficientnet("b0", 10, 16).param_shapes()
     assert shapes["stem_conv/kernel"] == ((3, 3, 3, 32), True)
