@@ -23,6 +23,20 @@ class UsageError(Exception):
     """Bad arguments detected after parsing (exit code 2)."""
 
 
+def refuse_group_minimum_for_efficientnet(args: argparse.Namespace) -> None:
+    """EfficientNet has no grouped convs: a ``--min-channels-per-group`` given with it would be
+    ignored and the ungrouped network used, so refuse it (``UsageError``); most likely
+    kefficientnet-bX was meant. The option's default must be ``None`` to tell "given"."""
+    if args.model is None or args.min_channels_per_group is None:
+        return
+    if not args.model.startswith("kefficientnet"):
+        raise UsageError(
+            f"--min-channels-per-group applies to kefficientnet models only; received --model "
+            f"{args.model} --min-channels-per-group {args.min_channels_per_group} (for the "
+            f"grouped network use --model k{args.model})"
+        )
+
+
 def require_at_least(args: argparse.Namespace, bounds: dict[str, int]) -> None:
     """Raise ``UsageError`` naming the flag of the first ``args.<name>`` below ``bounds[name]``
     (options left at ``None`` are skipped)."""

@@ -8,7 +8,7 @@ import json
 
 from ..core.arch import MIN_INPUT_SIZE, MODELS, by_name
 from ..core.paper import paper_rows, paper_table
-from .main import UsageError, require_at_least
+from .main import UsageError, refuse_group_minimum_for_efficientnet, require_at_least
 
 DEFAULTS = {"model": "kefficientnet-b0", "min_channels_per_group": 16, "classes": 10,
             "skip_stride": -1}  # fmt: skip
@@ -41,20 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _refuse_group_minimum_for_efficientnet(args: argparse.Namespace) -> None:
-    """EfficientNet has no grouped convs: a --min-channels-per-group given with it would be
-    ignored and the table of the ungrouped network printed, so say so (as --paper refuses the
-    options it would ignore); most likely kefficientnet-bX was meant."""
-    if args.model is None or args.min_channels_per_group is None:
-        return
-    if MODELS[args.model][0] == "efficientnet":
-        raise UsageError(
-            f"--min-channels-per-group applies to kefficientnet models only; received --model "
-            f"{args.model} --min-channels-per-group {args.min_channels_per_group} (for the "
-            f"grouped network use --model k{args.model})"
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     if args.paper:
         given = [o for o in (*DEFAULTS, "image_size") if getattr(args, o) is not None]
@@ -67,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         rows = paper_rows()
         print(json.dumps(rows, indent=2) if args.json else paper_table())
         return 0 if all(r["match"] for r in rows) else 1
-    _refuse_group_minimum_for_efficientnet(args)
+    refuse_group_minimum_for_efficientnet(args)
     for option, default in DEFAULTS.items():
         if getattr(args, option) is None:
             setattr(args, option, default)

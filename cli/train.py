@@ -10,7 +10,13 @@ import argparse
 import sys
 
 from ..core.arch import MODELS
-from .main import UsageError, add_compile_option, add_device_option, add_keep_freed_memory
+from .main import (
+    UsageError,
+    add_compile_option,
+    add_device_option,
+    add_keep_freed_memory,
+    refuse_group_minimum_for_efficientnet,
+)
 
 BACKENDS = ("torch", "tensorflow", "numpy", "cupy")
 
@@ -36,7 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--backend", required=True, choices=BACKENDS, help="framework to train with")
     p.add_argument("--model", required=True, choices=sorted(MODELS), help="architecture")
-    p.add_argument("--min-channels-per-group", type=int, default=16, help="kEffNet group minimum")
+    p.add_argument(
+        "--min-channels-per-group",
+        type=int,
+        help="kEffNet group minimum (default: 16; refused with efficientnet models)",
+    )
     p.add_argument(
         "--data",
         default="digits",
@@ -118,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     from ..train.loop import Diverged
     from ..train.run import ConfigError, RunConfig, RunWriteError, train
 
+    refuse_group_minimum_for_efficientnet(args)
+    if args.min_channels_per_group is None:
+        args.min_channels_per_group = RunConfig.min_channels_per_group
     cfg = RunConfig(
         backend=args.backend,
         model=args.model,

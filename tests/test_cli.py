@@ -117,6 +117,22 @@ def test_usage_errors_name_the_flag(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "model, value, message",
+    [  # gpconv train ignored the flag with EfficientNet too, and trained the ungrouped network
+        ("efficientnet-b0", "32", "--min-channels-per-group applies to kefficientnet models only"),
+        ("kefficientnet-b0", "0", "Expected --min-channels-per-group >= 1, received 0"),
+    ],
+)
+def test_train_refuses_a_group_minimum_it_cannot_use(model, value, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--backend", "numpy", "--model", model, "--min-channels-per-group", value]
+    argv += ["--out", str(out), "--epochs", "1", "--limit", "4", "--quiet"]  # fails fast if not
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_summary_matches_the_paper(capsys):
     assert main(["summary", "--paper"]) == 0
     out = capsys.readouterr().out
