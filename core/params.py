@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -159,10 +160,14 @@ def init_params(
 def save_params(
     path: str | os.PathLike, params: Mapping[str, Any], metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write ``params`` as safetensors atomically (temp file, fsync, rename)."""
+    """Write ``params`` (``{name: array}``; torch bfloat16 tensors as float32, the same values)
+    as safetensors atomically (temp file, fsync, rename); ``metadata`` values are stored with
+    ``str``. An existing file at ``path`` is replaced only once the new one is complete."""
     from safetensors.numpy import save
 
     path = _writable_path(path)
+    _require_str_keys("params", params)
+    _require_str_keys("metadata", {} if metadata is None else metadata)
     # order="C" rather than ascontiguousarray, which turns 0-d arrays (step counters) into (1,).
     arrays = {k: np.asarray(_to_numpy(k, v), order="C") for k, v in params.items()}
     # None, not {}: safetensors writes an unreadable header for no tensors and empty metadata.
@@ -170,27 +175,45 @@ def save_params(
     write_atomic(path, save(arrays, metadata=text))
 
 
+def _require_str_keys(name: str, mapping: Any) -> None:
+    """``TypeError`` unless ``mapping`` is a ``Mapping`` whose keys are all ``str``."""
+    if not isinstance(mapping, Mapping):
+        raise TypeError(
+            f"Expected {name} to be a dict {{str: ...}}, received {type(mapping).__name__}"
+        )
+    odd = [k for k in mapping if not isinstance(k, str)]
+    if odd:
+        raise TypeError(
+            f"Expected the keys of {name} to be str, received {odd[0]!r} "
+            f"({type(odd[0]).__name__}){f' and {len(odd) - 1} more' if len(odd) > 1 else ''}"
+        )
+
+
 def load_params(
     path: str | os.PathLike, arch: Architecture | None = None, dtype: Any = None
 ) -> dict[str, np.ndarray]:
     """Read a safetensors file; with ``arch``, check the architecture its metadata names
     (``check_arch_metadata``) and validate names, shapes and dtypes (``dtype``, or any floating
-    dtype), raising one error listing every problem."""
+    dtype), raising one error listing every problem.
+
+    A file that is no valid safetensors file raises ``ValueError`` naming it (and, for a torch,
+    NumPy or Keras file, saying which it is); one with a dtype NumPy lacks (bfloat16), a
+    ``TypeError``. Non-finite values load as they are."""
     from safetensors.numpy import load
 
-    path = os.fspath(path)
+    path = _readable_file(path)
     if dtype is not None:
         dtype = float_dtype("dtype", dtype)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No parameter file at {path!r}")
+    header = _read_header(path)  # our checks first: they name the fault and the file's kind
+    metadata = _metadata(path, header)
+    _refuse_numpy_less_dtypes(path, header)
     with open(path, "rb") as f:
         try:
             params = load(f.read())
         except Exception as err:  # safetensors raises its own error types for corrupt headers
-            _refuse_numpy_less_dtypes(path)
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
     if arch is not None:
-        check_arch_metadata(arch, read_metadata(path), path)
+        check_arch_metadata(arch, metadata, path)
         validate_params(arch, params, dtype)
     return params
 
@@ -201,13 +224,9 @@ _NUMPY_SAFETENSORS_DTYPES = frozenset(
 )
 
 
-def _refuse_numpy_less_dtypes(path: str) -> None:
-    """``TypeError`` naming the tensors of a (well-formed) file whose dtype NumPy lacks, such as
-    ``BF16`` from a bfloat16 torch model; nothing if the header is corrupt or has none."""
-    try:
-        header = _read_header(path)
-    except ValueError:
-        return
+def _refuse_numpy_less_dtypes(path: str, header: Mapping[str, Any]) -> None:
+    """``TypeError`` naming the tensors of ``header`` (of file ``path``) whose dtype NumPy lacks,
+    such as ``BF16`` from a bfloat16 torch model."""
     odd = {
         k: v.get("dtype")
         for k, v in header.items()
@@ -259,31 +278,120 @@ def check_arch_metadata(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata stored in a safetensors header."""
-    meta = _read_header(path).get("__metadata__") or {}
+    """The string metadata stored in a safetensors header (``{}`` if it has none)."""
+    path = _readable_file(path)
+    return _metadata(path, _read_header(path))
+
+
+def _metadata(path: str, header: Mapping[str, Any]) -> dict[str, str]:
+    """The ``__metadata__`` of ``header`` (of file ``path``): ``ValueError`` unless it maps
+    strings to strings, as the safetensors format says (and ``load_params`` enforces)."""
+    meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         raise ValueError(
-            f"{os.fspath(path)!r} is not a valid safetensors file: "
-            "its metadata is not a JSON object"
+            f"{path!r} is not a valid safetensors file: its metadata is not a JSON object"
+        )
+    odd = {k: v for k, v in meta.items() if not isinstance(v, str)}
+    if odd:
+        k, v = next(iter(odd.items()))
+        raise ValueError(
+            f"{path!r} is not a valid safetensors file: its metadata values must be strings, "
+            f"received {k}={v!r} ({type(v).__name__})"
         )
     return dict(meta)
 
 
-def _read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor entries and ``__metadata__``)."""
+def _readable_file(path: str | os.PathLike) -> str:
+    """``path`` as a string if it names a regular file (or a link to one), else
+    ``FileNotFoundError``, ``IsADirectoryError`` or ``ValueError`` naming it. Checked before
+    opening: opening a FIFO blocks until someone writes to it, and ``/dev/zero`` never ends."""
+    path = _fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Expected a safetensors file, received the folder {path!r}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No parameter file at {path!r}")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"Expected a safetensors file, received {path!r}, which is no regular file "
+            "(a device, FIFO or socket)"
+        )
+    return path
+
+
+def _fspath(path: Any) -> str:
+    """``path`` (a ``str`` or ``os.PathLike``) as a ``str``, else ``TypeError``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"Expected path to be a str or os.PathLike, received {type(path).__name__}")
     path = os.fspath(path)
+    if not isinstance(path, str):  # a PathLike of bytes
+        raise TypeError(f"Expected path to be a str or os.PathLike of str, received {path!r}")
+    if not path:
+        raise ValueError("Expected path to name a file, received ''")
+    return path
+
+
+# safetensors refuses longer headers (its MAX_HEADER_SIZE): refuse them before reading one.
+_MAX_HEADER_BYTES = 100_000_000
+
+# First bytes of the files most often taken for safetensors ones, to say what a file is instead.
+_FOREIGN_FORMATS = (
+    (b"PK\x03\x04", "a zip archive (torch.save's .pt/.pth, NumPy's .npz or a Keras .keras file)"),
+    (b"\x93NUMPY", "a NumPy .npy file"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (such as Keras's .weights.h5)"),
+    (b"\x80", "a pickle (torch.save's legacy format)"),
+)
+
+
+def _read_header(path: str) -> dict[str, Any]:
+    """The JSON header of the safetensors file ``path`` (tensor entries and ``__metadata__``);
+    ``ValueError`` naming the file and the fault: no 8-byte length, a length past the file's end
+    or safetensors' limit (read nothing that long), bytes that are no UTF-8 JSON object, or a
+    key given twice."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         blob = f.read(8)
         try:
+            if len(blob) < 8:
+                raise ValueError(
+                    f"it holds {size} bytes, fewer than the 8 of a safetensors header length"
+                )
             n = int.from_bytes(blob, "little")
-            if len(blob) < 8 or n > os.path.getsize(path) - 8:
-                raise ValueError(f"header length {n} does not fit the file")
-            header = json.loads(f.read(n))
+            if n > _MAX_HEADER_BYTES:  # so no safetensors file: say what it is, if we can tell
+                raise ValueError(
+                    _foreign_format(blob)
+                    or f"header length {n} exceeds safetensors' limit of {_MAX_HEADER_BYTES}"
+                )
+            if n > size - 8:
+                raise ValueError(f"header length {n} does not fit the file ({size} bytes)")
+            header = json.loads(f.read(n), object_pairs_hook=_no_duplicate_keys)
             if not isinstance(header, dict):
                 raise ValueError("its header is not a JSON object")
             return header
-        except ValueError as err:  # json.JSONDecodeError is a ValueError
+        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
+
+
+def _foreign_format(blob: bytes) -> str:
+    """What a file whose first 8 bytes are ``blob`` is instead of safetensors, with advice, or
+    ``""``. Only for a length field past safetensors' limit: a real header length may begin with
+    any byte (0x80, say), so a truncated safetensors file must not be called a pickle."""
+    kind = next((what for magic, what in _FOREIGN_FORMATS if blob.startswith(magic)), "")
+    if not kind:
+        return ""
+    return (
+        f"it is {kind}. gpconv reads parameters from safetensors files only (it never "
+        "unpickles): write them with core.params.save_params(path, export_params(model))"
+    )
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; ``ValueError`` for a key given twice, which parsers resolve
+    differently (Python's json and safetensors keep the last; others the first or refuse)."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        twice = next(k for k, count in Counter(k for k, _ in pairs).items() if count > 1)
+        raise ValueError(f"its header gives the key {twice!r} twice")
+    return out
 
 
 def float_dtype(name: str, dtype: Any) -> np.dtype:
@@ -304,7 +412,9 @@ def _to_numpy(name: str, a: Any) -> np.ndarray:
     if hasattr(a, "get"):  # CuPy
         a = a.get()
     elif hasattr(a, "detach"):  # a torch tensor, even one that requires grad
-        a = a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        # NumPy has no bfloat16; its float32 holds the same values (as backends.torch exports).
+        a = (a.float() if str(a.dtype) == "torch.bfloat16" else a).numpy()
     array = np.asarray(a)
     if array.dtype.kind not in "biuf":
         raise TypeError(
@@ -315,11 +425,17 @@ def _to_numpy(name: str, a: Any) -> np.ndarray:
 
 
 def _writable_path(path: str | os.PathLike) -> str:
-    """``path`` as a string, or ``IsADirectoryError``/``FileNotFoundError`` before anything is
-    written (a temp file left beside a path that cannot be replaced would be litter)."""
-    path = os.fspath(path)
+    """``path`` as a string, or ``IsADirectoryError``/``FileNotFoundError``/``ValueError``
+    before anything is written (a temp file left beside a path that cannot be replaced would be
+    litter, and renaming onto a device or FIFO would replace that node with a file)."""
+    path = _fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"Expected path to name a file, received the folder {path!r}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(
+            f"Expected path to name a regular file, received {path!r}, which is none "
+            "(a device, FIFO or socket): refusing to replace it"
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"No folder {folder!r} to write {path!r} in")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
+import threading
 
 import numpy as np
 import pytest
@@ -406,3 +409,127 @@ def test_a_bfloat16_file_is_refused_by_dtype_not_called_corrupt(tmp_path, arch):
     path.write_bytes(_safetensors_blob({"stem_conv/kernel": ("BF16", [1], one)}))
     with pytest.raises(TypeError, match=r"dtypes \['BF16'\].*stem_conv/kernel \(BF16\)"):
         load_params(path, arch)
+
+
+def _header_file(tmp_path, header: bytes, data: bytes = b"") -> str:
+    """A file of a hand-written header (``header``: its JSON bytes) and ``data``."""
+    path = tmp_path / "h.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    return str(path)
+
+
+_ONE = b'{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}'
+
+
+@pytest.mark.parametrize(
+    "header, data, fragment",
+    [
+        # read_metadata returned the int; load_params refused the file.
+        (b'{"__metadata__": {"num_classes": 10}}', b"", r"values must be strings.*num_classes=10"),
+        # both took the last entry silently; other parsers take the first or refuse.
+        (b'{"w": ' + _ONE + b', "w": ' + _ONE + b"}", b"\0" * 4, "key 'w' twice"),
+        (b'{"__metadata__": {"arch": "a", "arch": "b"}}', b"", "key 'arch' twice"),
+    ],
+    ids=["metadata-int", "tensor-twice", "metadata-twice"],
+)
+def test_load_params_and_read_metadata_refuse_the_same_headers(tmp_path, header, data, fragment):
+    path = _header_file(tmp_path, header, data)
+    for read in (load_params, read_metadata):
+        with pytest.raises(
+            ValueError, match=rf"h.safetensors.*not a valid safetensors.*{fragment}"
+        ):
+            read(path)
+
+
+@pytest.mark.parametrize(
+    "head, kind",
+    [
+        (b"PK\x03\x04\x14\x00\x00\x08", "a zip archive"),  # torch.save, np.savez, .keras
+        (b"\x93NUMPY\x01\x00", "a NumPy .npy file"),
+        (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),  # Keras .weights.h5
+        (b"\x80\x02\x8a\x0al\xfc\x9cF", "a pickle"),  # torch.save(_use_new_zipfile_...=False)
+    ],
+    ids=["zip", "npy", "hdf5", "pickle"],
+)
+def test_files_of_other_formats_are_named_not_read(tmp_path, head, kind):
+    """These were "header length 578712552184433488 does not fit the file": true, no help."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(head + b"\0" * 64)
+    for read in (load_params, read_metadata):
+        with pytest.raises(ValueError, match=rf"model.pt.*is {kind}.*safetensors files only"):
+            read(path)
+
+
+def test_a_truncated_file_whose_length_starts_like_a_pickle_is_not_called_one(tmp_path):
+    path = tmp_path / "t.safetensors"
+    path.write_bytes((0x180).to_bytes(8, "little") + b"{")  # 0x80 is pickle's first byte
+    with pytest.raises(ValueError, match=r"header length 384 does not fit the file \(9 bytes\)"):
+        load_params(path)
+
+
+def _within_seconds(call, fifo, seconds: float = 5.0):
+    """``call()`` on a thread; if it still runs after ``seconds`` (blocked opening ``fifo``,
+    which waits for a writer), unblock it by opening the FIFO for writing, and fail."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with open(fifo, "wb"):
+            pass
+        thread.join()
+        pytest.fail(f"{call} blocked on the FIFO {fifo}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@pytest.mark.parametrize("read", [load_params, read_metadata])
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path, read):
+    """read_metadata (and so torch's load_file, which calls it first) blocked forever."""
+    fifo = tmp_path / "p.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"p.safetensors', which is no regular file"):
+        _within_seconds(lambda: read(fifo), fifo)
+
+
+@pytest.mark.parametrize("read", [load_params, read_metadata])
+def test_a_folder_is_called_a_folder(tmp_path, read):
+    with pytest.raises(IsADirectoryError, match="received the folder"):
+        read(tmp_path)
+
+
+def test_saving_onto_a_fifo_leaves_it_in_place(tmp_path):
+    """The rename replaced it with a regular file (as root, even /dev/full)."""
+    fifo = tmp_path / "p.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"p.safetensors', which is none.*refusing to replace"):
+        save_params(fifo, {"w": np.zeros(2)})
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"], "a temp file was left"
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, fragment",
+    [
+        ({"params": [np.zeros(2)]}, TypeError, r"params to be a dict \{str: ...\}, received list"),
+        ({"params": {1: np.zeros(2)}}, TypeError, r"keys of params to be str, received 1 \(int\)"),
+        ({"metadata": [("a", "b")]}, TypeError, "metadata to be a dict"),
+        ({"path": None}, TypeError, "path to be a str or os.PathLike, received NoneType"),
+        ({"path": ""}, ValueError, "path to name a file, received ''"),
+    ],
+)
+def test_save_params_names_its_bad_argument(tmp_path, kwargs, exc, fragment):
+    """These were AttributeErrors ('list' object has no attribute 'items'), safetensors's own
+    TypeError, or a FileNotFoundError about '.tmp-<pid>' -> ''."""
+    args = {"path": tmp_path / "p.safetensors", "params": {"w": np.zeros(2)}, **kwargs}
+    with pytest.raises(exc, match=fragment):
+        save_params(**args)
+    assert list(tmp_path.iterdir()) == []

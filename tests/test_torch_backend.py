@@ -52,6 +52,7 @@ from gpconv.core import arch as core_arch  # noqa: E402
 from gpconv.core import network  # noqa: E402
 from gpconv.core.ops import BatchNorm, Conv2D, DepthwiseConv2D, SoftmaxCrossEntropy  # noqa: E402
 from gpconv.core.params import init_params, save_params  # noqa: E402
+from gpconv.core.params import load_params as load_params_file  # noqa: E402
 from gpconv.core.pointwise import (  # noqa: E402
     GroupedPointwise,
     KPointwiseSpec,
@@ -588,6 +589,25 @@ def test_load_file_refuses_a_file_for_another_skip_stride(tmp_path):
     for key, value in export_params(other).items():  # nothing was copied
         np.testing.assert_array_equal(value, before[key], err_msg=key)
     load_file(kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=1), path)
+
+
+def test_save_params_takes_bfloat16_tensors_as_float32(tmp_path):
+    """core.params.save_params failed inside torch ("Got unsupported ScalarType BFloat16") for
+    the tensors of a bfloat16 model; export_params already gives float32 for those."""
+    weights = torch.tensor([1.5, -2.0, 3.0e38], dtype=torch.bfloat16)
+    path = tmp_path / "bf16.safetensors"
+    save_params(path, {"w": weights})
+    loaded = load_params_file(path)["w"]
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, weights.float().numpy())
+
+
+def test_load_file_names_a_torch_save_file_and_never_unpickles_it(tmp_path):
+    model = _small_model()
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(ValueError, match=r"model.pt.*is a zip archive \(torch.save's"):
+        load_file(model, path)
 
 
 def test_bad_params_are_listed_in_one_error():
