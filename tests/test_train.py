@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -449,6 +450,39 @@ def test_prune_counts_only_verified_checkpoints_and_deletes_no_unverifiable_one(
     )
     assert {p: tree_digest(os.path.join(root, p)) for p in unreadable} == unreadable
     assert checkpoint.latest(run, warn=False).epoch == 3
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda state: [state], "expected a JSON object, found list"),
+        (lambda state: {**state, "files": "abc"}, "expected 'files' to give the SHA-256"),
+        (lambda state: {**state, "files": {}}, "expected 'files' to give the SHA-256"),
+        (lambda state: {**state, "epoch": "two"}, "expected an integer epoch, found 'two'"),
+        (lambda state: b"\xff\xfe garbage", "'utf-8' codec can't decode"),
+    ],
+    ids=["list", "files-str", "files-empty", "epoch-str", "not-utf8"],
+)
+def test_a_checkpoint_with_an_odd_state_json_is_skipped_by_latest_and_save(
+    tmp_path, edit, fragment
+):
+    """Valid JSON of the wrong form raised AttributeError from verify: latest crashed --resume,
+    and prune (in every later save) crashed the run at its next epoch end. An empty 'files'
+    verified a folder whose params.safetensors was gone. Bytes that are no UTF-8 were skipped
+    with a message that did not name the file."""
+    run = str(tmp_path)
+    checkpoint.save(run, 1, _params(1), {}, {})
+    odd = checkpoint.save(run, 2, _params(2), {}, {})
+    os.remove(os.path.join(odd.path, "params.safetensors"))
+    state_path = os.path.join(odd.path, "state.json")
+    edited = edit(json.load(open(state_path)))
+    with open(state_path, "wb") as f:
+        f.write(edited if isinstance(edited, bytes) else json.dumps(edited).encode())
+    with pytest.raises(ValueError, match=rf"corrupt {re.escape(state_path)}: {fragment}"):
+        checkpoint.verify(odd.path)
+    assert checkpoint.latest(run, warn=False).epoch == 1
+    checkpoint.save(run, 3, _params(3), {}, {}, keep=1)  # prunes epoch 1, keeps the odd one
+    assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2, 3]
 
 
 def test_prune_never_deletes_the_checkpoint_just_written(tmp_path):

@@ -41,6 +41,8 @@ TMP_PREFIX = ".tmp-"
 # through the deletion leaves a leftover the next prune removes, never a torn epoch-NNNN folder.
 PRUNING_PREFIX = f"{TMP_PREFIX}pruning-"
 FORMAT = "gpconv-checkpoint/1"
+# The array files of a checkpoint, each hashed in state.json's "files".
+ARRAY_FILES = ("params.safetensors", "optimizer.safetensors")
 
 
 def _sha256(path: str) -> str:
@@ -129,10 +131,7 @@ def save(
             "format": FORMAT,
             "epoch": epoch,
             "optimizer_shapes": {k: list(np.shape(v)) for k, v in optimizer.items()},
-            "files": {
-                f: _sha256(os.path.join(tmp, f))
-                for f in ("params.safetensors", "optimizer.safetensors")
-            },
+            "files": {f: _sha256(os.path.join(tmp, f)) for f in ARRAY_FILES},
         }
         write_json_atomic(os.path.join(tmp, "state.json"), state)
         _fsync_dir(tmp)
@@ -173,22 +172,38 @@ def _move_aside(path: str, why: str, reason: str) -> str:
 
 def verify(path: str) -> Checkpoint:
     """Load ``path/state.json`` and check both array files against their recorded hashes;
-    ``ValueError`` says what is missing or corrupt."""
+    ``ValueError`` says what is missing or corrupt (never another error: ``latest`` and
+    ``prune`` skip what raises it, so one bad folder cannot stop a run's saves)."""
     state_file = os.path.join(path, "state.json")
     if not os.path.isfile(state_file):
         raise ValueError(f"incomplete checkpoint {path}: no state.json")
     try:
-        with open(state_file) as f:
+        with open(state_file, encoding="utf-8") as f:
             state = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, or bytes that are no UTF-8
         raise ValueError(f"corrupt {state_file}: {err}") from err
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"corrupt {state_file}: expected a JSON object, found {type(state).__name__}"
+        )
     if state.get("format") != FORMAT:
         raise ValueError(f"{state_file}: expected format {FORMAT!r}, found {state.get('format')!r}")
-    for name, digest in state.get("files", {}).items():
+    if not isinstance(state.get("epoch"), int) or isinstance(state["epoch"], bool):
+        raise ValueError(
+            f"corrupt {state_file}: expected an integer epoch, found {state.get('epoch')!r}"
+        )
+    files = state.get("files")
+    # Both files, always: a state.json listing fewer would verify a checkpoint resume cannot load.
+    if not isinstance(files, dict) or any(not isinstance(files.get(f), str) for f in ARRAY_FILES):
+        raise ValueError(
+            f"corrupt {state_file}: expected 'files' to give the SHA-256 of "
+            f"{' and '.join(ARRAY_FILES)}, found {files!r}"
+        )
+    for name in ARRAY_FILES:
         file = os.path.join(path, name)
         if not os.path.isfile(file):
             raise ValueError(f"incomplete checkpoint {path}: {name} missing")
-        if _sha256(file) != digest:
+        if _sha256(file) != files[name]:
             raise ValueError(f"corrupt checkpoint file {file}: SHA-256 does not match state.json")
     return Checkpoint(path, state)
 
