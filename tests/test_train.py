@@ -812,6 +812,35 @@ def test_existing_runs_are_never_overwritten(numpy_run, tmp_path, capsys):
     assert "holds no gpconv run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"\xff\xfe", "'utf-8' codec can't decode byte 0xff"),
+        (b"[]", "expected a JSON object, found list"),
+        (b"{}", r"expected a JSON object for each of \['identity'\], found identity=None"),
+        (
+            b'{"identity": {}, "data": []}',
+            r"expected a JSON object for each of \['data'\], found data=\[\]",
+        ),
+    ],
+    ids=["not-utf8", "list", "no-identity", "data-list"],
+)
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_a_corrupt_run_json_is_an_error_naming_it(tmp_path, capsys, content, fragment, resume):
+    """These were tracebacks (UnicodeDecodeError, TypeError, KeyError, AttributeError) from
+    check_out before anything ran; the folder is left as it was."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("epoch\n")  # it trained something: run.json is read
+    (out / "run.json").write_bytes(content)
+    before = tree_digest(str(out))
+    assert train(*NUMPY_TINY, "--out", str(out), *resume) == 2
+    assert re.search(
+        rf"cannot read {re.escape(str(out / 'run.json'))}: {fragment}", capsys.readouterr().err
+    )
+    assert tree_digest(str(out)) == before
+
+
 def test_run_config_identity_ignores_epochs_and_m_for_efficientnet():
     a = RunConfig("torch", "efficientnet-b0", "x", epochs=3, min_channels_per_group=16).identity()
     b = RunConfig("torch", "efficientnet-b0", "x", epochs=9, min_channels_per_group=32).identity()

@@ -204,12 +204,29 @@ class RunConfig:
 # --- run folder -------------------------------------------------------------------------------
 
 
+# The entries of run.json that are JSON objects: "identity" (always written), "data" and
+# "input_normalization" (written since later versions, so optional).
+_RUN_JSON_OBJECTS = ("identity", "data", "input_normalization")
+
+
 def _read_json(path: str) -> dict[str, Any]:
+    """A ``run.json``; ``ConfigError`` naming it if it cannot be read, is no UTF-8 JSON, or is
+    not an object whose ``_RUN_JSON_OBJECTS`` are objects (``identity`` required)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, bytes that are no UTF-8
         raise ConfigError(f"cannot read {path}: {err}") from err
+    if not isinstance(run, dict):
+        raise ConfigError(f"cannot read {path}: expected a JSON object, found {type(run).__name__}")
+    odd = [k for k in _RUN_JSON_OBJECTS if not isinstance(run.get(k, {}), dict)]
+    odd += [] if "identity" in run else ["identity"]
+    if odd:
+        found = ", ".join(f"{k}={run.get(k)!r}" for k in odd)
+        raise ConfigError(
+            f"cannot read {path}: expected a JSON object for each of {odd}, found {found}"
+        )
+    return run
 
 
 def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
