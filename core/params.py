@@ -425,17 +425,11 @@ def _to_numpy(name: str, a: Any) -> np.ndarray:
 
 
 def _writable_path(path: str | os.PathLike) -> str:
-    """``path`` as a string, or ``IsADirectoryError``/``FileNotFoundError``/``ValueError``
-    before anything is written (a temp file left beside a path that cannot be replaced would be
-    litter, and renaming onto a device or FIFO would replace that node with a file)."""
+    """``path`` as a string, or ``IsADirectoryError``/``FileNotFoundError`` before anything is
+    written (a temp file left beside a path that cannot be replaced would be litter)."""
     path = _fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"Expected path to name a file, received the folder {path!r}")
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise ValueError(
-            f"Expected path to name a regular file, received {path!r}, which is none "
-            "(a device, FIFO or socket): refusing to replace it"
-        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"No folder {folder!r} to write {path!r} in")
@@ -445,7 +439,13 @@ def _writable_path(path: str | os.PathLike) -> str:
 def write_atomic(path: str, blob: bytes) -> None:
     """Write ``blob`` to ``path`` via a temp file, fsync and rename: readers see the old file or
     the new one, never a torn one. On failure (a full disk) the temp file is removed and ``path``
-    is left as it was."""
+    is left as it was. ``ValueError``, before anything is written, if ``path`` is a device, FIFO
+    or socket (``/dev/stdout`` too): the rename would replace that node with a regular file."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"Expected path to name a regular file, received {path!r}, which is none "
+            "(a device, FIFO or socket): refusing to replace it"
+        )
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..core.params import write_atomic
 from ..train.metrics import make_parent
 from .machine import one_line
 from .models import setup
@@ -43,11 +44,11 @@ def document(
 
 
 def write_json(path: str, doc: dict[str, Any]) -> None:
-    """Write ``doc`` to ``path``, creating missing folders (as the plots do)."""
+    """Write ``doc`` to ``path``, creating missing folders (as the plots do). Atomically: a
+    value JSON cannot hold or a full disk leaves an earlier report at ``path`` as it was."""
+    text = json.dumps(doc, indent=2) + "\n"  # before the file is touched: this may raise
     make_parent(path)
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
+    write_atomic(path, text.encode())
 
 
 def model_table(results: list[dict[str, Any]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -333,12 +334,17 @@ FAST_POINTWISE = ["bench", "--op", "pointwise", "--backend", "numpy", *TINY, "--
         ("--json", "afile/x.json", "is a file"),
         ("--json", "afile/deeper/x.json", "is a file"),
         ("--json", ".", "is a folder"),
+        # the atomic write would have replaced the FIFO (or, as root, /dev/stdout) with a file
+        ("--json", "fifo.json", "is no regular file"),
+        ("--plot", "fifo.png", "is no regular file"),
     ],
 )
 def test_bench_bad_output_path_exits_2_before_measuring(
     flag, name, why, tmp_path, monkeypatch, capsys
 ):
     (tmp_path / "afile").write_text("not a folder")
+    os.mkfifo(tmp_path / "fifo.json")
+    os.mkfifo(tmp_path / "fifo.png")
     monkeypatch.setattr(pointwise, "bench_pointwise", _measuring_fails)
     path = str(tmp_path / name)
     assert main([*FAST_POINTWISE, flag, path]) == 2
@@ -366,6 +372,29 @@ def test_bench_failed_write_is_reported_and_the_other_file_kept(tmp_path, monkey
     assert "Recommendation: numpy grouped pointwise: a" in captured.out  # measurements printed
     assert f"could not write --json {out}" in captured.err and "No space left" in captured.err
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "doc, exc",
+    [({"x": object()}, TypeError), ({"x": 1.0}, OSError)],
+    ids=["unserialisable", "disk-full"],
+)
+def test_a_failed_json_write_keeps_the_earlier_report(tmp_path, monkeypatch, doc, exc):
+    """write_json truncated the file first: a value json cannot hold, or a full disk, left a
+    torn report where the previous one had been."""
+    path = tmp_path / "bench.json"
+    report.write_json(str(path), {"earlier": True})
+    earlier = path.read_bytes()
+    if exc is OSError:
+
+        def disk_full(fd):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("os.fsync", disk_full)
+    with pytest.raises(exc):
+        report.write_json(str(path), doc)
+    assert path.read_bytes() == earlier
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
 
 
 def test_pointwise_bench_without_grouped_layers_is_a_usage_error(monkeypatch, capsys):

@@ -116,13 +116,15 @@ def plot_format(path: str) -> str:
 
 
 def check_output_path(path: str) -> None:
-    """Raise ``ValueError`` unless ``path`` can be written as a file: not a folder, not below a
-    file, and its nearest existing folder writable. Missing folders are fine (``make_parent``
-    creates them when the file is written); nothing is created here, so a run that fails before
-    writing leaves no empty folders behind."""
+    """Raise ``ValueError`` unless ``path`` can be written as a file: not a folder, device or
+    FIFO, not below a file, and its nearest existing folder writable. Missing folders are fine
+    (``make_parent`` creates them when the file is written); nothing is created here, so a run
+    that fails before writing leaves no empty folders behind."""
     full = os.path.abspath(path)
     if os.path.isdir(full):
         raise ValueError(f"{path} is a folder")
+    if os.path.exists(full) and not os.path.isfile(full):  # written via a temp file + rename
+        raise ValueError(f"{path} is no regular file (a device, FIFO or socket)")
     if os.path.exists(full) and not os.access(full, os.W_OK):
         raise ValueError(f"{path} is not writable")
     parent = os.path.dirname(full)
