@@ -160,11 +160,15 @@ def load(name: str, directory: Path = GOLDEN_DIR) -> tuple[dict[str, np.ndarray]
             f"golden manifest missing: {manifest_path} "
             "(run `python -m gpconv.conformance generate`)"
         )
-    manifest = json.loads(manifest_path.read_text())
-    entry = manifest.get("files", {}).get(name)
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError as err:  # JSONDecodeError, or bytes that are no UTF-8
+        raise GoldenError(f"golden manifest {manifest_path} is no JSON: {err}") from err
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    entry = files.get(name) if isinstance(files, dict) else None
     path = directory / name
-    if entry is None:
-        raise GoldenError(f"{name} is not listed in {manifest_path}")
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise GoldenError(f"{name} is not listed with its sha256 in {manifest_path}")
     if not path.is_file():
         raise GoldenError(f"golden file missing: {path}")
     actual = _sha256(path)

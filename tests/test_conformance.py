@@ -265,6 +265,25 @@ def test_missing_golden_file_is_named(tmp_path):
         golden.load("network.safetensors", tmp_path)
 
 
+@pytest.mark.parametrize(
+    "manifest, fragment",
+    [
+        (b"\xff not json", "is no JSON"),
+        (b"[]", "not listed with its sha256"),
+        (b'{"files": {"network.safetensors": {"bytes": 1}}}', "not listed with its sha256"),
+    ],
+    ids=["garbage", "list", "no-sha256"],
+)
+def test_a_corrupt_golden_manifest_is_named(tmp_path, manifest, fragment):
+    """These were rows reading "UnicodeDecodeError: ...", "AttributeError: 'list' object ..."
+    and "KeyError: 'sha256'", which named neither the manifest nor the fault."""
+    (tmp_path / golden.MANIFEST).write_bytes(manifest)
+    shutil.copy(golden.GOLDEN_DIR / "network.safetensors", tmp_path)
+    with pytest.raises(golden.GoldenError, match=fragment) as err:
+        golden.load("network.safetensors", tmp_path)
+    assert str(tmp_path / golden.MANIFEST) in str(err.value)
+
+
 def test_runner_reports_a_missing_backend_as_not_installed(monkeypatch):
     """In the default run (every registered backend) a missing framework is listed, fails
     nothing, and the JSON agrees with itself: the row neither passed nor failed."""
