@@ -380,7 +380,8 @@ def _foreign_format(blob: bytes) -> str:
         return ""
     return (
         f"it is {kind}. gpconv reads parameters from safetensors files only (it never "
-        "unpickles): write them with core.params.save_params(path, export_params(model))"
+        "unpickles): write them with core.params.save_params(path, export_params(model)); "
+        "Keras .weights.h5 and .keras files load with keras's model.load_weights"
     )
 
 
