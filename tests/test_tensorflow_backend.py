@@ -714,6 +714,11 @@ def test_weights_argument_takes_keras_weight_files(small_kmodel, tmp_path, suffi
         assert len(loaded) == len(params) - 2 * (not include_top)  # no predictions/* headless
         for k, v in loaded.items():
             np.testing.assert_array_equal(v, params[k].astype(np.float32), err_msg=k)
+    # Under another name it is read as safetensors, and the error says what it is instead.
+    renamed = path.rename(tmp_path / "k.safetensors")
+    kind = "an HDF5 file" if suffix == ".weights.h5" else "a zip archive"
+    with pytest.raises(ValueError, match=rf"k.safetensors.*is {kind}.*model.load_weights"):
+        KEfficientNetB0(weights=str(renamed), **kwargs)
 
 
 # --- tf.function / XLA ----------------------------------------------------------------------
