@@ -14,16 +14,22 @@ Files are safetensors: no pickle is ever involved in loading.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._validate import make_rng
+from .files import (
+    header_metadata,
+    read_header,
+    readable_file,
+    refuse_numpy_less_dtypes,
+    writable_path,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from .arch import Architecture
@@ -165,7 +171,7 @@ def save_params(
     ``str``. An existing file at ``path`` is replaced only once the new one is complete."""
     from safetensors.numpy import save
 
-    path = _writable_path(path)
+    path = writable_path(path)
     _require_str_keys("params", params)
     _require_str_keys("metadata", {} if metadata is None else metadata)
     # order="C" rather than ascontiguousarray, which turns 0-d arrays (step counters) into (1,).
@@ -201,12 +207,12 @@ def load_params(
     ``TypeError``. Non-finite values load as they are."""
     from safetensors.numpy import load
 
-    path = _readable_file(path)
+    path = readable_file(path)
     if dtype is not None:
         dtype = float_dtype("dtype", dtype)
-    header = _read_header(path)  # our checks first: they name the fault and the file's kind
-    metadata = _metadata(path, header)
-    _refuse_numpy_less_dtypes(path, header)
+    header = read_header(path)  # our checks first: they name the fault and the file's kind
+    metadata = header_metadata(path, header)
+    refuse_numpy_less_dtypes(path, header)
     with open(path, "rb") as f:
         try:
             params = load(f.read())
@@ -216,34 +222,6 @@ def load_params(
         check_arch_metadata(arch, metadata, path)
         validate_params(arch, params, dtype)
     return params
-
-
-# safetensors dtypes that NumPy has; safetensors.numpy fails on the others with a bare KeyError.
-_NUMPY_SAFETENSORS_DTYPES = frozenset(
-    ("F64", "F32", "F16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL")
-)
-
-
-def _refuse_numpy_less_dtypes(path: str, header: Mapping[str, Any]) -> None:
-    """``TypeError`` naming the tensors of ``header`` (of file ``path``) whose dtype NumPy lacks,
-    such as ``BF16`` from a bfloat16 torch model."""
-    odd = {
-        k: v.get("dtype")
-        for k, v in header.items()
-        if k != "__metadata__"
-        and isinstance(v, dict)
-        and isinstance(v.get("dtype"), str)
-        and v["dtype"] not in _NUMPY_SAFETENSORS_DTYPES
-    }
-    if odd:
-        names = ", ".join(f"{k} ({d})" for k, d in list(odd.items())[:3])
-        more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
-        raise TypeError(
-            f"Expected {path!r} to hold float16, float32 or float64 tensors, received "
-            f"{len(odd)} of dtypes {sorted(set(map(str, odd.values())))} that NumPy cannot "
-            f"represent: {names}{more}. Save float32 copies instead (with safetensors.torch: "
-            "save_file({k: v.float() for k, v in tensors.items()}, path))"
-        )
 
 
 def arch_metadata(arch: Architecture) -> dict[str, str]:
@@ -279,120 +257,8 @@ def check_arch_metadata(
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata stored in a safetensors header (``{}`` if it has none)."""
-    path = _readable_file(path)
-    return _metadata(path, _read_header(path))
-
-
-def _metadata(path: str, header: Mapping[str, Any]) -> dict[str, str]:
-    """The ``__metadata__`` of ``header`` (of file ``path``): ``ValueError`` unless it maps
-    strings to strings, as the safetensors format says (and ``load_params`` enforces)."""
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise ValueError(
-            f"{path!r} is not a valid safetensors file: its metadata is not a JSON object"
-        )
-    odd = {k: v for k, v in meta.items() if not isinstance(v, str)}
-    if odd:
-        k, v = next(iter(odd.items()))
-        raise ValueError(
-            f"{path!r} is not a valid safetensors file: its metadata values must be strings, "
-            f"received {k}={v!r} ({type(v).__name__})"
-        )
-    return dict(meta)
-
-
-def _readable_file(path: str | os.PathLike) -> str:
-    """``path`` as a string if it names a regular file (or a link to one), else
-    ``FileNotFoundError``, ``IsADirectoryError`` or ``ValueError`` naming it. Checked before
-    opening: opening a FIFO blocks until someone writes to it, and ``/dev/zero`` never ends."""
-    path = _fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"Expected a safetensors file, received the folder {path!r}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No parameter file at {path!r}")
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"Expected a safetensors file, received {path!r}, which is no regular file "
-            "(a device, FIFO or socket)"
-        )
-    return path
-
-
-def _fspath(path: Any) -> str:
-    """``path`` (a ``str`` or ``os.PathLike``) as a ``str``, else ``TypeError``."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"Expected path to be a str or os.PathLike, received {type(path).__name__}")
-    path = os.fspath(path)
-    if not isinstance(path, str):  # a PathLike of bytes
-        raise TypeError(f"Expected path to be a str or os.PathLike of str, received {path!r}")
-    if not path:
-        raise ValueError("Expected path to name a file, received ''")
-    return path
-
-
-# safetensors refuses longer headers (its MAX_HEADER_SIZE): refuse them before reading one.
-_MAX_HEADER_BYTES = 100_000_000
-
-# First bytes of the files most often taken for safetensors ones, to say what a file is instead.
-_FOREIGN_FORMATS = (
-    (b"PK\x03\x04", "a zip archive (torch.save's .pt/.pth, NumPy's .npz or a Keras .keras file)"),
-    (b"\x93NUMPY", "a NumPy .npy file"),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (such as Keras's .weights.h5)"),
-    (b"\x80", "a pickle (torch.save's legacy format)"),
-)
-
-
-def _read_header(path: str) -> dict[str, Any]:
-    """The JSON header of the safetensors file ``path`` (tensor entries and ``__metadata__``);
-    ``ValueError`` naming the file and the fault: no 8-byte length, a length past the file's end
-    or safetensors' limit (read nothing that long), bytes that are no UTF-8 JSON object, or a
-    key given twice."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        blob = f.read(8)
-        try:
-            if len(blob) < 8:
-                raise ValueError(
-                    f"it holds {size} bytes, fewer than the 8 of a safetensors header length"
-                )
-            n = int.from_bytes(blob, "little")
-            if n > _MAX_HEADER_BYTES:  # so no safetensors file: say what it is, if we can tell
-                raise ValueError(
-                    _foreign_format(blob)
-                    or f"header length {n} exceeds safetensors' limit of {_MAX_HEADER_BYTES}"
-                )
-            if n > size - 8:
-                raise ValueError(f"header length {n} does not fit the file ({size} bytes)")
-            header = json.loads(f.read(n), object_pairs_hook=_no_duplicate_keys)
-            if not isinstance(header, dict):
-                raise ValueError("its header is not a JSON object")
-            return header
-        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
-
-
-def _foreign_format(blob: bytes) -> str:
-    """What a file whose first 8 bytes are ``blob`` is instead of safetensors, with advice, or
-    ``""``. Only for a length field past safetensors' limit: a real header length may begin with
-    any byte (0x80, say), so a truncated safetensors file must not be called a pickle."""
-    kind = next((what for magic, what in _FOREIGN_FORMATS if blob.startswith(magic)), "")
-    if not kind:
-        return ""
-    return (
-        f"it is {kind}. gpconv reads parameters from safetensors files only (it never "
-        "unpickles): write them with core.params.save_params(path, export_params(model)); "
-        "Keras .weights.h5 and .keras files load with keras's model.load_weights"
-    )
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object as a dict; ``ValueError`` for a key given twice, which parsers resolve
-    differently (Python's json and safetensors keep the last; others the first or refuse)."""
-    out = dict(pairs)
-    if len(out) < len(pairs):
-        twice = next(k for k, count in Counter(k for k, _ in pairs).items() if count > 1)
-        raise ValueError(f"its header gives the key {twice!r} twice")
-    return out
+    path = readable_file(path)
+    return header_metadata(path, read_header(path))
 
 
 def float_dtype(name: str, dtype: Any) -> np.dtype:
@@ -423,38 +289,3 @@ def _to_numpy(name: str, a: Any) -> np.ndarray:
             f"{type(a).__name__} of dtype {array.dtype}"
         )
     return array
-
-
-def _writable_path(path: str | os.PathLike) -> str:
-    """``path`` as a string, or ``IsADirectoryError``/``FileNotFoundError`` before anything is
-    written (a temp file left beside a path that cannot be replaced would be litter)."""
-    path = _fspath(path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"Expected path to name a file, received the folder {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"No folder {folder!r} to write {path!r} in")
-    return path
-
-
-def write_atomic(path: str, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` via a temp file, fsync and rename: readers see the old file or
-    the new one, never a torn one. On failure (a full disk) the temp file is removed and ``path``
-    is left as it was. ``ValueError``, before anything is written, if ``path`` is a device, FIFO
-    or socket (``/dev/stdout`` too): the rename would replace that node with a regular file."""
-    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-        raise ValueError(
-            f"Expected path to name a regular file, received {path!r}, which is none "
-            "(a device, FIFO or socket): refusing to replace it"
-        )
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..core.params import write_atomic
+from ..core.files import write_atomic
 from ..train.metrics import make_parent
 from .machine import one_line
 from .models import setup

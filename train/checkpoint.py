@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.params import load_params, save_params, write_atomic
+from ..core.files import write_atomic
+from ..core.params import load_params, save_params
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "epoch-"
@@ -67,7 +68,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (``core.params.write_atomic``)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (``core.files.write_atomic``)."""
     write_atomic(path, text.encode())
 
 
