@@ -44,6 +44,7 @@ from gpconv.backends.tensorflow import (  # noqa: E402
     KEfficientNetB0,
     KPointwise,
     SlabGradDepthwiseConv2D,
+    batch_norm_layers,
     build_model,
     canonical_variables,
     export_params,
@@ -678,6 +679,37 @@ def test_a_frozen_backbone_stays_frozen_after_load_or_clone(rebuild, tmp_path):
     model.train_on_batch(rng.standard_normal((4, 4, 4, 32)) * 3 + 1, np.array([0, 1, 2, 0]))
     for v in model.get_layer("base").weights:
         np.testing.assert_array_equal(v.numpy(), frozen[v.path], err_msg=v.path)
+
+
+def test_batch_norm_layers_lets_keras_fine_tuning_recipe_keep_every_bn_frozen():
+    """keras.io's recipe: freeze the model, unfreeze the last layers but keep each
+    BatchNormalization frozen. ``model.layers`` holds 17 of kEffNet-B0's 65 batch norms (the
+    other 48 sit inside KPointwise layers, which the recipe unfreezes with their batch norms);
+    ``batch_norm_layers`` returns every one."""
+    arch = kefficientnet("b0", 10, 16, skip_stride_cnt=3)
+    model = KEfficientNetB0(classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3)
+    bns = batch_norm_layers(model)
+    # One batch norm per moving mean among the canonical parameters (core's table, not Keras).
+    assert len(bns) == sum(k.endswith("/moving_mean") for k in arch.param_shapes()) == 65
+    assert len({id(b) for b in bns}) == len(bns)
+    top_level = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(top_level) < len(bns)
+    for layer in model.layers:  # as base.trainable = False inside an outer model
+        layer.trainable = False
+    for layer in model.layers[-20:]:
+        layer.trainable = True
+    assert any(bn.trainable for bn in bns)  # the KPointwise layers' own batch norms
+    for bn in batch_norm_layers(model):
+        bn.trainable = False
+    assert not any(v.trainable for bn in bns for v in bn.weights)
+    trainable = {v.path for v in model.trainable_weights}
+    assert "predictions/kernel" in trainable and any("top/conv" in p for p in trainable), trainable
+    with pytest.raises(
+        TypeError, match="Expected model to be a Keras layer or model, received str"
+    ):
+        batch_norm_layers("kefficientnet-b0")
 
 
 def test_weights_file_argument(small_kmodel, tmp_path):

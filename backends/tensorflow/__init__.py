@@ -22,6 +22,7 @@ _EXPORTS = {
         for family in ("EfficientNet", "KEfficientNet")
         for i in range(8)
     },
+    "batch_norm_layers": "models",
     "build_model": "models",
     "intermediates_model": "models",
     "CorrectPadding2D": "padding",

@@ -265,7 +265,26 @@ def intermediates_model(model: keras.Model, arch: Architecture) -> keras.Model:
     return keras.Model(model.input, outputs, name=f"{model.name}_intermediates")
 
 
+def batch_norm_layers(model: keras.Layer) -> list[keras.layers.BatchNormalization]:
+    """Every ``BatchNormalization`` in ``model``, in order, those inside ``KPointwise`` layers
+    (and nested models) included. ``model.layers`` lists only the top level: kEffNet-B0 16ch has 17
+    batch norms there and 48 more inside its ``KPointwise`` layers, so keras.io's fine-tuning
+    recipe (unfreeze the top layers but keep every ``BatchNormalization`` frozen) must take them
+    from here: setting a ``KPointwise`` trainable makes its batch norms trainable too."""
+    if not isinstance(model, keras.Layer):
+        raise TypeError(
+            f"Expected model to be a Keras layer or model, received {type(model).__name__}"
+        )
+    # _flatten_layers is how Keras itself walks sub-layers; it has no public equivalent.
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
 __all__ = [
+    "batch_norm_layers",
     "build_model",
     "checked_input_shape",
     "default_input_shape",
