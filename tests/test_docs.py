@@ -337,16 +337,27 @@ def test_conv2_only_case_is_se_reduce_without_bn(mf: ModuleType) -> None:
             assert kind == "se_reduce" and spec.bias and not spec.bn, (layer, kind, spec)
 
 
-def test_train_md_cross_framework_example_runs_on_a_run_folder(tmp_path) -> None:
+def test_train_md_cross_framework_example_runs_on_a_run_folder(tmp_path, monkeypatch) -> None:
     """docs/train.md's way from a run folder to predictions in torch, Keras and the NumPy
     reference, run as written on a tiny numpy-trained run (its path substituted). The run
     evaluated its first 48 test images (--limit 48): the example's predictions there must give
-    the accuracy summary.json reports, which checks the documented normalisation and layouts."""
+    the accuracy summary.json reports, which checks the documented normalisation and layouts.
+    The reference keeps every activation (~75 MB per 32x32 image): the example once passed all
+    360 test images at once, which needs 27 GB and was killed on the 24 GB machine, so it must
+    feed the reference in small batches."""
     import json
 
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
     from gpconv.cli.main import main
+    from gpconv.core import network
+
+    batches = []
+    real_forward = network.forward
+
+    def recording_forward(arch, params, x, *args, **kwargs):
+        batches.append(len(x))
+        return real_forward(arch, params, x, *args, **kwargs)
 
     blocks = README_PYTHON.findall((REPO / "docs" / "train.md").read_text())
     found = [b for b in blocks if "read_metadata" in b]
@@ -358,7 +369,10 @@ def test_train_md_cross_framework_example_runs_on_a_run_folder(tmp_path) -> None
     code = found[0].replace("runs/digits-k16", str(out))
     assert code != found[0], "the example no longer names runs/digits-k16"
     namespace: dict = {}
+    monkeypatch.setattr(network, "forward", recording_forward)  # after training
     exec(compile(code, "docs/train.md cross-framework example", "exec"), namespace)
+    assert sum(batches) == len(namespace["data"].y_test), batches  # every test image once
+    assert max(batches) <= 64, f"the example runs the reference on {max(batches)} images at once"
     summary = json.loads((out / "summary.json").read_text())
     predicted = namespace["keras_logits"][:48].argmax(1)
     accuracy = float((predicted == namespace["data"].y_test[:48]).mean())
