@@ -256,10 +256,12 @@ def _adding_a_backend_pytest_snippet() -> str:
     return found[0]
 
 
-def test_adding_a_backend_pytest_example_runs_as_written() -> None:
+def test_adding_a_backend_pytest_example_runs_as_written(monkeypatch) -> None:
     """The example failed with hypothesis's DeadlineExceeded on a torch adapter (its first call
     took 1.6 s; the default deadline is 200 ms): outside this repository there is no conftest
-    that lifts the deadline, so the example must. Run against a float32 adapter."""
+    that lifts the deadline, so the example must. Run against a float32 adapter, importable as
+    the guide's ``mypackage.adapter:BACKEND`` (the example once used BACKEND without importing
+    it: a NameError when copied into a test file)."""
     from hypothesis import settings
 
     from gpconv.backends.numpy_reference import NumpyBackend
@@ -267,7 +269,11 @@ def test_adding_a_backend_pytest_example_runs_as_written() -> None:
     class Float32(NumpyBackend):
         name, dtype = "float32-numpy", np.float32
 
-    namespace: dict = {"BACKEND": Float32()}
+    package, adapter = ModuleType("mypackage"), ModuleType("mypackage.adapter")
+    adapter.BACKEND, package.adapter = Float32(), adapter
+    monkeypatch.setitem(sys.modules, "mypackage", package)
+    monkeypatch.setitem(sys.modules, "mypackage.adapter", adapter)
+    namespace: dict = {}
     ours = settings.get_current_profile_name()  # tests/conftest.py lifts the deadline here
     settings.load_profile("default")  # as in a user's repository
     try:
