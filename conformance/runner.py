@@ -57,7 +57,10 @@ def resolve(name: str) -> Backend:
         try:
             found = importlib.import_module(module)
         except ImportError as err:
-            raise ImportError(f"backend {name!r}: cannot import module {module!r} ({err})") from err
+            hint = _path_hint(module, err)
+            raise ImportError(
+                f"backend {name!r}: cannot import module {module!r} ({err}){hint}"
+            ) from err
         try:
             backend = getattr(found, attr)
         except AttributeError as err:
@@ -75,6 +78,19 @@ def resolve(name: str) -> Backend:
             )
         return backend
     return get(name)
+
+
+def _path_hint(module: str, err: ImportError) -> str:
+    """How to make ``module`` importable, when it is ``module`` (or a package above it) that was
+    not found rather than something it imports: the ``gpconv`` script, unlike ``python -m``, does
+    not look in the current folder, so an adapter written there is not found."""
+    missing = getattr(err, "name", None) if isinstance(err, ModuleNotFoundError) else None
+    if not missing or not (module == missing or module.startswith(missing + ".")):
+        return ""
+    return (
+        f"; install the package that provides {missing!r}, or add the folder that holds it to "
+        "PYTHONPATH (the gpconv command does not look in the current folder)"
+    )
 
 
 def default_backends() -> list[str]:

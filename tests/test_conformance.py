@@ -596,3 +596,16 @@ def test_symmetric_stride2_depthwise_padding_is_named_at_its_block():
     logits = [r for r in failing(check_network(m)) if r.check == "network logits"]
     assert logits and all(r.layer == "block6a" for r in logits), describe(logits)
     assert all("correct_pad" in r.detail for r in logits), describe(logits)
+
+
+def test_an_adapter_module_that_is_not_found_says_how_to_make_it_importable(monkeypatch, tmp_path):
+    # `gpconv check --backend mypackage.adapter:BACKEND` run next to mypackage/ said only
+    # "No module named 'mypackage'": the console script does not look in the current folder.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ImportError, match=r"No module named 'nosuchpkg'\).*PYTHONPATH"):
+        runner.resolve("nosuchpkg.adapter:BACKEND")
+    # A dependency the adapter imports is the adapter's problem: no hint about its folder.
+    (tmp_path / "needsdep.py").write_text("import nosuchdependency\nBACKEND = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match=r"'nosuchdependency'\)$"):
+        runner.resolve("needsdep:BACKEND")
