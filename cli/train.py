@@ -176,10 +176,17 @@ def run(args: argparse.Namespace) -> int:
     if dist.is_main:
         final = summary["final"]
         print(
-            f"gpconv train: done: test acc {final['test_acc']:.4f}, "
-            f"test loss {final['test_loss']:.4f} "
+            f"gpconv train: done: test acc {_number(final['test_acc'])}, "
+            f"test loss {_number(final['test_loss'])} "
             f"after {summary['epochs_completed']} epochs ({summary['seconds_total']:.0f}s); "
             f"files in {cfg.out}",
             file=sys.stdout,
         )
     return 0
+
+
+def _number(value: float | None) -> str:
+    """A figure of ``summary.json``'s ``final`` for the closing line: that file stores a
+    non-finite loss as null (strict JSON), which a run whose training loss stayed finite while
+    its test loss overflowed still completes with."""
+    return "nan" if value is None else f"{value:.4f}"

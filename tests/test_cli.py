@@ -259,3 +259,21 @@ def test_closed_stdout_ends_quietly(argv, unbuffered):
     finally:
         os.close(write)
     assert run.stderr == "" and run.returncode == 1, (run.returncode, run.stderr[-2000:])
+
+
+def test_train_reports_a_non_finite_test_loss_as_nan(monkeypatch, tmp_path, capsys):
+    """A run whose training loss stays finite but whose test loss overflows completes, and its
+    summary.json stores that loss as null: the closing line crashed with a TypeError traceback
+    (formatting None) after every file had been written, exit 1."""
+    from gpconv.train import run as run_module
+
+    def completes_with_a_nan_test_loss(cfg, dist):
+        final = {"train_loss": 3.7e177, "train_acc": 0.22, "test_loss": None, "test_acc": 0.03}
+        return {"final": final, "epochs_completed": 2, "seconds_total": 1.5}
+
+    monkeypatch.setattr(run_module, "train", completes_with_a_nan_test_loss)
+    argv = ["train", "--backend", "numpy", "--model", "kefficientnet-b0", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert "gpconv train: done: test acc 0.0300, test loss nan after 2 epochs" in (
+        capsys.readouterr().out
+    )
