@@ -434,3 +434,17 @@ def test_documented_gpconv_commands_use_existing_flags() -> None:
         or flag not in sub_action.choices[sub]._option_string_actions
     ]
     assert not unknown, unknown
+
+
+def test_train_md_names_the_columns_of_the_metrics_table() -> None:
+    """docs/train.md said the metrics command reproduces its result tables, whose columns (a
+    train acc, no run) it does not print; it now lists the command's columns: they must stay
+    those of ``summary_table``."""
+    from gpconv.train.metrics import summary_table
+
+    text = " ".join((REPO / "docs" / "train.md").read_text(encoding="utf-8").split())
+    found = re.search(r"Its table has the columns `([^`]+)`", text)
+    assert found, "docs/train.md no longer lists the metrics table's columns"
+    header = summary_table([]).splitlines()[0]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert [c.strip() for c in found.group(1).split("|")] == columns, header
