@@ -1243,3 +1243,21 @@ def test_best_params_are_those_of_the_best_epoch(tmp_path):
     assert best.keys() == kept.keys()
     for k in kept:
         np.testing.assert_array_equal(best[k], kept[k])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folders are locked with fcntl (POSIX)")
+def test_a_run_in_progress_is_reported_in_use_without_resume_too(
+    numpy_run, tmp_path, capsys, lock_holder
+):
+    """Once the running run had completed an epoch, a second run without --resume was told
+    "already holds a run; pass --resume to continue it": advice that led only to the lock's
+    refusal. The folder's lock is checked first, with or without --resume."""
+    run = str(tmp_path / "busy")
+    shutil.copytree(numpy_run, run)
+    holder = lock_holder(run)
+    before = tree_digest(run)
+    for resume in ([], ["--resume"]):
+        assert train(*NUMPY_TINY, "--out", run, *resume) == 2
+        err = capsys.readouterr().err
+        assert f"--out {run} is in use by another gpconv train (pid {holder.pid})" in err, err
+    assert tree_digest(run) == before

@@ -54,11 +54,7 @@ class OutLock:
                 except BlockingIOError:
                     holder = _read_pid(fd)
                     os.close(fd)
-                    raise FolderInUse(
-                        f"--out {out} is in use by another gpconv train"
-                        + (f" (pid {holder})" if holder else "")
-                        + "; wait for it to finish or choose another --out"
-                    ) from None
+                    raise FolderInUse(in_use_message(out, holder)) from None
                 except BaseException:
                     os.close(fd)
                     raise
@@ -72,6 +68,27 @@ class OutLock:
             raise
         return cls(out, fd, created)
 
+    @staticmethod
+    def holder(out: str) -> str | None:
+        """The pid (as text, "" if unreadable) of the process that holds ``out``'s lock, or None
+        when none does. Only looks: creates nothing, and holds a shared lock for one call at
+        most (a run starting on the folder at that instant would be told it is in use)."""
+        if fcntl is None:  # pragma: no cover - Windows
+            return None
+        try:
+            fd = os.open(os.path.join(out, LOCK_NAME), os.O_RDONLY)
+        except OSError:  # no lock file (or no folder): no run holds it
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(fd)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # a leftover of a killed run: free
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         """Unlock, remove the lock file and any still-empty folder ``acquire`` created."""
         if self._fd is not None:
@@ -83,6 +100,15 @@ class OutLock:
             self._fd = None
         _remove_empty(self._created)
         self._created = []
+
+
+def in_use_message(out: str, holder: str) -> str:
+    """What a second run on ``out`` is told; ``holder`` is the pid text ("" if unknown)."""
+    return (
+        f"--out {out} is in use by another gpconv train"
+        + (f" (pid {holder})" if holder else "")
+        + "; wait for it to finish or choose another --out"
+    )
 
 
 def _missing_folders(out: str) -> list[str]:

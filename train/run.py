@@ -42,7 +42,7 @@ from .device import check_device
 from .distributed import Dist
 from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
 from .loop import Diverged, LoopConfig, fit
-from .outlock import LOCK_NAME, FolderInUse, OutLock
+from .outlock import LOCK_NAME, FolderInUse, OutLock, in_use_message
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 # Arguments that define a run: a resume must repeat them. --epochs may change (the lr schedule then
@@ -239,6 +239,15 @@ def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
         for k in IDENTITY
         if stored.get(k) != wanted.get(k)
     ]
+
+
+def check_not_in_use(out: str) -> None:
+    """``ConfigError`` if another ``gpconv train`` holds ``out``'s lock. Checked first: for a run
+    in progress ``check_out`` would say "already holds a run; pass --resume", advice that only
+    leads to the lock's refusal."""
+    holder = OutLock.holder(out)
+    if holder is not None:
+        raise ConfigError(in_use_message(out, holder))
 
 
 def check_out(cfg: RunConfig) -> None:
@@ -536,6 +545,7 @@ def prepare(cfg: RunConfig, dist: Dist) -> OutLock | None:
     if dist.is_main:
         try:
             cfg.validate(dist.world)
+            check_not_in_use(cfg.out)
             check_out(cfg)  # before creating anything, so a bad folder is left as it was
             lock = claim_out(cfg)
         except ConfigError as err:
