@@ -448,3 +448,24 @@ def test_train_md_names_the_columns_of_the_metrics_table() -> None:
     header = summary_table([]).splitlines()[0]
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert [c.strip() for c in found.group(1).split("|")] == columns, header
+
+
+def test_relative_links_of_every_doc_resolve() -> None:
+    """Every relative ``](path)`` / ``](path#anchor)`` link of README.md and docs/*.md (outside
+    code blocks) names an existing file, and its anchor a heading of that file; only method.md's
+    own anchors were checked before."""
+    broken = []
+    for path in DOC_FILES:
+        prose = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+        for link in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+:", link):  # https:, mailto:
+                continue
+            file, _, anchor = link.partition("#")
+            target = (path.parent / file).resolve() if file else path
+            if not target.exists():
+                broken.append(f"{path.name}: {link} (no such file)")
+            elif anchor:
+                headings = re.findall(r"^#+ (.+)$", target.read_text(encoding="utf-8"), re.M)
+                if anchor not in {_github_slug(h) for h in headings}:
+                    broken.append(f"{path.name}: {link} (no such heading)")
+    assert not broken, broken
