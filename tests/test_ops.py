@@ -254,6 +254,31 @@ def test_batchnorm_on_an_empty_training_batch_keeps_the_moving_stats():
     np.testing.assert_array_equal(grads["beta"], np.zeros(5))
 
 
+@pytest.mark.parametrize("momentum", [np.float64(0.9), np.float32(0.9)], ids=["f64", "f32"])
+def test_batchnorm_moving_stats_keep_their_dtype_for_a_numpy_momentum(momentum):
+    """A NumPy scalar momentum (read from a config array, say) is not "weak" under NEP 50:
+    ``np.float64(0.9) * float32`` is float64, which ``sgd_step`` then refuses to write back."""
+    x = normal(4, 2, 2, 3).astype(np.float32)
+    p = {k: v.astype(np.float32) for k, v in _bn_params(3).items()}
+    _, cache = BatchNorm.forward(x, **p, training=True)
+    mean, var = BatchNorm.updated_moving_stats(
+        p["moving_mean"], p["moving_variance"], cache, momentum=momentum
+    )
+    assert mean.dtype == var.dtype == np.float32, (
+        f"BatchNorm.updated_moving_stats(momentum={momentum!r}) gave dtypes "
+        f"{mean.dtype}, {var.dtype}, but should keep float32"
+    )
+    x64 = x.astype(np.float64)
+    assert_close(
+        "BatchNorm.updated_moving_stats",
+        "moving_variance",
+        var,
+        0.9 * p["moving_variance"] + 0.1 * x64.var(axis=(0, 1, 2)),
+        {"momentum": momentum},
+        tol=1e-6,
+    )
+
+
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("x_shape", [(2, 3, 3, 4), (5, 3)])
 def test_batchnorm_gradients(training, x_shape):
@@ -317,6 +342,18 @@ def test_global_average_pool(keepdims):
         {"x": x},
         config,
     )
+
+
+def test_global_average_pool_takes_numpy_bools_for_keepdims():
+    """``keepdims`` is checked as a flag that may be a NumPy bool (``require_bool``); NumPy's
+    ``mean`` then refused ``np.True_`` with "cannot be interpreted as an integer"."""
+    x = normal(2, 3, 5, 4)
+    for flag in (np.True_, np.False_):
+        y, _ = GlobalAveragePool.forward(x, keepdims=flag)
+        expected, _ = GlobalAveragePool.forward(x, keepdims=bool(flag))
+        assert y.shape == expected.shape and np.array_equal(y, expected), (
+            f"GlobalAveragePool.forward(keepdims={flag!r}) differs from keepdims={bool(flag)}"
+        )
 
 
 @pytest.mark.parametrize("keepdims", [False, True])

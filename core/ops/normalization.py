@@ -107,7 +107,8 @@ class BatchNorm:
     ) -> tuple[Any, Any]:
         """New ``(moving_mean, moving_variance)`` after a training step, Keras's update rule:
         ``moving = momentum * moving + (1 - momentum) * batch``, ``0 <= momentum <= 1``."""
-        require_fraction("momentum", momentum)
+        # The checked Python float: a NumPy scalar momentum would promote float32 stats (NEP 50).
+        momentum = require_fraction("momentum", momentum)
         for name, a in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
             require_same_shape(name, a, tuple(cache["batch_mean"].shape), "channels of forward")
         if not cache["training"]:

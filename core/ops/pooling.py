@@ -20,7 +20,7 @@ class GlobalAveragePool:
         xp = namespace(x, names=("x",))
         require_ndim("x", x, 4, "(N, H, W, C)")
         require_float(xp, "x", x)
-        require_bool("keepdims", keepdims)
+        keepdims = require_bool("keepdims", keepdims)  # NumPy's mean refuses np.True_
         if x.shape[1] < 1 or x.shape[2] < 1:  # the mean of no pixels is NaN, with a warning
             raise ValueError(f"Expected H, W >= 1, received x.shape={tuple(x.shape)}")
         y = xp.mean(x, axis=(1, 2), keepdims=keepdims)
