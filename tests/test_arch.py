@@ -299,6 +299,19 @@ def test_param_names_are_unique_and_layouts_keras():
     assert shapes["stem_bn/moving_variance"] == ((32,), False)
 
 
+def test_builders_default_to_the_design_signatures():
+    """DESIGN.md §3: ``efficientnet(variant="b0", num_classes=1000, skip_stride_cnt=-1)`` and
+    ``kefficientnet(variant="b0", num_classes=1000, min_channels_per_group=16,
+    skip_stride_cnt=-1)``; ``by_name`` takes the same defaults."""
+    k, e = kefficientnet(), efficientnet()
+    got = (k.family, k.variant, k.num_classes, k.min_channels_per_group, k.skip_stride_cnt)
+    assert got == ("kefficientnet", "b0", 1000, 16, -1), f"kefficientnet() builds {got}"
+    got = (e.family, e.variant, e.num_classes, e.skip_stride_cnt)
+    assert got == ("efficientnet", "b0", 1000, -1), f"efficientnet() builds {got}"
+    assert k.stem.stride == 2 and e.stem.stride == 2, "skip_stride_cnt=-1 keeps the stem stride 2"
+    assert by_name("kefficientnet-b0") == k and by_name("efficientnet-b0") == e
+
+
 def test_by_name_and_without_dropout():
     assert by_name("kefficientnet-b0", 10, 32, 3) == kefficientnet("b0", 10, 32, 3)
     assert by_name("efficientnet-b2", 5) == efficientnet("b2", 5)

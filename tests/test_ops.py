@@ -175,6 +175,19 @@ def test_depthwise_gradients(k, stride, padding, hw):
     )
 
 
+@pytest.mark.parametrize("op", [Conv2D, DepthwiseConv2D], ids=["Conv2D", "DepthwiseConv2D"])
+def test_convolutions_default_to_stride_1_same_padding(op):
+    """DESIGN.md §1: stride-1 convs use "same": the output keeps the input's size."""
+    x = normal(1, 6, 5, 2)
+    kernel = normal(3, 3, 2, 3 if op is Conv2D else 1, seed=1)
+    y, _ = op.forward(x, kernel)
+    expected, _ = op.forward(x, kernel, 1, "same")
+    assert y.shape[1:3] == (6, 5) and np.array_equal(y, expected), (
+        f"{op.__name__}.forward(x, kernel) differs from stride=1, padding='same' "
+        f"[x.shape={x.shape}, y.shape={y.shape}]"
+    )
+
+
 # --- batch norm -------------------------------------------------------------------------------
 
 
@@ -252,6 +265,39 @@ def test_batchnorm_on_an_empty_training_batch_keeps_the_moving_stats():
     assert dx.shape == (0, 3, 3, 5)
     np.testing.assert_array_equal(grads["gamma"], np.zeros(5))
     np.testing.assert_array_equal(grads["beta"], np.zeros(5))
+
+
+def test_batchnorm_statistics_of_float32_activations_far_from_zero():
+    """float32 activations around 1000 (unnormalised 0..255 pixels through the stem reach that):
+    the variance must be the mean of squared deviations. E[x^2] - E[x]^2 cancels catastrophically
+    there (error ~0.2 here; around 1e4 it goes negative and BN returns NaN)."""
+    rng = np.random.default_rng(0)
+    x = (1000.0 + rng.standard_normal((8, 4, 4, 3))).astype(np.float32)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+    y, cache = BatchNorm.forward(x, ones, zeros, zeros, ones, training=True)
+    x64 = x.astype(np.float64)
+    config = {"x": "1000 + N(0, 1), float32", "training": True}
+    # Measured: the two-pass float32 result is within 2e-4 of the float64 one.
+    expected = (x64 - x64.mean(axis=(0, 1, 2))) / np.sqrt(x64.var(axis=(0, 1, 2)) + 1e-3)
+    assert_close("BatchNorm.forward", "y", y, expected, config, tol=2e-3)
+    _, var = BatchNorm.updated_moving_stats(zeros, ones, cache)
+    assert_close(
+        "BatchNorm.updated_moving_stats",
+        "moving_variance",
+        var,
+        0.99 + 0.01 * x64.var(axis=(0, 1, 2)),
+        config,
+        tol=1e-5,
+    )
+
+
+def test_batchnorm_defaults_to_inference():
+    """Like a Keras layer called without ``training``: the moving statistics, not the batch's."""
+    x = 2.0 + normal(2, 3, 3, 4)
+    p = _bn_params(4)
+    y, _ = BatchNorm.forward(x, **p)
+    expected = batchnorm_ref(x, p["gamma"], p["beta"], p["moving_mean"], p["moving_variance"])
+    assert_close("BatchNorm.forward", "y", y, expected, {"training": "default"})
 
 
 @pytest.mark.parametrize("momentum", [np.float64(0.9), np.float32(0.9)], ids=["f64", "f32"])
@@ -464,6 +510,24 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
         warnings.simplefilter("error")
         loss, _ = SoftmaxCrossEntropy.forward(logits, np.array([0, 2]))
     assert_close("SoftmaxCrossEntropy.forward", "loss", loss, np.log(2.0) / 2, {"logits": "+-1000"})
+
+
+def test_softmax_cross_entropy_shifts_each_row_by_its_own_max():
+    """Two samples whose logits lie 2000 apart: a log-sum-exp shifted by the batch's max (not
+    each row's) underflows the low row to log(0) = -inf. Row by row both are [0, -1] shifted:
+    -log softmax([0, -1]) = [log1p(e^-1), 1 + log1p(e^-1)]."""
+    logits = np.array([[1000.0, 999.0], [-1000.0, -1001.0]])
+    labels = np.array([0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, cache = SoftmaxCrossEntropy.forward(logits, labels)
+    dlogits, _ = SoftmaxCrossEntropy.backward(cache)
+    nll = np.log1p(np.exp(-1.0))
+    p0 = 1.0 / (1.0 + np.exp(-1.0))  # softmax([0, -1])[0]
+    config = {"logits": logits.tolist(), "labels": labels.tolist()}
+    assert_close("SoftmaxCrossEntropy.forward", "loss", loss, (nll + 1.0 + nll) / 2, config)
+    expected = np.array([[p0 - 1.0, 1.0 - p0], [p0, -p0]]) / 2
+    assert_close("SoftmaxCrossEntropy.backward", "dlogits", dlogits, expected, config)
 
 
 def test_softmax_cross_entropy_of_a_class_with_probability_zero():

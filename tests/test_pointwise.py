@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers import (
     assert_close,
+    batchnorm_ref,
     check_op_grads,
     fmt,
     interleave_by_formula,
@@ -15,6 +16,7 @@ from helpers import (
     naive_grouped_pointwise,
     random_kpointwise_params,
     seeds,
+    sigmoid_ref,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -322,23 +324,40 @@ def test_kpointwise_training_returns_keras_moving_stats():
         "bn2/moving_mean",
         "bn2/moving_variance",
     }
+    # The inputs of both BNs, from DESIGN.md §1: bn sees gconv(x); bn2 sees
+    # gconv2(interleave(y1)) with y1 = swish(BN(gconv(x))) normalised by the *batch* statistics.
     z = naive_grouped_pointwise(x, params["conv/kernel"], None, 2)
-    assert_close(
-        "KPointwise.forward",
-        "moving_stats['bn/moving_mean']",
-        stats["bn/moving_mean"],
-        0.99 * params["bn/moving_mean"] + 0.01 * z.mean(axis=(0, 1, 2)),
-        {"spec": spec},
+    y1 = batchnorm_ref(
+        z, params["bn/gamma"], params["bn/beta"], z.mean(axis=(0, 1, 2)), z.var(axis=(0, 1, 2))
     )
-    assert_close(
-        "KPointwise.forward",
-        "moving_stats['bn/moving_variance']",
-        stats["bn/moving_variance"],
-        0.99 * params["bn/moving_variance"] + 0.01 * z.var(axis=(0, 1, 2)),
-        {"spec": spec},
-    )
+    y1 = y1 * sigmoid_ref(y1)
+    z2 = naive_grouped_pointwise(interleave_by_formula(y1, 2), params["conv2/kernel"], None, 2)
+    for bn, pre in (("bn", z), ("bn2", z2)):
+        for stat, batch in (
+            ("moving_mean", pre.mean(axis=(0, 1, 2))),
+            ("moving_variance", pre.var(axis=(0, 1, 2))),
+        ):
+            assert_close(
+                "KPointwise.forward",
+                f"moving_stats['{bn}/{stat}']",
+                stats[f"{bn}/{stat}"],
+                0.99 * params[f"{bn}/{stat}"] + 0.01 * batch,
+                {"spec": spec, "training": True},
+            )
     _, cache = KPointwise.forward(spec, params, x, training=False)
     assert cache["moving_stats"] == {}, "KPointwise.forward(training=False) returned moving stats"
+
+
+def test_kpointwise_defaults_to_inference():
+    """Without ``training``, every BN uses its moving statistics (the Keras layer default)."""
+    spec = KPointwiseSpec(8, 8, 2, bn=True, activation="swish")
+    rng = np.random.default_rng(2)
+    params = random_kpointwise_params(spec, rng)
+    x = rng.standard_normal((3, 2, 2, 8))
+    y, cache = KPointwise.forward(spec, params, x)
+    assert cache["moving_stats"] == {}, "KPointwise.forward(spec, params, x) is in training mode"
+    expected = kpointwise_ref(spec, params, x, training=False)
+    assert_close("KPointwise.forward", "y", y, expected, {"spec": spec, "training": "default"})
 
 
 # --- bad input --------------------------------------------------------------------------------
