@@ -12,7 +12,7 @@ from hypothesis import given
 from gpconv.backends import get
 from gpconv.backends.base import Backend
 from gpconv.backends.numpy_reference import NumpyBackend
-from gpconv.conformance import cases, golden, mutants, runner, strategies
+from gpconv.conformance import cases, golden, mutants, results, runner, strategies
 from gpconv.conformance.checks import (
     check_drop_connect,
     check_interleave,
@@ -609,3 +609,124 @@ def test_an_adapter_module_that_is_not_found_says_how_to_make_it_importable(monk
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ImportError, match=r"'nosuchdependency'\)$"):
         runner.resolve("needsdep:BACKEND")
+
+
+# --- the error measures behind every verdict ---------------------------------------------------
+
+
+def test_default_tolerances_are_design_section_4():
+    """DESIGN.md §4, each just inside (passes) and just outside (fails): per layer
+    ``|a - e| <= 1e-5 + 1e-4 |e|`` element-wise; logits ``max|Δ| <= 1e-3 max(1, max|e|)``;
+    gradients ``||a - e|| / ||e|| <= 1e-3``."""
+
+    def verdicts(measure, expected, off):
+        """``(inside, outside)``: whether ``expected + 0.9 off`` and ``+ 1.1 off`` pass."""
+        return measure(expected + 0.9 * off, expected).ok, measure(
+            expected + 1.1 * off, expected
+        ).ok
+
+    e = np.array([0.0, 10.0, -200.0])
+    for i in range(e.size):  # one element at a time: each has its own allowance
+        off = (1e-5 + 1e-4 * np.abs(e)) * (np.arange(e.size) == i)
+        got = verdicts(results.allclose, e, off)
+        assert got == (True, False), f"allclose (inside, outside) = {got} [e={e[i]}]"
+    for logits, scale in ((np.array([[0.2, -0.3]]), 1.0), (np.array([[0.5, -40.0]]), 40.0)):
+        got = verdicts(results.scaled_max, logits, np.full(logits.shape, 1e-3 * scale))
+        assert got == (True, False), f"scaled_max (inside, outside) = {got} [logits={logits}]"
+    g = np.random.default_rng(0).standard_normal(50)
+    off = np.random.default_rng(1).standard_normal(50)
+    got = verdicts(results.relative_norm, g, off * 1e-3 * np.linalg.norm(g) / np.linalg.norm(off))
+    assert got == (True, False), f"relative_norm (inside, outside) = {got} [||off|| = 1e-3 ||g||]"
+
+
+def test_moving_stats_error_sees_an_unbiased_variance_the_values_hide():
+    """With m = 200 values per channel, PyTorch's unbiased variance moves Keras's update
+    ``r' = 0.99 r + 0.01 b`` by ``0.01 b / 199``, inside rtol 1e-4 on ``r'``; the batch statistic
+    it implies, ``(r' - 0.99 r) / 0.01``, moves by ``b / 199``, which the check must see.
+    float32 round-off of the right update must still pass."""
+    x = np.random.default_rng(0).standard_normal((200, 4))
+    previous = np.full(4, 0.5)  # away from the batch variance (~1)
+    keras = 0.99 * previous + 0.01 * x.var(axis=0)
+    unbiased = 0.99 * previous + 0.01 * x.var(axis=0, ddof=1)
+    assert results.allclose(unbiased, keras).ok, "the values alone should not tell them apart"
+    cmp = results.moving_stats_error(unbiased, keras, previous)
+    assert not cmp.ok, f"unbiased running variance passed: {cmp}"
+    assert results.moving_stats_error(keras.astype(np.float32), keras, previous).ok
+
+
+def test_gradient_errors_judge_small_gradients_down_to_the_floor():
+    """A missing gradient is infinitely wrong; a gradient 1e-4 the size of the largest with its
+    sign flipped is wrong (it is measured against 1e-2 of the largest, not the largest); an
+    error at float32 round-off of the largest (a gradient that is zero in exact arithmetic)
+    passes."""
+    big, small = np.ones(100), np.full(4, 1e-4 * 10 / 2)  # norms 10 and 1e-4 * 10
+    expected = {"big": big, "small": small}
+    missing = results.gradient_errors({"big": big}, expected)
+    assert missing["big"].ok and missing["small"].error == float("inf"), (
+        f"gradient_errors without 'small': {missing}, but 'small' should be infinitely wrong"
+    )
+    flipped = results.gradient_errors({"big": big, "small": -small}, expected)
+    assert not flipped["small"].ok, f"a sign-flipped small gradient passed: {flipped['small']}"
+    zero = {"big": big, "small": np.zeros(4)}
+    roundoff = results.gradient_errors({"big": big, "small": np.full(4, 1e-7)}, zero)
+    assert roundoff["small"].ok, f"round-off of ~2e-8 the largest gradient failed: {roundoff}"
+
+
+class _Perturbed(NumpyBackend):
+    """The float64 reference with one output slightly off, every other one exact:
+
+    * ``kp dx`` / ``kp moving stats``: kPointwise ``dx`` or moving statistics times ``1 + 1e-6``
+      (inside float32 tolerances, far outside the 1e-9 a float64 backend owes the golden files);
+    * ``dense grad``: the network's ``predictions/kernel`` gradient reversed (its norm unchanged,
+      its entries wrong: a layout slip);
+    * ``input dx``: the network's input gradient 1% off (every parameter gradient right);
+    * ``export``: exported parameters 1e-6 off (a round trip that is not bit-exact)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.name = f"mutant-{what.replace(' ', '-')}"
+
+    def kpointwise(self, *a, **k):
+        out = super().kpointwise(*a, **k)
+        if self.what == "kp dx":
+            out["dx"] = out["dx"] * (1 + 1e-6)
+        if self.what == "kp moving stats":
+            out["moving_stats"] = {s: v * (1 + 1e-6) for s, v in out["moving_stats"].items()}
+        return out
+
+    def loss_and_grads(self, *a, **k):
+        out = super().loss_and_grads(*a, **k)
+        if self.what == "dense grad":
+            g = out["grads"]["predictions/kernel"]
+            out["grads"] = {**out["grads"], "predictions/kernel": g.ravel()[::-1].reshape(g.shape)}
+        if self.what == "input dx":
+            out["dx"] = np.asarray(out["dx"]) * 1.01
+        return out
+
+    def export_params(self, model):
+        out = super().export_params(model)
+        return {k: v * (1 + 1e-6) for k, v in out.items()} if self.what == "export" else out
+
+
+@pytest.mark.parametrize(
+    ("what", "layer"),
+    [("kp dx", "kpointwise"), ("kp moving stats", "kpointwise"), ("dense grad", "gradients")],
+)
+def test_every_golden_comparison_can_fail(what, layer):
+    bad = failing(golden.check_golden(_Perturbed(what)))
+    assert bad and all(r.layer.startswith(layer) for r in bad), describe(bad)
+
+
+@pytest.mark.parametrize(
+    ("what", "check", "failure"),
+    [
+        ("input dx", check_network, "network gradients input"),
+        ("export", check_params, "param round trip"),
+    ],
+)
+def test_the_input_gradient_and_the_exported_values_are_checked(monkeypatch, what, check, failure):
+    """Nothing else depends on them: no parameter gradient on the input gradient, no output on
+    an export. One network (the golden one, whose reference case earlier tests cached) suffices."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", cases.NETWORKS_QUICK[:1])
+    bad = failing(check(_Perturbed(what)))
+    assert bad and all(f"{r.check} {r.layer}".startswith(failure) for r in bad), describe(bad)
