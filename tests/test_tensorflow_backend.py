@@ -31,7 +31,7 @@ from helpers import (  # noqa: E402
     random_network_params,
     tiny_architecture,
 )
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import gpconv.backends as backends  # noqa: E402
@@ -99,9 +99,12 @@ def network_close(what: str, actual, expected, config: dict) -> None:
     assert err <= tol, f"tensorflow {what} max|Δ| {err:.2e} > {tol:.1e} {fmt(config)}"
 
 
-def grads_close(grads: dict, ref: dict, config: dict, tol: float = 1e-3) -> None:
+def grads_close(
+    grads: dict, ref: dict, config: dict, tol: float = 1e-3, floor: float = 1e-6
+) -> None:
+    """``‖g − g_ref‖ <= tol ‖g_ref‖ + floor * max_p ‖g_ref_p‖`` for every parameter."""
     assert list(grads) == list(ref), f"gradient names differ from the reference {fmt(config)}"
-    floor = 1e-6 * max(float(np.linalg.norm(g)) for g in ref.values())
+    floor = floor * max(float(np.linalg.norm(g)) for g in ref.values())
     for k, g_ref in ref.items():
         assert grads[k].shape == g_ref.shape, f"d{k}.shape={grads[k].shape} {fmt(config)}"
         diff, norm = float(np.linalg.norm(grads[k] - g_ref)), float(np.linalg.norm(g_ref))
@@ -181,14 +184,19 @@ def test_each_kpointwise_conv_draws_its_own_initial_kernel():
     layer.build((None, 4, 4, 64))
     k1, k2 = (np.asarray(layer.conv.kernel), np.asarray(layer.conv2.kernel))
     assert k1.shape == k2.shape
-    corr = np.corrcoef(k1.ravel(), k2.ravel())[0, 1]
-    assert abs(corr) < 0.2, f"conv and conv2 start correlated: {corr:.3f}"
+    assert_uncorrelated(k1.ravel(), k2.ravel(), "conv and conv2 start correlated")
     model = KEfficientNetB0(input_shape=(32, 32, 3), classes=10, skip_stride_cnt=3)
     block = model.get_layer("block2a_project")
     k1, k2 = np.asarray(block.conv.kernel).ravel(), np.asarray(block.conv2.kernel).ravel()
     n = min(k1.size, k2.size)
-    corr = np.corrcoef(k1[:n], k2[:n])[0, 1]
-    assert abs(corr) < 0.2, f"block2a_project conv2 repeats conv's draws: {corr:.3f}"
+    assert_uncorrelated(k1[:n], k2[:n], "block2a_project conv2 repeats conv's draws")
+
+
+def assert_uncorrelated(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """|corr(a, b)| within 4 standard errors of 0 (``4 / sqrt(n)``): repeated draws give ~1.
+    A fixed 0.2 failed 1 run in 20 for block2a_project's 96 values (standard error 0.10)."""
+    corr, bound = np.corrcoef(a, b)[0, 1], 4 / np.sqrt(a.size)
+    assert abs(corr) < bound, f"{what}: {corr:.3f} (|corr| >= {bound:.3f}, n={a.size})"
 
 
 def test_weights_file_for_another_skip_stride_is_refused(small_kmodel, tmp_path):
@@ -465,9 +473,14 @@ def test_network_training_step_matches_reference(network_case):
 @given(
     n=st.integers(1, 3), size=st.integers(5, 12), skip=st.integers(-1, 2), seed=st.integers(0, 99)
 )
+# One image in training mode: kEffNet's top is BN without activation, so its spatial mean is BN's
+# beta whatever the input, and every backbone gradient is 0 in exact arithmetic. float32 leaves
+# ~1.3e-6 of the largest gradient there, which the network tests' 1e-6 floor failed.
+@example(n=1, size=5, skip=0, seed=2)
 def test_tiny_network_property(family, n, size, skip, seed):
     """Drawn batch, odd/even image sizes and strides on a 4-block network: forward (inference)
-    and training gradients."""
+    and training gradients (the floor for gradients that are 0 in exact arithmetic is 1e-5 of
+    the largest: a drawn batch of one makes the whole backbone's so)."""
     arch = without_dropout(tiny_architecture(family, skip_stride_cnt=skip))
     backend = TensorFlowBackend()
     model = backend.build(arch)
@@ -482,7 +495,7 @@ def test_tiny_network_property(family, n, size, skip, seed):
     ref = network.loss_and_grads(arch, params, x, labels)
     got = backend.loss_and_grads(model, x, labels)
     network_close("loss", got["loss"], ref["loss"], config)
-    grads_close(got["grads"], ref["grads"], config)
+    grads_close(got["grads"], ref["grads"], config, floor=1e-5)
 
 
 # --- parameter counts, structure ---------------------------------------------------------------
