@@ -164,6 +164,22 @@ impl_st = st.sampled_from(sorted(IMPLS))
     seed=st.integers(0, 2**16),
 )
 def test_grouped_pointwise_matches_core(n, h, w, groups, ci, co, bias, impl, channels_last, seed):
+    _check_grouped_pointwise(n, h, w, groups, ci, co, bias, impl, channels_last, seed)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+def test_every_impl_computes_the_grouped_product_in_both_memory_formats(impl, channels_last):
+    """Each ``impl`` in each memory format on one grouped case (G=3, Ci=2 != Co=4), whatever
+    hypothesis draws: under the ``ci`` profile (8 examples for 5 impls x 2 formats) the matmul
+    product on channels_last input (``impl="matmul"`` on CPU, or ``channels_last=True`` on CUDA)
+    was never drawn with G > 1, and reading its input groups in the wrong order passed."""
+    _check_grouped_pointwise(2, 3, 4, 3, 2, 4, True, impl, channels_last, seed=11)
+
+
+def _check_grouped_pointwise(n, h, w, groups, ci, co, bias, impl, channels_last, seed):
+    """``GroupedPointwise2d`` forward and backward against core's float64 ``GroupedPointwise``
+    on ``(n, h, w, groups*ci)`` inputs."""
     rng = np.random.default_rng(seed)
     cin, cout = groups * ci, groups * co
     x = rng.normal(size=(n, h, w, cin))
