@@ -225,6 +225,18 @@ def check_op_grads(
 
 # --- independent oracles ----------------------------------------------------------------------
 
+# DESIGN.md §1's group counts, (Cin, Cout, min channels per group, G): the paper's, not core's.
+DESIGN_GROUP_COUNTS = [
+    (32, 16, 16, 2),
+    (16, 96, 16, 1),
+    (96, 4, 16, 4),
+    (4, 96, 16, 1),
+    (192, 320, 16, 8),
+    (1152, 192, 16, 64),
+    (1152, 48, 32, 24),
+    (320, 1280, 16, 20),
+]
+
 
 def naive_conv2d(
     x: np.ndarray,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import (
+    DESIGN_GROUP_COUNTS,
     assert_close,
     batchnorm_ref,
     check_op_grads,
@@ -33,19 +34,8 @@ from gpconv.core import (
 
 # --- group_count ------------------------------------------------------------------------------
 
-DESIGN_EXAMPLES = [
-    (32, 16, 16, 2),
-    (16, 96, 16, 1),
-    (96, 4, 16, 4),
-    (4, 96, 16, 1),
-    (192, 320, 16, 8),
-    (1152, 192, 16, 64),
-    (1152, 48, 32, 24),
-    (320, 1280, 16, 20),
-]
 
-
-@pytest.mark.parametrize(("cin", "cout", "m", "expected"), DESIGN_EXAMPLES)
+@pytest.mark.parametrize(("cin", "cout", "m", "expected"), DESIGN_GROUP_COUNTS)
 def test_group_count_design_examples(cin, cout, m, expected):
     got = group_count(cin, cout, m)
     assert got == expected, (

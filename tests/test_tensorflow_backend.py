@@ -25,6 +25,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from helpers import (  # noqa: E402
+    DESIGN_GROUP_COUNTS,
     calibrated_params,
     fmt,
     random_kpointwise_params,
@@ -317,6 +318,18 @@ def test_grouped_pointwise_layer_matches_reference(groups, ci, co, bias, impl, s
     close("GroupedPointwise dkernel", grads[0], g_ref["kernel"], config, atol=atol)
     if bias:
         close("GroupedPointwise dbias", grads[1], g_ref["bias"], config, atol=atol)
+
+
+@pytest.mark.parametrize(("cin", "cout", "m", "groups"), DESIGN_GROUP_COUNTS)
+def test_kpointwise_from_min_channels_per_group_takes_the_papers_groups(cin, cout, m, groups):
+    """``KPointwise(filters, min_channels_per_group=m)`` (the user-facing form; the models pass
+    ``groups``) decides G when built. A rule with Cin and Cout swapped passed every other test:
+    the property tests build from a spec, and the config round trip compares the layer with its
+    own clone. The cases are DESIGN.md's."""
+    layer = KPointwise(cout, min_channels_per_group=m)
+    layer.build((None, 1, 1, cin))
+    assert layer.spec.groups == groups, f"KPointwise({cout}, {m}) on {cin} channels"
+    assert tuple(layer.conv.kernel.shape) == (1, 1, cin // groups, cout)
 
 
 def test_keras_conv_impl_matches_reference():
