@@ -56,6 +56,11 @@ def _channels_last(
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
+    if torch.compiler.is_exporting():
+        # Both layouts below merge H and W into one axis, which torch.export cannot trace for a
+        # dynamic image size (see ``_einsum``); the export's graph decomposes einsum into the
+        # same batched matmul.
+        return _einsum(x, w, b, groups)
     n, cin, h, wd = x.shape
     cout = w.shape[0]
     ci, co = cin // groups, cout // groups
@@ -76,14 +81,14 @@ def _matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: in
 
 
 def _einsum(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
-    n, cin, h, wd = x.shape
-    cout = w.shape[0]
+    cin, cout = x.shape[1], w.shape[0]
+    # H and W stay separate axes: merging them in one view is what torch.export cannot do for a
+    # dynamic image size (its reshape tests ``H % (H*W)``, undecidable for symbolic sizes).
     y = torch.einsum(
-        "goi,ngip->ngop",
+        "goi,ngihw->ngohw",
         w.view(groups, cout // groups, cin // groups),
-        x.reshape(n, groups, cin // groups, h * wd),
-    )
-    y = y.reshape(n, cout, h, wd)
+        x.unflatten(1, (groups, cin // groups)),
+    ).flatten(1, 2)
     return y if b is None else y + b.view(1, -1, 1, 1)
 
 
