@@ -58,6 +58,7 @@ from gpconv.core import KPointwise as RefKPointwise  # noqa: E402
 from gpconv.core import interleave as ref_interleave  # noqa: E402
 from gpconv.core import network  # noqa: E402
 from gpconv.core.arch import efficientnet, kefficientnet, without_dropout  # noqa: E402
+from gpconv.core.ops import BatchNorm as RefBatchNorm  # noqa: E402
 from gpconv.core.ops import DepthwiseConv2D as RefDepthwiseConv2D  # noqa: E402
 from gpconv.core.ops import pad_amounts  # noqa: E402
 from gpconv.core.paper import PUBLISHED  # noqa: E402
@@ -383,6 +384,30 @@ def test_fused_batch_norm_keeps_keras_semantics(training):
     for name, a, b in zip(names, *outs, strict=True):
         close(f"FusedBatchNormalization {name}", a, b,
               {"training": training}, scale_atol=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_batch_norm_under_mixed_precision_trains_its_moving_statistics(policy):
+    """Half-precision inputs are not fusable: they take Keras's own BN inside a wrapper that
+    restores the statistics only after an empty batch. A wrapper restoring them always passed
+    every other test: mixed-precision training would have kept the initial statistics."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5, 6)) * 2 + 1
+    gamma, beta, mean, var = rng.uniform(0.5, 1.5, (4, 6))
+    bn = FusedBatchNormalization(dtype=policy)
+    bn.build(x.shape)
+    for name, value in zip(("gamma", "beta", "moving_mean", "moving_variance"),
+                           (gamma, beta, mean, var), strict=True):  # fmt: skip
+        getattr(bn, name).assign(value)
+    y = bn(tf.constant(x, tf.float32), training=True)
+    # The reference sees the inputs as the layer does: rounded to its compute dtype.
+    seen = tf.cast(tf.cast(x, bn.compute_dtype), tf.float64).numpy()
+    y_ref, cache = RefBatchNorm.forward(seen, gamma, beta, mean, var, training=True)
+    mean_ref, var_ref = RefBatchNorm.updated_moving_stats(mean, var, cache)
+    config = {"policy": policy}
+    close("mixed-precision BN y", tf.cast(y, tf.float64), y_ref, config, rtol=1e-2, atol=1e-2)
+    close("mixed-precision BN moving_mean", bn.moving_mean, mean_ref, config)
+    close("mixed-precision BN moving_variance", bn.moving_variance, var_ref, config)
 
 
 @given(kernel=st.sampled_from([3, 5, 7]), size=st.integers(1, 9), seed=st.integers(0, 2**16))
