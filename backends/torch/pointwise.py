@@ -18,6 +18,7 @@ The grouped 1×1 conv can be computed several ways with very different CPU speed
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -55,12 +56,21 @@ def _channels_last(
     return F.conv2d(to_channels_last(x), w, b, groups=groups)
 
 
+def _exports_as_conv(impl: Impl) -> Impl:
+    """``impl`` that runs as ``_conv`` while ``torch.export`` traces it: the same function, as the
+    grouped conv every export consumer knows. The matmul/einsum products merge H and W (and N)
+    into one axis, and torch.export's reshape then tests ``H % (H*W)``, which it cannot decide
+    for a dynamic image size ("Constraints violated")."""
+
+    @functools.wraps(impl)
+    def run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
+        return (_conv if torch.compiler.is_exporting() else impl)(x, w, b, groups)
+
+    return run
+
+
+@_exports_as_conv
 def _matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
-    if torch.compiler.is_exporting():
-        # Both layouts below merge H and W into one axis, which torch.export cannot trace for a
-        # dynamic image size (see ``_einsum``); the export's graph decomposes einsum into the
-        # same batched matmul.
-        return _einsum(x, w, b, groups)
     n, cin, h, wd = x.shape
     cout = w.shape[0]
     ci, co = cin // groups, cout // groups
@@ -80,15 +90,16 @@ def _matmul(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: in
     return y if b is None else y + b.view(1, -1, 1, 1)
 
 
+@_exports_as_conv
 def _einsum(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int) -> torch.Tensor:
-    cin, cout = x.shape[1], w.shape[0]
-    # H and W stay separate axes: merging them in one view is what torch.export cannot do for a
-    # dynamic image size (its reshape tests ``H % (H*W)``, undecidable for symbolic sizes).
+    n, cin, h, wd = x.shape
+    cout = w.shape[0]
     y = torch.einsum(
-        "goi,ngihw->ngohw",
+        "goi,ngip->ngop",
         w.view(groups, cout // groups, cin // groups),
-        x.unflatten(1, (groups, cin // groups)),
-    ).flatten(1, 2)
+        x.reshape(n, groups, cin // groups, h * wd),
+    )
+    y = y.reshape(n, cout, h, wd)
     return y if b is None else y + b.view(1, -1, 1, 1)
 
 
