@@ -104,8 +104,9 @@ RETURNS = {
 
 def call(backend: Backend, method: str, *args: Any, **kwargs: Any) -> Any:
     """``backend.<method>(*args, **kwargs)``, its result checked against the interface: a
-    mapping with the keys in ``RETURNS``, ``export_params`` a mapping, ``param_count`` a pair of
-    integers. Raises ``TypeError`` naming the method, what it must return and what it did."""
+    mapping with the keys in ``RETURNS`` (none of them None), ``export_params`` a mapping,
+    ``param_count`` a pair of integers, ``interleave`` not None. Raises ``TypeError`` naming the
+    method, what it must return and what it did."""
     out = getattr(backend, method)(*args, **kwargs)
     where = f"{type(backend).__name__}.{method}()"
     if method in RETURNS or method == "export_params":
@@ -122,6 +123,11 @@ def call(backend: Backend, method: str, *args: Any, **kwargs: Any) -> Any:
                 f"Expected {where} to return a dict with keys {list(keys)}, received one "
                 f"without {missing} (keys {sorted(out)})"
             )
+        empty = [k for k in keys if out[k] is None]
+        if empty:  # e.g. a method body left as ``...`` for one output
+            raise TypeError(f"Expected {where} to return arrays for {empty}, received None")
+    elif method == "interleave" and out is None:
+        raise TypeError(f"Expected {where} to return an (N, H, W, C) array, received None")
     elif method == "param_count":
         if not (
             isinstance(out, (tuple, list))
@@ -183,7 +189,7 @@ def check_interleave(backend: Backend, seed: int = 0) -> list[CheckResult]:
     for c, g in C.INTERLEAVE_CASES:
         x = C.f32(rng.standard_normal((2, 3, 3, c)))
         errors[f"C={c} G={g}"] = allclose(
-            backend.interleave(x, g), interleave(x, g), rtol=0.0, atol=0.0
+            call(backend, "interleave", x, g), interleave(x, g), rtol=0.0, atol=0.0
         )
     config, cmp = worst(errors)
     return [

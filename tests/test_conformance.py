@@ -541,6 +541,30 @@ def test_a_wrong_return_value_is_an_error_naming_the_method():
     ), describe(rows)
 
 
+def test_a_method_returning_none_is_an_error_naming_it():
+    # An adapter whose interleave body was left as ``...`` failed as "shape () vs reference
+    # (2, 3, 3, 12)"; logits of None failed as the network diverging at "logits".
+    class Unfinished(NumpyBackend):
+        name = "unfinished"
+
+        def interleave(self, x, groups):
+            return None
+
+        def forward(self, model, x, training=False):
+            return {"logits": None}
+
+    rows = run_backend_checks_rows(Unfinished(), only=("interleave", "network"))
+    details = {r.check: r.detail for r in rows if r.status == "error"}
+    assert (
+        "Unfinished.interleave() to return an (N, H, W, C) array, received None"
+        in (details["interleave"])
+    ), describe(rows)
+    assert (
+        "Unfinished.forward() to return arrays for ['logits'], received None"
+        in (details["network"])
+    ), describe(rows)
+
+
 def test_channels_first_outputs_are_named_and_blamed_on_no_trap():
     # A (N, C, H, W) output was reported as a shape mismatch "likely" caused by the residual or
     # BN epsilon.
