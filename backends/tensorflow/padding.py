@@ -50,7 +50,13 @@ class CorrectPadding2D(keras.layers.Layer):
         pads.append((0, 0))
         if all(isinstance(p, tuple) for p in pads):
             return tf.pad(x, pads)
-        return tf.pad(x, tf.stack([tf.convert_to_tensor(p, tf.int32) for p in pads]))
+        y = tf.pad(x, tf.stack([tf.convert_to_tensor(p, tf.int32) for p in pads]))
+        if x.shape[-1] is None:
+            return y
+        # Pad amounts known only at run time leave every dimension unknown to graph shape
+        # inference, the channels too, and TFLite cannot lower the next conv without them:
+        # restate the channel count (a reshape; TFLite has no tf.ensure_shape).
+        return tf.reshape(y, tf.concat([tf.shape(y)[:-1], [x.shape[-1]]], axis=0))
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         out = list(input_shape)
