@@ -159,8 +159,11 @@ class Interleave(nn.Module):
 
     Shapes: ``(N, C, ...) -> (N, C, ...)``, memory format kept. Runs ``eager.channel_shuffle``
     (torch's native shuffle, or a gather on CPU channels_last tensors, both faster than
-    reshape-transpose-copy); the ONNX exporter, which has no symbolic for ``channel_shuffle``,
-    and inputs of rank < 3 get the reshape-transpose formulation.
+    reshape-transpose-copy). Inputs of rank < 3, the ONNX exporter (no symbolic for
+    ``channel_shuffle``) and compiled graphs get the reshape-transpose formulation: torch's fake
+    tensors take ``channel_shuffle`` of a CPU channels_last tensor as contiguous, its kernel
+    keeps channels_last, and a graph traced for the wrong layout fails at run time (a
+    ``"matmul"`` conv after it, run by ``torch.compile(backend="aot_eager")``).
     """
 
     def __init__(self, groups: int) -> None:
@@ -176,7 +179,8 @@ class Interleave(nn.Module):
         c, g = x.shape[1], self.groups
         if c % g:
             raise ValueError(f"Expected groups={g} to divide the channels x.shape[1]={c}")
-        if x.dim() >= 3 and not torch.onnx.is_in_onnx_export():
+        traced = torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+        if x.dim() >= 3 and not traced:
             return channel_shuffle(x, g)
         return interleave_by_reshape(x, g)
 
