@@ -380,3 +380,18 @@ def test_an_empty_training_batch_keeps_the_moving_statistics():
     assert cache["moving_stats"], "training mode reports moving statistics"
     for name, value in cache["moving_stats"].items():
         np.testing.assert_array_equal(value, before[name], err_msg=f"reference {name}")
+
+
+def test_torchs_sync_batchnorm_conversion_leaves_keras_batch_norms_and_gpconvs_converts_them():
+    """README: ``nn.SyncBatchNorm.convert_sync_batchnorm`` converts only torch's ``_BatchNorm``
+    subclasses, so it returns the model with every ``KerasBatchNorm2d`` still per-process;
+    ``torch_syncbn.convert_sync_batchnorm`` turns each into a ``SyncKerasBatchNorm2d``."""
+    from gpconv.train.frameworks.torch_syncbn import SyncKerasBatchNorm2d, convert_sync_batchnorm
+
+    model = kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=0)
+    keras_bns = [m for m in model.modules() if isinstance(m, KerasBatchNorm2d)]
+    assert torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) is model
+    assert [m for m in model.modules() if isinstance(m, KerasBatchNorm2d)] == keras_bns
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm | SyncKerasBatchNorm2d) for m in keras_bns)
+    assert convert_sync_batchnorm(model) == len(keras_bns) == 65
+    assert all(type(m) is SyncKerasBatchNorm2d for m in keras_bns)
