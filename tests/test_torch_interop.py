@@ -102,41 +102,30 @@ def test_a_trace_follows_the_input_size_through_the_keras_padding(traced, run):
         torch.testing.assert_close(traced_model(x), model(x))
 
 
-def test_torch_export_with_dynamic_image_size_follows_the_keras_padding():
-    """``torch.export`` with dynamic H/W used to fail: choosing the conv's own (symmetric)
-    padding for odd sizes branched on the size's parity, which export must not pin."""
-    model = kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=0).eval()
-    batch, side = torch.export.Dim("batch", max=64), torch.export.Dim("side", min=16, max=256)
-    exported = torch.export.export(
-        model, (torch.randn(2, 3, 33, 33),), dynamic_shapes={"x": {0: batch, 2: side, 3: side}}
-    ).module()
-    for n, size in [(1, 32), (3, 33), (2, 48)]:
-        x = torch.randn(n, 3, size, size)
-        with torch.no_grad():
-            torch.testing.assert_close(exported(x), model(x))
-
-
 @pytest.mark.parametrize(
     "impl, batch, dynamic_batch",
     [
+        ("auto", 2, True),
         ("matmul", 1, False),
         pytest.param("matmul", 2, True, marks=pytest.mark.slow),
         pytest.param("einsum", 2, False, marks=pytest.mark.slow),
     ],
 )
-def test_matmul_and_einsum_convs_export_with_a_dynamic_image_size(impl, batch, dynamic_batch):
-    """The batched matmul (CUDA's default) and einsum convs merged H and W into one axis, which
-    torch.export cannot trace for a dynamic size ("Constraints violated"); they now export as
-    the grouped conv."""
+def test_torch_export_with_dynamic_image_size_follows_the_keras_padding(impl, batch, dynamic_batch):
+    """``torch.export`` with dynamic H/W used to fail: choosing the conv's own (symmetric)
+    padding for odd sizes branched on the size's parity, which export must not pin. The batched
+    matmul (CUDA's default) and einsum convs merged H and W into one axis, which torch.export
+    cannot trace for a dynamic size ("Constraints violated"); they now export as the grouped
+    conv."""
     model = kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=0, impl=impl).eval()
-    dims = {2: torch.export.Dim("side", min=16, max=256)}
-    dims |= {0: torch.export.Dim("batch", max=64)} if dynamic_batch else {}
-    dims[3] = dims[2]
+    side = torch.export.Dim("side", min=16, max=256)
+    dims = {0: torch.export.Dim("batch", max=64)} if dynamic_batch else {}
     exported = torch.export.export(
-        model, (torch.randn(batch, 3, 33, 33),), dynamic_shapes={"x": dims}
+        model, (torch.randn(batch, 3, 33, 33),), dynamic_shapes={"x": dims | {2: side, 3: side}}
     ).module()
-    for size in (32, 47):
-        x = torch.randn(batch, 3, size, size)
+    runs = [(1, 32), (3, 33), (2, 48)] if dynamic_batch else [(batch, 32), (batch, 47)]
+    for n, size in runs:
+        x = torch.randn(n, 3, size, size)
         with torch.no_grad():
             torch.testing.assert_close(exported(x), model(x))
 
