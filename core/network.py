@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from array_api_compat import device
 
 from ._validate import (
     check_dy,
@@ -137,7 +138,7 @@ def _dropout_mask(
     if masks is not None and site in masks:
         return masks[site]
     keep = rng.random(shape) >= rate
-    return xp.asarray(keep.astype(np.float64), dtype=like.dtype)
+    return xp.asarray(keep.astype(np.float64), dtype=like.dtype, device=device(like))
 
 
 # --- stem -------------------------------------------------------------------------------------

@@ -43,22 +43,32 @@ def fmt(config: Mapping[str, Any]) -> str:
     return "[" + ", ".join(f"{k}={v!r}" for k, v in config.items()) + "]"
 
 
-def rel_err(actual: Any, expected: Any) -> float:
-    """``‖a − b‖ / max(‖a‖, ‖b‖)`` (0 when both are 0)."""
+def rel_err(actual: Any, expected: Any, scale: float = 0.0) -> float:
+    """``‖a − b‖ / max(‖a‖, ‖b‖, scale)`` (0 when all are 0)."""
     a, b = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)))
+    scale = max(float(np.linalg.norm(a)), float(np.linalg.norm(b)), scale)
     return 0.0 if scale == 0.0 else float(np.linalg.norm(a - b)) / scale
 
 
 def assert_close(
-    call: str, what: str, actual: Any, expected: Any, config: Mapping[str, Any], tol: float = 1e-12
+    call: str,
+    what: str,
+    actual: Any,
+    expected: Any,
+    config: Mapping[str, Any],
+    tol: float = 1e-12,
+    scale: float = 0.0,
 ) -> None:
-    """Relative-error assertion whose message names the call, the quantity and the arguments."""
+    """Relative-error assertion whose message names the call, the quantity and the arguments.
+
+    The error is relative to ``max(‖a‖, ‖b‖, scale)``: pass the norm of the call's largest output
+    as ``scale`` when a quantity may be zero in exact arithmetic (a conv bias's gradient under a
+    training-mode BN), so that two libraries' round-off of it is not a 100% error."""
     a, e = np.asarray(actual), np.asarray(expected)
     assert a.shape == e.shape, (
         f"{call} {what}.shape={a.shape}, but should be {e.shape} {fmt(config)}"
     )
-    err = rel_err(a, e)
+    err = rel_err(a, e, scale)
     assert err <= tol, f"{call} {what} rel err {err:.1e} > {tol:.0e} {fmt(config)}"
 
 

@@ -3,7 +3,7 @@
 # CuPy benchmark. Results go to $OUT (default ./gpu-out). No internet and no `pip install` of
 # the repository: gpconv is imported through a symlink, array-api-compat from a carried wheel
 # (.whl/, git-ignored). Each step has its own timeout and a failing step does not stop the
-# next; worst case under 1120 s: 10 s install, 10+15+100+150+35+40+300+150+290 s of steps, 2 s
+# next; worst case under 1170 s: 10 s install, 10+15+150+150+35+40+300+150+290 s of steps, 2 s
 # kill grace each. Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
 # --budget 110 s. SKIP names steps to leave out (e.g. SKIP="bench_cupy") to fit a short lease.
 #
@@ -47,8 +47,8 @@ print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount(),
 '
 
 # --- correctness: every GPU test (fused kernels vs the float64 reference, conformance) ---------
-step pytest_gpu 100 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 \
-  tests/test_cupy.py tests/test_cupy_train.py tests/test_torch_cuda.py
+step pytest_gpu 150 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 \
+  tests/test_cupy.py tests/test_cupy_train.py tests/test_torch_cuda.py tests/test_array_api.py
 
 # --- torch.compile through the training framework on CUDA (create() picks CUDA when present): the
 # compiled train step equals the eager one, a second image size compiles again, exports are copies

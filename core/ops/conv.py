@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device
+
 from .._validate import (
     check_dy,
     namespace,
@@ -62,15 +64,9 @@ def _pad(xp: Any, x: Any, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
     if top == bottom == left == right == 0:
         return x
     n, h, w, c = x.shape
-    out = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype, device=_device(x))
+    out = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype, device=device(x))
     out[:, top : top + h, left : left + w, :] = x
     return out
-
-
-def _device(x: Any) -> Any:
-    from array_api_compat import device
-
-    return device(x)
 
 
 def _windows(ho: int, wo: int, k: int, stride: int):

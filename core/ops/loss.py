@@ -5,6 +5,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from array_api_compat import device
+
 from .._validate import namespace, require_float, require_ndim, require_real_scalar
 
 
@@ -46,7 +48,8 @@ class SoftmaxCrossEntropy:
         check_labels(xp, labels, logits.shape[0], k)
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-        target = xp.arange(k)[None, :] == xp.astype(labels, xp.int64)[:, None]
+        classes = xp.arange(k, device=device(logits))
+        target = classes[None, :] == xp.astype(labels, xp.int64)[:, None]
         # NOTE: select, not multiply by the one-hot: a class with probability 0 has log-prob
         # -inf (a -inf logit, or float16 logits 1e5 apart), and -inf * 0 would be NaN.
         loss = xp.sum(xp.where(target, -log_probs, 0.0)) / logits.shape[0]

@@ -7,6 +7,7 @@ variance; porting either silently changes the model).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._validate import (
@@ -67,7 +68,8 @@ class BatchNorm:
             require_dim(name, a, 0, c, "channels, x.shape[-1]")
             require_float(xp, name, a)
         axes = tuple(range(x.ndim - 1))
-        training = training and x.size > 0
+        # math.prod(shape), not x.size: a torch tensor's size is a method
+        training = training and math.prod(x.shape) > 0
         if training:
             mean = xp.mean(x, axis=axes)
             var = xp.mean((x - mean) ** 2, axis=axes)  # biased, as Keras
@@ -95,7 +97,7 @@ class BatchNorm:
         dgamma = xp.sum(dy * xhat, axis=axes)
         dbeta = xp.sum(dy, axis=axes)
         if cache["training"]:
-            m = xhat.size // xhat.shape[-1]
+            m = math.prod(xhat.shape[:-1])  # N*H*W values per channel
             dx = gamma * inv_std * (dy - dbeta / m - xhat * (dgamma / m))
         else:
             dx = gamma * inv_std * dy
