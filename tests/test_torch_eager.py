@@ -82,3 +82,56 @@ def test_channel_shuffle_gathers_only_channels_last_cpu_tensors_in_eager_mode():
     # Its own backward is a shuffle too, so gradients of gradients are exact.
     y = torch.randn(2, 12, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     assert torch.autograd.gradgradcheck(lambda t: channel_shuffle(t, 4), (y.requires_grad_(),))
+
+
+def test_second_order_gradients_through_the_custom_functions_equal_plain_autograds(monkeypatch):
+    """A gradient penalty (``create_graph=True``, then a gradient of the input gradient's norm)
+    through kEffNet-B0 on the CPU, NHWC: every custom backward (spatial mean, shuffle gather,
+    depthwise slab weight gradient) is itself differentiated. The parameter gradients must be
+    those of torch's own ops, which the network runs when the custom functions are off
+    (``eager.transformed``), and match a central difference along one direction."""
+    from gpconv.backends.torch import conv, eager, kefficientnet_b0
+
+    used = []
+    for cls in (eager._SpatialMean, eager._ChannelShuffle, conv._DepthwiseSlabGrad):
+        monkeypatch.setattr(
+            cls, "apply", lambda *a, _c=cls, _f=cls.apply: used.append(_c) or _f(*a)
+        )
+    torch.manual_seed(0)
+    model = kefficientnet_b0(
+        num_classes=10, skip_stride_cnt=3, dropout=0.0, stochastic_depth_prob=0.0
+    ).double()  # no random masks: the same function at every call
+    x0 = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    params = list(model.parameters())
+
+    def penalty() -> torch.Tensor:
+        x = x0.clone().requires_grad_(True)
+        (gx,) = torch.autograd.grad(model(x).square().sum(), x, create_graph=True)
+        return gx.square().sum()
+
+    custom = torch.autograd.grad(penalty(), params)
+    assert {cls.__name__ for cls in used} == {
+        "_SpatialMean",
+        "_ChannelShuffle",
+        "_DepthwiseSlabGrad",
+    }
+    monkeypatch.setattr(eager, "transformed", lambda: True)
+    plain = torch.autograd.grad(penalty(), params)
+    scale = max(g.norm() for g in plain)  # gradients that are 0 under BN are compared to it
+    for (name, _), a, b in zip(model.named_parameters(), custom, plain):
+        assert (a - b).norm() <= 1e-9 * scale, f"{name}: {(a - b).norm():.2e} vs scale {scale:.2e}"
+
+    direction = [torch.randn_like(p) for p in params]
+    eps = 1e-5
+
+    def shifted(step: float) -> float:  # move every parameter by step * direction
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(step * d)
+        return penalty().item()
+
+    above, below = shifted(eps), shifted(-2 * eps)
+    fd = (above - below) / (2 * eps)
+    analytic = sum((g * d).sum().item() for g, d in zip(custom, direction))
+    # central-difference truncation error measured 3e-6 relative
+    assert abs(fd - analytic) <= 1e-4 * abs(fd), f"finite difference {fd}, autograd {analytic}"
