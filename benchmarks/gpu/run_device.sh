@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One run on a CUDA machine, from the repository root: GPU tests, the conformance report and the
 # CuPy benchmark. Results go to $OUT (default ./gpu-out). No internet and no `pip install` of
-# the repository: gpconv is imported through a symlink, array-api-compat from a carried wheel
-# (.whl/, git-ignored). Each step has its own timeout and a failing step does not stop the
-# next; worst case under 1170 s: 10 s install, 10+15+150+150+35+40+300+150+290 s of steps, 2 s
+# the repository: gpconv is imported through a symlink, array-api-compat and array-api-strict
+# (tests/test_array_api.py needs it) from carried wheels (.whl/, git-ignored: `pip download
+# array-api-compat array-api-strict --no-deps -d .whl`). Each step has its own timeout and a
+# failing step does not stop the next; worst case under 1170 s: 10 s install, 10+15+150+150+35+40+300+150+290 s of steps, 2 s
 # kill grace each. Run 1 took pytest 18 s, check 9 s, bench 146 s; the benchmark now starts no new part after
 # --budget 110 s. SKIP names steps to leave out (e.g. SKIP="bench_cupy") to fit a short lease.
 #
@@ -27,7 +28,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.txt, record th
   echo "$name rc=$rc" | tee -a "$STATUS"
 }
 
-# --- environment: array-api-compat from the carried wheel, gpconv through a symlink ---------------
+# --- environment: the carried wheels (array-api-compat, array-api-strict), gpconv through a symlink ---------------
 timeout 10 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl \
   || { echo "pip install of the wheel failed; unzipping it instead" | tee -a "$STATUS"
