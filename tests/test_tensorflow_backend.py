@@ -463,6 +463,40 @@ def test_second_derivatives_through_kpointwise_are_exact():
         )
 
 
+def _kernel_jacobians(impl: str) -> tuple[np.ndarray, np.ndarray]:
+    """``tape.jacobian`` of a kPointwise output with respect to its first kernel, vectorized
+    (``pfor``, TF's default) and by a loop over the outputs."""
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 3, 3, 4)), tf.float32)
+    layer = KPointwise(8, groups=2, activation="swish", impl=impl)
+    layer.build(x.shape)
+    with tf.GradientTape(persistent=True) as tape:
+        y = layer(x, training=True)
+    kernel = layer.conv.kernel
+    return (
+        tape.jacobian(y, kernel).numpy(),
+        tape.jacobian(y, kernel, experimental_use_pfor=False).numpy(),
+    )
+
+
+@pytest.mark.parametrize("impl", ["matmul", "einsum"])
+def test_vectorized_kernel_jacobians_are_right_with_the_matmul_impls(impl):
+    """README's advice for ``tape.jacobian`` with respect to the weights."""
+    vectorized, looped = _kernel_jacobians(impl)
+    np.testing.assert_allclose(vectorized, looped, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    resolve_impl("auto") != "conv", reason="TF cannot differentiate grouped conv2d here"
+)
+def test_tensorflows_vectorized_jacobian_of_a_grouped_conv2d_kernel_is_still_wrong():
+    """TensorFlow's pfor rule for Conv2DBackpropFilter folds the loop into the output channels,
+    which mixes up the groups of a grouped conv: the Jacobian is wrong by O(1). README warns
+    about it for ``impl="conv"`` (``"auto"`` on x86 CPUs). When this fails, TF has fixed it:
+    drop the warning."""
+    vectorized, looped = _kernel_jacobians("conv")
+    assert np.abs(vectorized - looped).max() > 0.1 * np.abs(looped).max()
+
+
 @given(kernel=st.sampled_from([3, 5, 7]), size=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_slab_grad_depthwise_matches_reference(kernel, size, seed):
     """SlabGradDepthwiseConv2D (the models' depthwise layer): forward, input and filter
