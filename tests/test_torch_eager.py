@@ -135,3 +135,32 @@ def test_second_order_gradients_through_the_custom_functions_equal_plain_autogra
     analytic = sum((g * d).sum().item() for g, d in zip(custom, direction))
     # central-difference truncation error measured 3e-6 relative
     assert abs(fd - analytic) <= 1e-4 * abs(fd), f"finite difference {fd}, autograd {analytic}"
+
+
+def test_batched_gradients_through_the_custom_functions_equal_one_at_a_time():
+    """``torch.autograd.grad(..., is_grads_batched=True)``, which
+    ``torch.autograd.functional.jacobian/hessian(vectorize=True)`` run, hands every backward a
+    legacy vmap batched tensor, which has no memory format: the spatial mean's backward raised
+    "NYI: querying is_contiguous inside of vmap". Batched gradients must equal the gradients
+    taken one vector at a time, for the input and every parameter."""
+    from gpconv.backends.torch import kefficientnet_b0
+
+    torch.manual_seed(0)
+    model = kefficientnet_b0(
+        num_classes=3, skip_stride_cnt=3, dropout=0.0, stochastic_depth_prob=0.0
+    ).double()  # no random masks: the jacobian runs the model again
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    inputs = [x, *model.parameters()]
+    y = model(x)
+    vectors = torch.eye(6, dtype=torch.float64).reshape(6, 2, 3)  # every logit in turn
+    batched = torch.autograd.grad(y, inputs, vectors, retain_graph=True, is_grads_batched=True)
+    single = [torch.autograd.grad(y, inputs, v, retain_graph=True) for v in vectors]
+    names = ["x"] + [n for n, _ in model.named_parameters()]
+    expected = [torch.stack([g[i] for g in single]) for i in range(len(names))]
+    largest = max(e.norm() for e in expected)
+    for name, got, want in zip(names, batched, expected):
+        scale = max(want.norm(), 1e-3 * largest)  # conv biases before BN: gradient 0
+        assert (got - want).norm() <= 1e-10 * scale, f"{name}: {(got - want).norm():.1e}"
+    jacobian = torch.autograd.functional.jacobian(model, x.detach(), vectorize=True)
+    expected = torch.stack([g[0] for g in single]).reshape(2, 3, *x.shape)
+    torch.testing.assert_close(jacobian, expected, rtol=1e-10, atol=1e-12)

@@ -14,7 +14,7 @@ import functools
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .layout import in_functorch_transform, is_channels_last
+from .layout import in_functorch_transform, is_batched, is_channels_last
 
 
 def transformed() -> bool:
@@ -54,7 +54,7 @@ class _SpatialMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, ds: torch.Tensor) -> torch.Tensor:
         dy = (ds / (ctx.shape[2] * ctx.shape[3])).expand(ctx.shape)
-        return dy.contiguous(memory_format=ctx.format)
+        return dy if is_batched(dy) else dy.contiguous(memory_format=ctx.format)
 
 
 def spatial_mean(y: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     instead of 117 ms; 480 channels in 5 groups at 16×16, 4.5 ms instead of 12.1 ms). Torch's
     kernel stays faster for some wide layers (1152 channels in 12 groups at 8×8: 2.6 ms against
     4.2 ms), but not enough to be worth a per-shape choice."""
-    if x.device.type != "cpu" or transformed() or not is_channels_last(x):
+    if x.device.type != "cpu" or transformed() or is_batched(x) or not is_channels_last(x):
         return torch.channel_shuffle(x, groups)
     if eager_autograd(x):
         return _ChannelShuffle.apply(x, groups)

@@ -20,6 +20,22 @@ def in_functorch_transform() -> bool:
     return bool(active and active())
 
 
+def is_batched(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a vmap batched tensor: ``torch.func.vmap``'s, or the legacy one that
+    ``torch.autograd.grad(..., is_grads_batched=True)`` (so also
+    ``torch.autograd.functional.jacobian/hessian(..., vectorize=True)``) passes to every
+    backward. Such tensors have no memory format to query or set."""
+    functorch = getattr(torch._C, "_functorch", None)  # private: guarded
+    return any(
+        bool(check(t))
+        for check in (
+            getattr(functorch, "is_batchedtensor", None),
+            getattr(functorch, "is_legacy_batchedtensor", None),
+        )
+        if check is not None
+    )
+
+
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the channels_last memory format; unchanged under ``torch.func`` transforms
     (``vmap`` cannot change memory formats, and every layer takes either)."""
