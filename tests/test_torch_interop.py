@@ -1,6 +1,6 @@
 """The torch backend with the rest of the torch toolbox: ``torch.func`` transforms, forward-mode
 AD, tracing or exporting at one size and running at another, autocast, bfloat16 and meta-device
-models, torchvision's constructor options, a replaced head, and empty batches.
+models, torchvision's constructor options, a replaced head, empty batches and SWA's BN update.
 
 Each test compares against plain autograd, finite differences, the eager model or the float64
 reference — never against the path it exercises.
@@ -32,6 +32,7 @@ from gpconv.backends.torch import (  # noqa: E402
     export_params,
     kefficientnet_b0,
     load_params,
+    update_bn,
 )
 from gpconv.core import arch as core_arch  # noqa: E402
 from gpconv.core import network  # noqa: E402
@@ -384,3 +385,36 @@ def test_torchs_sync_batchnorm_conversion_leaves_keras_batch_norms_and_gpconvs_c
     assert not any(isinstance(m, torch.nn.SyncBatchNorm | SyncKerasBatchNorm2d) for m in keras_bns)
     assert convert_sync_batchnorm(model) == len(keras_bns) == 65
     assert all(type(m) is SyncKerasBatchNorm2d for m in keras_bns)
+
+
+def test_update_bn_sets_running_statistics_to_the_average_of_each_batchs():
+    """SWA's BN update. ``torch.optim.swa_utils.update_bn`` looks for ``nn.BatchNorm`` modules
+    and leaves ``KerasBatchNorm2d`` as it was; gpconv's ``update_bn`` must leave every running
+    mean and variance at the average over the batches of that BN's batch statistics, which the
+    float64 reference gives for each batch alone (``core.network.forward`` in training mode
+    moves them by 0.01 of the way)."""
+    model = EfficientNet(ARCH, seed=0).double().eval()
+    params = export_params(model)
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(3, 3, 32, 32, dtype=torch.float64, generator=gen) for _ in range(3)]
+    loader = [batches[0], (batches[1], torch.tensor([0, 1, 2])), [batches[2]]]
+
+    torch.optim.swa_utils.update_bn(loader, model)
+    assert all(np.array_equal(export_params(model)[k], v) for k, v in params.items())
+
+    update_bn(loader, model)
+    assert not model.training, "update_bn must restore the model's mode"
+    momenta = {m.momentum for m in model.modules() if isinstance(m, KerasBatchNorm2d)}
+    assert momenta == {0.99}, f"momenta not restored: {momenta}"
+    got = export_params(model)
+    per_batch = []
+    for x in batches:
+        nhwc = x.permute(0, 2, 3, 1).numpy()
+        _, cache = network.forward(ARCH, params, nhwc, training=True)
+        per_batch.append(
+            {k: (v - 0.99 * params[k]) / 0.01 for k, v in cache["moving_stats"].items()}
+        )
+    assert per_batch[0].keys() == {k for k in params if "moving" in k}
+    for k in per_batch[0]:
+        expected = np.mean([stats[k] for stats in per_batch], axis=0)
+        np.testing.assert_allclose(got[k], expected, rtol=1e-8, atol=1e-10, err_msg=k)

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "IMPLS": "pointwise",
     "DEFAULT_IMPL": "pointwise",
     "KerasBatchNorm2d": "batchnorm",
+    "update_bn": "batchnorm",
     "KerasConv2d": "conv",
     "Stem": "blocks",
     "MBConv": "blocks",

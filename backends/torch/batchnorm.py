@@ -9,6 +9,9 @@ one) and the running variance, which PyTorch feeds the *unbiased* batch variance
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,3 +78,37 @@ class KerasBatchNorm2d(nn.Module):
         shape = [1, -1] + [1] * (x.ndim - 2)
         scale = self.weight * torch.rsqrt(var + self.eps)
         return (x - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
+
+
+@torch.no_grad()
+def update_bn(
+    loader: Iterable[Any], model: nn.Module, device: torch.device | str | None = None
+) -> None:
+    """``torch.optim.swa_utils.update_bn`` for models whose batch norms are ``KerasBatchNorm2d``
+    (torch's looks for ``nn.BatchNorm`` modules only, so on these models it silently changes
+    nothing): one pass over ``loader`` in training mode, after which every batch norm's running
+    mean and variance are the plain averages over the batches of its batch mean and *biased*
+    batch variance (Keras's statistic). Each batch is an input tensor ``(N, C, H, W)`` or a
+    list/tuple whose first item is one, moved to ``device`` if given, as in torch's. The model's
+    mode and each batch norm's momentum are restored afterwards."""
+    norms = [m for m in model.modules() if isinstance(m, KerasBatchNorm2d)]
+    if not norms:
+        return
+    momenta = {m: m.momentum for m in norms}
+    was_training = model.training
+    for m in norms:
+        m.running_mean.zero_()
+        m.running_var.fill_(1.0)
+    model.train()
+    try:
+        for k, batch in enumerate(loader, start=1):
+            x = batch[0] if isinstance(batch, list | tuple) else batch
+            if device is not None:
+                x = x.to(device)
+            for m in norms:  # r <- (1 - 1/k) r + batch / k: the running average of k batches
+                m.momentum = 1.0 - 1.0 / k
+            model(x)
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        model.train(was_training)
