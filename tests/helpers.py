@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 from gpconv.core import network
@@ -534,3 +535,13 @@ def kpointwise_cases(draw: st.DrawFn, max_channels: int = 24) -> dict[str, Any]:
         "training": draw(st.booleans()),
         "seed": draw(seeds),
     }
+
+
+def torch_devices() -> list[Any]:
+    """``pytest.mark.parametrize`` values for a torch device: ``"cpu"``, and ``"cuda"`` marked
+    ``gpu`` and skipped without a CUDA device. Call only where torch is importable."""
+    import torch
+
+    no_cuda = not torch.cuda.is_available()
+    cuda_marks = [pytest.mark.gpu, pytest.mark.skipif(no_cuda, reason="needs a CUDA device")]
+    return ["cpu", pytest.param("cuda", marks=cuda_marks)]

@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import torch_devices  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -137,7 +138,8 @@ def test_second_order_gradients_through_the_custom_functions_equal_plain_autogra
     assert abs(fd - analytic) <= 1e-4 * abs(fd), f"finite difference {fd}, autograd {analytic}"
 
 
-def test_batched_gradients_through_the_custom_functions_equal_one_at_a_time():
+@pytest.mark.parametrize("device", torch_devices())
+def test_batched_gradients_through_the_custom_functions_equal_one_at_a_time(device):
     """``torch.autograd.grad(..., is_grads_batched=True)``, which
     ``torch.autograd.functional.jacobian/hessian(vectorize=True)`` run, hands every backward a
     legacy vmap batched tensor, which has no memory format: the spatial mean's backward raised
@@ -146,13 +148,15 @@ def test_batched_gradients_through_the_custom_functions_equal_one_at_a_time():
     from gpconv.backends.torch import kefficientnet_b0
 
     torch.manual_seed(0)
-    model = kefficientnet_b0(
-        num_classes=3, skip_stride_cnt=3, dropout=0.0, stochastic_depth_prob=0.0
-    ).double()  # no random masks: the jacobian runs the model again
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    model = (
+        kefficientnet_b0(num_classes=3, skip_stride_cnt=3, dropout=0.0, stochastic_depth_prob=0.0)
+        .double()
+        .to(device)
+    )  # no random masks: the jacobian runs the model again
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, device=device, requires_grad=True)
     inputs = [x, *model.parameters()]
     y = model(x)
-    vectors = torch.eye(6, dtype=torch.float64).reshape(6, 2, 3)  # every logit in turn
+    vectors = torch.eye(6, dtype=torch.float64, device=device).reshape(6, 2, 3)  # each logit
     batched = torch.autograd.grad(y, inputs, vectors, retain_graph=True, is_grads_batched=True)
     single = [torch.autograd.grad(y, inputs, v, retain_graph=True) for v in vectors]
     names = ["x"] + [n for n, _ in model.named_parameters()]

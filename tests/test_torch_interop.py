@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch.autograd.forward_ad as fwAD  # noqa: E402
+from helpers import torch_devices  # noqa: E402
 from torch.func import functional_call, grad, jvp, vmap  # noqa: E402
 
 from gpconv.backends.torch import (  # noqa: E402
@@ -387,7 +388,8 @@ def test_torchs_sync_batchnorm_conversion_leaves_keras_batch_norms_and_gpconvs_c
     assert all(type(m) is SyncKerasBatchNorm2d for m in keras_bns)
 
 
-def test_update_bn_sets_running_statistics_to_the_average_of_each_batchs():
+@pytest.mark.parametrize("device", torch_devices())
+def test_update_bn_sets_running_statistics_to_the_average_of_each_batchs(device):
     """SWA's BN update. ``torch.optim.swa_utils.update_bn`` looks for ``nn.BatchNorm`` modules
     and leaves ``KerasBatchNorm2d`` as it was; gpconv's ``update_bn`` must leave every running
     mean and variance at the average over the batches of that BN's batch statistics, which the
@@ -399,10 +401,11 @@ def test_update_bn_sets_running_statistics_to_the_average_of_each_batchs():
     batches = [torch.randn(3, 3, 32, 32, dtype=torch.float64, generator=gen) for _ in range(3)]
     loader = [batches[0], (batches[1], torch.tensor([0, 1, 2])), [batches[2]]]
 
-    torch.optim.swa_utils.update_bn(loader, model)
+    model.to(device)
+    torch.optim.swa_utils.update_bn(loader, model, device)
     assert all(np.array_equal(export_params(model)[k], v) for k, v in params.items())
 
-    update_bn(loader, model)
+    update_bn(loader, model, device)  # CPU batches, moved to the model's device as torch's
     assert not model.training, "update_bn must restore the model's mode"
     momenta = {m.momentum for m in model.modules() if isinstance(m, KerasBatchNorm2d)}
     assert momenta == {0.99}, f"momenta not restored: {momenta}"

@@ -49,7 +49,8 @@ print("cupy", cupy.__version__, "devices", cupy.cuda.runtime.getDeviceCount(),
 
 # --- correctness: every GPU test (fused kernels vs the float64 reference, conformance) ---------
 step pytest_gpu 150 python3 -m pytest -q -p no:cacheprovider -m gpu --durations=15 \
-  tests/test_cupy.py tests/test_cupy_train.py tests/test_torch_cuda.py tests/test_array_api.py
+  tests/test_cupy.py tests/test_cupy_train.py tests/test_torch_cuda.py tests/test_array_api.py \
+  tests/test_torch_eager.py tests/test_torch_interop.py
 
 # --- torch.compile through the training framework on CUDA (create() picks CUDA when present): the
 # compiled train step equals the eager one, a second image size compiles again, exports are copies
