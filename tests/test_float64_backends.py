@@ -59,12 +59,17 @@ def run_tensorflow(
 
     from gpconv.backends.tensorflow import build_model, canonical_variables, load_params
 
-    floatx = keras.config.floatx()
-    keras.config.set_floatx("float64")  # for the layers built here only
+    # Layers take the global dtype policy once one has been set (a mixed-precision test
+    # restoring "float32" sets one), floatx only before; keras.Input takes floatx. Set both,
+    # for the model built here only.
+    policy, floatx = keras.config.dtype_policy(), keras.config.floatx()
+    keras.config.set_dtype_policy("float64")
+    keras.config.set_floatx("float64")
     try:
         model = build_model(arch, input_shape=x.shape[1:])
     finally:
         keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
     load_params(model, params)
     variables = canonical_variables(model)
     trainable = {k: v for k, v in variables.items() if v.trainable}
