@@ -55,9 +55,9 @@ def run_tensorflow(
 ):
     pytest.importorskip("tensorflow")
     import keras
-    import tensorflow as tf
 
     from gpconv.backends.tensorflow import build_model, canonical_variables, load_params
+    from gpconv.backends.tensorflow.adapter import model_loss_and_grads
 
     # Layers take the global dtype policy once one has been set (a mixed-precision test
     # restoring "float32" sets one), floatx only before; keras.Input takes floatx. Set both,
@@ -71,20 +71,10 @@ def run_tensorflow(
         keras.config.set_floatx(floatx)
         keras.config.set_dtype_policy(policy)
     load_params(model, params)
+    out = model_loss_and_grads(model, x, labels, training)
     variables = canonical_variables(model)
-    trainable = {k: v for k, v in variables.items() if v.trainable}
-    xt = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        logits = model(xt, training=training)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-    dx, *grads = tape.gradient(loss, [xt, *trainable.values()])
-    return {
-        "logits": logits.numpy(),
-        "dx": dx.numpy(),
-        "grads": {k: g.numpy() for k, g in zip(trainable, grads, strict=True)},
-        "moving_stats": {k: v.numpy() for k, v in variables.items() if "moving" in k},
-    }
+    out["moving_stats"] = {k: v.numpy() for k, v in variables.items() if "moving" in k}
+    return out
 
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {

@@ -21,6 +21,31 @@ from ...core.pointwise import KPointwiseSpec
 from ..base import Backend, images_in, labels_in
 
 
+def model_loss_and_grads(
+    model: Any, x: np.ndarray, labels: np.ndarray, training: bool
+) -> dict[str, Any]:
+    """Logits, the mean softmax cross-entropy and its gradients with respect to ``x`` ``(N, H,
+    W, C)`` and every trainable canonical variable, computed in ``x``'s dtype (inputs already
+    checked)."""
+    import tensorflow as tf
+
+    from .params import canonical_variables
+
+    x = tf.constant(x)
+    trainable = {k: v for k, v in canonical_variables(model).items() if v.trainable}
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = model(x, training=training)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    dx, *grads = tape.gradient(loss, [x, *trainable.values()])
+    return {
+        "loss": float(loss),
+        "logits": logits.numpy(),
+        "dx": dx.numpy(),
+        "grads": {k: g.numpy() for k, g in zip(trainable, grads, strict=True)},
+    }
+
+
 class TensorFlowBackend(Backend):
     """Keras 3 models built from ``core.arch``; ``impl`` picks the grouped-pointwise kernel."""
 
@@ -67,25 +92,11 @@ class TensorFlowBackend(Backend):
     def loss_and_grads(
         self, model: Any, x: np.ndarray, labels: np.ndarray, training: bool = True
     ) -> dict[str, Any]:
-        import tensorflow as tf
-
-        from .params import canonical_variables
-
         arch = self._arch(model)
-        x = tf.constant(images_in(x, arch.stem.cin))
-        labels = tf.constant(labels_in(labels, x.shape[0], arch.num_classes))
-        trainable = {k: v for k, v in canonical_variables(model).items() if v.trainable}
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = model(x, training=training)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-        dx, *grads = tape.gradient(loss, [x, *trainable.values()])
-        return {
-            "loss": float(loss),
-            "logits": logits.numpy(),
-            "dx": dx.numpy(),
-            "grads": {k: g.numpy() for k, g in zip(trainable, grads, strict=True)},
-        }
+        x = images_in(x, arch.stem.cin)
+        return model_loss_and_grads(
+            model, x, labels_in(labels, x.shape[0], arch.num_classes), training
+        )
 
     # --- single layers (property tests) ---------------------------------------------------
     def kpointwise(
