@@ -28,26 +28,18 @@ ARCHS = {
 
 
 def run_torch(arch: Architecture, params: dict, x: np.ndarray, labels: np.ndarray, training: bool):
-    torch = pytest.importorskip("torch")
-    import torch.nn.functional as F
-
+    pytest.importorskip("torch")
     from gpconv.backends.torch import load_params
+    from gpconv.backends.torch.adapter import model_loss_and_grads
     from gpconv.backends.torch.model import EfficientNet
-    from gpconv.backends.torch.params import export_grads, export_params
+    from gpconv.backends.torch.params import export_params
 
     model = EfficientNet(arch).double()
     load_params(model, params)
-    model.train(training)
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().requires_grad_(True)
-    logits = model(xt)
-    F.cross_entropy(logits, torch.from_numpy(labels)).backward()
+    out = model_loss_and_grads(model, x, labels, training)
     after = export_params(model)
-    return {
-        "logits": logits.detach().numpy(),
-        "dx": xt.grad.permute(0, 2, 3, 1).numpy(),
-        "grads": export_grads(model),
-        "moving_stats": {k: after[k] for k in params if "moving" in k},
-    }
+    out["moving_stats"] = {k: after[k] for k in params if "moving" in k}
+    return out
 
 
 def run_tensorflow(

@@ -18,11 +18,11 @@ from ...core.pointwise import KPointwiseSpec
 from ..base import Backend, images_in, labels_in
 
 
-def _to_nchw(x: np.ndarray, channels_last: bool) -> Any:
-    """Channels-last NumPy ``(N, ..., C)`` -> float32 tensor ``(N, C, ...)``."""
+def _to_nchw(x: np.ndarray, channels_last: bool, dtype: Any = np.float32) -> Any:
+    """Channels-last NumPy ``(N, ..., C)`` -> tensor ``(N, C, ...)`` of ``dtype``."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).movedim(-1, 1)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=dtype)).movedim(-1, 1)
     return (
         t.contiguous(memory_format=torch.channels_last)
         if channels_last and t.dim() == 4
@@ -33,6 +33,32 @@ def _to_nchw(x: np.ndarray, channels_last: bool) -> Any:
 def _to_nhwc(t: Any) -> np.ndarray:
     """Tensor ``(N, C, ...)`` -> channels-last NumPy ``(N, ..., C)``."""
     return np.ascontiguousarray(t.detach().movedim(1, -1).cpu().numpy())
+
+
+def model_loss_and_grads(
+    model: Any, x: np.ndarray, labels: np.ndarray, training: bool
+) -> dict[str, Any]:
+    """Logits, the mean softmax cross-entropy and its gradients with respect to ``x`` ``(N, H,
+    W, C)`` (returned channels-last) and every parameter (canonical names), computed on the CPU
+    in ``x``'s dtype (inputs already checked)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .params import export_grads
+
+    model.train(training)
+    model.zero_grad(set_to_none=True)
+    nhwc = model.uses_channels_last(torch.device("cpu"))
+    xt = _to_nchw(x, nhwc, x.dtype).requires_grad_(True)
+    logits = model(xt)
+    loss = F.cross_entropy(logits, torch.from_numpy(labels))
+    loss.backward()
+    return {
+        "loss": loss.item(),
+        "logits": logits.detach().numpy(),
+        "dx": _to_nhwc(xt.grad),
+        "grads": export_grads(model),
+    }
 
 
 class TorchBackend(Backend):
@@ -69,25 +95,10 @@ class TorchBackend(Backend):
     def loss_and_grads(
         self, model: Any, x: np.ndarray, labels: np.ndarray, training: bool = True
     ) -> dict[str, Any]:
-        import torch
-        import torch.nn.functional as F
-
-        from .params import export_grads
-
         x = images_in(x, model.arch.stem.cin)
-        labels = labels_in(labels, x.shape[0], model.arch.num_classes)
-        model.train(training)
-        model.zero_grad(set_to_none=True)
-        xt = _to_nchw(x, model.uses_channels_last(torch.device("cpu"))).requires_grad_(True)
-        logits = model(xt)
-        loss = F.cross_entropy(logits, torch.from_numpy(labels))
-        loss.backward()
-        return {
-            "loss": loss.item(),
-            "logits": logits.detach().numpy(),
-            "dx": _to_nhwc(xt.grad),
-            "grads": export_grads(model),
-        }
+        return model_loss_and_grads(
+            model, x, labels_in(labels, x.shape[0], model.arch.num_classes), training
+        )
 
     # --- single layers --------------------------------------------------------------------
     def kpointwise(
