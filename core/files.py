@@ -1,5 +1,5 @@
 """Parameter files on disk: safetensors headers read and checked before any tensor, paths that
-must name regular files, and atomic writes. Nothing here unpickles.
+must name regular files, and atomic writes. Nothing here unpickles (``.npz`` files: ``core.npz``).
 
 ``core.params`` builds ``save_params``/``load_params``/``read_metadata`` on these; ``write_atomic``
 also serves the run, checkpoint and report files.
@@ -65,12 +65,12 @@ def readable_file(path: str | os.PathLike) -> str:
     opening: opening a FIFO blocks until someone writes to it, and ``/dev/zero`` never ends."""
     path = fspath(path)
     if os.path.isdir(path):
-        raise IsADirectoryError(f"Expected a safetensors file, received the folder {path!r}")
+        raise IsADirectoryError(f"Expected a parameter file, received the folder {path!r}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No parameter file at {path!r}")
     if not os.path.isfile(path):
         raise ValueError(
-            f"Expected a safetensors file, received {path!r}, which is no regular file "
+            f"Expected a parameter file, received {path!r}, which is no regular file "
             "(a device, FIFO or socket)"
         )
     return path
@@ -91,9 +91,16 @@ def fspath(path: Any) -> str:
 # safetensors refuses longer headers (its MAX_HEADER_SIZE): refuse them before reading one.
 _MAX_HEADER_BYTES = 100_000_000
 
-# First bytes of the files most often taken for safetensors ones, to say what a file is instead.
+# What to do with a file of another format, said after naming that format.
+OUR_FORMATS_ONLY = (
+    "gpconv reads parameters from safetensors and .npz files only (it never unpickles): write "
+    "them with core.params.save_params(path, export_params(model)); Keras .weights.h5 and "
+    ".keras files load with keras's model.load_weights"
+)
+
+# First bytes of the files most often taken for safetensors ones, to say what a file is instead
+# (zip archives, .npz or not, never get here: core.npz reads or names them).
 _FOREIGN_FORMATS = (
-    (b"PK\x03\x04", "a zip archive (torch.save's .pt/.pth, NumPy's .npz or a Keras .keras file)"),
     (b"\x93NUMPY", "a NumPy .npy file"),
     (b"\x89HDF\r\n\x1a\n", "an HDF5 file (such as Keras's .weights.h5)"),
     (b"\x80", "a pickle (torch.save's legacy format)"),
@@ -136,11 +143,7 @@ def _foreign_format(blob: bytes) -> str:
     kind = next((what for magic, what in _FOREIGN_FORMATS if blob.startswith(magic)), "")
     if not kind:
         return ""
-    return (
-        f"it is {kind}. gpconv reads parameters from safetensors files only (it never "
-        "unpickles): write them with core.params.save_params(path, export_params(model)); "
-        "Keras .weights.h5 and .keras files load with keras's model.load_weights"
-    )
+    return f"it is {kind}. {OUR_FORMATS_ONLY}"
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

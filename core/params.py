@@ -1,4 +1,4 @@
-"""Canonical parameters: names, initialisation, validation, and safetensors save/load.
+"""Canonical parameters: names, initialisation, validation, and file save/load.
 
 Names are ``<layer>/<param>`` with Keras layouts (see ``Architecture.param_shapes``):
 
@@ -9,7 +9,8 @@ Names are ``<layer>/<param>`` with Keras layouts (see ``Architecture.param_shape
   with a second grouped conv, ``conv2/...`` and ``bn2/...``;
 * ``top/...`` and ``predictions/{kernel (C, K), bias (K,)}``.
 
-Files are safetensors: no pickle is ever involved in loading.
+Files are safetensors, or NumPy ``.npz`` when the path ends in ``.npz`` (``core.npz``): no pickle
+is ever involved in loading.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .files import (
     writable_path,
     write_atomic,
 )
+from .npz import METADATA_KEY, is_zip, npz_bytes, read_npz, read_npz_metadata
 
 if TYPE_CHECKING:
     from .arch import Architecture
@@ -167,18 +169,29 @@ def save_params(
     path: str | os.PathLike, params: Mapping[str, Any], metadata: Mapping[str, str] | None = None
 ) -> None:
     """Write ``params`` (``{name: array}``; torch bfloat16 tensors as float32, the same values)
-    as safetensors atomically (temp file, fsync, rename); ``metadata`` values are stored with
-    ``str``. An existing file at ``path`` is replaced only once the new one is complete."""
+    atomically (temp file, fsync, rename): as a NumPy ``.npz`` if ``path`` ends in ``.npz``, else
+    as safetensors. ``metadata`` values are stored with ``str``. An existing file at ``path`` is
+    replaced only once the new one is complete."""
     from safetensors.numpy import save
 
     path = writable_path(path)
     _require_str_keys("params", params)
     _require_str_keys("metadata", {} if metadata is None else metadata)
+    if METADATA_KEY in params:  # both formats keep the metadata under this name
+        raise ValueError(
+            f"Expected parameter names other than {METADATA_KEY!r}, which both file formats "
+            "reserve for the metadata: pass metadata=... instead"
+        )
     # order="C" rather than ascontiguousarray, which turns 0-d arrays (step counters) into (1,).
     arrays = {k: np.asarray(_to_numpy(k, v), order="C") for k, v in params.items()}
     # None, not {}: safetensors writes an unreadable header for no tensors and empty metadata.
     text = {k: str(v) for k, v in (metadata or {}).items()} or None
-    write_atomic(path, save(arrays, metadata=text))
+    blob = npz_bytes(arrays, text) if _is_npz_name(path) else save(arrays, metadata=text)
+    write_atomic(path, blob)
+
+
+def _is_npz_name(path: str) -> bool:
+    return path.lower().endswith(".npz")
 
 
 def _require_str_keys(name: str, mapping: Any) -> None:
@@ -198,30 +211,36 @@ def _require_str_keys(name: str, mapping: Any) -> None:
 def load_params(
     path: str | os.PathLike, arch: Architecture | None = None, dtype: Any = None
 ) -> dict[str, np.ndarray]:
-    """Read a safetensors file; with ``arch``, check the architecture its metadata names
-    (``check_arch_metadata``) and validate names, shapes and dtypes (``dtype``, or any floating
-    dtype), raising one error listing every problem.
+    """Read a safetensors or NumPy ``.npz`` file (told apart by their first bytes, whatever the
+    name); with ``arch``, check the architecture its metadata names (``check_arch_metadata``)
+    and validate names, shapes and dtypes (``dtype``, or any floating dtype), raising one error
+    listing every problem.
 
-    A file that is no valid safetensors file raises ``ValueError`` naming it (and, for a torch,
-    NumPy or Keras file, saying which it is); one with a dtype NumPy lacks (bfloat16), a
+    A file that is neither raises ``ValueError`` naming it (and, for a torch, NumPy ``.npy`` or
+    Keras file, saying which it is); a safetensors file with a dtype NumPy lacks (bfloat16), a
     ``TypeError``. Non-finite values load as they are."""
-    from safetensors.numpy import load
-
     path = readable_file(path)
     if dtype is not None:
         dtype = float_dtype("dtype", dtype)
+    params, metadata = read_npz(path) if is_zip(path) else _read_safetensors(path)
+    if arch is not None:
+        check_arch_metadata(arch, metadata, path)
+        validate_params(arch, params, dtype)
+    return params
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(arrays, metadata)`` of the safetensors file ``path``, checked as ``load_params`` says."""
+    from safetensors.numpy import load
+
     header = read_header(path)  # our checks first: they name the fault and the file's kind
     metadata = header_metadata(path, header)
     refuse_numpy_less_dtypes(path, header)
     with open(path, "rb") as f:
         try:
-            params = load(f.read())
+            return load(f.read()), metadata
         except Exception as err:  # safetensors raises its own error types for corrupt headers
             raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
-    if arch is not None:
-        check_arch_metadata(arch, metadata, path)
-        validate_params(arch, params, dtype)
-    return params
 
 
 def arch_metadata(arch: Architecture) -> dict[str, str]:
@@ -256,8 +275,10 @@ def check_arch_metadata(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The string metadata stored in a safetensors header (``{}`` if it has none)."""
+    """The string metadata of a safetensors or ``.npz`` parameter file (``{}`` if it has none)."""
     path = readable_file(path)
+    if is_zip(path):
+        return read_npz_metadata(path)
     return header_metadata(path, read_header(path))
 
 

@@ -1,4 +1,4 @@
-"""Canonical parameters: safetensors round trip, every bad-load case, and the initialisers."""
+"""Canonical parameters: safetensors and .npz round trips, every bad-load case, the initialisers."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from helpers import tiny_architecture
 from gpconv.core import network
 from gpconv.core.arch import efficientnet, kefficientnet
 from gpconv.core.params import (
+    arch_metadata,
     init_params,
     load_params,
     read_metadata,
@@ -444,19 +445,18 @@ def test_load_params_and_read_metadata_refuse_the_same_headers(tmp_path, header,
 @pytest.mark.parametrize(
     "head, kind",
     [
-        (b"PK\x03\x04\x14\x00\x00\x08", "a zip archive"),  # torch.save, np.savez, .keras
         (b"\x93NUMPY\x01\x00", "a NumPy .npy file"),
         (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),  # Keras .weights.h5
         (b"\x80\x02\x8a\x0al\xfc\x9cF", "a pickle"),  # torch.save(_use_new_zipfile_...=False)
     ],
-    ids=["zip", "npy", "hdf5", "pickle"],
+    ids=["npy", "hdf5", "pickle"],
 )
 def test_files_of_other_formats_are_named_not_read(tmp_path, head, kind):
     """These were "header length 578712552184433488 does not fit the file": true, no help."""
     path = tmp_path / "model.pt"
     path.write_bytes(head + b"\0" * 64)
     for read in (load_params, read_metadata):
-        with pytest.raises(ValueError, match=rf"model.pt.*is {kind}.*safetensors files only"):
+        with pytest.raises(ValueError, match=rf"model.pt.*is {kind}.*safetensors and .npz files"):
             read(path)
 
 
@@ -533,3 +533,139 @@ def test_save_params_names_its_bad_argument(tmp_path, kwargs, exc, fragment):
     with pytest.raises(exc, match=fragment):
         save_params(**args)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- NumPy .npz files (DESIGN.md §2: "safetensors/npz load & save") ---------------------------
+
+
+def _zip(path, members: dict[str, bytes]) -> None:
+    """A zip archive written by hand: members that np.savez would never write."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_npz_round_trip_is_bit_exact_and_plain_numpy_reads_it(tmp_path, arch, dtype):
+    params = init_params(arch, seed=3, dtype=dtype)
+    params["stem_bn/moving_mean"][:] = np.random.default_rng(0).standard_normal(32)
+    meta = {"model": arch.name, "seed": 3, "note": "ünïcode ok"}
+    path = tmp_path / "p.npz"
+    save_params(path, params, metadata=meta)
+    assert path.read_bytes()[:4] == b"PK\x03\x04", "a .npz path was not written as a zip"
+    for loaded in (load_params(path, arch), np.load(path, allow_pickle=False)):
+        for k, v in params.items():
+            assert loaded[k].dtype == v.dtype and loaded[k].tobytes() == v.tobytes(), (
+                f"{k!r} is not bit-exact after save_params({path.name!r}) [{dtype.__name__}]"
+            )
+    assert set(load_params(path)) == set(params), "the metadata entry leaked into the params"
+    assert read_metadata(path) == {k: str(v) for k, v in meta.items()}
+    assert not list(tmp_path.glob("*.tmp-*")), "save_params left a temporary file behind"
+
+
+@pytest.mark.parametrize("writer", [np.savez, np.savez_compressed])
+def test_files_written_by_numpy_load_and_run(tmp_path, arch, writer):
+    params = init_params(arch, seed=0, dtype=np.float64)
+    path = tmp_path / "numpy.npz"
+    writer(path, **params)
+    assert read_metadata(path) == {}
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3))
+    a, _ = network.forward(arch, params, x)
+    b, _ = network.forward(arch, load_params(path, arch), x)
+    assert np.array_equal(a, b), f"network.forward differs after {writer.__name__}/load_params"
+
+
+def test_npz_keeps_zero_dim_arrays_and_names_that_are_numpys_keywords(tmp_path):
+    """np.savez(path, **params) would take params named file/allow_pickle as its own keywords."""
+    params = {"file": np.arange(3.0), "allow_pickle": np.ones(2), "step": np.array(7)}
+    save_params(tmp_path / "odd.npz", params)
+    loaded = load_params(tmp_path / "odd.npz")
+    assert {k: (v.shape, v.tolist()) for k, v in loaded.items()} == {
+        k: (v.shape, v.tolist()) for k, v in params.items()
+    }
+
+
+def test_npz_file_for_another_architecture_is_refused(tmp_path):
+    trained, other = tiny_architecture(skip_stride_cnt=1), tiny_architecture(skip_stride_cnt=-1)
+    path = tmp_path / "p.npz"
+    save_params(path, init_params(trained, seed=0), metadata=arch_metadata(trained))
+    with pytest.raises(ValueError, match=r"p.npz.*skip_stride_cnt=1 \(the model: -1\)"):
+        load_params(path, other)
+
+
+@pytest.mark.parametrize(
+    "members, fragment",
+    [
+        ({"archive/data.pkl": b"\x80\x02", "archive/version": b"3"}, "torch.save's .pt/.pth"),
+        ({"config.json": b"{}", "model.weights.h5": b""}, "a Keras .keras file"),
+        ({"a.npy": b"", "readme.txt": b""}, "another zip archive"),
+    ],
+    ids=["torch", "keras", "other"],
+)
+def test_zips_that_are_no_npz_are_named_not_read(tmp_path, members, fragment):
+    """np.load would open these too and return raw bytes for each member."""
+    path = tmp_path / "model.pt"
+    _zip(path, members)
+    for read in (load_params, read_metadata):
+        with pytest.raises(ValueError, match=rf"model.pt.*no NumPy .npz.*{fragment}.*unpickles"):
+            read(path)
+
+
+def test_npz_with_object_or_text_arrays_is_refused_by_name(tmp_path):
+    np.savez(tmp_path / "obj.npz", w=np.array([{"x": 1}], dtype=object))  # a pickle inside
+    with pytest.raises(ValueError, match=r"obj.npz.*array 'w'.*allow_pickle=False"):
+        load_params(tmp_path / "obj.npz")
+    np.savez(tmp_path / "text.npz", w=np.zeros(2), label=np.array(["cat"]))
+    with pytest.raises(ValueError, match=r"text.npz.*numeric arrays.*'label' of dtype <U3"):
+        load_params(tmp_path / "text.npz")
+
+
+@pytest.mark.parametrize(
+    "entry, fragment",
+    [
+        (np.array(["{}"]), r"0-d string array"),
+        (np.array("not json"), r"no JSON metadata"),
+        (np.array('{"arch": 3}'), r"JSON object of strings"),
+    ],
+    ids=["not-0d", "not-json", "not-strings"],
+)
+def test_npz_metadata_that_is_no_string_map_is_refused(tmp_path, entry, fragment):
+    path = tmp_path / "m.npz"
+    np.savez(path, w=np.zeros(2), __metadata__=entry)
+    for read in (load_params, read_metadata):
+        with pytest.raises(ValueError, match=rf"m.npz.*__metadata__.*{fragment}"):
+            read(path)
+
+
+def test_truncated_and_duplicated_npz_files_are_refused(tmp_path, arch):
+    path = tmp_path / "p.npz"
+    save_params(path, init_params(arch, seed=0))
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"p.npz.*not a valid .npz file"):
+        load_params(path)
+    with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile writes it, and warns
+        _write_twice(tmp_path / "twice.npz")
+    with pytest.raises(ValueError, match=r"twice.npz.*'w.npy' twice"):
+        load_params(tmp_path / "twice.npz")
+
+
+def _write_twice(path) -> None:
+    """An archive holding ``w.npy`` twice: readers disagree on which one counts."""
+    import io
+    import zipfile
+
+    blob = io.BytesIO()
+    np.lib.format.write_array(blob, np.zeros(2))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("w.npy", blob.getvalue())
+        archive.writestr("w.npy", blob.getvalue())
+
+
+@pytest.mark.parametrize("name", ["p.safetensors", "p.npz"])
+def test_a_parameter_named_like_the_metadata_is_refused_before_writing(tmp_path, name):
+    """safetensors wrote such a file without complaint, and could not read it back."""
+    with pytest.raises(ValueError, match=r"names other than '__metadata__'.*metadata="):
+        save_params(tmp_path / name, {"__metadata__": np.zeros(2)})
+    assert not list(tmp_path.iterdir()), "save_params wrote something"

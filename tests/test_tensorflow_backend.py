@@ -875,14 +875,15 @@ def test_weights_file_argument(small_kmodel, tmp_path):
     from gpconv.core.params import save_params
 
     _, params = small_kmodel
-    path = tmp_path / "p.safetensors"
-    save_params(path, params)
-    model = KEfficientNetB0(
-        weights=str(path), classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3
-    )
-    np.testing.assert_array_equal(
-        export_params(model)["top/conv/kernel"], params["top/conv/kernel"].astype(np.float32)
-    )
+    for name in ("p.safetensors", "p.npz"):
+        path = tmp_path / name
+        save_params(path, params)
+        model = KEfficientNetB0(
+            weights=str(path), classes=10, input_shape=(32, 32, 3), skip_stride_cnt=3
+        )
+        np.testing.assert_array_equal(
+            export_params(model)["top/conv/kernel"], params["top/conv/kernel"].astype(np.float32)
+        )
     headless = KEfficientNetB0(weights=str(path), include_top=False, skip_stride_cnt=3)
     assert "predictions/kernel" not in export_params(headless)
 

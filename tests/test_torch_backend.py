@@ -583,13 +583,13 @@ def test_params_round_trip_exactly_and_map_every_tensor(tmp_path):
         np.testing.assert_array_equal(exported[key], value, err_msg=key)
     # Every state_dict entry is some canonical parameter, and vice versa.
     assert sorted(torch_name(k) for k in canonical) == sorted(model.state_dict())
-    # Files: canonical safetensors written by core, read into torch.
-    path = tmp_path / "params.safetensors"
-    save_params(path, canonical)
-    other = _small_model()
-    load_file(other, path)
-    for key, value in export_params(other).items():
-        np.testing.assert_array_equal(value, canonical[key], err_msg=key)
+    # Files: canonical safetensors and .npz written by core, read into torch.
+    for name in ("params.safetensors", "params.npz"):
+        save_params(tmp_path / name, canonical)
+        other = _small_model()
+        load_file(other, tmp_path / name)
+        for key, value in export_params(other).items():
+            np.testing.assert_array_equal(value, canonical[key], err_msg=f"{key} [{name}]")
 
 
 def test_load_file_refuses_a_file_for_another_skip_stride(tmp_path):
@@ -622,7 +622,7 @@ def test_load_file_names_a_torch_save_file_and_never_unpickles_it(tmp_path):
     model = _small_model()
     path = tmp_path / "model.pt"
     torch.save(model.state_dict(), path)
-    with pytest.raises(ValueError, match=r"model.pt.*is a zip archive \(torch.save's"):
+    with pytest.raises(ValueError, match=r"model.pt.*no NumPy .npz.*torch.save's .pt"):
         load_file(model, path)
 
 

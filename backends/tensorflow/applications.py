@@ -15,8 +15,8 @@ input_shape, pooling, classes, classifier_activation``), then gpconv's (``skip_s
   ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
 * There is no rescaling layer inside: feed standardised images (per-channel mean 0, std 1, as
   ``gpconv train`` does), not raw ``[0, 255]`` pixels; and 3 channels (RGB), as the paper.
-* ``weights`` is ``None`` (fresh initialisation), the path of a canonical safetensors file
-  (``core.params.save_params``), or, as keras.applications, a Keras ``.weights.h5``/``.keras``
+* ``weights`` is ``None`` (fresh initialisation), the path of a canonical safetensors or ``.npz``
+  file (``core.params.save_params``), or, as keras.applications, a Keras ``.weights.h5``/``.keras``
   file (``model.save_weights``/``model.save``), read by ``model.load_weights``; no ImageNet
   weights ship and nothing is downloaded.
 * The pointwise convs are single ``KPointwise`` layers named after the canonical parameters
@@ -47,7 +47,7 @@ def _finish(
 ) -> keras.Model:
     if isinstance(weights, str) and weights.lower() == "imagenet":
         raise ValueError(
-            "Expected weights=None or the path of a safetensors, .weights.h5 or .keras file: "
+            "Expected weights=None or the path of a safetensors, .npz, .weights.h5 or .keras file: "
             "gpconv ships no ImageNet weights and downloads nothing, received weights='imagenet'"
         )
     model = build_model(arch, include_top=include_top, **kwargs)

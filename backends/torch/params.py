@@ -176,8 +176,8 @@ def _require_module_matches(model: nn.Module, arch: Any) -> None:
 
 
 def load_file(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a canonical safetensors file (``core.params.save_params``) into ``model``, refusing
-    a file whose metadata records another architecture (``core.params.check_arch_metadata``)."""
+    """Load a canonical safetensors or ``.npz`` file (``core.params.save_params``) into ``model``,
+    refusing a file whose metadata records another architecture (``check_arch_metadata``)."""
     path = os.fspath(path)
     check_arch_metadata(_arch_of(unwrap(model)), read_metadata(path), path)
     load_params(model, load_params_file(path))
