@@ -169,15 +169,20 @@ def writable_path(path: str | os.PathLike) -> str:
 
 
 def write_atomic(path: str, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` via a temp file, fsync and rename: readers see the old file or
-    the new one, never a torn one. On failure (a full disk) the temp file is removed and ``path``
-    is left as it was. ``ValueError``, before anything is written, if ``path`` is a device, FIFO
-    or socket (``/dev/stdout`` too): the rename would replace that node with a regular file."""
+    """Write ``blob`` to ``path`` via a temp file, fsync and rename (then fsync the folder, which
+    holds the rename): readers see the old file or the new one, never a torn one, and after a
+    crash the new one is there. On failure (a full disk) the temp file is removed and ``path``
+    is left as it was. A symlink at ``path`` is written through, as ``open(path, "wb")`` would:
+    its target is replaced and the link kept. ``ValueError``, before anything is written, if
+    ``path`` is a device, FIFO or socket (``/dev/stdout`` too): the rename would replace that
+    node with a regular file."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
         raise ValueError(
             f"Expected path to name a regular file, received {path!r}, which is none "
             "(a device, FIFO or socket): refusing to replace it"
         )
+    if os.path.islink(path):  # os.replace would swap the link itself for a regular file
+        path = os.path.realpath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -189,3 +194,15 @@ def write_atomic(path: str, blob: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_folder(os.path.dirname(os.path.abspath(path)))
+
+
+def fsync_folder(folder: str) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk; POSIX only, where folders open."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -669,3 +669,33 @@ def test_a_parameter_named_like_the_metadata_is_refused_before_writing(tmp_path,
     with pytest.raises(ValueError, match=r"names other than '__metadata__'.*metadata="):
         save_params(tmp_path / name, {"__metadata__": np.zeros(2)})
     assert not list(tmp_path.iterdir()), "save_params wrote something"
+
+
+def test_saving_onto_a_symlink_writes_through_it(tmp_path, arch):
+    """The rename used to replace the link itself: the link became a file, its target kept the
+    old parameters (``open(path, "wb")``, torch.save and safetensors.save_file write through)."""
+    target = tmp_path / "runs" / "params.safetensors"
+    target.parent.mkdir()
+    save_params(target, init_params(arch, seed=0))
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(target)
+    save_params(link, init_params(arch, seed=1))
+    assert link.is_symlink(), "save_params replaced the symlink with a file"
+    expected = init_params(arch, seed=1)["stem_conv/kernel"]
+    assert np.array_equal(load_params(target)["stem_conv/kernel"], expected)
+    assert not list(tmp_path.rglob("*.tmp-*")), "save_params left a temporary file behind"
+
+
+def test_save_params_fsyncs_the_folder_after_the_rename(tmp_path, arch, monkeypatch):
+    """The rename lives in the folder's entries: without an fsync of the folder a crash right
+    after save_params may bring back the old file."""
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    save_params(tmp_path / "p.npz", init_params(arch, seed=0))
+    assert synced == [False, True], f"fsync calls (is a folder): {synced}"

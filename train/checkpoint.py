@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.files import write_atomic
+from ..core.files import fsync_folder, write_atomic
 from ..core.params import load_params, save_params
 
 CHECKPOINTS = "checkpoints"
@@ -52,14 +52,6 @@ def _sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -135,7 +127,7 @@ def save(
             "files": {f: _sha256(os.path.join(tmp, f)) for f in ARRAY_FILES},
         }
         write_json_atomic(os.path.join(tmp, "state.json"), state)
-        _fsync_dir(tmp)
+        fsync_folder(tmp)
     except BaseException:
         # Without this a full disk keeps the partial copy, and every retry fills it further.
         shutil.rmtree(tmp, ignore_errors=True)
@@ -150,7 +142,7 @@ def save(
     # A crash between the two renames leaves the old folder aside and the new one under its
     # temporary name: nothing is lost, and resume falls back to the previous checkpoint.
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_folder(root)
     prune(run_dir, keep, protect=final)
     return Checkpoint(final, state)
 
@@ -266,5 +258,5 @@ def prune(run_dir: str, keep: int, protect: str | None = None) -> None:
             continue
         doomed = os.path.join(root, f"{PRUNING_PREFIX}{os.path.basename(path)}-{os.getpid()}")
         os.rename(path, doomed)
-        _fsync_dir(root)  # the rename is durable before any file in it goes
+        fsync_folder(root)  # the rename is durable before any file in it goes
         shutil.rmtree(doomed, ignore_errors=True)
