@@ -106,6 +106,10 @@ class Backend:
     name: str = ""
     requires: tuple[str, ...] = ()  # importable modules the backend needs
     extra: str = ""  # pip extra that installs them
+    # The kPointwise implementations a user can pick (the grouped product's kernel), the
+    # default first; ``impl`` is this adapter's. Empty for a backend with one way to compute.
+    impls: tuple[str, ...] = ()
+    impl: str = ""
 
     @property
     def install_hint(self) -> str:
@@ -113,6 +117,21 @@ class Backend:
 
     def is_available(self) -> bool:
         return all(_importable(m) for m in self.requires)
+
+    def with_impl(self, impl: str) -> Backend:
+        """This adapter computing kPointwise with ``impl`` (one of ``impls``), named
+        ``"<name>[impl=<impl>]"`` unless ``impl`` is the default, so that ``gpconv check`` can
+        prove every implementation a user may pick. Subclasses with ``impls`` take the impl as
+        their constructor's first argument. Needs no framework: nothing is imported."""
+        if impl not in self.impls:
+            choices = f"one of {self.impls}" if self.impls else "none: it has one implementation"
+            raise ValueError(
+                f"Expected an impl of backend {self.name!r} ({choices}), received impl={impl!r}"
+            )
+        variant = type(self)(impl)  # type: ignore[call-arg]
+        if impl != self.impls[0]:
+            variant.name = f"{type(self).name}[impl={impl}]"
+        return variant
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -176,11 +195,11 @@ class Backend:
         raise _not_implemented(self, "param_count")
 
 
-# Every interface method that needs the framework: all public methods but is_available.
+# Every interface method that needs the framework: all public methods but these two.
 ENTRY_POINTS: tuple[str, ...] = tuple(
     n
     for n, v in vars(Backend).items()
-    if callable(v) and not n.startswith("_") and n != "is_available"
+    if callable(v) and not n.startswith("_") and n not in ("is_available", "with_impl")
 )
 # The base's own stubs too: an unavailable backend that lacks a method says "install", not
 # NotImplementedError.

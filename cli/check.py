@@ -9,6 +9,13 @@ import sys
 from ..backends import names
 from .main import UsageError, require_at_least, require_output, write_output
 
+# Each adapter's ``impls``, written out: reading them would import TensorFlow (its adapter's
+# package registers the Keras layers on import), 5 s for --help. tests/test_cli.py keeps it true.
+IMPLS_HELP = (
+    "torch: auto, conv, channels_last, matmul, einsum; tensorflow: auto, conv, matmul, einsum, "
+    "keras; cupy: fused, core"
+)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,6 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"backend to check (repeatable): {', '.join(names())}, or module:ATTRIBUTE "
         "for a third-party adapter; one that is not installed is a usage error. Default: all, "
         "listing those not installed without failing",
+    )
+    p.add_argument(
+        "--impl",
+        action="append",
+        metavar="IMPL",
+        help="kPointwise implementation to check (repeatable; 'all' for every one), for the "
+        f"backends that have a choice: {IMPLS_HELP}. Default: each backend's default (the first "
+        "listed)",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
@@ -60,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 f"unknown backend {name!r}; expected one of {names()} or module:ATTRIBUTE"
             )
     try:
-        report = run_checks(args.backend, full=args.full, seed=args.seed)
+        report = run_checks(args.backend, full=args.full, seed=args.seed, impls=args.impl)
     except (ImportError, AttributeError, ValueError) as err:
         raise UsageError(str(err)) from err
     if args.json == "-":

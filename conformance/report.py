@@ -70,11 +70,20 @@ def format_report(report: Report, command: str = "gpconv check") -> str:
                 f"      error {_fmt(r.error)} vs tolerance {_fmt(r.tolerance)}"
                 + (f"; {r.detail}" if r.detail else "")
             )
-        requested = {b: info.get("requested", b) for b, info in report.backends.items()}
-        backends = " ".join(
-            f"--backend {requested.get(b, b)}" for b in dict.fromkeys(r.backend for r in failures)
-        )
-        out.append(f"  reproduce: {command} {backends} --{report.mode} --seed {report.seed}")
+        out.append(f"  reproduce: {command} {_reproduce_args(report, failures)}")
     verdict = "all checks passed" if report.passed else "FAILED"
     out += ["", f"{verdict} ({report.mode}, seed {report.seed}, {report.seconds:.1f} s)"]
     return "\n".join(out)
+
+
+def _reproduce_args(report: Report, failures: list[CheckResult]) -> str:
+    """The ``gpconv check`` arguments that rerun exactly the backends (and implementations) of
+    ``failures``, with the run's mode and seed."""
+    infos = {b: report.backends.get(b, {}) for b in dict.fromkeys(r.backend for r in failures)}
+    names = dict.fromkeys(info.get("requested", b) for b, info in infos.items())
+    impls = dict.fromkeys(info["impl"] for info in infos.values() if "impl" in info)
+    args = [f"--backend {n}" for n in names]
+    # The default implementation needs no --impl, unless another one of the same run does.
+    if any(b != info.get("requested", b) for b, info in infos.items()):
+        args += [f"--impl {i}" for i in impls]
+    return " ".join(args + [f"--{report.mode}", f"--seed {report.seed}"])

@@ -98,9 +98,12 @@ def default_backends() -> list[str]:
     return names()
 
 
-def select(backend_names: list[str] | None = None) -> list[tuple[str, Backend]]:
+def select(
+    backend_names: list[str] | None = None, impls: list[str] | None = None
+) -> list[tuple[str, Backend]]:
     """``(requested name, adapter)`` of each backend to check: ``backend_names``, or by default
-    every registered backend.
+    every registered backend; with ``impls``, each backend once per implementation it has among
+    them (``with_impl``; ``"all"``: every one), see ``with_impls``.
 
     Every name is resolved, and every backend asked for by name must be installed (else
     ``ImportError`` with the pip command), before anything runs: a typo or a missing framework
@@ -110,6 +113,8 @@ def select(backend_names: list[str] | None = None) -> list[tuple[str, Backend]]:
     explicit = bool(backend_names)
     unique = list(dict.fromkeys(backend_names or default_backends()))  # each checked once
     selected = [(name, resolve(name)) for name in unique]
+    if impls:
+        selected = with_impls(selected, list(dict.fromkeys(impls)), explicit)
     labels: dict[str, str] = {}
     for name, backend in selected:
         label = backend.name or name
@@ -125,13 +130,49 @@ def select(backend_names: list[str] | None = None) -> list[tuple[str, Backend]]:
     return selected
 
 
-def run(backend_names: list[str] | None = None, full: bool = False, seed: int = 0) -> Report:
-    """Check each backend (see ``select``); ``numpy`` (the reference) gets the finite-difference
-    self-check and the golden files, every other backend the live comparisons and the golden
-    files. Raises ``ValueError``, ``ImportError`` or ``AttributeError`` for a requested backend
-    that does not resolve or is not installed, before any check runs."""
+def with_impls(
+    selected: list[tuple[str, Backend]], impls: list[str], explicit: bool
+) -> list[tuple[str, Backend]]:
+    """Each backend of ``selected`` once per implementation of ``impls`` (``"all"``: every one
+    of its ``impls``) that it has; a backend with a single implementation (no ``impls``, as the
+    reference) stays as it is. ``ValueError`` for an impl that no selected backend has, and for
+    a backend named explicitly that has implementations but none of ``impls``."""
+    everything = "all" in impls
+    unknown = [i for i in impls if i != "all" and not any(i in b.impls for _, b in selected)]
+    if unknown:
+        offered = "; ".join(f"{b.name}: {', '.join(b.impls)}" for _, b in selected if b.impls)
+        raise ValueError(
+            f"Expected --impl all or an implementation of a selected backend "
+            f"({offered or 'none has a choice'}), received --impl {unknown[0]}"
+        )
+    out = []
+    for name, backend in selected:
+        if not backend.impls:
+            out.append((name, backend))
+            continue
+        wanted = backend.impls if everything else [i for i in impls if i in backend.impls]
+        if explicit and not wanted:
+            raise ValueError(
+                f"Expected an implementation of backend {backend.name!r} "
+                f"({', '.join(backend.impls)}), received --impl {' --impl '.join(impls)}"
+            )
+        out += [(name, backend.with_impl(i)) for i in wanted]
+    return out
+
+
+def run(
+    backend_names: list[str] | None = None,
+    full: bool = False,
+    seed: int = 0,
+    impls: list[str] | None = None,
+) -> Report:
+    """Check each backend (see ``select``: ``impls`` checks those implementations of each);
+    ``numpy`` (the reference) gets the finite-difference self-check and the golden files, every
+    other backend the live comparisons and the golden files. Raises ``ValueError``,
+    ``ImportError`` or ``AttributeError`` for a requested backend or implementation that does
+    not resolve or is not installed, before any check runs."""
     start = time.perf_counter()
-    selected = select(backend_names)
+    selected = select(backend_names, impls)
     report = Report(mode="full" if full else "quick", seed=seed)
     for name, backend in selected:
         label = backend.name or name
@@ -140,6 +181,7 @@ def run(backend_names: list[str] | None = None, full: bool = False, seed: int = 
                 "status": NOT_INSTALLED,
                 "hint": backend.install_hint,
                 "requested": name,
+                **({"impl": backend.impl} if backend.impls else {}),
             }
             report.rows.append(
                 CheckResult(
@@ -165,6 +207,7 @@ def run(backend_names: list[str] | None = None, full: bool = False, seed: int = 
         report.backends[label] = {
             "status": "checked",
             "requested": name,
+            **({"impl": backend.impl} if backend.impls else {}),
             "seconds": round(time.perf_counter() - t0, 2),
         }
     report.seconds = time.perf_counter() - start

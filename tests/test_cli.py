@@ -277,3 +277,20 @@ def test_train_reports_a_non_finite_test_loss_as_nan(monkeypatch, tmp_path, caps
     assert "gpconv train: done: test acc 0.0300, test loss nan after 2 epochs" in (
         capsys.readouterr().out
     )
+
+
+def test_check_help_lists_every_backends_implementations():
+    """``IMPLS_HELP`` is written out so that --help need not import TensorFlow."""
+    from gpconv.backends import get, names
+    from gpconv.cli.check import IMPLS_HELP
+
+    listed = {
+        name: tuple(impl.strip() for impl in impls.split(","))
+        for name, impls in (part.split(": ") for part in IMPLS_HELP.split("; "))
+    }
+    assert listed == {b.name: b.impls for b in map(get, names()) if b.impls}
+
+
+def test_check_impl_usage_errors_exit_2(capsys):
+    assert main(["check", "--backend", "numpy", "--impl", "matmul"]) == 2
+    assert "received --impl matmul" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from gpconv.conformance.checks import (
     check_params,
     compare_kpointwise,
 )
+from gpconv.conformance.report import format_report
 from gpconv.conformance.runner import run
 from gpconv.core import arch as core_arch
 
@@ -754,3 +755,74 @@ def test_the_input_gradient_and_the_exported_values_are_checked(monkeypatch, wha
     monkeypatch.setattr(cases, "NETWORKS_QUICK", cases.NETWORKS_QUICK[:1])
     bad = failing(check(_Perturbed(what)))
     assert bad and all(f"{r.check} {r.layer}".startswith(failure) for r in bad), describe(bad)
+
+
+# --- implementations: gpconv check --impl --------------------------------------------------
+
+
+class TwoImplBackend(NumpyBackend):
+    """The reference with a choice of interleave: ``"good"`` (the default) or ``"transposed"``
+    (a porting trap), to check that every implementation is checked under its own name."""
+
+    name = "twoimpl"
+    impls = ("good", "transposed")
+
+    def __init__(self, impl: str = "good") -> None:
+        self.impl = impl
+
+    def interleave(self, x: np.ndarray, groups: int) -> np.ndarray:
+        from gpconv.core import deinterleave
+
+        good = super().interleave(x, groups)
+        return good if self.impl == "good" else deinterleave(np.asarray(x), groups)
+
+
+TWO_IMPL = TwoImplBackend()
+
+
+def test_each_implementation_is_checked_under_its_own_name(monkeypatch):
+    monkeypatch.setattr(runner, "check_golden", lambda backend: [])  # not what is tested here
+    spec = f"{__name__}:TWO_IMPL"
+    selected = runner.select([spec, "numpy"], ["all"])
+    assert [(n, b.name, b.impl) for n, b in selected] == [
+        (spec, "twoimpl", "good"),
+        (spec, "twoimpl[impl=transposed]", "transposed"),
+        ("numpy", "numpy", ""),  # one implementation: checked as it is
+    ]
+    monkeypatch.setattr(runner, "run_backend_checks", lambda b, seed, full: check_interleave(b))
+    report = run([spec], impls=["all"])
+    verdicts = {r.backend: r.passed for r in report.rows}
+    assert verdicts == {"twoimpl": True, "twoimpl[impl=transposed]": False}
+    assert report.backends["twoimpl[impl=transposed]"]["impl"] == "transposed"
+    text = format_report(report)
+    assert f"reproduce: gpconv check --backend {spec} --impl transposed --quick" in text
+    only_default = run([spec])
+    assert only_default.passed and list(only_default.backends) == ["twoimpl"]
+
+
+@pytest.mark.parametrize(
+    "names, impls, message",
+    [
+        (["numpy"], ["matmul"], r"--impl all or an implementation .*none has a choice"),
+        (
+            [f"{__name__}:TWO_IMPL"],
+            ["bogus"],
+            r"twoimpl: good, transposed\), received --impl bogus",
+        ),
+        ([f"{__name__}:TWO_IMPL", "torch"], ["channels_last"], r"backend 'twoimpl' \(good, "),
+    ],
+    ids=["no-choice", "unknown", "named-backend-lacks-it"],
+)
+def test_an_implementation_that_cannot_be_checked_is_refused_before_any_check(
+    monkeypatch, names, impls, message
+):
+    monkeypatch.setattr(runner, "run_selfcheck", lambda *a: pytest.fail("a check ran"))
+    with pytest.raises(ValueError, match=message):
+        run(names, impls=impls)
+
+
+def test_with_impl_needs_no_framework_and_refuses_what_a_backend_lacks():
+    assert get("torch").with_impl("matmul").name == "torch[impl=matmul]"  # torch not imported
+    assert get("torch").with_impl("auto").name == "torch"
+    with pytest.raises(ValueError, match=r"backend 'numpy' \(none: it has one implementation\)"):
+        get("numpy").with_impl("matmul")

@@ -1116,3 +1116,12 @@ def test_loading_float64_values_beyond_float32_is_refused_not_made_inf():
         load_params(model, params)
     after = export_params(model)
     assert all(np.array_equal(after[k], before[k]) for k in before), "a failed load changed it"
+
+
+def test_the_adapter_offers_every_implementation_the_layers_take():
+    """``TensorFlowBackend.impls`` is written out (the adapter imports without TensorFlow)."""
+    from gpconv.backends.tensorflow.grouped import IMPLS
+
+    assert TensorFlowBackend.impls == IMPLS and IMPLS[0] == "auto"
+    backend = TensorFlowBackend().with_impl("matmul")
+    assert backend.name == "tensorflow[impl=matmul]" and backend.impl == "matmul"

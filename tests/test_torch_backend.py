@@ -792,3 +792,29 @@ def test_onnx_export_runs_in_onnxruntime_like_the_reference(tmp_path):
     ref, _ = network.forward(arch, params, x)
     bound = 1e-3 * max(1.0, float(np.abs(ref).max()))
     assert np.abs(logits - ref).max() <= bound, "onnxruntime logits vs reference"
+
+
+def test_the_adapter_runs_the_implementation_it_is_named_for(monkeypatch):
+    """``gpconv check --impl`` proves an implementation only if the adapter really runs it."""
+    from gpconv.backends.torch import pointwise
+
+    assert backends.get("torch").impls == ("auto", *(k for k in pointwise.IMPLS if k != "auto"))
+    assert backends.get("torch").impls[0] == pointwise.DEFAULT_IMPL
+    backend = backends.get("torch").with_impl("einsum")
+    model = backend.build(core_arch.kefficientnet("b0", num_classes=10, skip_stride_cnt=3))
+    impls = {m.impl for m in model.modules() if isinstance(m, GroupedPointwise2d)}
+    assert impls == {"einsum"}
+
+    class Ran(Exception):
+        pass
+
+    def product(*args):
+        raise Ran
+
+    monkeypatch.setitem(pointwise.IMPLS, "einsum", product)
+    spec = KPointwiseSpec.from_min_channels(8, 8, 4)
+    params = random_kpointwise_params(spec, np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(2, 3, 3, 8))
+    with pytest.raises(Ran):
+        backend.kpointwise(spec, params, x, x)
+    backends.get("torch").kpointwise(spec, params, x, x)  # the default runs another product

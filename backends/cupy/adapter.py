@@ -48,6 +48,7 @@ class CupyBackend(NumpyBackend):
     name = "cupy"
     requires = ("cupy",)
     extra = "cupy"
+    impls = tuple(KPOINTWISE_IMPLS)
     dtype: Any = np.float32
 
     def __init__(self, kpointwise_impl: str = "fused") -> None:
@@ -56,7 +57,7 @@ class CupyBackend(NumpyBackend):
                 f"Expected kpointwise_impl in {sorted(KPOINTWISE_IMPLS)}, "
                 f"received kpointwise_impl={kpointwise_impl!r}"
             )
-        self.kpointwise_impl = kpointwise_impl
+        self.kpointwise_impl = self.impl = kpointwise_impl
 
     def is_available(self) -> bool:
         if importlib.util.find_spec("cupy") is None:

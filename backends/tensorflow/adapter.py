@@ -52,6 +52,7 @@ class TensorFlowBackend(Backend):
     name = "tensorflow"
     requires = ("tensorflow", "keras")
     extra = "tensorflow"
+    impls = ("auto", "conv", "matmul", "einsum", "keras")  # grouped.IMPLS, without importing TF
 
     def __init__(self, impl: str = "auto") -> None:
         self.impl = impl

@@ -62,15 +62,22 @@ def model_loss_and_grads(
 
 
 class TorchBackend(Backend):
+    """PyTorch models built from ``core.arch``; ``impl`` picks the grouped 1×1 product
+    (``pointwise.IMPLS``, named here too: this module imports without torch)."""
+
     name = "torch"
     requires = ("torch",)
     extra = "torch"
+    impls = ("auto", "conv", "channels_last", "matmul", "einsum")
+
+    def __init__(self, impl: str = "auto") -> None:
+        self.impl = impl
 
     # --- whole networks -------------------------------------------------------------------
     def build(self, arch: Architecture) -> Any:
         from .model import EfficientNet
 
-        return EfficientNet(arch)
+        return EfficientNet(arch, impl=self.impl)
 
     def load_params(self, model: Any, params: Mapping[str, np.ndarray]) -> None:
         from .params import load_params
@@ -113,7 +120,7 @@ class TorchBackend(Backend):
         from .params import TO_TORCH, copy_into, local_torch_name, read_from
         from .pointwise import KPointwise
 
-        layer = KPointwise(spec)
+        layer = KPointwise(spec, impl=self.impl)
         shapes = SimpleNamespace(name=f"kPointwise {spec}", param_shapes=spec.param_shapes)
         arrays = validated(shapes, params)  # duck-typed: only .name and .param_shapes() are used
         keys = {k: local_torch_name(k) for k in spec.param_shapes()}
