@@ -728,6 +728,13 @@ BAD_INPUT = [
         ["mask broadcastable to x.shape=(2, 5, 6, 3)", "mask.shape=(2, 5, 1)"],
     ),
     (
+        # NumPy would broadcast a (1, 1, 3) mask, so the message must say why it is refused
+        "Dropout.forward(mask of lower rank)",
+        lambda: Dropout.forward(X4, np.ones((1, 1, 3)), 0.5),
+        ValueError,
+        ["of the same rank, each axis 1 or x's size", "mask.shape=(1, 1, 3)"],
+    ),
+    (
         "Dropout.forward(int x)",
         lambda: Dropout.forward(X4.astype(int), np.ones((2, 1, 1, 1)), 0.5),
         TypeError,

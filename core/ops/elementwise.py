@@ -60,8 +60,9 @@ class ChannelScale:
 class Dropout:
     """Inverted dropout with an explicit 0/1 ``mask``: ``y = x * mask / (1 - rate)``.
 
-    The mask broadcasts against x: ``x.shape`` for dropout, ``(N, 1, 1, 1)`` for drop-connect
-    (stochastic depth per sample, as Keras's ``Dropout(noise_shape=(None, 1, 1, 1))``).
+    The mask has x's rank, each axis 1 or x's size, and broadcasts against x: ``x.shape`` for
+    dropout, ``(N, 1, 1, 1)`` for drop-connect (stochastic depth per sample, as Keras's
+    ``Dropout(noise_shape=(None, 1, 1, 1))``).
     Backward: ``dx = dy * mask / (1 - rate)``. ``mask=None`` is the identity (inference; ``x``
     and ``dy`` are returned as they are), and so is ``rate == 0``, which ignores ``mask`` (one
     set of masks then serves an architecture and its ``without_dropout`` copy). ``rate`` is a
@@ -77,8 +78,8 @@ class Dropout:
             return x, {"scale": None, "y_shape": tuple(x.shape)}
         if mask.ndim != x.ndim or any(m not in (1, d) for m, d in zip(mask.shape, x.shape)):
             raise ValueError(
-                f"Expected mask broadcastable to x.shape={tuple(x.shape)}, "
-                f"received mask.shape={tuple(mask.shape)}"
+                f"Expected mask broadcastable to x.shape={tuple(x.shape)} (of the same rank, "
+                f"each axis 1 or x's size), received mask.shape={tuple(mask.shape)}"
             )
         # A 2.0 or 0.5 "mask" would silently rescale the kept activations a second time.
         require_binary("mask", xp, mask)
