@@ -6,9 +6,9 @@ Channels-last throughout: any ``(..., C)`` array, usually ``(N, H, W, C)``.
 * ``GroupedPointwise``: a 1×1 conv whose output block ``g`` sees only input block ``g``
   (contiguous blocks, like ``groups=`` in Keras/PyTorch). Kernel in Keras layout
   ``(1, 1, Cin/G, Cout)``.
-* ``interleave`` / ``deinterleave``: the channel shuffle that lets each group of the next grouped
-  conv read channels from ``min(S, G)`` different groups of this one:
-  ``out[..., s*G + g] = in[..., g*S + s]`` (``torch.nn.ChannelShuffle(G)``).
+* ``interleave`` / ``deinterleave``: the channel shuffle that lets each group of a next grouped
+  conv with the same ``G`` (kPointwise's second conv) read channels from ``min(S, G)`` different
+  groups of this one: ``out[..., s*G + g] = in[..., g*S + s]`` (``torch.nn.ChannelShuffle(G)``).
 * ``KPointwise``: DESIGN.md §1's four-case composite, forward and backward.
 """
 
@@ -62,13 +62,16 @@ def _check_shuffle(x: Any, groups: int) -> int:
 
 
 def _shuffle(x: Any, rows: int) -> Any:
-    """View channels as ``(rows, C // rows)``, transpose, flatten (arguments already checked)."""
+    """View channels as ``(rows, C // rows)``, transpose, flatten (arguments already checked).
+
+    ``interleave`` passes ``rows = G`` (``(G, S) -> (S, G)``); ``deinterleave`` passes
+    ``rows = S`` (``(S, G) -> (G, S)``), the inverse permutation."""
     xp = namespace(x)
     lead = tuple(x.shape[:-1])
     c = x.shape[-1]
     cols = c // rows if rows else 0  # deinterleave of 0 channels has 0 rows
     y = xp.reshape(x, lead + (rows, cols))
-    y = xp.permute_dims(y, tuple(range(len(lead))) + (len(lead) + 1, len(lead)))
+    y = xp.permute_dims(y, tuple(range(len(lead))) + (len(lead) + 1, len(lead)))  # swap last two
     return xp.reshape(y, lead + (c,))
 
 
@@ -111,8 +114,10 @@ ROW_BLOCK_BYTES = 1 << 20
 
 
 def _row_blocks(a: Any, width: int, groups: int) -> list[slice]:
-    """Slices over the rows of ``a`` (M, ...): blocks of ``ROW_BLOCK_BYTES`` of ``width`` values
-    per row for grouped NumPy convs, else one block."""
+    """Slices over the rows of ``a`` ``(M, ...)``: for grouped NumPy convs, blocks of about
+    ``ROW_BLOCK_BYTES`` counting ``width`` values per row, i.e.
+    ``ROW_BLOCK_BYTES // (width * itemsize)`` rows; else one block of all ``M`` rows (no block
+    when ``M == 0``)."""
     m = a.shape[0]
     rows = max(1, m)
     if groups > 1 and is_numpy_array(a):
@@ -200,15 +205,19 @@ def check_grouped_pointwise(
 
 
 class GroupedPointwise:
-    """Grouped 1×1 convolution: ``y[..., g*Co + o] = sum_i x[..., g*Ci + i] * W[g, i, o] + b``.
+    """Grouped 1×1 convolution:
+    ``y[..., g*Co + o] = sum_i x[..., g*Ci + i] * W[g, i, o] + b[g*Co + o]``.
 
     Shapes: x ``(..., Cin)``, kernel ``(1, 1, Ci, Cout)`` (Keras layout) with ``Ci = Cin/G``,
     ``Co = Cout/G``, so ``W[g, i, o] = kernel[0, 0, i, g*Co + o]``; bias ``(Cout,)``;
-    ``G = Cin / kernel.shape[2]`` unless ``groups`` is given.
-    Computed as a batched matmul over groups, ``(G, M, Ci) @ (G, Ci, Co)``, on blocks of the
-    ``M`` rows (see ``ROW_BLOCK_BYTES``).
+    ``G = Cin / kernel.shape[2]`` unless ``groups`` is given. y ``(..., Cout)``.
+    Computed as a batched matmul over groups, ``(G, M, Ci) @ (G, Ci, Co)`` with ``M`` the
+    product of the leading axes, on blocks of the ``M`` rows (see ``ROW_BLOCK_BYTES``).
 
-    Backward per group: ``dW[g] = x_g^T @ dy_g``, ``dx_g = dy_g @ W[g]^T``, ``db = sum dy``.
+    Backward per group, with ``x_g = x[:, g*Ci:(g+1)*Ci]`` ``(M, Ci)`` and
+    ``dy_g = dy[:, g*Co:(g+1)*Co]`` ``(M, Co)``: ``dW[g] = x_g^T @ dy_g``,
+    ``dx_g = dy_g @ W[g]^T``, ``db = sum_M dy``. grads: ``"kernel"`` in the kernel's layout,
+    ``"bias"`` when there is one.
     """
 
     @staticmethod
@@ -259,7 +268,11 @@ class GroupedPointwise:
 @dataclass(frozen=True)
 class KPointwiseSpec:
     """Structure of one kPointwise layer (DESIGN.md §1). ``groups == 1`` is a plain 1×1 conv,
-    which is also how every pointwise conv of the original EfficientNet is described."""
+    which is also how every pointwise conv of the original EfficientNet is described.
+
+    ``bn``: a batch norm after each conv; ``activation``: ``"swish"``, ``"sigmoid"`` or ``None``,
+    after each BN; ``bias``: a bias in each conv (the squeeze-excite convs, which have no BN).
+    The second conv, when there is one, has the same settings and its own parameters."""
 
     cin: int
     cout: int
@@ -328,7 +341,8 @@ class KPointwiseSpec:
 
 
 def _conv_bn_act(spec: KPointwiseSpec, params: dict, x: Any, conv: str, bn: str, training: bool):
-    """``act(BN(gconv(x)))`` forward; returns the output and the per-step caches."""
+    """``act(BN(gconv(x)))`` forward (one ``f`` of docs/method.md §5); returns the output and
+    the per-step caches ``(c_conv, c_bn, c_act)``, ``None`` for a step the spec omits."""
     y, c_conv = GroupedPointwise.forward(
         x, params[f"{conv}/kernel"], params.get(f"{conv}/bias"), spec.groups
     )
@@ -351,6 +365,9 @@ def _conv_bn_act(spec: KPointwiseSpec, params: dict, x: Any, conv: str, bn: str,
 def _conv_bn_act_backward(
     spec: KPointwiseSpec, caches: tuple, dy: Any, conv: str, bn: str, grads: dict
 ):
+    """VJP of ``_conv_bn_act`` (one ``fᵀ`` of docs/method.md §6): the steps' backwards in
+    reverse order. Adds the parameter gradients to ``grads`` under ``conv``/``bn`` names and
+    returns the gradient of the conv's input."""
     c_conv, c_bn, c_act = caches
     act = get_activation(spec.activation)
     if act is not None:
@@ -440,9 +457,12 @@ def check_kpointwise_inputs(spec: KPointwiseSpec, params: Mapping[str, Any], x: 
 
 
 def _moving_stats(spec: KPointwiseSpec, params: dict, cache: dict) -> dict:
+    """Updated moving mean/variance of ``bn`` (and ``bn2``) after a training forward, keyed by
+    the local parameter names (``{"bn/moving_mean": ..., ...}``)."""
     out = {}
     for bn, key in (("bn", "c1"), ("bn2", "c2")):
         if key in cache:
+            # cache[key] is _conv_bn_act's (c_conv, c_bn, c_act): [1] is the BN's cache
             m, v = BatchNorm.updated_moving_stats(
                 params[f"{bn}/moving_mean"], params[f"{bn}/moving_variance"], cache[key][1]
             )

@@ -1,15 +1,18 @@
 """Spatial convolutions, channels-last: the stem ``Conv2D`` and ``DepthwiseConv2D``.
 
 Both are written as a sum over kernel taps: for tap ``(i, j)`` the strided window
-``xp[:, i::s, j::s, :]`` of the padded input meets kernel slice ``w[i, j]``. This needs only
-slicing and ``matmul`` (so it runs on any array-API library) and makes the backward read as the
-forward in reverse: each tap scatters ``dy`` back through the same window.
+``xpad[:, i::s, j::s, :]`` of the padded input (its first ``Ho × Wo`` positions) meets kernel
+slice ``kernel[i, j]``. This needs only slicing and ``matmul`` (so it runs on any array-API
+library) and makes the backward read as the forward in reverse: each tap scatters ``dy`` back
+through the same window.
 
 Padding follows TensorFlow/Keras, the trap behind many EfficientNet ports:
 
 * ``"same"``: total padding ``k - 1`` per axis, the extra pixel at the bottom/right (stride 1).
 * ``"correct"``: Keras ``correct_pad`` for stride 2, ``(k//2 - (1 - size % 2), k//2)``, then a
   valid convolution. PyTorch's symmetric ``padding=k//2`` differs whenever the size is even.
+  The stem keeps this padding at stride 1 (``skip_stride_cnt >= 0``), where an even size
+  shrinks by one: 32 -> 31.
 * ``"valid"``: no padding.
 """
 
@@ -60,6 +63,7 @@ def output_size(size: int, kernel: int, stride: int, padding: str) -> int:
 
 
 def _pad(xp: Any, x: Any, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
+    """Zero-pad ``x`` ``(N, H, W, C)`` by ``((top, bottom), (left, right))`` -> ``xpad``."""
     (top, bottom), (left, right) = pads
     if top == bottom == left == right == 0:
         return x
@@ -84,6 +88,8 @@ def _windows(ho: int, wo: int, k: int, stride: int):
 
 
 def _prepare(x: Any, kernel: Any, stride: int, padding: str, depthwise: bool):
+    """Validate a conv call; returns ``(xp, pads, k, Ho, Wo)``: the array namespace, the
+    ``((top, bottom), (left, right))`` padding, the kernel size and the output's spatial size."""
     xp = namespace(x, kernel, names=("x", "kernel"))
     require_ndim("x", x, 4, "(N, H, W, C)")
     require_ndim("kernel", kernel, 4, "(kh, kw, Cin, Cout)" if not depthwise else "(kh, kw, C, 1)")
@@ -194,6 +200,8 @@ class DepthwiseConv2D:
 
 
 def _crop(dxpad: Any, cache: dict) -> Any:
+    """``dx`` ``(N, H, W, C)`` from ``dxpad``: the padding is constant zeros, so its gradient
+    is dropped."""
     (top, _), (left, _) = cache["pads"]
     _, h, w, _ = cache["x_shape"]
     return dxpad[:, top : top + h, left : left + w, :]

@@ -29,8 +29,8 @@ class SoftmaxCrossEntropy:
     """Mean over the batch of ``-log softmax(logits)[n, labels[n]]``.
 
     Shapes: logits ``(N, K)`` floating, ``K >= 1``; labels ``(N,)`` integers in ``[0, K)``.
-    Returns a 0-d array of the logits' dtype. An empty batch (``N == 0``) gives NaN, the mean of
-    nothing (as ``torch.nn.functional.cross_entropy``).
+    Returns a 0-d array of the logits' dtype (for NumPy logits, a NumPy scalar). An empty batch
+    (``N == 0``) gives NaN, the mean of nothing (as ``torch.nn.functional.cross_entropy``).
     Backward: ``dlogits = dloss * (softmax(logits) - onehot(labels)) / N``, in the logits' dtype.
     """
 

@@ -68,6 +68,7 @@ class BatchNorm:
             require_dim(name, a, 0, c, "channels, x.shape[-1]")
             require_float(xp, name, a)
         axes = tuple(range(x.ndim - 1))
+        # An empty batch has no statistics, so it takes the inference path (see the docstring).
         # math.prod(shape), not x.size: a torch tensor's size is a method
         training = training and math.prod(x.shape) > 0
         if training:
