@@ -49,6 +49,7 @@ class SoftmaxCrossEntropy:
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
         classes = xp.arange(k, device=device(logits))
+        # int64 like `classes`: the array API has no common type for int64 and uint64 labels.
         target = classes[None, :] == xp.astype(labels, xp.int64)[:, None]
         # NOTE: select, not multiply by the one-hot: a class with probability 0 has log-prob
         # -inf (a -inf logit, or float16 logits 1e5 apart), and -inf * 0 would be NaN.
