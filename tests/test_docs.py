@@ -469,3 +469,158 @@ def test_relative_links_of_every_doc_resolve() -> None:
                 if anchor not in {_github_slug(h) for h in headings}:
                     broken.append(f"{path.name}: {link} (no such heading)")
     assert not broken, broken
+
+
+# --- measured figures the docs quote from docs/figures/*.json --------------------------------
+FIGURES = REPO / "docs" / "figures"
+MODEL_NAMES = {"EfficientNet-B0": "efficientnet-b0", "kEffNet-B0 16ch": "kefficientnet-b0"}
+
+
+def _table_after(text: str, marker: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the first Markdown table after ``marker`` in ``text``."""
+    start = text.index(marker)
+    table = re.search(r"^\|.*\|\n\|[-:| ]+\|\n((?:\|.*\|\n)+)", text[start:], flags=re.M)
+    assert table, f"no table after {marker!r}"
+    return [[c.strip() for c in row.strip().strip("|").split("|")] for row in table[1].splitlines()]
+
+
+def _json_figure(name: str) -> dict:
+    import json
+
+    return json.loads((FIGURES / name).read_text(encoding="utf-8"))
+
+
+def _bench_results(name: str) -> dict[tuple[str, str], dict]:
+    """``gpconv bench`` results of a figure file, keyed by (backend, model)."""
+    return {(r["backend"], r["model"]): r for r in _json_figure(name)["results"]}
+
+
+@pytest.mark.parametrize(
+    "figure,columns",
+    [
+        # docs/train.md "Latest run": backend | model | train step (ms) | forward img/s
+        ("bench_cpu_1thread.json", ("train_step_ms", "forward_images_per_s")),
+        # the 03:51 run: backend | model | params | MMACs/img | forward img/s | train step (ms)
+        (
+            "bench.json",
+            ("params_trainable", "macs_per_image", "forward_images_per_s", "train_step_ms"),
+        ),
+    ],
+)
+def test_train_md_bench_tables_are_their_json(figure: str, columns: tuple[str, ...]) -> None:
+    """The `gpconv bench` tables of docs/train.md show the figure file they link, rounded as
+    printed (a kEffNet step of 1,519.5 ms was once quoted as 1,520)."""
+    shown = {
+        "train_step_ms": lambda v: f"{round(v):,}",
+        "forward_images_per_s": lambda v: f"{v:.1f}",
+        "params_trainable": lambda v: f"{v:,}",
+        "macs_per_image": lambda v: f"{v / 1e6:.1f}",
+    }
+    text = (REPO / "docs" / "train.md").read_text(encoding="utf-8")
+    rows = _table_after(text, f"(figures/{figure})")
+    results = _bench_results(figure)
+    assert len(rows) == len(results) == 4, rows
+    for backend, model, *cells in rows:
+        r = results[(backend, MODEL_NAMES[model])]
+        expected = [shown[c](r[c]) for c in columns]
+        assert cells == expected, f"docs/train.md {backend} {model}: {cells} != {figure} {expected}"
+
+
+def test_train_md_operand_bytes_are_their_json() -> None:
+    """docs/train.md's bytes-not-MACs table and its per-op differences are
+    figures/bytes_torch_train.json's (the forward BN difference was once quoted as the
+    forward + backward total)."""
+    data = _json_figure("bytes_torch_train.json")
+    eff, keff = data["bytes"]["EfficientNet-B0"], data["bytes"]["kEffNet-B0 16ch"]
+    raw = (REPO / "docs" / "train.md").read_text(encoding="utf-8")
+    rows = {r[0]: r[1:] for r in _table_after(raw, "(figures/bytes_torch_train.json)")}
+    text = " ".join(raw.split())  # sentences wrap across lines
+
+    def gb(n: float) -> str:
+        return f"{n / 1e9:.2f} GB"
+
+    assert rows["operand bytes per step (batch 32)"] == [
+        gb(sum(eff.values())),
+        gb(sum(keff.values())),
+        f"×{data['ratios']['operand_bytes']:.3f}",
+    ], rows
+    assert rows["MACs per image"][2] == f"×{data['ratios']['macs']:.3f}", rows
+
+    def more(op: str) -> str:
+        return f"{(keff.get(op, 0) - eff.get(op, 0)) / 1e9:.2f} GB"
+
+    for sentence in (
+        f"({more('channel_shuffle')} per step in `channel_shuffle`",
+        f"+{more('native_batch_norm')} forward, +{more('native_batch_norm_backward')} backward",
+        f"(+{more('add')} in `add`)",
+    ):
+        assert sentence in text, f"docs/train.md no longer says {sentence!r}"
+
+
+def _sig3(v: float) -> str:
+    """Three significant digits, as docs/gpu.md prints cuBLAS times (2.70, 11.0)."""
+    return f"{v:.{max(0, 2 - int(np.floor(np.log10(abs(v)))))}f}"
+
+
+def test_gpu_md_fused_kernel_table_is_its_json() -> None:
+    """docs/gpu.md's H200 table of the fused kernel is figures/bench_cupy_h200.json's, cell by
+    cell, and so are the device peaks quoted above it."""
+    data = _json_figure("bench_cupy_h200.json")
+    ms = {(r["case"], r["impl"]): r["fwd_bwd_ms"] for r in data["layers"]}
+    overhead = {o["case"]: o for o in data["overhead"]}
+    raw = (REPO / "docs" / "gpu.md").read_text(encoding="utf-8")
+    rows = _table_after(raw, "Grouped 1×1 conv, forward + backward (dx, dW), batch 256")
+    assert len(rows) == len(overhead) == 6, rows
+
+    def pct(v: float) -> str:
+        text = f"{100 * v:.1f}"
+        return ("0.0" if text == "-0.0" else text.replace("-", "−")) + "%"
+
+    for layer, *cells in rows:
+        case = layer.replace("→", "->").replace(", ", " ").replace("×", "x")
+        o = overhead[case]
+        expected = [
+            f"{ms[(case, 'fused il-out')]:.3f}",
+            f"{ms[(case, 'fused')]:.3f}",
+            f"{pct(o['overhead_il_out'])} / {pct(o['overhead_il_in'])}",
+            _sig3(ms[(case, "core+il-out")]),
+            f"{ms[(case, 'dense')]:.3f}",
+        ]
+        assert cells == expected, f"docs/gpu.md {layer}: {cells} != bench_cupy_h200.json {expected}"
+    peaks = data["peaks"]
+    sentence = (
+        f"copy {peaks['copy_gb_s'] / 1000:.1f} TB/s, "
+        f"float32 cuBLAS matmul {peaks['matmul_f32_gflop_s'] / 1000:.0f} TFLOP/s"
+    )
+    assert sentence in " ".join(raw.split()), f"docs/gpu.md no longer says {sentence!r}"
+
+
+def test_readme_counts_the_batch_norms_inside_kpointwise() -> None:
+    """README: Keras's ``model.layers`` misses the batch norms that kEffNet's KPointwise layers
+    hold; the count it gives ("48 of kEffNet-B0 16ch's 65") is that of ``core.arch``: every BN
+    with moving statistics, and those named ``<kPointwise layer>/bn`` or ``/bn2``."""
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    found = re.search(r"\((\d+) of kEffNet-B0 16ch's (\d+)\)", text)
+    assert found, "README no longer counts the batch norms inside KPointwise"
+    means = [k for k in kefficientnet("b0", 10, 16).param_shapes() if k.endswith("/moving_mean")]
+    inside = [k for k in means if re.search(r"/bn2?/moving_mean$", k)]
+    assert (int(found[1]), int(found[2])) == (len(inside), len(means)), (len(inside), len(means))
+
+
+def test_gpu_md_torch_sweep_ranges_are_their_json() -> None:
+    """docs/gpu.md sums up the torch sweep of runs 2 and 3 (bench_cupy_h200.json and its _run3,
+    both image sizes) as ranges of kEffNet's step over EfficientNet's; they once covered only
+    the 32×32 rows."""
+    rows = [r for f in ("", "_run3") for r in _json_figure(f"bench_cupy_h200{f}.json")["torch"]]
+
+    def span(keep) -> str:
+        ratios = [r["ratio_to_best_effnet"] for r in rows if keep(r)]
+        assert ratios, "the sweep has no such rows"
+        return f"{min(ratios):.1f}–{max(ratios):.1f}×"
+
+    cudnn = span(lambda r: r["impl"] in ("conv", "channels_last"))
+    matmul = span(lambda r: r["impl"] == "matmul" and r["channels_last"] is False)
+    text = " ".join((REPO / "docs" / "gpu.md").read_text(encoding="utf-8").split())
+    sentence = f"grouped conv costs {cudnn} EfficientNet's step, one batched matmul over groups "
+    sentence += f"on NCHW tensors {matmul};"
+    assert sentence in text, f"docs/gpu.md no longer says {sentence!r}"
