@@ -410,7 +410,7 @@ class KPointwise:
         if spec.has_second_conv:
             y2, cache["c2"] = _conv_bn_act(spec, params, z, "conv2", "bn2", training)
             out, _ = Add.forward(y2, y1)
-        cache["moving_stats"] = _moving_stats(spec, params, cache) if training and spec.bn else {}
+        cache["moving_stats"] = _moving_stats(params, cache) if training and spec.bn else {}
         return out, cache
 
     @staticmethod
@@ -456,7 +456,7 @@ def check_kpointwise_inputs(spec: KPointwiseSpec, params: Mapping[str, Any], x: 
         require_float(xp, name, a)
 
 
-def _moving_stats(spec: KPointwiseSpec, params: dict, cache: dict) -> dict:
+def _moving_stats(params: dict, cache: dict) -> dict:
     """Updated moving mean/variance of ``bn`` (and ``bn2``) after a training forward, keyed by
     the local parameter names (``{"bn/moving_mean": ..., ...}``)."""
     out = {}

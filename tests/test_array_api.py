@@ -392,6 +392,18 @@ def test_mixed_array_libraries_are_a_type_error(call, thunk, names):
     )
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint64", "int32"])
+def test_loss_takes_labels_of_any_integer_dtype_on_array_api_strict(dtype):
+    """The class range is int64, and the array API gives int64 and uint64 no common type:
+    without the cast array_api_strict refuses the comparison (torch has no uint64 min on the
+    CPU at all, so only strict runs this)."""
+    logits, labels = r(3, 5), np.array([0, 4, 2])
+    expected, _ = SoftmaxCrossEntropy.forward(logits, labels)
+    strict_labels = xs.asarray(labels, dtype=getattr(xs, dtype))
+    got, _ = SoftmaxCrossEntropy.forward(xs.asarray(logits), strict_labels)
+    assert float(got) == pytest.approx(float(expected), rel=1e-15)
+
+
 def test_strict_integer_input_is_a_type_error():
     with pytest.raises(TypeError, match=r"x.dtype=.*int64"):
         Swish.forward(xs.asarray([1, 2, 3]))
