@@ -39,6 +39,7 @@ def npz_bytes(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | No
         if metadata:
             members[METADATA_KEY] = np.asarray(json.dumps(dict(metadata)))
         for name, array in members.items():
+            _require_zip_name(name)
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
     return buffer.getvalue()
@@ -80,10 +81,19 @@ def _read_members(path: str, wanted: Callable[[str], bool]) -> dict[str, np.ndar
     with np.load(path, allow_pickle=False) as npz:
         for key in filter(wanted, npz.files):
             try:
-                arrays[key] = npz[key]
+                # By the member's own name: NpzFile looks a key up among raw member names
+                # first, so npz["w.npy"] would read the member of parameter "w", not "w.npy".
+                arrays[key] = npz[f"{key}.npy"]
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
                 raise ValueError(f"{path!r}: cannot read array {key!r} of the .npz: {err}") from err
     return arrays
+
+
+def _require_zip_name(name: str) -> None:
+    """``ValueError`` for a parameter name that a zip cannot hold: ``zipfile`` cuts a name at its
+    first NUL, so the file would be written but refused (or misread) on load."""
+    if "\x00" in name:
+        raise ValueError(f"Expected .npz parameter names without NUL characters, received {name!r}")
 
 
 def _check_members(path: str, names: list[str]) -> None:

@@ -651,6 +651,21 @@ def test_truncated_and_duplicated_npz_files_are_refused(tmp_path, arch):
         load_params(tmp_path / "twice.npz")
 
 
+def test_npz_names_ending_in_npy_keep_their_own_arrays(tmp_path):
+    """NumPy's NpzFile looks "w.npy" up as the raw member of parameter "w" first."""
+    params = {"w": np.zeros(2, np.float32), "w.npy": np.ones(3, np.float32)}
+    save_params(tmp_path / "p.npz", params)
+    loaded = load_params(tmp_path / "p.npz")
+    assert {k: v.tolist() for k, v in loaded.items()} == {k: v.tolist() for k, v in params.items()}
+
+
+def test_npz_parameter_name_with_nul_is_refused_before_writing(tmp_path):
+    """zipfile cuts a member name at NUL: the file was written, then refused on load."""
+    with pytest.raises(ValueError, match=r"without NUL characters, received 'a\\x00b'"):
+        save_params(tmp_path / "p.npz", {"a\x00b": np.zeros(2)})
+    assert not list(tmp_path.iterdir())
+
+
 def _write_twice(path) -> None:
     """An archive holding ``w.npy`` twice: readers disagree on which one counts."""
     import io
