@@ -162,7 +162,8 @@ def writable_path(path: str | os.PathLike) -> str:
     path = fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"Expected path to name a file, received the folder {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
+    # realpath: a symlink is written through (write_atomic), so its target's folder must exist.
+    folder = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"No folder {folder!r} to write {path!r} in")
     return path
@@ -182,7 +183,7 @@ def write_atomic(path: str, blob: bytes) -> None:
             "(a device, FIFO or socket): refusing to replace it"
         )
     if os.path.islink(path):  # os.replace would swap the link itself for a regular file
-        path = os.path.realpath(path)
+        path = _link_target(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -195,6 +196,18 @@ def write_atomic(path: str, blob: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_folder(os.path.dirname(os.path.abspath(path)))
+
+
+def _link_target(link: str) -> str:
+    """The file that the symlink ``link`` ends at (which may not exist yet); ``ValueError`` for a
+    loop of links, where ``realpath`` stops at a link that ``os.replace`` would then replace."""
+    target = os.path.realpath(link)
+    if os.path.islink(target):
+        raise ValueError(
+            f"Expected path to be a file or a symlink that ends at one, received {link!r}, a "
+            f"loop of symlinks (through {target!r})"
+        )
+    return target
 
 
 def fsync_folder(folder: str) -> None:

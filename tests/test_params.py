@@ -714,3 +714,19 @@ def test_save_params_fsyncs_the_folder_after_the_rename(tmp_path, arch, monkeypa
     monkeypatch.setattr(os, "fsync", recording_fsync)
     save_params(tmp_path / "p.npz", init_params(arch, seed=0))
     assert synced == [False, True], f"fsync calls (is a folder): {synced}"
+
+
+def test_symlink_loop_is_refused_and_kept(tmp_path):
+    """realpath stops inside a loop at a link, which the rename replaced with a regular file."""
+    (tmp_path / "a.npz").symlink_to(tmp_path / "b.npz")
+    (tmp_path / "b.npz").symlink_to(tmp_path / "a.npz")
+    with pytest.raises(ValueError, match=r"a.npz', a loop of symlinks"):
+        save_params(tmp_path / "a.npz", {"w": np.zeros(2)})
+    assert (tmp_path / "a.npz").is_symlink() and (tmp_path / "b.npz").is_symlink()
+
+
+def test_symlink_into_a_missing_folder_names_that_folder(tmp_path):
+    """The target's folder, not the link's, must exist: the error named a temp file before."""
+    (tmp_path / "p.npz").symlink_to(tmp_path / "gone" / "p.npz")
+    with pytest.raises(FileNotFoundError, match=r"No folder '.*gone' to write '.*p.npz' in"):
+        save_params(tmp_path / "p.npz", {"w": np.zeros(2)})
