@@ -129,8 +129,8 @@ class Backend:
                 f"Expected an impl of backend {self.name!r} ({choices}), received impl={impl!r}"
             )
         variant = type(self)(impl)  # type: ignore[call-arg]
-        if impl != self.impls[0]:
-            variant.name = f"{type(self).name}[impl={impl}]"
+        if impl != self.impls[0]:  # the new adapter's own name: __init__ may set it
+            variant.name = f"{variant.name}[impl={impl}]"
         return variant
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

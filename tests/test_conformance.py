@@ -826,3 +826,17 @@ def test_with_impl_needs_no_framework_and_refuses_what_a_backend_lacks():
     assert get("torch").with_impl("auto").name == "torch"
     with pytest.raises(ValueError, match=r"backend 'numpy' \(none: it has one implementation\)"):
         get("numpy").with_impl("matmul")
+
+
+def test_with_impl_keeps_a_name_set_by_the_constructor():
+    """An adapter may name itself in ``__init__``: the class's name was "" there."""
+
+    class Named(TwoImplBackend):
+        name = ""
+
+        def __init__(self, impl: str = "good") -> None:
+            super().__init__(impl)
+            self.name = "named"
+
+    assert Named().with_impl("transposed").name == "named[impl=transposed]"
+    assert Named().with_impl("good").name == "named"
