@@ -159,13 +159,23 @@ def _nothing_measured(args: argparse.Namespace) -> int:
     return 1
 
 
-def _measured_with(args: argparse.Namespace) -> str:
-    """The options the timings depended on, for the recommended ``gpconv train`` command."""
-    return "".join(
-        f" {flag} {value}"
-        for flag, value in (("--threads", args.threads), ("--device", args.device))
-        if value is not None
-    )
+def _measured_with(args: argparse.Namespace, model: str, backend: str) -> str:
+    """The options the timings of ``model`` on ``backend`` depended on, for the recommended
+    ``gpconv train`` command: only those that command takes with that model and backend (it
+    refuses ``--device`` without torch and ``--min-channels-per-group`` with EfficientNet)."""
+    from ..train.run import RunConfig
+
+    options = [("--threads", args.threads)]
+    # train's own default when not given: without the flag, the recommendation would be for
+    # a kEffNet other than the one measured
+    if (
+        model.startswith("kefficientnet")
+        and args.min_channels_per_group != RunConfig.min_channels_per_group
+    ):
+        options.append(("--min-channels-per-group", args.min_channels_per_group))
+    if backend == "torch":
+        options.append(("--device", args.device))
+    return "".join(f" {flag} {value}" for flag, value in options if value is not None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -252,9 +262,10 @@ def run(args: argparse.Namespace) -> int:
         if not results:
             return _nothing_measured(args)
         print(report.model_table(results))
-        found = ratios(results)
-        lines = report.ratio_lines(found) + report.recommendation_lines(
-            recommend(results), machine, _measured_with(args)
+        best = recommend(results)
+        options = {m: _measured_with(args, m, b["backend"]) for m, b in best.items()}
+        lines = report.ratio_lines(ratios(results)) + report.recommendation_lines(
+            best, machine, options
         )
     for line in lines:
         print(line)

@@ -10,6 +10,7 @@ JSON document (``format: "gpconv-bench/1"``)::
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.files import write_atomic
@@ -82,10 +83,11 @@ def ratio_lines(ratios: list[dict[str, Any]]) -> list[str]:
 
 
 def recommendation_lines(
-    best: dict[str, Any], machine: dict[str, Any], options: str = ""
+    best: dict[str, Any], machine: dict[str, Any], options: Mapping[str, str] | None = None
 ) -> list[str]:
     """One "Recommendation: train MODEL with --backend B{options}" line per model; ``options``
-    (e.g. ``" --threads 1"``) are the settings the timings were measured with."""
+    (per model, e.g. ``{"efficientnet-b0": " --threads 1"}``) are the settings its timings were
+    measured with."""
     lines = []
     for model, b in best.items():
         margin = (
@@ -96,7 +98,8 @@ def recommendation_lines(
         device = b.get("device", "cpu")  # older documents have no device: the CPU then
         where = one_line(machine) if device == "cpu" else device
         lines.append(
-            f"Recommendation: train {model} with --backend {setup(b)}{options} on this machine "
+            f"Recommendation: train {model} with --backend {setup(b)}"
+            f"{(options or {}).get(model, '')} on this machine "
             f"({where}): {b['train_step_ms']:.0f} ms/step{margin}"
         )
     return lines

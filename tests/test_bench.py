@@ -446,3 +446,27 @@ def test_pointwise_recommendation_names_a_command_that_can_choose(backend, advic
     rows[0]["fastest"], rows[1]["fastest"] = False, True
     (line,) = report.pointwise_recommendations(rows)
     assert f"{backend} grouped pointwise: b (fastest in 1/1 cases;" in line and advice in line
+
+
+def test_each_recommendation_carries_only_options_its_train_command_takes(monkeypatch, capsys):
+    """The measured kEffNet's group minimum goes with the kEffNet line only (train refuses it
+    with EfficientNet, and without it would train 16ch), --device with torch's only (train
+    refuses it with --backend tensorflow)."""
+    from gpconv.cli import bench
+
+    def rows(backend, names, cfg):
+        ms = {("torch", "efficientnet-b0"): 10.0, ("tensorflow", "kefficientnet-b0"): 10.0}
+        return [
+            {"backend": backend, "model": m, "arch": m, "params_trainable": 1, "macs_per_image": 1,
+             "forward_images_per_s": 1.0, "train_images_per_s": 1.0,
+             "train_step_ms": ms.get((backend, m), 20.0)}
+            for m in names
+        ]  # fmt: skip
+
+    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["torch", "tensorflow"], []))
+    monkeypatch.setattr(models, "bench_models", rows)
+    argv = ["bench", *TINY, "--device", "cpu", "--min-channels-per-group", "32"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "train efficientnet-b0 with --backend torch --device cpu on" in out
+    assert "train kefficientnet-b0 with --backend tensorflow --min-channels-per-group 32 on" in out
