@@ -106,6 +106,7 @@ def recommendation_lines(
 
 
 def pointwise_table(rows: list[dict[str, Any]]) -> str:
+    width = max(len(r["impl"]) for r in rows)  # torch's "channels_last [channels_last]" is 29
     lines = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
         device = next(r.get("device", "cpu") for r in rows if r["backend"] == backend)
@@ -113,7 +114,9 @@ def pointwise_table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{backend} on {device}: {case}, forward + backward")
             for r in (r for r in rows if r["backend"] == backend and r["case"] == case):
                 tags = [t for t, on in (("fastest", r["fastest"]), ("default", r["default"])) if on]
-                lines.append(f"    {r['impl']:<28} {r['ms']:>9.2f} ms  {' '.join(tags)}")
+                lines.append(
+                    f"    {r['impl']:<{width}} {r['ms']:>9.2f} ms  {' '.join(tags)}".rstrip()
+                )
     return "\n".join(lines)
 
 

@@ -470,3 +470,11 @@ def test_each_recommendation_carries_only_options_its_train_command_takes(monkey
     out = capsys.readouterr().out
     assert "train efficientnet-b0 with --backend torch --device cpu on" in out
     assert "train kefficientnet-b0 with --backend tensorflow --min-channels-per-group 32 on" in out
+
+
+def test_pointwise_table_aligns_the_times_of_long_implementation_names():
+    rows = _fake_pointwise_rows("torch", None, 1, 0)
+    rows[0]["impl"] = "channels_last [channels_last]"  # 29 characters, torch's longest
+    lines = [ln for ln in report.pointwise_table(rows).splitlines() if ln.startswith("    ")]
+    assert len(lines) == 2 and len({ln.index(" ms") for ln in lines}) == 1, lines
+    assert all(ln == ln.rstrip() for ln in lines)
