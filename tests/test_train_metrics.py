@@ -315,3 +315,30 @@ def test_none_in_history_is_written_and_read_back_as_nan(tmp_path):
     (row,) = metrics.read_csv(path)
     assert math.isnan(row["train_loss"]) and math.isnan(row["test_loss"])
     assert row["epoch"] == 1 and row["test_acc"] == 0.5
+
+
+def test_unfinished_run_shows_its_epochs_of_the_planned(tmp_path, capsys):
+    """A killed (or diverged) run's table row said "2" epochs, as a finished 2-epoch run's does,
+    next to its last accuracy under "final test acc"."""
+    done, killed = _run(tmp_path / "done"), _run(tmp_path / "killed")
+    _edit_summary(done, status="complete", epochs=2)
+    _edit_summary(killed, status="running", epochs=10)
+    assert metrics.main([done, killed, "--table"]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert [row["epochs"] for row in rows] == ["2", "2 of 10 (running)"]
+
+
+def test_skip_messages_give_each_folder_its_own_reason(tmp_path, capsys):
+    """Every skipped folder was said to be "killed before its first epoch ended?": also one
+    that is no run (no run.json) and a run with epochs but no summary.json."""
+    stray, no_summary = tmp_path / "notes", _run(tmp_path / "nosum")
+    stray.mkdir()
+    (tmp_path / "nosum" / "summary.json").unlink()
+    killed = _killed_in_epoch_1(tmp_path / "killed")
+    assert metrics.main([_run(tmp_path / "a"), str(stray), no_summary, killed, "--table"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"skipping {stray}: no metrics.csv and no run.json: not a gpconv train run folder",
+        f"skipping {killed}: no metrics.csv (killed before its first epoch ended?)",
+        f"skipping {no_summary}: no summary.json for --table",
+    ]

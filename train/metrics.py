@@ -256,11 +256,11 @@ def load_runs(folders: Sequence[str]) -> list[Run]:
     for folder in folders:
         metrics_path = os.path.join(folder, "metrics.csv")
         if not os.path.isfile(metrics_path):
-            _skip(folder, "no metrics.csv")
+            _skip(folder, _no_metrics(folder))
             continue
         history = read_csv(metrics_path)
         if not history:  # a header only: nothing to draw, and an empty figure would hide that
-            _skip(folder, "no completed epoch in metrics.csv")
+            _skip(folder, f"no completed epoch in metrics.csv {KILLED_EARLY}")
             continue
         summary_path = os.path.join(folder, "summary.json")
         summary = read_summary(summary_path) if os.path.isfile(summary_path) else None
@@ -269,8 +269,19 @@ def load_runs(folders: Sequence[str]) -> list[Run]:
     return [Run(f, name, h, s) for (f, h, s), name in zip(kept, names)]
 
 
+KILLED_EARLY = "(killed before its first epoch ended?)"
+
+
+def _no_metrics(folder: str) -> str:
+    """Why ``folder`` without ``metrics.csv`` is skipped: ``gpconv train`` writes ``run.json``
+    when it starts, so without one the folder is no run at all (a typo, a wrong glob)."""
+    if os.path.isfile(os.path.join(folder, "run.json")):
+        return f"no metrics.csv {KILLED_EARLY}"
+    return "no metrics.csv and no run.json: not a gpconv train run folder"
+
+
 def _skip(folder: str, why: str) -> None:
-    print(f"skipping {folder}: {why} (killed before its first epoch ended?)", file=sys.stderr)
+    print(f"skipping {folder}: {why}", file=sys.stderr)
 
 
 def _value(run: Run, key: str) -> Any:
@@ -357,7 +368,7 @@ def _table_row(run: Run) -> str:
         _text(run, "arch"),
         _text(run, "backend"),
         f"{_count(run, 'params.trainable'):,}",
-        str(_count(run, "epochs_completed")),
+        _epochs(run),
         _percent(_number(run, "final.test_acc")),
         _best(run),
         _fixed(_number(run, "train_images_per_s"), ".1f"),
@@ -365,6 +376,15 @@ def _table_row(run: Run) -> str:
     ]
     # A "|" in a folder's name would end its cell early.
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _epochs(run: Run) -> str:
+    """The epochs completed; ``"2 of 10 (running)"`` where the summary's status is not
+    ``complete`` (still running, killed, or diverged), whose "final" accuracy is no final one."""
+    done = str(_count(run, "epochs_completed"))
+    if run.summary.get("status", "complete") == "complete":  # hand-made summaries may have none
+        return done
+    return f"{done} of {_count(run, 'epochs')} ({_text(run, 'status')})"
 
 
 def _best(run: Run) -> str:
@@ -411,8 +431,8 @@ def _check_out(parser: argparse.ArgumentParser, out: str) -> None:
 def _with_summary(runs: Sequence[Run]) -> list[Run]:
     """The runs that have a ``summary.json``; the others are skipped with a message on stderr."""
     for run in runs:
-        if run.summary is None:
-            _skip(run.folder, "no summary.json")
+        if run.summary is None:  # it has epochs: being killed early is no explanation
+            _skip(run.folder, "no summary.json for --table")
     return [run for run in runs if run.summary is not None]
 
 
