@@ -342,3 +342,10 @@ def test_skip_messages_give_each_folder_its_own_reason(tmp_path, capsys):
         f"skipping {killed}: no metrics.csv (killed before its first epoch ended?)",
         f"skipping {no_summary}: no summary.json for --table",
     ]
+
+
+def test_epoch_axes_have_whole_epochs_only(tmp_path, saved_figures):
+    assert metrics.main([_run(tmp_path / "a", epochs=3), "-o", str(tmp_path / "a.png")]) == 0
+    for ax in saved_figures[0].axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks == [1, 2, 3], f"{ax.get_title()}: x ticks {ticks}"
