@@ -349,3 +349,13 @@ def test_epoch_axes_have_whole_epochs_only(tmp_path, saved_figures):
     for ax in saved_figures[0].axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks == [1, 2, 3], f"{ax.get_title()}: x ticks {ticks}"
+
+
+def test_table_without_any_summary_exits_1_and_still_draws_the_figure(tmp_path, capsys):
+    """--table printed a header without rows and exited 0 when no run had a summary.json."""
+    run, out = _run(tmp_path / "a"), tmp_path / "a.png"
+    (tmp_path / "a" / "summary.json").unlink()
+    assert metrics.main([run, "--table", "-o", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no run with summary.json to tabulate" in captured.err
+    assert out.read_bytes()[:4] == b"\x89PNG"

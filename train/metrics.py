@@ -439,8 +439,8 @@ def _with_summary(runs: Sequence[Run]) -> list[Run]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 1 no run to show or a file could not be written, 2 usage error or a
-    run's file that cannot be read."""
+    """Exit codes: 0 done, 1 no run to show (for ``--table``: none with a ``summary.json``) or a
+    file could not be written, 2 usage error or a run's file that cannot be read."""
     parser = argparse.ArgumentParser(
         prog="python -m gpconv.train.metrics",
         description="Plot the curves of several training runs together and/or tabulate them.",
@@ -473,21 +473,26 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             print("error: no run with metrics.csv to show", file=sys.stderr)
             return 1
-        table = summary_table(_with_summary(runs)) if args.table else None
+        tabulated = _with_summary(runs) if args.table else []
+        table = summary_table(tabulated) if tabulated else None
         figure = runs_figure(runs, args.title) if args.out else None
     except RunFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    status = 0
     # The table first: it is printed even if the figure cannot be written after all.
     if table is not None:
         print(table)
+    elif args.table:  # a header without rows would pass for a result; the figure still follows
+        print("error: no run with summary.json to tabulate", file=sys.stderr)
+        status = 1
     if figure is not None:
         try:
             _save(*figure, args.out)
         except OSError as err:
             print(f"error: could not write -o {args.out}: {err}", file=sys.stderr)
             return 1
-    return 0
+    return status
 
 
 if __name__ == "__main__":
