@@ -107,7 +107,25 @@ def _check(args: argparse.Namespace) -> None:
     for flag, given in (("--compile", args.compile_step), ("--model", args.model)):
         if given and args.op != "model":  # pointwise mode times kEffNet-B0's layer shapes only
             raise UsageError(f"Expected --op model with {flag}, received --op {args.op}")
+    _check_group_minimum(args)
     _check_outputs(args)
+
+
+def _check_group_minimum(args: argparse.Namespace) -> None:
+    """A group minimum other than the default, with only EfficientNet models, would be ignored
+    (they have no groups; ``gpconv train`` refuses the pair too): most likely a kEffNet was
+    meant. The default 16 cannot be told from a given 16, which changes nothing anyway."""
+    from ..perf.models import ModelBenchConfig
+
+    default = ModelBenchConfig.min_channels_per_group
+    if args.min_channels_per_group == default or not args.model:
+        return
+    if not any(m.startswith("kefficientnet") for m in args.model):
+        models = " ".join(f"--model {m}" for m in args.model)
+        raise UsageError(
+            f"Expected a kefficientnet --model with --min-channels-per-group "
+            f"{args.min_channels_per_group} (EfficientNet has no groups), received {models}"
+        )
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

@@ -478,3 +478,13 @@ def test_pointwise_table_aligns_the_times_of_long_implementation_names():
     lines = [ln for ln in report.pointwise_table(rows).splitlines() if ln.startswith("    ")]
     assert len(lines) == 2 and len({ln.index(" ms") for ln in lines}) == 1, lines
     assert all(ln == ln.rstrip() for ln in lines)
+
+
+def test_group_minimum_with_only_efficientnet_models_exits_2_before_measuring(monkeypatch, capsys):
+    # EfficientNet has no groups: the minimum was silently ignored (gpconv train refuses it).
+    monkeypatch.setattr(models, "bench_models", _measuring_fails)
+    argv = ["bench", "--backend", "numpy", *TINY, "--model", "efficientnet-b0"]
+    assert main([*argv, "--min-channels-per-group", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "Expected a kefficientnet --model with --min-channels-per-group 32" in err
+    assert "received --model efficientnet-b0" in err
