@@ -219,14 +219,24 @@ def load_params(
     A file that is neither raises ``ValueError`` naming it (and, for a torch, NumPy ``.npy`` or
     Keras file, saying which it is); a safetensors file with a dtype NumPy lacks (bfloat16), a
     ``TypeError``. Non-finite values load as they are."""
-    path = readable_file(path)
     if dtype is not None:
         dtype = float_dtype("dtype", dtype)
-    params, metadata = read_npz(path) if is_zip(path) else _read_safetensors(path)
+    params, metadata = read_params_file(path)
     if arch is not None:
-        check_arch_metadata(arch, metadata, path)
+        check_arch_metadata(arch, metadata, os.fspath(path))
         validate_params(arch, params, dtype)
     return params
+
+
+def read_params_file(
+    path: str | os.PathLike,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(arrays, metadata)`` of a safetensors or ``.npz`` file from one read: what
+    ``load_params(path)`` and ``read_metadata(path)`` return, of the same bytes even when another
+    process replaces the file in between (a run saving ``params.safetensors`` each epoch). For
+    callers that check the metadata themselves (``check_arch_metadata`` with ``ignore``)."""
+    path = readable_file(path)
+    return read_npz(path) if is_zip(path) else _read_safetensors(path)
 
 
 def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -545,3 +545,19 @@ def torch_devices() -> list[Any]:
     no_cuda = not torch.cuda.is_available()
     cuda_marks = [pytest.mark.gpu, pytest.mark.skipif(no_cuda, reason="needs a CUDA device")]
     return ["cpu", pytest.param("cuda", marks=cuda_marks)]
+
+
+def count_file_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``core.params`` checks before each read of a parameter file, recorded in the
+    returned list: one entry per read (its ``readable_file`` check precedes every read)."""
+    from gpconv.core import params as core_params
+
+    opened: list[str] = []
+    check = core_params.readable_file
+
+    def recording(path: Any) -> str:
+        opened.append(check(path))
+        return opened[-1]
+
+    monkeypatch.setattr(core_params, "readable_file", recording)
+    return opened

@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import tiny_architecture
+from helpers import count_file_opens, tiny_architecture
 
 from gpconv.core import network
 from gpconv.core.arch import efficientnet, kefficientnet
@@ -19,6 +19,7 @@ from gpconv.core.params import (
     init_params,
     load_params,
     read_metadata,
+    read_params_file,
     save_params,
     sub_params,
     validate_params,
@@ -30,27 +31,58 @@ def arch():
     return tiny_architecture()
 
 
+def _read_safetensors_plainly(path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(path)
+
+
+# Each format with its first bytes and the format's own reader, which must read our files too.
+FORMATS = {
+    "p.safetensors": (None, _read_safetensors_plainly),
+    "p.npz": (b"PK\x03\x04", lambda path: np.load(path, allow_pickle=False)),
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_safetensors_round_trip_is_bit_exact(tmp_path, arch, dtype):
+def test_round_trip_is_bit_exact_and_the_formats_own_reader_reads_it(tmp_path, arch, dtype, name):
+    magic, read_plainly = FORMATS[name]
     params = init_params(arch, seed=3, dtype=dtype)
     # Not just zeros and ones: a non-trivial statistic must survive the round trip too.
     params["stem_bn/moving_mean"][:] = np.random.default_rng(0).standard_normal(32)
     meta = {"model": arch.name, "seed": 3, "note": "ünïcode ok"}
-    path = tmp_path / "p.safetensors"
+    path = tmp_path / name
     save_params(path, params, metadata=meta)
-    loaded = load_params(path, arch)
-    assert set(loaded) == set(params), "load_params changed the names"
-    for k, v in params.items():
-        assert loaded[k].dtype == v.dtype, (
-            f"load_params({k!r}).dtype={loaded[k].dtype}, but should be {v.dtype}"
-        )
-        assert loaded[k].tobytes() == v.tobytes(), (
-            f"load_params({k!r}) is not bit-exact [dtype={dtype.__name__}]"
-        )
+    if magic is not None:
+        assert path.read_bytes()[: len(magic)] == magic, f"{name} was not written as {magic!r}"
+    assert set(load_params(path)) == set(params), f"{name}: the names changed (metadata leaked?)"
+    for loaded in (load_params(path, arch), read_plainly(path)):
+        for k, v in params.items():
+            assert loaded[k].dtype == v.dtype and loaded[k].tobytes() == v.tobytes(), (
+                f"{k!r} is not bit-exact after save_params({name!r}) [{dtype.__name__}]"
+            )
     assert read_metadata(path) == {k: str(v) for k, v in meta.items()}, (
         f"read_metadata = {read_metadata(path)}"
     )
     assert not list(tmp_path.glob("*.tmp-*")), "save_params left a temporary file behind"
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_read_params_file_is_load_params_and_read_metadata_from_one_read(
+    tmp_path, arch, name, monkeypatch
+):
+    path = tmp_path / name
+    meta = {"model": arch.name}
+    save_params(path, init_params(arch, seed=0), metadata=meta)
+    opened = count_file_opens(monkeypatch)
+    params, metadata = read_params_file(path)
+    assert opened == [str(path)], f"read_params_file({name!r}) read the file {len(opened)} times"
+    assert metadata == read_metadata(path) == meta
+    expected = load_params(path)
+    assert set(params) == set(expected)
+    for k, v in expected.items():
+        assert params[k].tobytes() == v.tobytes(), f"read_params_file({name!r})[{k!r}]"
 
 
 def test_save_without_metadata_and_overwrite(tmp_path, arch):
@@ -545,24 +577,6 @@ def _zip(path, members: dict[str, bytes]) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_npz_round_trip_is_bit_exact_and_plain_numpy_reads_it(tmp_path, arch, dtype):
-    params = init_params(arch, seed=3, dtype=dtype)
-    params["stem_bn/moving_mean"][:] = np.random.default_rng(0).standard_normal(32)
-    meta = {"model": arch.name, "seed": 3, "note": "ünïcode ok"}
-    path = tmp_path / "p.npz"
-    save_params(path, params, metadata=meta)
-    assert path.read_bytes()[:4] == b"PK\x03\x04", "a .npz path was not written as a zip"
-    for loaded in (load_params(path, arch), np.load(path, allow_pickle=False)):
-        for k, v in params.items():
-            assert loaded[k].dtype == v.dtype and loaded[k].tobytes() == v.tobytes(), (
-                f"{k!r} is not bit-exact after save_params({path.name!r}) [{dtype.__name__}]"
-            )
-    assert set(load_params(path)) == set(params), "the metadata entry leaked into the params"
-    assert read_metadata(path) == {k: str(v) for k, v in meta.items()}
-    assert not list(tmp_path.glob("*.tmp-*")), "save_params left a temporary file behind"
 
 
 @pytest.mark.parametrize("writer", [np.savez, np.savez_compressed])

@@ -27,6 +27,7 @@ keras = pytest.importorskip("keras")
 from helpers import (  # noqa: E402
     DESIGN_GROUP_COUNTS,
     calibrated_params,
+    count_file_opens,
     fmt,
     random_kpointwise_params,
     random_network_params,
@@ -886,6 +887,19 @@ def test_weights_file_argument(small_kmodel, tmp_path):
         )
     headless = KEfficientNetB0(weights=str(path), include_top=False, skip_stride_cnt=3)
     assert "predictions/kernel" not in export_params(headless)
+
+
+def test_weights_file_is_read_once(small_kmodel, tmp_path, monkeypatch):
+    """``weights=`` read the metadata and the arrays in two reads of a file that a running
+    training may replace in between."""
+    from gpconv.core.params import save_params
+
+    _, params = small_kmodel
+    path = tmp_path / "p.safetensors"
+    save_params(path, params)
+    opened = count_file_opens(monkeypatch)
+    KEfficientNetB0(weights=str(path), include_top=False, skip_stride_cnt=3)
+    assert opened == [str(path)], f"weights= read the file {len(opened)} times"
 
 
 # Keras's own saving code calls np.array on variables (a NumPy 2 deprecation inside Keras);

@@ -24,6 +24,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import count_file_opens  # noqa: E402
 from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -605,6 +606,17 @@ def test_load_file_refuses_a_file_for_another_skip_stride(tmp_path):
     for key, value in export_params(other).items():  # nothing was copied
         np.testing.assert_array_equal(value, before[key], err_msg=key)
     load_file(kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=1), path)
+
+
+def test_load_file_reads_the_file_once(tmp_path, monkeypatch):
+    """It read the metadata and the arrays in two reads: a run replacing params.safetensors in
+    between (each epoch) gave arrays that the metadata check had not seen."""
+    model = _small_model()
+    path = tmp_path / "params.safetensors"
+    save_params(path, export_params(model))
+    opened = count_file_opens(monkeypatch)
+    load_file(_small_model(), path)
+    assert opened == [str(path)], f"load_file read the file {len(opened)} times"
 
 
 def test_save_params_takes_bfloat16_tensors_as_float32(tmp_path):

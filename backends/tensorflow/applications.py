@@ -31,8 +31,7 @@ from typing import Any
 
 from ...core._validate import require_positive_int
 from ...core.arch import Architecture, efficientnet, kefficientnet
-from ...core.params import check_arch_metadata, read_metadata
-from ...core.params import load_params as read_params
+from ...core.params import check_arch_metadata, read_params_file
 from ._runtime import keras
 from .models import build_model
 from .params import load_params
@@ -54,10 +53,10 @@ def _finish(
     if str(weights).endswith(KERAS_WEIGHTS_SUFFIXES):  # keras.applications' way to take a path
         model.load_weights(weights)
     elif weights is not None:
-        params = read_params(weights)
+        params, metadata = read_params_file(weights)
         # Without the top, the file's class count does not matter (its classifier is dropped).
         ignore = () if include_top else ("num_classes",)
-        check_arch_metadata(arch, read_metadata(weights), str(weights), ignore)
+        check_arch_metadata(arch, metadata, str(weights), ignore)
         if not include_top:  # the classifier's parameters have no layer to go to
             params = {k: v for k, v in params.items() if not k.startswith("predictions/")}
         load_params(model, params)

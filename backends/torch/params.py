@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.params import check_arch_metadata, read_metadata
-from ...core.params import load_params as load_params_file
+from ...core.params import check_arch_metadata, read_params_file
 from ..exchange import CONV, DENSE, DEPTHWISE, convert, validated
 
 _PARAM = {
@@ -179,8 +178,9 @@ def load_file(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a canonical safetensors or ``.npz`` file (``core.params.save_params``) into ``model``,
     refusing a file whose metadata records another architecture (``check_arch_metadata``)."""
     path = os.fspath(path)
-    check_arch_metadata(_arch_of(unwrap(model)), read_metadata(path), path)
-    load_params(model, load_params_file(path))
+    params, metadata = read_params_file(path)
+    check_arch_metadata(_arch_of(unwrap(model)), metadata, path)
+    load_params(model, params)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
