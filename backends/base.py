@@ -123,15 +123,22 @@ class Backend:
         ``"<name>[impl=<impl>]"`` unless ``impl`` is the default, so that ``gpconv check`` can
         prove every implementation a user may pick. Subclasses with ``impls`` take the impl as
         their constructor's first argument. Needs no framework: nothing is imported."""
-        if impl not in self.impls:
-            choices = f"one of {self.impls}" if self.impls else "none: it has one implementation"
-            raise ValueError(
-                f"Expected an impl of backend {self.name!r} ({choices}), received impl={impl!r}"
-            )
-        variant = type(self)(impl)  # type: ignore[call-arg]
+        variant = type(self)(self.checked_impl(impl))  # type: ignore[call-arg]
         if impl != self.impls[0]:  # the new adapter's own name: __init__ may set it
             variant.name = f"{variant.name}[impl={impl}]"
         return variant
+
+    def checked_impl(self, impl: str, argument: str = "impl") -> str:
+        """``impl`` if it is one of ``impls``, else ``ValueError`` naming ``argument``, the
+        choices and the value: adapters' constructors call it, so that a typo fails where it
+        is made and not when a model is first built."""
+        if impl not in self.impls:
+            choices = f"one of {self.impls}" if self.impls else "none: it has one implementation"
+            raise ValueError(
+                f"Expected an {argument} of backend {self.name!r} ({choices}), "
+                f"received {argument}={impl!r}"
+            )
+        return impl
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -195,11 +202,13 @@ class Backend:
         raise _not_implemented(self, "param_count")
 
 
-# Every interface method that needs the framework: all public methods but these two.
+# The base's own methods that need no framework, which adapters inherit as they are.
+FRAMEWORK_FREE = ("is_available", "with_impl", "checked_impl")
+# Every interface method that needs the framework: all other public methods.
 ENTRY_POINTS: tuple[str, ...] = tuple(
     n
     for n, v in vars(Backend).items()
-    if callable(v) and not n.startswith("_") and n not in ("is_available", "with_impl")
+    if callable(v) and not n.startswith("_") and n not in FRAMEWORK_FREE
 )
 # The base's own stubs too: an unavailable backend that lacks a method says "install", not
 # NotImplementedError.

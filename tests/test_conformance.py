@@ -828,6 +828,27 @@ def test_with_impl_needs_no_framework_and_refuses_what_a_backend_lacks():
         get("numpy").with_impl("matmul")
 
 
+@pytest.mark.parametrize(
+    "adapter, argument",
+    [
+        ("gpconv.backends.torch.adapter:TorchBackend", "impl"),
+        ("gpconv.backends.tensorflow.adapter:TensorFlowBackend", "impl"),
+        ("gpconv.backends.cupy.adapter:CupyBackend", "kpointwise_impl"),
+    ],
+)
+def test_an_unknown_impl_is_refused_by_the_constructor(adapter, argument):
+    """``TorchBackend("matmull")`` was accepted and failed only when a model was built (the
+    TensorFlow adapter's too); none of these constructors needs its framework."""
+    import importlib
+
+    module, _, cls = adapter.partition(":")
+    backend_class = getattr(importlib.import_module(module), cls)
+    with pytest.raises(ValueError, match=rf"Expected an {argument} of backend .*'matmull'"):
+        backend_class("matmull")
+    default = backend_class()
+    assert default.impl == backend_class.impls[0]
+
+
 def test_with_impl_keeps_a_name_set_by_the_constructor():
     """An adapter may name itself in ``__init__``: the class's name was "" there."""
 

@@ -718,7 +718,7 @@ def test_adapter_implements_the_whole_interface():
     assert backends.get("torch") is BACKEND
     assert (BACKEND.name, BACKEND.requires, BACKEND.extra) == ("torch", ("torch",), "torch")
     assert BACKEND.is_available()
-    from gpconv.backends.base import ENTRY_POINTS  # the interface (is_available/with_impl: base's)
+    from gpconv.backends.base import ENTRY_POINTS  # the interface (base.FRAMEWORK_FREE: base's)
 
     missing = [m for m in ENTRY_POINTS if getattr(type(BACKEND), m) is getattr(Backend, m)]
     assert not missing, f"torch backend does not implement {missing}"

@@ -52,12 +52,7 @@ class CupyBackend(NumpyBackend):
     dtype: Any = np.float32
 
     def __init__(self, kpointwise_impl: str = "fused") -> None:
-        if kpointwise_impl not in KPOINTWISE_IMPLS:
-            raise ValueError(
-                f"Expected kpointwise_impl in {sorted(KPOINTWISE_IMPLS)}, "
-                f"received kpointwise_impl={kpointwise_impl!r}"
-            )
-        self.kpointwise_impl = self.impl = kpointwise_impl
+        self.kpointwise_impl = self.impl = self.checked_impl(kpointwise_impl, "kpointwise_impl")
 
     def is_available(self) -> bool:
         if importlib.util.find_spec("cupy") is None:

@@ -55,7 +55,7 @@ class TensorFlowBackend(Backend):
     impls = ("auto", "conv", "matmul", "einsum", "keras")  # grouped.IMPLS, without importing TF
 
     def __init__(self, impl: str = "auto") -> None:
-        self.impl = impl
+        self.impl = self.checked_impl(impl)
         # model -> (architecture, intermediates model); weak so models can be freed.
         self._models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -71,7 +71,7 @@ class TorchBackend(Backend):
     impls = ("auto", "conv", "channels_last", "matmul", "einsum")
 
     def __init__(self, impl: str = "auto") -> None:
-        self.impl = impl
+        self.impl = self.checked_impl(impl)
 
     # --- whole networks -------------------------------------------------------------------
     def build(self, arch: Architecture) -> Any:
