@@ -185,6 +185,17 @@ def test_cifar10_missing_or_corrupt_names_the_file(tmp_path):
         data.load_cifar10(str(tmp_path))
 
 
+def test_cifar10_class_names_file_is_read_as_text_or_named_as_corrupt(tmp_path):
+    _write_cifar(tmp_path)
+    meta = tmp_path / data.CIFAR_META_FILE
+    meta.write_text("".join(f"c{i}\n" for i in range(10)) + "\n", encoding="utf-8")
+    assert data.load_cifar10(str(tmp_path)).classes == [f"c{i}" for i in range(10)]
+    # Bytes that are no text: a DataError naming the file (exit 2), not a UnicodeDecodeError.
+    meta.write_bytes(b"\xff\xfe\x00airplane\n" * 10)
+    with pytest.raises(data.DataError, match=r"batches\.meta\.txt"):
+        data.load_cifar10(str(tmp_path))
+
+
 class _TouchOnUnpickle:
     """Unpickling this creates ``path``: proof that a loader ran a pickle."""
 

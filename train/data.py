@@ -26,6 +26,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".webp", ".ti
 CIFAR_RECORD = 1 + 3 * 32 * 32
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch.bin"
+CIFAR_META_FILE = "batches.meta.txt"
+CIFAR_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 # Resizing and the training set's statistics go through the images in chunks whose temporaries
 # take about this many bytes: a whole data set at once (CIFAR-10 at 224x224) would need ~90 GB.
 CHUNK_BYTES = 16 * 2**20
@@ -232,6 +245,22 @@ def _refuse_python_version(directory: str) -> None:
         )
 
 
+def _cifar10_class_names(directory: str) -> list[str]:
+    """The 10 class names: the first 10 non-blank lines of ``directory/batches.meta.txt`` (ASCII
+    in the release), or ``CIFAR_CLASSES`` where that file is absent or has fewer lines."""
+    path = os.path.join(directory, CIFAR_META_FILE)
+    if not os.path.isfile(path):
+        return list(CIFAR_CLASSES)
+    try:
+        # Explicit UTF-8 (not the locale's codec); a file that is no text is corrupt, like a
+        # batch of the wrong size, and must not end the run with a traceback.
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"Cannot read CIFAR-10 class names from {path}: {err}") from err
+    return names[:10] if len(names) >= 10 else list(CIFAR_CLASSES)
+
+
 def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
     """CIFAR-10 from ``directory`` holding ``data_batch_{1..5}.bin`` and ``test_batch.bin``
     (or its ``cifar-10-batches-bin`` sub-folder, as the archive unpacks)."""
@@ -241,29 +270,13 @@ def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
     if not os.path.isdir(directory):
         raise DataError(f"CIFAR-10 directory not found: {directory}")
     _refuse_python_version(directory)
+    classes = _cifar10_class_names(directory)  # before the batches: a bad file fails fast
     parts = [read_cifar10_file(os.path.join(directory, f)) for f in CIFAR_TRAIN_FILES]
     x_te, y_te = read_cifar10_file(os.path.join(directory, CIFAR_TEST_FILE))
     x_tr = np.concatenate([p[0] for p in parts])
     y_tr = np.concatenate([p[1] for p in parts])
     if image_size != 32:
         x_tr, x_te = resize_bilinear(x_tr, image_size), resize_bilinear(x_te, image_size)
-    classes = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ]
-    meta = os.path.join(directory, "batches.meta.txt")
-    if os.path.isfile(meta):
-        with open(meta) as f:
-            names = [line.strip() for line in f if line.strip()]
-        classes = names[:10] if len(names) >= 10 else classes
     return Dataset("cifar10", x_tr, y_tr, x_te, y_te, classes)
 
 
