@@ -126,6 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from ..train import distributed
     from ..train.loop import Diverged
+    from ..train.metrics import displayable
     from ..train.run import ConfigError, RunConfig, RunWriteError, train
 
     refuse_group_minimum_for_efficientnet(args)
@@ -175,13 +176,13 @@ def run(args: argparse.Namespace) -> int:
         dist.close()
     if dist.is_main:
         final = summary["final"]
-        print(
+        line = (
             f"gpconv train: done: test acc {_number(final['test_acc'])}, "
             f"test loss {_number(final['test_loss'])} "
             f"after {summary['epochs_completed']} epochs ({summary['seconds_total']:.0f}s); "
-            f"files in {cfg.out}",
-            file=sys.stdout,
+            f"files in {cfg.out}"
         )
+        print(displayable(line), file=sys.stdout)
     return 0
 
 

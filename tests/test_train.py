@@ -287,6 +287,18 @@ def test_folder_reader_layouts_like_image_folder(tmp_path, monkeypatch):
         data.load_folder(str(tmp_path / "nested"), 16)
 
 
+def test_a_data_folder_named_by_bytes_that_are_no_utf8_trains(tmp_path, capsys):
+    """Python decodes such a name to lone surrogates: curves.png's title (matplotlib) and the
+    start line on a strict UTF-8 stdout (capsys's) raised after or before the first epoch."""
+    root = tmp_path / os.fsdecode(b"pets-\xff")
+    _write_pngs(root)
+    args = [*NUMPY_TINY, "--data", f"folder={root}", "--batch-size", "4", "--epochs", "1"]
+    assert train(*args, "--out", str(tmp_path / os.fsdecode(b"run-\xfe"))) == 0
+    out = capsys.readouterr().out
+    assert "pets-\\xff" in out and "run-\\xfe" in out
+    assert (tmp_path / os.fsdecode(b"run-\xfe") / "curves.png").is_file()
+
+
 def test_resume_refuses_changed_data(tmp_path, capsys, monkeypatch):
     """A class added to the folder used to crash the resume with a shape traceback; an added
     image went unnoticed."""

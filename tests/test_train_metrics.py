@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -190,6 +191,23 @@ def test_single_run_is_named_by_its_folder(tmp_path, saved_figures, capsys):
     ]
     (row,) = _table(capsys.readouterr().out)
     assert row["run"] == "digits-keff" and row["model"] == "kefficientnet-b0"
+
+
+def test_folder_names_that_are_no_utf8_are_drawn_and_printed_escaped(tmp_path, capsys):
+    # os.listdir / argv decode such bytes to lone surrogates, which matplotlib refused with a
+    # TypeError (in `gpconv train` too: curves.png's title names the data folder) and a strict
+    # UTF-8 stdout with a UnicodeEncodeError.
+    run = _run(tmp_path / os.fsdecode(b"run-\xff"))
+    out = tmp_path / "both.png"
+    assert metrics.main([run, "-o", str(out), "--title", os.fsdecode(b"t\xfe"), "--table"]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+    table = capsys.readouterr().out
+    assert [row["run"] for row in _table(table)] == ["run-\\xff"]
+    table.encode("utf-8")  # strict: no surrogate left
+    curves = tmp_path / "curves.png"
+    history = metrics.read_csv(f"{run}/metrics.csv")
+    metrics.plot_curves(str(curves), history, os.fsdecode(b"on folder:/data/\xff, 8x8"))
+    assert curves.read_bytes().startswith(b"\x89PNG")
 
 
 def test_same_run_given_twice_is_numbered(tmp_path, capsys):

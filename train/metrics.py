@@ -141,6 +141,17 @@ def make_parent(path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
+def displayable(text: str) -> str:
+    """``text`` as matplotlib can draw it and a strict UTF-8 stream can print it: the bytes of a
+    file name that are no UTF-8, which Python decodes to lone surrogates (``os.fsdecode``),
+    written as ``\\xff``; other text unchanged."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the file name's own bytes again
+    except UnicodeEncodeError:  # a surrogate that stands for no byte: escape it as it is
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _figure():
     import matplotlib
 
@@ -195,7 +206,7 @@ def plot_curves(path: str, history: Sequence[dict[str, Any]], title: str = "") -
     plt, fig, ax_loss, ax_acc = _figure()
     _plot_history(ax_loss, ax_acc, history, "", color="C0")
     ax_acc.legend(["train", "test"])
-    fig.suptitle(title)
+    fig.suptitle(displayable(title))  # the title names the data's folder
     _save(plt, fig, path)
 
 
@@ -226,7 +237,7 @@ def run_names(folders: Sequence[str]) -> list[str]:
         k = 1  # ends at len(p) at the latest: only the root's empty part starts an absolute path
         while any(q != p and q[-k:] == p[-k:] for q in parts):
             k += 1
-        names.append(os.sep.join(p[-k:]) or os.sep)
+        names.append(displayable(os.sep.join(p[-k:]) or os.sep))
     repeats: dict[tuple[str, ...], int] = {}
     for i, p in enumerate(parts):
         repeats[tuple(p)] = n = repeats.get(tuple(p), 0) + 1
@@ -343,7 +354,7 @@ def runs_figure(runs: Sequence[Run], title: str = ""):
         # NaN (a diverged run's loss) leaves a gap in its curve: matplotlib skips such points.
         _plot_history(ax_loss, ax_acc, run.history, label, color=f"C{i}")
     ax_acc.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(displayable(title))
     return plt, fig
 
 

@@ -626,13 +626,14 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
     if dist.is_main:
         trainable, _ = arch.param_count()
         where = f"resuming after epoch {ckpt.epoch}" if ckpt else "from scratch"
-        print(
+        # displayable: a folder name that is no UTF-8 must not stop the run at a strict stdout
+        line = (
             f"gpconv train: {arch.name} ({trainable:,} trainable params) with {cfg.backend} "
             f"({fw.device_label}) on {data.name} ({len(data.y_train)} train / "
             f"{len(data.y_test)} test, {cfg.image_size}px), "
-            f"{dist.world} process(es), {where} -> {cfg.out}",
-            flush=True,
+            f"{dist.world} process(es), {where} -> {cfg.out}"
         )
+        print(metrics.displayable(line), flush=True)
         if cfg.resume and ckpt is None:
             print(
                 "gpconv train: no complete checkpoint to resume; starting from scratch",
