@@ -299,6 +299,23 @@ def test_a_data_folder_named_by_bytes_that_are_no_utf8_trains(tmp_path, capsys):
     assert (tmp_path / os.fsdecode(b"run-\xfe") / "curves.png").is_file()
 
 
+def test_data_too_large_for_memory_is_a_usage_error_naming_the_image_size(
+    tmp_path, capsys, monkeypatch
+):
+    """``--image-size 4096`` on digits asked NumPy for 112 GiB and ended in a traceback."""
+
+    def too_large(spec: str, image_size: int):
+        shape = (1797, image_size, image_size, 1)
+        raise MemoryError(f"Unable to allocate 112. GiB for an array with shape {shape}")
+
+    monkeypatch.setattr("gpconv.train.run.load", too_large)
+    out = tmp_path / "run"
+    assert train(*NUMPY_TINY, "--image-size", "4096", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "--image-size 4096" in err and "112. GiB" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_resume_refuses_changed_data(tmp_path, capsys, monkeypatch):
     """A class added to the folder used to crash the resume with a shape traceback; an added
     image went unnoticed."""
