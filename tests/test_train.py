@@ -28,6 +28,7 @@ from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
 from gpconv.core.params import init_params, load_params, read_metadata, save_params
 from gpconv.train import checkpoint, data, sampling
+from gpconv.train import run as run_module
 from gpconv.train.device import check_device
 from gpconv.train.frameworks import OptimConfig, create
 from gpconv.train.frameworks.base import format_device
@@ -659,6 +660,30 @@ def test_sigkill_mid_epoch_then_resume(numpy_run, tmp_path):
     # a real `gpconv train` process keeps freed memory (gpconv.perf.allocator) where it can
     malloc = json.load(open(os.path.join(run, "summary.json")))["machine"]["malloc"]
     assert ("freed memory kept" in malloc) == GLIBC, malloc
+
+
+def test_a_kill_before_the_best_params_are_written_is_repaired_by_resume(
+    numpy_run, tmp_path, monkeypatch
+):
+    """Interrupted after the best epoch's checkpoint but before its best.safetensors, the resumed
+    run kept an older epoch's best file (or none) while summary.json named the best epoch."""
+    best = json.load(open(os.path.join(numpy_run, "summary.json")))["best_epoch"]
+    real_save = run_module.save_params
+
+    def interrupted(path, params, metadata=None):
+        if path.endswith(run_module.BEST_PARAMS) and (metadata or {}).get("epoch") == str(best):
+            raise KeyboardInterrupt  # Ctrl-C (or SIGKILL) in that instant
+        real_save(path, params, metadata=metadata)
+
+    monkeypatch.setattr(run_module, "save_params", interrupted)
+    out = str(tmp_path / "run")
+    assert train(*NUMPY_TINY, "--out", out) == 130
+    assert checkpoint.latest(out).epoch == best
+    monkeypatch.setattr(run_module, "save_params", real_save)
+    assert train(*NUMPY_TINY, "--out", out, "--resume") == 0
+    name = run_module.BEST_PARAMS
+    assert read_metadata(os.path.join(out, name))["epoch"] == str(best)
+    assert_same_params(os.path.join(numpy_run, name), os.path.join(out, name))
 
 
 def test_resume_after_completion_changes_nothing(numpy_run, tmp_path):

@@ -494,12 +494,18 @@ class RunWriter:
                 keep=self.cfg.keep,
                 metadata=self._metadata(),
             )
-        last = history[-1]
-        if best_epoch(history) is last:
-            meta = self._metadata(epoch=str(last["epoch"]), test_acc=repr(last["test_acc"]))
-            with _writing(BEST_PARAMS, self.cfg.out):
-                save_params(os.path.join(self.cfg.out, BEST_PARAMS), params, metadata=meta)
+        self.save_best(history, params)
         self.files(history, "running")
+
+    def save_best(self, history: list[dict], params: dict[str, np.ndarray]) -> None:
+        """``best.safetensors`` from ``params`` (those after the last epoch of ``history``) if
+        that epoch is the best so far (``best_epoch``); otherwise nothing."""
+        last = history[-1]
+        if best_epoch(history) is not last:
+            return
+        meta = self._metadata(epoch=str(last["epoch"]), test_acc=repr(last["test_acc"]))
+        with _writing(BEST_PARAMS, self.cfg.out):
+            save_params(os.path.join(self.cfg.out, BEST_PARAMS), params, metadata=meta)
 
     def files(self, history: list[dict], status: str) -> None:
         """metrics.csv, curves.png and summary.json, with the run's ``status``."""
@@ -645,6 +651,10 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
                 file=sys.stderr,
             )
         writer.start()
+        if ckpt is not None:
+            # A kill between a checkpoint and best.safetensors of the same epoch left an older
+            # epoch's (or no) best file; the checkpoint's parameters are that epoch's.
+            writer.save_best(history, fw.export_params())
     loop_cfg = LoopConfig(
         cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.augment, cfg.schedule, cfg.progress
     )
