@@ -585,7 +585,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
     except MemoryError as err:  # the images at --image-size (float32, all of them) do not fit
         raise ConfigError(
             f"Expected --data {cfg.data} to fit in memory at --image-size {cfg.image_size}, "
-            f"received: {err or 'MemoryError'} (choose a smaller --image-size)"
+            f"received: {str(err) or 'MemoryError'} (choose a smaller --image-size)"
         ) from err
     if cfg.resume:
         check_same_data(cfg.out, data)
