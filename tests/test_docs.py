@@ -624,3 +624,75 @@ def test_gpu_md_torch_sweep_ranges_are_their_json() -> None:
     sentence = f"grouped conv costs {cudnn} EfficientNet's step, one batched matmul over groups "
     sentence += f"on NCHW tensors {matmul};"
     assert sentence in text, f"docs/gpu.md no longer says {sentence!r}"
+
+
+# --- the digits accuracies of README.md and docs/train.md: the runs under docs/figures/runs ---
+RUNS = FIGURES / "runs"
+
+
+def _digits_runs(prefix: str) -> list:
+    """The committed runs ``docs/figures/runs/<prefix>-*``, in the shell glob's order."""
+    from gpconv.train.metrics import load_runs
+
+    folders = sorted(str(f) for f in RUNS.glob(f"{prefix}-*"))
+    assert len(folders) == 4, f"expected 4 runs {prefix}-* under {RUNS}, found {folders}"
+    return load_runs(folders)
+
+
+@pytest.mark.parametrize("prefix", ["digits12", "digits6"])
+def test_train_md_digits_table_is_what_metrics_prints_of_the_committed_runs(prefix: str) -> None:
+    """docs/train.md's accuracy table is ``python -m gpconv.train.metrics
+    docs/figures/runs/<prefix>-* --table`` of the committed run files. Before, its figures were
+    one run's whose files were not kept, and a rerun did not give them back."""
+    from gpconv.train.metrics import summary_table
+
+    table = summary_table(_digits_runs(prefix))
+    text = (REPO / "docs" / "train.md").read_text(encoding="utf-8")
+    assert table in text, f"docs/train.md does not show the table of runs/{prefix}-*:\n{table}"
+    assert f"docs/figures/runs/{prefix}-* --table" in " ".join(text.split())
+
+
+def test_readme_digits_accuracies_are_the_committed_runs() -> None:
+    """README's 12-epoch accuracies and kEffNet's gap to EfficientNet, from the run files."""
+    acc = {
+        (r.summary["backend"], r.summary["model"]): 100 * r.summary["final"]["test_acc"]
+        for r in _digits_runs("digits12")
+    }
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+
+    def both(model: str) -> tuple[str, str]:
+        return tuple(f"{acc[(b, model)]:.2f} %" for b in ("torch", "tensorflow"))
+
+    eff, keff = both("efficientnet-b0"), both("kefficientnet-b0")
+    assert f"EfficientNet-B0 {eff[0]} (torch) / {eff[1]} (tensorflow) test accuracy" in text
+    assert f"kEffNet-B0 16ch {keff[0]} / {keff[1]} with 639,702" in text
+    for backend in ("torch", "tensorflow"):
+        gap = acc[(backend, "efficientnet-b0")] - acc[(backend, "kefficientnet-b0")]
+        said = f"level in {backend}" if abs(gap) < 1e-9 else f"{gap:.2f} points"
+        assert said in text, f"README does not say kEffNet's gap in {backend}: {said!r}"
+
+
+def test_six_epoch_gaps_in_readme_and_train_md_are_the_committed_runs() -> None:
+    """How far kEffNet trails after 6 epochs, in test accuracy (README and docs/train.md) and in
+    training accuracy at epochs 2 and 6 (docs/train.md), from the digits6 runs' files."""
+    runs = {(r.summary["backend"], r.summary["model"]): r for r in _digits_runs("digits6")}
+
+    def gap(backend: str, key: str, epoch: int) -> float:
+        eff, keff = (
+            runs[(backend, m)].history[epoch - 1][key]
+            for m in ("efficientnet-b0", "kefficientnet-b0")
+        )
+        return 100 * (eff - keff)
+
+    test = [f"{gap(b, 'test_acc', 6):.1f}" for b in ("torch", "tensorflow")]
+    behind = f"{test[0]} (torch) and {test[1]} (tensorflow) points"
+    train_md = " ".join((REPO / "docs" / "train.md").read_text(encoding="utf-8").split())
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"6 epochs kEffNet is {behind} behind" in train_md
+    assert f"6 epochs kEffNet trailed by {behind}" in readme
+
+    def span(epoch: int) -> str:
+        gaps = [gap(b, "train_acc", epoch) for b in ("torch", "tensorflow")]
+        return f"{min(gaps):.1f}–{max(gaps):.1f} points"
+
+    assert f"training accuracy {span(2)} behind at epoch 2, {span(6)} at epoch 6" in train_md
