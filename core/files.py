@@ -7,8 +7,10 @@ also serves the run, checkpoint and report files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -184,18 +186,27 @@ def write_atomic(path: str, blob: bytes) -> None:
         )
     if os.path.islink(path):  # os.replace would swap the link itself for a regular file
         path = _link_target(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
+    f = open(tmp, "xb")  # x: never truncate a file that is not ours
     try:
-        with open(tmp, "wb") as f:
+        with f:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     fsync_folder(os.path.dirname(os.path.abspath(path)))
+
+
+def temp_name(path: str) -> str:
+    """A name beside ``path`` for a file to be renamed onto it: ``<path>.tmp-<pid>-<random>``.
+    Unique per call, so that two threads (or two hosts sharing a file system) saving one path
+    never write into each other's temporary file; a name per process let one thread's rename
+    publish another's half-written bytes."""
+    return f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _link_target(link: str) -> str:

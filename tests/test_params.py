@@ -715,6 +715,41 @@ def test_saving_onto_a_symlink_writes_through_it(tmp_path, arch):
     assert not list(tmp_path.rglob("*.tmp-*")), "save_params left a temporary file behind"
 
 
+def test_two_threads_saving_one_path_each_write_a_whole_file(tmp_path, arch, monkeypatch):
+    """Both temp files are written before either is renamed (a barrier in os.replace). With one
+    temp name per process the second thread truncated the first's temp file, the first rename
+    published it, and the second rename failed with FileNotFoundError."""
+    from gpconv.core import files
+
+    path = tmp_path / "p.safetensors"
+    both_written = threading.Barrier(2, timeout=30)
+    real_replace = os.replace
+
+    def replace_when_both_are_written(src, dst):
+        both_written.wait()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace_when_both_are_written)
+    saved = {seed: init_params(arch, seed=seed) for seed in (0, 1)}
+    errors: list[BaseException] = []
+
+    def save(seed: int) -> None:
+        try:
+            save_params(path, saved[seed])
+        except BaseException as err:  # reported below, in the test's own thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=save, args=(seed,)) for seed in saved]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, f"a concurrent save_params failed: {errors!r}"
+    kernel = load_params(path, arch)["stem_conv/kernel"]
+    assert any(np.array_equal(kernel, p["stem_conv/kernel"]) for p in saved.values())
+    assert not list(tmp_path.glob("*.tmp-*")), "save_params left a temporary file behind"
+
+
 def test_save_params_fsyncs_the_folder_after_the_rename(tmp_path, arch, monkeypatch):
     """The rename lives in the folder's entries: without an fsync of the folder a crash right
     after save_params may bring back the old file."""

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.files import temp_name
 from .checkpoint import write_text_atomic
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
@@ -191,7 +192,7 @@ def _save(plt, fig, path: str) -> None:
     fmt = plot_format(path)
     make_parent(path)
     # The format is passed explicitly: the temporary name's own suffix must not choose it.
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_name(path)
     try:
         fig.savefig(tmp, dpi=110, format=fmt)
         os.replace(tmp, path)
