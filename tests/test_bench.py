@@ -186,6 +186,18 @@ def test_results_say_which_device_ran_them():
     assert "on this machine (16-CPU Xeon)" in line
 
 
+@pytest.mark.parametrize(
+    "ms, shown", [(1044.4, "1,044 ms/step"), (99.94, "99.9 ms/step"), (0.4123, "0.412 ms/step")]
+)
+def test_recommended_step_time_keeps_three_figures(ms, shown):
+    """A sub-millisecond GPU step was recommended at "0 ms/step"."""
+    best = models.recommend(
+        [{"backend": "torch", "model": "kefficientnet-b0", "train_step_ms": ms}]
+    )
+    (line,) = report.recommendation_lines(best, {"cpus": 2, "cpu": "x"})
+    assert f": {shown} (the only backend measured)" in line, line
+
+
 def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
     calls = []
 
