@@ -135,8 +135,9 @@ def with_impls(
 ) -> list[tuple[str, Backend]]:
     """Each backend of ``selected`` once per implementation of ``impls`` (``"all"``: every one
     of its ``impls``) that it has; a backend with a single implementation (no ``impls``, as the
-    reference) stays as it is. ``ValueError`` for an impl that no selected backend has, and for
-    a backend named explicitly that has implementations but none of ``impls``."""
+    reference) stays as it is, and so does one that is not installed (one "not installed" row,
+    not one per impl). ``ValueError`` for an impl that no selected backend has, and for a
+    backend named explicitly that has implementations but none of ``impls``."""
     everything = "all" in impls
     unknown = [i for i in impls if i != "all" and not any(i in b.impls for _, b in selected)]
     if unknown:
@@ -147,7 +148,7 @@ def with_impls(
         )
     out = []
     for name, backend in selected:
-        if not backend.impls:
+        if not backend.impls or not backend.is_available():
             out.append((name, backend))
             continue
         wanted = backend.impls if everything else [i for i in impls if i in backend.impls]

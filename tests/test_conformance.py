@@ -800,6 +800,26 @@ def test_each_implementation_is_checked_under_its_own_name(monkeypatch):
     assert only_default.passed and list(only_default.backends) == ["twoimpl"]
 
 
+class MissingTwoImplBackend(TwoImplBackend):
+    name = "missing2"
+    requires = ("gpconv_no_such_module",)
+
+
+MISSING_TWO_IMPL = MissingTwoImplBackend()
+
+
+def test_a_backend_that_is_not_installed_is_listed_once_whatever_the_impls(monkeypatch):
+    """``--impl all`` listed a missing framework once per implementation it would have."""
+    spec = f"{__name__}:MISSING_TWO_IMPL"
+    monkeypatch.setattr(runner, "default_backends", lambda: [spec, "numpy"])
+    monkeypatch.setattr(runner, "run_selfcheck", lambda *a: [])
+    monkeypatch.setattr(runner, "check_golden", lambda backend: [])
+    report = run(None, impls=["all"])
+    assert list(report.backends) == ["missing2", "numpy"]
+    assert report.backends["missing2"]["status"] == runner.NOT_INSTALLED
+    assert [r.backend for r in report.rows] == ["missing2"]
+
+
 @pytest.mark.parametrize(
     "names, impls, message",
     [
