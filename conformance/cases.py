@@ -101,7 +101,9 @@ def moved_away(params: dict[str, np.ndarray], rng: np.random.Generator) -> dict[
 
 @lru_cache(maxsize=8)
 def network_case(model: str, m: int | None, training: bool, seed: int) -> dict[str, Any]:
-    """Inputs, params and the float64 reference's answers for one whole-network check."""
+    """Inputs, params and the float64 reference's answers for one whole-network check: logits
+    and intermediates of ``forward``; loss, gradients and ``dx`` of ``loss_and_grads`` in the
+    same mode; the moving statistics after it (in inference, those of ``params``)."""
     arch = network_arch(model, m, training)
     rng = np.random.default_rng(seed)
     shapes = arch.param_shapes()
@@ -112,23 +114,21 @@ def network_case(model: str, m: int | None, training: bool, seed: int) -> dict[s
     if training:
         params = moved_away(params, np.random.default_rng([seed, 1]))
     logits, cache = network.forward(arch, params, x, training=training)
-    case = {
+    out = network.loss_and_grads(arch, params, x, labels, training=training)
+    # Inference leaves the moving statistics as they were: those are its expected values.
+    unchanged = {k: params[k] for k, (_, trainable) in shapes.items() if not trainable}
+    return {
         "arch": arch,
         "params": params,
         "x": x,
         "labels": labels,
         "logits": logits,
         "intermediates": cache["intermediates"],
+        "loss": float(out["loss"]),
+        "grads": out["grads"],
+        "dx": out["dx"],
+        "moving_stats": out["moving_stats"] if training else unchanged,
     }
-    if training:
-        out = network.loss_and_grads(arch, params, x, labels, training=True)
-        case.update(
-            loss=float(out["loss"]),
-            grads=out["grads"],
-            dx=out["dx"],
-            moving_stats=out["moving_stats"],
-        )
-    return case
 
 
 def kpointwise_case(row: tuple, training: bool, seed: int) -> dict[str, Any]:

@@ -42,6 +42,8 @@ TRAPS = {
     "residual": "the residual adds the non-interleaved y1, not interleave(y1)",
     "epsilon": "BN epsilon 1e-3 (not 1e-5)",
     "padding": "stride-2 depthwise: TF 'correct_pad' (asymmetric) vs symmetric padding",
+    "inference": "inference (training=False) normalises with the moving statistics and leaves "
+    "them as they are: no batch statistics, no update",
     "drop-connect": "drop-connect keeps or drops each sample (an (N, 1, 1, 1) mask), not the "
     "whole batch at once",
 }
@@ -365,7 +367,8 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
 
 
 def check_network(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
-    """Whole networks: inference logits; training loss, logits, gradients, dx and moving stats."""
+    """Whole networks, in each mode: logits, loss, gradients, dx and the moving statistics
+    (updated in training, unchanged in inference)."""
     rows = []
     for model, m in _models(full):
         for training in (False, True):
@@ -388,30 +391,44 @@ def _network_rows(
     ref = C.network_case(model, m, training, seed)
     native = backend.build(ref["arch"])
     backend.load_params(native, ref["params"])
-    if not training:
-        got = call(backend, "forward", native, ref["x"], training=False)
+    if training:
+        got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=True)
         cmp = scaled_max(got["logits"], ref["logits"])
-        return [_locate(backend, "network logits", label, cmp, got, ref)]
-    got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=True)
-    out = []
-    cmp = scaled_max(got["logits"], ref["logits"])
-    forward_ok = cmp.ok
-    if not cmp.ok:
-        fresh = backend.build(ref["arch"])
-        backend.load_params(fresh, ref["params"])
-        out.append(
-            _locate(
-                backend,
-                "network logits",
-                label,
-                cmp,
-                call(backend, "forward", fresh, ref["x"], training=True),
-                ref,
-            )
-        )
+        forward_ok = cmp.ok
+        if cmp.ok:
+            out = [_result(backend, "network logits", "logits", label, cmp)]
+        else:
+            fresh = backend.build(ref["arch"])
+            backend.load_params(fresh, ref["params"])
+            forward = call(backend, "forward", fresh, ref["x"], training=True)
+            out = [_locate(backend, "network logits", label, cmp, forward, ref)]
+        # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
+        hint = FORWARD_FIRST.format("network logits")
     else:
-        out.append(_result(backend, "network logits", "logits", label, cmp))
-    out.append(
+        forward = call(backend, "forward", native, ref["x"], training=False)
+        cmp = scaled_max(forward["logits"], ref["logits"])
+        out = [_locate(backend, "network logits", label, cmp, forward, ref)]
+        # Inference gradients (fine-tuning with frozen batch norms) and statistics that neither
+        # pass may change: a backend that trains when told not to fails here, not above.
+        got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=False)
+        forward_ok, hint = False, TRAPS["inference"]
+    return out + _loss_rows(backend, native, ref, got, label, forward_ok, hint)
+
+
+def _loss_rows(
+    backend: Backend,
+    native: Any,
+    ref: dict[str, Any],
+    got: dict[str, Any],
+    label: str,
+    forward_ok: bool,
+    hint: str,
+) -> list[CheckResult]:
+    """Rows for a ``loss_and_grads`` result ``got`` against ``ref`` (``cases.network_case`` of
+    the same mode): loss, every gradient with the input's, and the moving statistics the model
+    exports afterwards. A failing statistics row names ``moving_stats_trap`` if ``forward_ok``,
+    else ``hint``."""
+    out = [
         _result(
             backend,
             "network loss",
@@ -419,7 +436,7 @@ def _network_rows(
             label,
             allclose(got["loss"], ref["loss"], rtol=GRAD_TOL, atol=1e-6),
         )
-    )
+    ]
     grads = {
         "input": relative_norm(got["dx"], ref["dx"]),
         **gradient_errors(got["grads"], ref["grads"], scale=float(np.linalg.norm(ref["dx"]))),
@@ -431,9 +448,8 @@ def _network_rows(
         k: moving_stats_error(exported.get(k, np.nan), v, ref["params"][k])
         for k, v in ref["moving_stats"].items()
     }
-    # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
-    hint = moving_stats_trap(stats) if forward_ok else FORWARD_FIRST.format("network logits")
     name, cmp = worst(stats)
+    hint = moving_stats_trap(stats) if forward_ok else hint
     out.append(_result(backend, "network moving stats", name.rsplit("/", 2)[0], label, cmp, hint))
     return out
 

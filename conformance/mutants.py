@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backends.numpy_reference import NumpyBackend, ReferenceModel
 from ..core import network, pointwise
-from ..core.arch import Architecture
+from ..core.arch import Architecture, without_dropout
 from ..core.ops import conv, normalization
 
 Patch = tuple[Any, str, Any]  # (object, attribute, replacement)
@@ -108,6 +108,31 @@ class TrainedInPlaceBackend(NumpyBackend):
 
     def export_params(self, model: ReferenceModel) -> dict[str, np.ndarray]:
         return dict(model.params)
+
+
+class InferenceUpdatesStatsBackend(NumpyBackend):
+    """Updates the BN moving statistics in an inference forward too, as a batch norm whose update
+    ignores the training flag does: evaluating a model changes it."""
+
+    name = "mutant-inference-updates-stats"
+
+    def forward(self, model: ReferenceModel, x: Any, training: bool = False) -> Any:
+        out = super().forward(model, x, training)
+        if not training:
+            x = np.asarray(x, self.dtype)
+            _, cache = network.forward(without_dropout(model.arch), model.params, x, training=True)
+            model.params.update(cache["moving_stats"])
+        return out
+
+
+class AlwaysTrainingBackend(NumpyBackend):
+    """``loss_and_grads`` in training mode whatever ``training`` says (a hard-coded
+    ``model.train()``): fine-tuning with frozen batch norms would train them."""
+
+    name = "mutant-always-training"
+
+    def loss_and_grads(self, model: ReferenceModel, x: Any, labels: Any, training: bool = True):
+        return super().loss_and_grads(model, x, labels, training=True)
 
 
 def _transposed_interleave() -> list[Patch]:
@@ -207,6 +232,8 @@ DROP_CONNECT_PER_BATCH = MutantBackend("mutant-drop-connect-per-batch", _drop_co
 FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
 ALIASED_EXPORT = AliasedExportBackend()
 TRAINED_IN_PLACE = TrainedInPlaceBackend()
+INFERENCE_UPDATES_STATS = InferenceUpdatesStatsBackend()
+ALWAYS_TRAINING = AlwaysTrainingBackend()
 
 ALL = (
     INTERLEAVE_TRANSPOSED,
@@ -220,4 +247,6 @@ ALL = (
     FLOAT16,
     ALIASED_EXPORT,
     TRAINED_IN_PLACE,
+    INFERENCE_UPDATES_STATS,
+    ALWAYS_TRAINING,
 )

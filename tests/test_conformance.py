@@ -176,6 +176,23 @@ def test_per_sample_drop_connect_passes_the_drop_connect_check(name):
     assert rows and not failing(rows), describe(failing(rows))
 
 
+@pytest.mark.parametrize(
+    "mutant", [mutants.INFERENCE_UPDATES_STATS, mutants.ALWAYS_TRAINING], ids=lambda m: m.name
+)
+def test_inference_that_trains_is_caught(monkeypatch, mutant):
+    """The inference check compared the logits only: a forward that updated the moving
+    statistics, or ``loss_and_grads(training=False)`` in training mode (fine-tuning with frozen
+    batch norms that train), passed. The inference rows now check its gradients and that the
+    moving statistics stay as they were."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", cases.NETWORKS_QUICK[:1])
+    bad = failing(check_network(mutant))
+    assert bad and all(r.config.endswith(" inference") for r in bad), describe(bad)
+    stats = [r for r in bad if r.check == "network moving stats"]
+    assert stats and "no batch statistics, no update" in stats[0].detail, describe(bad)
+    if mutant is mutants.ALWAYS_TRAINING:
+        assert {"network loss", "network gradients"} <= {r.check for r in bad}, describe(bad)
+
+
 def test_top_activation_is_traced_to_the_top_of_kefficientnet_only():
     rows = check_network(mutants.TOP_ACTIVATION)
     bad = [r for r in failing(rows) if r.check == "network logits"]
