@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import Backend
+from ..core import network
 from ..core.arch import Architecture, MBConvSpec, with_dropout, without_dropout
 from ..core.params import init_params
 from ..core.pointwise import KPointwiseSpec, interleave
@@ -44,6 +45,9 @@ TRAPS = {
     "padding": "stride-2 depthwise: TF 'correct_pad' (asymmetric) vs symmetric padding",
     "inference": "inference (training=False) normalises with the moving statistics and leaves "
     "them as they are: no batch statistics, no update",
+    "drop-connect branch": "drop-connect drops a sample's whole residual branch (not single "
+    "elements, not the identity) and scales a kept one by 1 / (1 - rate), the rate the block "
+    "table gives the block",
     "drop-connect": "drop-connect keeps or drops each sample (an (N, 1, 1, 1) mask), not the "
     "whole batch at once",
 }
@@ -299,14 +303,79 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
                 share = float(np.mean(same))
                 note = f"{int(np.sum(same))} of {same.size} copies gave the first copy's logits"
                 cmp = Comparison(share, 0.5, note if share > 0.5 else "")
+            block, branch, hint = drop_connect_branch_error(arch, params, image, got)
             return [
                 _result(
                     backend, "drop-connect per sample", "blocks", label, cmp, TRAPS["drop-connect"]
-                )
+                ),
+                _result(backend, "drop-connect branch", block, label, branch, hint),
             ]
 
         rows += guarded(backend, "drop-connect per sample", "blocks", label, rows_of)
     return rows
+
+
+def _first_dropping_block(arch: Architecture) -> tuple[str, MBConvSpec]:
+    """The first residual block with a drop rate above 0, and the name of the layer before it
+    (the stem or a block): copies of one image are still identical at that block's input."""
+    before = "stem"
+    for block in arch.blocks:
+        if block.residual and block.drop_rate > 0:
+            return before, block
+        before = block.name
+    raise ValueError(f"Expected a residual block that drops in {arch.name}, found none")
+
+
+def drop_connect_branch_error(
+    arch: Architecture, params: Mapping[str, np.ndarray], image: np.ndarray, got: Mapping
+) -> tuple[str, Comparison, str]:
+    """``(block, comparison, trap)`` for the first block that drops (``_first_dropping_block``, rate
+    ``r``), from ``got``, the backend's training forward of ``DROP_CONNECT_COPIES`` copies of
+    ``image`` ``(1, H, W, 3)``. Until that block the copies are identical (the batch statistics
+    of equal copies are those of one), so copy ``i`` leaves it as ``x + y / (1 - r)`` if kept or
+    ``x`` if dropped, with the reference's input ``x`` and residual branch ``y`` for the image.
+    The error is each copy's distance to the nearer of the two (the worst copy), within
+    ``LOCATE_TOL`` of their scale: a mask per element, a kept branch scaled for another rate (or
+    not at all), or a drop of the identity too is near neither. Every copy dropped fails too:
+    the first dropping block of B0 has rate 1/16, so that has a probability of 16**-16. The trap
+    is the forward pass when the block's input already differs from the reference's."""
+    before, block = _first_dropping_block(arch)
+    trap = TRAPS["drop-connect branch"]
+    _, cache = network.forward(without_dropout(arch), dict(params), image, training=True)
+    x = cache["intermediates"][before][0]
+    kept = x + (cache["intermediates"][block.name][0] - x) / (1 - block.drop_rate)
+    tol = LOCATE_TOL * max(1.0, float(np.max(np.abs(kept))))
+    missing = [k for k in (before, block.name) if k not in got]
+    if missing:
+        note = f"forward() returned no {missing} output (every block's is part of the interface)"
+        return block.name, Comparison(float("inf"), tol, note, layout=True), trap
+    copies = {k: np.asarray(got[k], np.float64) for k in (before, block.name)}
+    expected = (DROP_CONNECT_COPIES, *x.shape)
+    for k, v in copies.items():
+        if v.shape != expected:
+            note = f"{k} output of shape {v.shape}, expected {expected}"
+            return block.name, Comparison(float("inf"), tol, note, layout=True), trap
+        if not np.all(np.isfinite(v)):
+            cmp = Comparison(float("inf"), tol, f"non-finite {k} output", non_finite=True)
+            return block.name, cmp, trap
+    if (diverged := float(np.max(np.abs(copies[before] - x)))) > tol:
+        note = f"its input {before} already differs from the reference's by {diverged:.3g}"
+        return block.name, Comparison(diverged, tol, note), FORWARD_FIRST.format(before)
+    axes = tuple(range(1, x.ndim + 1))
+    to_dropped = np.max(np.abs(copies[block.name] - x), axis=axes)
+    to_kept = np.max(np.abs(copies[block.name] - kept), axis=axes)
+    nearer = np.minimum(to_dropped, to_kept)
+    error = float(np.max(nearer))
+    n_kept, n_neither = int(np.sum(to_kept <= tol)), int(np.sum(nearer > tol))
+    note = (
+        f"rate {block.drop_rate:.4g}: {n_kept} of {DROP_CONNECT_COPIES} copies kept, "
+        f"{DROP_CONNECT_COPIES - n_kept - n_neither} dropped"
+    )
+    if n_neither:
+        note += f", {n_neither} neither x (dropped) nor x + y / (1 - rate) (kept)"
+    elif n_kept == 0:
+        error, note = float("inf"), f"{note}: every copy dropped"
+    return block.name, Comparison(error, tol, note), trap
 
 
 def _models(full: bool) -> tuple:

@@ -15,7 +15,7 @@ import numpy as np
 from ..backends.numpy_reference import NumpyBackend, ReferenceModel
 from ..core import network, pointwise
 from ..core.arch import Architecture, without_dropout
-from ..core.ops import conv, normalization
+from ..core.ops import conv, elementwise, normalization
 
 Patch = tuple[Any, str, Any]  # (object, attribute, replacement)
 
@@ -216,6 +216,46 @@ def _drop_connect_per_batch() -> list[Patch]:
     return [(network, "_dropout_mask", per_batch)]
 
 
+def _drop_connect_unscaled() -> list[Patch]:
+    # The mask applied, the kept samples not scaled by 1 / (1 - rate).
+    def forward(x, mask, rate):
+        y, cache = dropout(x, mask, rate)
+        return (y if mask is None or rate == 0.0 else x * mask), cache
+
+    dropout = elementwise.Dropout.forward
+    return [(elementwise.Dropout, "forward", staticmethod(forward))]
+
+
+def _drop_connect_per_element() -> list[Patch]:
+    # Dropout (one draw per value) on the residual branch instead of stochastic depth.
+    drawn = network._dropout_mask
+
+    def per_element(xp, like, shape, rate, site, masks, rng):
+        if site.endswith("_drop"):
+            shape = tuple(like.shape)
+        return drawn(xp, like, shape, rate, site, masks, rng)
+
+    return [(network, "_dropout_mask", per_element)]
+
+
+def _drop_connect_keep_probability() -> list[Patch]:
+    # TF1's ``dropout(x, keep_prob)`` fed the drop rate: keeps a share ``rate``, scales by 1/rate.
+    drawn = network._dropout_mask
+
+    def keep_rate(xp, like, shape, rate, site, masks, rng):
+        return drawn(xp, like, shape, 1.0 - rate, site, masks, rng)
+
+    def forward(x, mask, rate):
+        y, cache = dropout(x, mask, rate)
+        return (y if mask is None or rate == 0.0 else x * mask / rate), cache
+
+    dropout = elementwise.Dropout.forward
+    return [
+        (network, "_dropout_mask", keep_rate),
+        (elementwise.Dropout, "forward", staticmethod(forward)),
+    ]
+
+
 def _top_with_swish(arch: Architecture) -> Architecture:
     # kEffNet built with EfficientNet's swish on the top conv.
     return replace(arch, head=replace(arch.head, top=replace(arch.head.top, activation="swish")))
@@ -229,6 +269,13 @@ SYMMETRIC_PADDING = MutantBackend("mutant-symmetric-padding", _symmetric_padding
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 DROP_CONNECT_PER_BATCH = MutantBackend("mutant-drop-connect-per-batch", _drop_connect_per_batch)
+DROP_CONNECT_UNSCALED = MutantBackend("mutant-drop-connect-unscaled", _drop_connect_unscaled)
+DROP_CONNECT_PER_ELEMENT = MutantBackend(
+    "mutant-drop-connect-per-element", _drop_connect_per_element
+)
+DROP_CONNECT_KEEP_PROBABILITY = MutantBackend(
+    "mutant-drop-connect-keep-probability", _drop_connect_keep_probability
+)
 FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
 ALIASED_EXPORT = AliasedExportBackend()
 TRAINED_IN_PLACE = TrainedInPlaceBackend()
@@ -244,6 +291,9 @@ ALL = (
     RESIDUAL_ON_INTERLEAVED,
     TOP_ACTIVATION,
     DROP_CONNECT_PER_BATCH,
+    DROP_CONNECT_UNSCALED,
+    DROP_CONNECT_PER_ELEMENT,
+    DROP_CONNECT_KEEP_PROBABILITY,
     FLOAT16,
     ALIASED_EXPORT,
     TRAINED_IN_PLACE,

@@ -161,7 +161,40 @@ def test_drop_connect_check_blames_no_trap_for_non_finite_logits():
         "mutant-nan", lambda: [(pointwise, "interleave", lambda x, g: original(x, g) * np.nan)]
     )
     bad = failing(check_drop_connect(broken))
-    assert bad and all(r.detail == "non-finite logits" for r in bad), describe(bad)
+    details = {r.check: r.detail for r in bad}
+    assert details == {
+        "drop-connect per sample": "non-finite logits",
+        "drop-connect branch": "non-finite block2a output",
+    }, describe(bad)
+
+
+NEITHER = "neither x (dropped) nor x + y / (1 - rate) (kept)"
+
+
+@pytest.mark.parametrize(
+    ("mutant", "symptom"),
+    [
+        (mutants.DROP_CONNECT_UNSCALED, (NEITHER,)),
+        (mutants.DROP_CONNECT_PER_ELEMENT, (NEITHER,)),
+        # It keeps 1 copy in 16 at block2b (masks from fresh entropy): none (p = 0.36), or some,
+        # scaled by 16 instead of 16/15.
+        (mutants.DROP_CONNECT_KEEP_PROBABILITY, (NEITHER, "16 dropped: every copy dropped")),
+    ],
+    ids=lambda v: getattr(v, "name", None),
+)
+def test_drop_connect_that_masks_or_scales_wrongly_is_caught_at_its_first_block(
+    monkeypatch, mutant, symptom
+):
+    """Kept samples not scaled by 1/(1 - rate), a mask per value instead of per sample, or a
+    keep probability fed the drop rate (TF1's keep_prob): the copies of one image still differ,
+    so these passed every check. block2b, B0's first block that drops, sees each of them."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", cases.NETWORKS_QUICK[:1])
+    rows = check_drop_connect(mutant)
+    bad = failing(rows)
+    assert [(r.check, r.layer) for r in bad] == [("drop-connect branch", "block2b")], describe(rows)
+    assert any(s in bad[0].detail for s in symptom), describe(bad)
+    assert "scales a kept one by 1 / (1 - rate)" in bad[0].detail, describe(bad)
+    assert not failing(check_network(mutant)), "the mutants differ only where masks are drawn"
 
 
 @pytest.mark.parametrize("name", ["numpy", "torch", "tensorflow"])
