@@ -480,6 +480,10 @@ def _network_rows(
         # Inference gradients (fine-tuning with frozen batch norms) and statistics that neither
         # pass may change: a backend that trains when told not to fails here, not above.
         got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=False)
+        # The moving statistics are calibrated to the batch statistics of x, so an update on x
+        # would hardly move them; on twice x (batch statistics far from them) it shows.
+        call(backend, "forward", native, 2 * ref["x"], training=False)
+        call(backend, "loss_and_grads", native, 2 * ref["x"], ref["labels"], training=False)
         forward_ok, hint = False, TRAPS["inference"]
     return out + _loss_rows(backend, native, ref, got, label, forward_ok, hint)
 
