@@ -13,7 +13,7 @@ import os
 import secrets
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 # safetensors dtypes that NumPy has; safetensors.numpy fails on the others with a bare KeyError.
 _NUMPY_SAFETENSORS_DTYPES = frozenset(
@@ -109,33 +109,38 @@ _FOREIGN_FORMATS = (
 )
 
 
-def read_header(path: str) -> dict[str, Any]:
+def read_header(path: str, f: BinaryIO | None = None) -> dict[str, Any]:
     """The JSON header of the safetensors file ``path`` (tensor entries and ``__metadata__``);
     ``ValueError`` naming the file and the fault: no 8-byte length, a length past the file's end
     or safetensors' limit (read nothing that long), bytes that are no UTF-8 JSON object, or a
-    key given twice."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        blob = f.read(8)
-        try:
-            if len(blob) < 8:
-                raise ValueError(
-                    f"it holds {size} bytes, fewer than the 8 of a safetensors header length"
-                )
-            n = int.from_bytes(blob, "little")
-            if n > _MAX_HEADER_BYTES:  # so no safetensors file: say what it is, if we can tell
-                raise ValueError(
-                    _foreign_format(blob)
-                    or f"header length {n} exceeds safetensors' limit of {_MAX_HEADER_BYTES}"
-                )
-            if n > size - 8:
-                raise ValueError(f"header length {n} does not fit the file ({size} bytes)")
-            header = json.loads(f.read(n), object_pairs_hook=_no_duplicate_keys)
-            if not isinstance(header, dict):
-                raise ValueError("its header is not a JSON object")
-            return header
-        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
+    key given twice. ``f``: ``path`` already open in binary mode, read from its start, so that a
+    caller reading the tensors from it too gets the same file's (``path`` may be replaced by
+    then); ``f`` is left open."""
+    if f is None:
+        with open(path, "rb") as opened:
+            return read_header(path, opened)
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    blob = f.read(8)
+    try:
+        if len(blob) < 8:
+            raise ValueError(
+                f"it holds {size} bytes, fewer than the 8 of a safetensors header length"
+            )
+        n = int.from_bytes(blob, "little")
+        if n > _MAX_HEADER_BYTES:  # so no safetensors file: say what it is, if we can tell
+            raise ValueError(
+                _foreign_format(blob)
+                or f"header length {n} exceeds safetensors' limit of {_MAX_HEADER_BYTES}"
+            )
+        if n > size - 8:
+            raise ValueError(f"header length {n} does not fit the file ({size} bytes)")
+        header = json.loads(f.read(n), object_pairs_hook=_no_duplicate_keys)
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        return header
+    except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
 
 
 def _foreign_format(blob: bytes) -> str:

@@ -243,14 +243,18 @@ def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]
     """``(arrays, metadata)`` of the safetensors file ``path``, checked as ``load_params`` says."""
     from safetensors.numpy import load
 
-    header = read_header(path)  # our checks first: they name the fault and the file's kind
-    metadata = header_metadata(path, header)
-    refuse_numpy_less_dtypes(path, header)
+    # One open file for the header and the tensors: opening ``path`` twice could read the
+    # metadata of one file and the tensors of its replacement (save_params renames over it).
     with open(path, "rb") as f:
-        try:
-            return load(f.read()), metadata
-        except Exception as err:  # safetensors raises its own error types for corrupt headers
-            raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
+        header = read_header(path, f)  # our checks first: they name the fault and the file's kind
+        metadata = header_metadata(path, header)
+        refuse_numpy_less_dtypes(path, header)
+        f.seek(0)
+        blob = f.read()
+    try:
+        return load(blob), metadata
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path!r} is not a valid safetensors file: {err}") from err
 
 
 def arch_metadata(arch: Architecture) -> dict[str, str]:

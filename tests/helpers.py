@@ -549,7 +549,9 @@ def torch_devices() -> list[Any]:
 
 def count_file_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths ``core.params`` checks before each read of a parameter file, recorded in the
-    returned list: one entry per read (its ``readable_file`` check precedes every read)."""
+    returned list: one entry per reading call (``load_params``, ``read_metadata`` and
+    ``read_params_file`` each start with a ``readable_file`` check). That a call opens the file
+    once is ``test_read_params_file_gives_the_metadata_of_the_arrays_it_read``'s."""
     from gpconv.core import params as core_params
 
     opened: list[str] = []

@@ -85,6 +85,28 @@ def test_read_params_file_is_load_params_and_read_metadata_from_one_read(
         assert params[k].tobytes() == v.tobytes(), f"read_params_file({name!r})[{k!r}]"
 
 
+def test_read_params_file_gives_the_metadata_of_the_arrays_it_read(tmp_path, monkeypatch):
+    """A safetensors file's header (metadata) and its tensors came from two opens of the path:
+    a run replacing the file in between (save_params renames over it, each epoch) gave the old
+    file's metadata with the new file's arrays."""
+    from gpconv.core import params as core_params
+
+    path = str(tmp_path / "params.safetensors")
+    save_params(path, {"w": np.full(3, 1.0)}, metadata={"epoch": "1"})
+    read_header = core_params.read_header
+
+    def replaced_after_the_header(*args):
+        header = read_header(*args)
+        save_params(path, {"w": np.full(3, 2.0)}, metadata={"epoch": "2"})
+        return header
+
+    monkeypatch.setattr(core_params, "read_header", replaced_after_the_header)
+    params, metadata = read_params_file(path)
+    assert (metadata["epoch"], params["w"].tolist()) == ("1", [1.0] * 3), (
+        f"read_params_file mixed two files: metadata {metadata}, w={params['w'].tolist()}"
+    )
+
+
 def test_save_without_metadata_and_overwrite(tmp_path, arch):
     path = tmp_path / "p.safetensors"
     save_params(path, init_params(arch, seed=0))
