@@ -686,6 +686,20 @@ def test_a_kill_before_the_best_params_are_written_is_repaired_by_resume(
     assert_same_params(os.path.join(numpy_run, name), os.path.join(out, name))
 
 
+def test_resume_from_a_checkpoint_without_history_does_not_crash(numpy_run, tmp_path, capsys):
+    """Rewriting best.safetensors on --resume read ``history[-1]`` of the checkpoint's history
+    before anything else: an empty one (state.json is not hashed) ended with an IndexError."""
+    run = str(tmp_path / "no-history")
+    shutil.copytree(numpy_run, run)
+    state_file = os.path.join(checkpoint.latest(run).path, "state.json")
+    with open(state_file, encoding="utf-8") as f:
+        state = json.load(f)
+    checkpoint.write_json_atomic(state_file, {**state, "history": []})
+    assert train(*NUMPY_TINY, "--out", run, "--resume") == 0, capsys.readouterr().err
+    with open(os.path.join(run, "summary.json"), encoding="utf-8") as f:
+        assert json.load(f)["epochs_completed"] == 3
+
+
 def test_resume_after_completion_changes_nothing(numpy_run, tmp_path):
     run = str(tmp_path / "done")
     shutil.copytree(numpy_run, run)

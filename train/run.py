@@ -499,11 +499,11 @@ class RunWriter:
 
     def save_best(self, history: list[dict], params: dict[str, np.ndarray]) -> None:
         """``best.safetensors`` from ``params`` (those after the last epoch of ``history``) if
-        that epoch is the best so far (``best_epoch``); otherwise nothing."""
-        last = history[-1]
-        if best_epoch(history) is not last:
+        that epoch is the best so far (``best_epoch``); otherwise, or for no epochs, nothing."""
+        best = best_epoch(history)  # None for an empty history (a checkpoint's may be)
+        if best is None or best is not history[-1]:
             return
-        meta = self._metadata(epoch=str(last["epoch"]), test_acc=repr(last["test_acc"]))
+        meta = self._metadata(epoch=str(best["epoch"]), test_acc=repr(best["test_acc"]))
         with _writing(BEST_PARAMS, self.cfg.out):
             save_params(os.path.join(self.cfg.out, BEST_PARAMS), params, metadata=meta)
 
