@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..backends.base import Backend
+from ..core.files import header_metadata, read_header
 from ..core.pointwise import KPointwiseSpec
 from . import cases as C
 from .checks import call
@@ -150,9 +152,10 @@ def generate(directory: Path = GOLDEN_DIR) -> dict[str, Any]:
 
 
 def load(name: str, directory: Path = GOLDEN_DIR) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Verified tensors and metadata of one golden file (``GoldenError`` on any mismatch)."""
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
+    """Verified tensors and metadata of one golden file (``GoldenError`` on any mismatch), all
+    from the bytes whose hash was checked: read once, so a file replaced after the check (a
+    ``generate`` running meanwhile) cannot be what is loaded."""
+    from safetensors.numpy import load as load_bytes
 
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -171,14 +174,14 @@ def load(name: str, directory: Path = GOLDEN_DIR) -> tuple[dict[str, np.ndarray]
         raise GoldenError(f"{name} is not listed with its sha256 in {manifest_path}")
     if not path.is_file():
         raise GoldenError(f"golden file missing: {path}")
-    actual = _sha256(path)
+    blob = path.read_bytes()
+    actual = hashlib.sha256(blob).hexdigest()
     if actual != entry["sha256"]:
         raise GoldenError(
             f"golden file {path} was modified: sha256 {actual} != manifest {entry['sha256']}"
         )
-    with safe_open(str(path), framework="numpy") as f:
-        metadata = f.metadata() or {}
-    return load_file(str(path)), metadata
+    metadata = header_metadata(str(path), read_header(str(path), io.BytesIO(blob)))
+    return load_bytes(blob), metadata
 
 
 def _sub(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

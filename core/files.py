@@ -113,9 +113,9 @@ def read_header(path: str, f: BinaryIO | None = None) -> dict[str, Any]:
     """The JSON header of the safetensors file ``path`` (tensor entries and ``__metadata__``);
     ``ValueError`` naming the file and the fault: no 8-byte length, a length past the file's end
     or safetensors' limit (read nothing that long), bytes that are no UTF-8 JSON object, or a
-    key given twice. ``f``: ``path`` already open in binary mode, read from its start, so that a
-    caller reading the tensors from it too gets the same file's (``path`` may be replaced by
-    then); ``f`` is left open."""
+    key given twice. ``f``: ``path`` open in binary mode (or its bytes in a ``BytesIO``), read
+    from its start, so that a caller reading the tensors from it too gets the same file's
+    (``path`` may be replaced by then); ``f`` is left open."""
     if f is None:
         with open(path, "rb") as opened:
             return read_header(path, opened)

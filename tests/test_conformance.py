@@ -285,6 +285,35 @@ def test_tampered_golden_file_is_detected(tmp_path):
     assert "was modified: sha256" in bad[0].detail and str(path) in bad[0].detail
 
 
+def test_a_golden_file_replaced_after_its_hash_check_is_not_loaded(tmp_path, monkeypatch):
+    """``golden.load`` hashed the file, then opened it twice more for its metadata and tensors:
+    a file replaced after the first open was loaded, unverified."""
+    import io
+    import os
+
+    from safetensors.numpy import save_file
+
+    shutil.copytree(golden.GOLDEN_DIR, tmp_path / "g")
+    path = tmp_path / "g" / "interleave.safetensors"
+    original, metadata = golden.load(path.name, tmp_path / "g")
+    real_open = io.open
+
+    def replaced_once_opened(file, *args, **kwargs):
+        handle = real_open(file, *args, **kwargs)
+        if os.fspath(file) == str(path):  # the first open: replace the file behind it
+            monkeypatch.setattr(io, "open", real_open)
+            other = tmp_path / "other.safetensors"
+            save_file({k: v + 1 for k, v in original.items()}, str(other), {"tampered": "1"})
+            os.replace(other, path)
+        return handle
+
+    monkeypatch.setattr(io, "open", replaced_once_opened)
+    tensors, loaded_metadata = golden.load(path.name, tmp_path / "g")
+    assert loaded_metadata == metadata, f"golden.load read the metadata {loaded_metadata}"
+    for k, v in original.items():
+        assert np.array_equal(tensors[k], v), f"golden.load loaded the replacement's {k!r}"
+
+
 def test_golden_kpointwise_file_with_cases_missing_is_an_error(tmp_path):
     from safetensors.numpy import save_file
 
