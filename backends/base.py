@@ -135,7 +135,7 @@ class Backend:
         if impl not in self.impls:
             choices = f"one of {self.impls}" if self.impls else "none: it has one implementation"
             raise ValueError(
-                f"Expected an {argument} of backend {self.name!r} ({choices}), "
+                f"Expected {argument} of backend {self.name!r} ({choices}), "
                 f"received {argument}={impl!r}"
             )
         return impl

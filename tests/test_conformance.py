@@ -945,7 +945,7 @@ def test_an_unknown_impl_is_refused_by_the_constructor(adapter, argument):
 
     module, _, cls = adapter.partition(":")
     backend_class = getattr(importlib.import_module(module), cls)
-    with pytest.raises(ValueError, match=rf"Expected an {argument} of backend .*'matmull'"):
+    with pytest.raises(ValueError, match=rf"Expected {argument} of backend .*'matmull'"):
         backend_class("matmull")
     default = backend_class()
     assert default.impl == backend_class.impls[0]
