@@ -54,7 +54,7 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
 
 def model_table(results: list[dict[str, Any]]) -> str:
     head = (
-        f"{'backend':<20} {'model':<22} {'params':>10} {'MMACs/img':>10} {'fwd img/s':>10} "
+        f"{'backend':<20} {'model':<22} {'trainable':>10} {'MMACs/img':>10} {'fwd img/s':>10} "
         f"{'train ms':>10} {'train img/s':>11}"
     )
     lines = [head, "-" * len(head)]

@@ -161,6 +161,8 @@ def test_ratios_and_recommendation_from_rows():
     assert "--backend torch --compile on this machine (2-CPU x)" in line
     # Forward passes are timed eagerly only: a compiled row must not show them as its own.
     table = report.model_table([dict(r, train_images_per_s=1.0) for r in rows + compiled])
+    # Its parameter column counts trainable parameters only, and says so.
+    assert table.splitlines()[0].split()[2] == "trainable", table.splitlines()[0]
     compiled_lines = [ln for ln in table.splitlines() if ln.startswith("torch --compile")]
     assert len(compiled_lines) == 2 and all("= eager" in ln for ln in compiled_lines)
     assert all(" 10.0 " not in ln and " 30.0 " not in ln for ln in compiled_lines)
