@@ -686,18 +686,35 @@ def test_a_kill_before_the_best_params_are_written_is_repaired_by_resume(
     assert_same_params(os.path.join(numpy_run, name), os.path.join(out, name))
 
 
-def test_resume_from_a_checkpoint_without_history_does_not_crash(numpy_run, tmp_path, capsys):
-    """Rewriting best.safetensors on --resume read ``history[-1]`` of the checkpoint's history
-    before anything else: an empty one (state.json is not hashed) ended with an IndexError."""
-    run = str(tmp_path / "no-history")
+@pytest.mark.parametrize(
+    "edit, fault",
+    [
+        ({"history": []}, r"a history of epochs \[\] for epoch 3 \(expected 1\.\.3\)"),
+        ({"history": "x"}, r"a history of epochs 'x' for epoch 3"),
+        ({"identity": None}, r"an 'identity' that is no JSON object"),
+        ({"optimizer": ...}, r"no 'optimizer'"),
+    ],
+    ids=["empty-history", "history-no-list", "identity-no-object", "no-optimizer"],
+)
+def test_resume_refuses_a_checkpoint_whose_state_lacks_what_it_reads(
+    numpy_run, tmp_path, capsys, edit, fault
+):
+    """state.json is not hashed. An empty history (edited by hand, or bit rot) ended with an
+    IndexError, and once that was mended, resumed: the last checkpoint's parameters were trained
+    for 3 more epochs and metrics.csv restarted at epoch 1. A missing key was a KeyError."""
+    run = str(tmp_path / "edited")
     shutil.copytree(numpy_run, run)
     state_file = os.path.join(checkpoint.latest(run).path, "state.json")
     with open(state_file, encoding="utf-8") as f:
         state = json.load(f)
-    checkpoint.write_json_atomic(state_file, {**state, "history": []})
-    assert train(*NUMPY_TINY, "--out", run, "--resume") == 0, capsys.readouterr().err
-    with open(os.path.join(run, "summary.json"), encoding="utf-8") as f:
-        assert json.load(f)["epochs_completed"] == 3
+    state = {k: v for k, v in {**state, **edit}.items() if v is not ...}
+    checkpoint.write_json_atomic(state_file, state)
+    before = open(os.path.join(run, "metrics.csv"), encoding="utf-8").read()
+    assert train(*NUMPY_TINY, "--out", run, "--resume") == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"cannot --resume from .*epoch-0003: its state\.json has {fault}", err), err
+    assert "Traceback" not in err
+    assert open(os.path.join(run, "metrics.csv"), encoding="utf-8").read() == before
 
 
 def test_resume_after_completion_changes_nothing(numpy_run, tmp_path):

@@ -241,6 +241,27 @@ def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     ]
 
 
+def check_resume_state(ckpt: checkpoint.Checkpoint) -> None:
+    """``ConfigError`` if ``ckpt``'s ``state.json`` (not hashed, unlike its arrays) lacks what a
+    resume reads: the run's identity, the optimiser's metadata, and a history of one row per
+    completed epoch (``epoch`` 1, 2, ...). Resumed from a shorter history, the run trained the
+    checkpoint's parameters for those epochs again and wrote a ``metrics.csv`` without them."""
+    state, epochs = ckpt.state, ckpt.epoch
+    history = state.get("history")
+    faults = [f"no {key!r}" for key in ("identity", "optimizer") if key not in state]
+    if not isinstance(state.get("identity", {}), dict):
+        faults.append("an 'identity' that is no JSON object")
+    numbered = isinstance(history, list) and all(isinstance(row, dict) for row in history)
+    if not numbered or [row.get("epoch") for row in history] != list(range(1, epochs + 1)):
+        shown = [row.get("epoch") for row in history] if numbered else history
+        faults.append(f"a history of epochs {shown!r} for epoch {epochs} (expected 1..{epochs})")
+    if faults:
+        raise ConfigError(
+            f"cannot --resume from {ckpt.path}: its state.json has {'; '.join(faults)}. Move "
+            "that folder aside to resume from the checkpoint before it"
+        )
+
+
 def check_not_in_use(out: str) -> None:
     """``ConfigError`` if another ``gpconv train`` holds ``out``'s lock. Checked first: for a run
     in progress ``check_out`` would say "already holds a run; pass --resume", advice that only
@@ -615,6 +636,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
     history: list[dict] = []
     ckpt = checkpoint.latest(cfg.out, warn=dist.is_main) if cfg.resume else None
     if ckpt is not None:
+        check_resume_state(ckpt)
         diff = identity_diff(ckpt.state["identity"], cfg.identity())
         if diff:
             raise ConfigError(
