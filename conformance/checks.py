@@ -106,15 +106,35 @@ RETURNS = {
     "loss_and_grads": ("loss", "logits", "dx", "grads"),
     "kpointwise": ("y", "dx", "grads", "moving_stats"),
 }
+# The outputs that are themselves ``{name: array}`` dicts.
+NAMED_ARRAYS = ("grads", "moving_stats")
+
+
+class AdapterError(Exception):
+    """An exception raised inside a backend's interface method, re-raised naming the method:
+    ``gpconv check`` shows only the message, and a framework's own (say, CUDA out of memory in
+    ``build``) does not say which method of the adapter failed."""
+
+
+def error_detail(err: Exception) -> str:
+    """The text of an ``error`` row for ``err``."""
+    return str(err) if isinstance(err, AdapterError) else f"{type(err).__name__}: {err}"
 
 
 def call(backend: Backend, method: str, *args: Any, **kwargs: Any) -> Any:
     """``backend.<method>(*args, **kwargs)``, its result checked against the interface: a
     mapping with the keys in ``RETURNS`` (none of them None), ``export_params`` a mapping,
-    ``param_count`` a pair of integers, ``interleave`` not None. Raises ``TypeError`` naming the
-    method, what it must return and what it did."""
-    out = getattr(backend, method)(*args, **kwargs)
+    ``param_count`` a pair of integers, ``interleave`` not None; every array converted to NumPy
+    (a framework tensor that NumPy cannot read, e.g. one requiring grad, is refused naming its
+    key). Raises ``TypeError`` naming the method, what it must return and what it did, and
+    ``AdapterError`` naming the method for an exception raised inside it."""
     where = f"{type(backend).__name__}.{method}()"
+    try:
+        out = getattr(backend, method)(*args, **kwargs)
+    except Exception as err:
+        if where in str(err):  # e.g. the base's NotImplementedError names the method already
+            raise
+        raise AdapterError(f"{where} raised {type(err).__name__}: {err}") from err
     if method in RETURNS or method == "export_params":
         keys = RETURNS.get(method, ())
         if not isinstance(out, Mapping):
@@ -123,18 +143,16 @@ def call(backend: Backend, method: str, *args: Any, **kwargs: Any) -> Any:
                 + (f" with keys {list(keys)}" if keys else " {name: array}")
                 + f", received {type(out).__name__}"
             )
-        missing = [k for k in keys if k not in out]
-        if missing:
-            raise TypeError(
-                f"Expected {where} to return a dict with keys {list(keys)}, received one "
-                f"without {missing} (keys {sorted(out)})"
-            )
+        require_keys(where, out, keys)
         empty = [k for k in keys if out[k] is None]
         if empty:  # e.g. a method body left as ``...`` for one output
             raise TypeError(f"Expected {where} to return arrays for {empty}, received None")
-    elif method == "interleave" and out is None:
-        raise TypeError(f"Expected {where} to return an (N, H, W, C) array, received None")
-    elif method == "param_count":
+        return _numpy_outputs(where, out, keys, every=method in ("forward", "export_params"))
+    if method == "interleave":
+        if out is None:
+            raise TypeError(f"Expected {where} to return an (N, H, W, C) array, received None")
+        return _as_numpy(where, "its result", out)
+    if method == "param_count":
         if not (
             isinstance(out, (tuple, list))
             and len(out) == 2
@@ -143,6 +161,64 @@ def call(backend: Backend, method: str, *args: Any, **kwargs: Any) -> Any:
             raise TypeError(
                 f"Expected {where} to return (trainable, non_trainable) integers, received {out!r}"
             )
+    return out
+
+
+def require_keys(where: str, out: Mapping, keys: tuple[str, ...], expected: str = "") -> None:
+    """``TypeError`` naming ``where`` and the keys of ``keys`` that ``out`` lacks (``expected``:
+    how to describe ``keys`` in the message, if not as their list)."""
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise TypeError(
+            f"Expected {where} to return a dict with keys {expected or list(keys)}, received one "
+            f"without {missing} (keys {sorted(out)})"
+        )
+
+
+def _numpy_outputs(where: str, out: Mapping, keys: tuple[str, ...], every: bool) -> dict[str, Any]:
+    """``out`` with its arrays as NumPy: every value if ``every`` (``export_params``,
+    ``forward``), else those of ``keys``, looking into the ``NAMED_ARRAYS`` dicts (the loss too:
+    a float becomes a 0-d array)."""
+    if every:
+        return {k: _as_numpy(where, repr(k), v) for k, v in out.items()}
+    converted = dict(out)
+    for key in keys:
+        if key not in NAMED_ARRAYS:
+            converted[key] = _as_numpy(where, repr(key), out[key])
+        elif not isinstance(out[key], Mapping):
+            raise TypeError(
+                f"Expected {where}[{key!r}] to be a dict {{name: array}}, "
+                f"received {type(out[key]).__name__}"
+            )
+        else:
+            converted[key] = {k: _as_numpy(where, f"{key}[{k!r}]", v) for k, v in out[key].items()}
+    return converted
+
+
+def _as_numpy(where: str, what: str, value: Any) -> np.ndarray:
+    """``value`` as a NumPy array, or ``TypeError`` naming ``where`` and ``what``."""
+    try:
+        return np.asarray(value)
+    except Exception as err:  # torch: RuntimeError for a tensor requiring grad, TypeError on CUDA
+        raise TypeError(
+            f"Expected {where} to return NumPy-convertible arrays, received {what}: "
+            f"{type(value).__name__} ({type(err).__name__}: {err})"
+        ) from None
+
+
+def network_outputs(arch: Architecture) -> tuple[str, ...]:
+    """The keys of ``forward``'s dict: every intermediate of ``core.network.forward``'s cache."""
+    return ("stem", *(b.name for b in arch.blocks), "top", "logits")
+
+
+def call_forward(
+    backend: Backend, arch: Architecture, model: Any, x: np.ndarray, training: bool = False
+) -> dict[str, np.ndarray]:
+    """``call(backend, "forward", ...)`` for a model of ``arch``, which must return every
+    intermediate of ``network_outputs``: a missing one would leave a divergence unlocated."""
+    out = call(backend, "forward", model, x, training=training)
+    where = f"{type(backend).__name__}.forward()"
+    require_keys(where, out, network_outputs(arch), "['stem', <each block>, 'top', 'logits']")
     return out
 
 
@@ -183,7 +259,7 @@ def guarded(
                 float("inf"),
                 0.0,
                 "error",
-                f"{type(err).__name__}: {err}",
+                error_detail(err),
             )
         ]
 
@@ -287,9 +363,11 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
             rng = np.random.default_rng([seed, 2])
             params = C.randomise(arch.param_shapes(), init_params(arch, seed, np.float64), rng)
             image = C.f32(rng.standard_normal((1, C.IMAGE_SIZE, C.IMAGE_SIZE, 3)))
-            native = backend.build(arch)
-            backend.load_params(native, params)
-            got = call(backend, "forward", native, np.repeat(image, DROP_CONNECT_COPIES, 0), True)
+            native = call(backend, "build", arch)
+            call(backend, "load_params", native, params)
+            got = call_forward(
+                backend, arch, native, np.repeat(image, DROP_CONNECT_COPIES, 0), True
+            )
             logits = np.asarray(got["logits"], dtype=np.float64)
             expected = (DROP_CONNECT_COPIES, arch.num_classes)
             if logits.shape != expected:
@@ -392,7 +470,7 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
         def run(model=model, m=m, label=label) -> list[CheckResult]:
             case = C.network_case(model, m, False, seed)
             arch = case["arch"]
-            native = backend.build(arch)
+            native = call(backend, "build", arch)
             counted = call(backend, "param_count", native)
             expected = arch.param_count()
             count_err = float(sum(abs(a - b) for a, b in zip(counted, expected)))
@@ -407,7 +485,7 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
                     "pass" if count_err == 0 else "fail",
                 )
             ]
-            backend.load_params(native, case["params"])
+            call(backend, "load_params", native, case["params"])
             exported = call(backend, "export_params", native)
             missing = sorted(set(case["params"]) - set(exported)) + sorted(
                 set(exported) - set(case["params"])
@@ -426,7 +504,12 @@ def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[Ch
             # training step (moving statistics are updated in place even where a load rebinds).
             snapshot = {k: np.array(v) for k, v in exported.items()}
             call(backend, "loss_and_grads", native, case["x"], case["labels"], training=True)
-            backend.load_params(native, {k: np.asarray(v) + 1 for k, v in case["params"].items()})
+            call(
+                backend,
+                "load_params",
+                native,
+                {k: np.asarray(v) + 1 for k, v in case["params"].items()},
+            )
             name, cmp = worst({k: allclose(exported[k], v, 0.0, 0.0) for k, v in snapshot.items()})
             out.append(_result(backend, "param export is a copy", name, label, cmp))
             return out
@@ -458,8 +541,8 @@ def _network_rows(
     backend: Backend, model: str, m: int | None, training: bool, seed: int, label: str
 ) -> list[CheckResult]:
     ref = C.network_case(model, m, training, seed)
-    native = backend.build(ref["arch"])
-    backend.load_params(native, ref["params"])
+    native = call(backend, "build", ref["arch"])
+    call(backend, "load_params", native, ref["params"])
     if training:
         got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=True)
         cmp = scaled_max(got["logits"], ref["logits"])
@@ -467,14 +550,14 @@ def _network_rows(
         if cmp.ok:
             out = [_result(backend, "network logits", "logits", label, cmp)]
         else:
-            fresh = backend.build(ref["arch"])
-            backend.load_params(fresh, ref["params"])
-            forward = call(backend, "forward", fresh, ref["x"], training=True)
+            fresh = call(backend, "build", ref["arch"])
+            call(backend, "load_params", fresh, ref["params"])
+            forward = call_forward(backend, ref["arch"], fresh, ref["x"], training=True)
             out = [_locate(backend, "network logits", label, cmp, forward, ref)]
         # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
         hint = FORWARD_FIRST.format("network logits")
     else:
-        forward = call(backend, "forward", native, ref["x"], training=False)
+        forward = call_forward(backend, ref["arch"], native, ref["x"], training=False)
         cmp = scaled_max(forward["logits"], ref["logits"])
         out = [_locate(backend, "network logits", label, cmp, forward, ref)]
         # Inference gradients (fine-tuning with frozen batch norms) and statistics that neither

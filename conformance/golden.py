@@ -31,7 +31,7 @@ from ..backends.base import Backend
 from ..core.files import header_metadata, read_header
 from ..core.pointwise import KPointwiseSpec
 from . import cases as C
-from .checks import call
+from .checks import call, call_forward, error_detail
 from .results import (
     GRAD_FLOOR,
     GRAD_TOL,
@@ -229,7 +229,7 @@ def check_golden(backend: Backend, directory: Path = GOLDEN_DIR) -> list[CheckRe
                     float("inf"),
                     0.0,
                     "error",
-                    f"{type(err).__name__}: {err}",
+                    error_detail(err),
                 )
             )
     return rows
@@ -252,7 +252,9 @@ def _golden_interleave(backend: Backend, t: dict, _: dict) -> list[CheckResult]:
     errors = {}
     for key in sorted(k[:-2] for k in t if k.endswith("/x")):
         groups = int(key.split("_G")[1])
-        errors[key] = allclose(backend.interleave(t[f"{key}/x"], groups), t[f"{key}/y"], 0.0, 0.0)
+        errors[key] = allclose(
+            call(backend, "interleave", t[f"{key}/x"], groups), t[f"{key}/y"], 0.0, 0.0
+        )
     name, cmp = worst(errors)
     return [_row(backend, "interleave", f"interleave.safetensors worst={name}", cmp)]
 
@@ -311,8 +313,8 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
     params = {k: v.astype(np.float64) for k, v in _sub(t, "params/").items()}
     x = t["x"].astype(np.float64)
     label = f"network.safetensors ({C.network_label(model, m)})"
-    native = backend.build(arch)
-    backend.load_params(native, params)
+    native = call(backend, "build", arch)
+    call(backend, "load_params", native, params)
     logit_tol = 1e-9 if gtol < 1e-6 else 1e-3
     rows = [
         _row(
@@ -320,13 +322,13 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
             "logits (inference)",
             label,
             scaled_max(
-                call(backend, "forward", native, x)["logits"], t["inference/logits"], logit_tol
+                call_forward(backend, arch, native, x)["logits"], t["inference/logits"], logit_tol
             ),
         )
     ]
     before = {k: v.astype(np.float64) for k, v in _sub(t, "training/moving_stats_before/").items()}
-    native = backend.build(without_dropout(arch))
-    backend.load_params(native, {**params, **before})
+    native = call(backend, "build", without_dropout(arch))
+    call(backend, "load_params", native, {**params, **before})
     got = call(backend, "loss_and_grads", native, x, t["labels"], training=True)
     rows.append(
         _row(

@@ -963,3 +963,76 @@ def test_with_impl_keeps_a_name_set_by_the_constructor():
 
     assert Named().with_impl("transposed").name == "named[impl=transposed]"
     assert Named().with_impl("good").name == "named"
+
+
+def test_an_exception_inside_build_names_the_method():
+    # The row read "RuntimeError: boom": nothing said that build() had failed.
+    class Crashes(NumpyBackend):
+        name = "crashes"
+
+        def build(self, arch):
+            raise RuntimeError("boom")
+
+    rows = check_params(Crashes())
+    assert rows and all(r.status == "error" for r in rows), describe(rows)
+    assert all(r.detail == "Crashes.build() raised RuntimeError: boom" for r in rows), describe(
+        rows
+    )
+
+
+class _NotNumpy:
+    """What NumPy cannot read, like a torch tensor that requires grad."""
+
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("Can't call numpy() on Tensor that requires grad")
+
+
+def test_arrays_numpy_cannot_read_are_named_with_their_method_and_key():
+    # Exports and gradients as torch tensors requiring grad failed with torch's own
+    # RuntimeError, naming neither the method nor the parameter.
+    class Tensors(NumpyBackend):
+        name = "tensors"
+
+        def export_params(self, model):
+            return {k: _NotNumpy() for k in super().export_params(model)}
+
+    rows = check_params(Tensors())
+    assert rows and all(r.status == "error" for r in rows), describe(rows)
+    assert rows[0].detail.startswith(
+        "TypeError: Expected Tensors.export_params() to return NumPy-convertible arrays, "
+        "received 'stem_conv/kernel': _NotNumpy (RuntimeError: Can't call numpy()"
+    ), describe(rows)
+
+    class Grads(NumpyBackend):
+        name = "grads"
+
+        def kpointwise(self, *args, **kwargs):
+            out = super().kpointwise(*args, **kwargs)
+            return {**out, "grads": {**out["grads"], "conv/kernel": _NotNumpy()}}
+
+    rows = check_kpointwise(Grads())
+    assert rows and all(r.status == "error" for r in rows), describe(rows)
+    assert (
+        "Grads.kpointwise() to return NumPy-convertible arrays, received grads['conv/kernel']"
+        in (rows[0].detail)
+    ), describe(rows)
+
+
+def test_a_forward_without_an_intermediate_is_an_error_naming_it():
+    # docs/adding-a-backend.md asks for every intermediate, but one left out passed: a
+    # divergence there could not be located.
+    class NoTop(NumpyBackend):
+        name = "notop"
+
+        def forward(self, model, x, training=False):
+            out = super().forward(model, x, training)
+            del out["top"]
+            return out
+
+    rows = [r for r in check_network(NoTop()) if r.status != "pass"]
+    assert len(rows) == 2 and all(r.status == "error" for r in rows), describe(rows)
+    assert all(
+        "NoTop.forward() to return a dict with keys ['stem', <each block>, 'top', 'logits'], "
+        "received one without ['top']" in r.detail
+        for r in rows
+    ), describe(rows)
