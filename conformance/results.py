@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -177,11 +178,24 @@ def gradient_errors(
     followed by a training-mode BN, whose mean subtraction cancels any constant shift. The
     reference then holds float64 round-off (~1e-17) and a float32 backend its own (~1e-9);
     their ratio says nothing. Measured on the network's gradient scale, both are zero.
-    A missing gradient counts as NaN, i.e. infinitely wrong.
+    A missing gradient is infinitely wrong, its row naming the names received (``absent``).
     """
     norms = [float(np.linalg.norm(np.asarray(v, np.float64))) for v in expected.values()]
     floor = GRAD_FLOOR * max(norms + [scale])
-    return {k: relative_norm(actual.get(k, np.nan), v, tol, floor) for k, v in expected.items()}
+    return {
+        k: relative_norm(actual[k], v, tol, floor) if k in actual else absent(k, actual)
+        for k, v in expected.items()
+    }
+
+
+def absent(name: str, received: Mapping[str, Any], shown: int = 4) -> Comparison:
+    """The comparison of an array the backend did not return under ``name``: infinitely wrong,
+    naming the first ``shown`` names it did return (say, framework names instead of canonical
+    ones), and blamed on no porting trap."""
+    names = sorted(received)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    note = f"no {name!r} returned (received {names[:shown]}{more})"
+    return Comparison(float("inf"), 0.0, note, layout=True)
 
 
 def worst(named: dict[str, Comparison]) -> tuple[str, Comparison]:

@@ -1036,3 +1036,25 @@ def test_a_forward_without_an_intermediate_is_an_error_naming_it():
         "received one without ['top']" in r.detail
         for r in rows
     ), describe(rows)
+
+
+def test_gradients_and_statistics_under_other_names_are_named_as_missing():
+    # Gradients keyed by global (or framework) names failed as "shape () vs reference (24,)".
+    class Renamed(NumpyBackend):
+        name = "renamed"
+
+        def kpointwise(self, *args, **kwargs):
+            out = super().kpointwise(*args, **kwargs)
+            grads = {f"block1a/{k}": v for k, v in out["grads"].items()}
+            stats = {f"block1a/{k}": v for k, v in out["moving_stats"].items()}
+            return {**out, "grads": grads, "moving_stats": stats}
+
+    bad = failing(
+        compare_kpointwise(Renamed(), cases.kpointwise_case(cases.KPOINTWISE_QUICK[0], True, 0))
+    )
+    assert [r.check for r in bad] == ["kpointwise backward", "bn moving stats"], describe(bad)
+    received = "returned (received ['block1a/bn/beta', 'block1a/bn/gamma', 'block1a/conv/kernel'])"
+    assert bad[0].detail.startswith("no 'bn/") and received in bad[0].detail, describe(bad)
+    received = "returned (received ['block1a/bn/moving_mean', 'block1a/bn/moving_variance'])"
+    assert bad[1].detail.startswith("no 'bn/moving_") and received in bad[1].detail, describe(bad)
+    assert all("likely trap" not in r.detail for r in bad), describe(bad)
