@@ -148,9 +148,16 @@ def test_drop_connect_per_batch_is_caught_by_its_own_check_only():
     mutant = mutants.DROP_CONNECT_PER_BATCH
     assert not failing(check_network(mutant)), "the mutant differs only in its dropout masks"
     bad = failing(check_drop_connect(mutant))
-    assert bad and all(r.check == "drop-connect per sample" for r in bad), describe(bad)
-    assert "15 of 15 copies gave the first copy's logits" in bad[0].detail
-    assert "not the whole batch at once" in bad[0].detail
+    own = [r for r in bad if r.check == "drop-connect per sample"]
+    assert own, describe(bad)
+    assert "15 of 15 copies gave the first copy's logits" in own[0].detail
+    assert "not the whole batch at once" in own[0].detail
+    # Its one draw (unseeded: forward takes no rng) drops the whole batch at block2b with
+    # probability 1/16, and the branch row then fails too, for that reason only.
+    others = [r for r in bad if r.check != "drop-connect per sample"]
+    assert all(
+        r.check == "drop-connect branch" and "every copy dropped" in r.detail for r in others
+    ), describe(others)
 
 
 def test_drop_connect_check_blames_no_trap_for_non_finite_logits():
