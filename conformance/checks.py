@@ -604,7 +604,9 @@ def _loss_rows(
     out.append(_result(backend, "network gradients", name, label, cmp))
     exported = call(backend, "export_params", native)
     stats = {
-        k: moving_stats_error(exported.get(k, np.nan), v, ref["params"][k])
+        k: moving_stats_error(exported[k], v, ref["params"][k])
+        if k in exported
+        else absent(k, exported)
         for k, v in ref["moving_stats"].items()
     }
     name, cmp = worst(stats)

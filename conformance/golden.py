@@ -37,6 +37,7 @@ from .results import (
     GRAD_TOL,
     CheckResult,
     Comparison,
+    absent,
     allclose,
     gradient_errors,
     moving_stats_error,
@@ -289,7 +290,10 @@ def _golden_kpointwise(backend: Backend, t: dict, metadata: dict) -> list[CheckR
         graded = gradient_errors(got["grads"], _sub(t, f"{cid}/grads/"), gtol)
         errors.update({f"{cid} {k}": v for k, v in graded.items()})
         for k, v in _sub(t, f"{cid}/moving_stats/").items():
-            errors[f"{cid} {k}"] = allclose(got["moving_stats"].get(k, np.nan), v, rtol, atol)
+            stats = got["moving_stats"]
+            errors[f"{cid} {k}"] = (
+                allclose(stats[k], v, rtol, atol) if k in stats else absent(k, stats)
+            )
     name, cmp = worst(errors)
     return [
         _row(
@@ -358,7 +362,9 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
     exported = call(backend, "export_params", native)
     stats = {
         # Files from before moving_stats_before existed started training at `params`.
-        k: moving_stats_error(exported.get(k, np.nan), v, before.get(k, params[k]), rtol, atol)
+        k: moving_stats_error(exported[k], v, before.get(k, params[k]), rtol, atol)
+        if k in exported
+        else absent(k, exported)
         for k, v in _sub(t, "training/moving_stats/").items()
     }
     name, cmp = worst(stats)
