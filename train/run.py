@@ -521,7 +521,7 @@ class RunWriter:
     def save_best(self, history: list[dict], params: dict[str, np.ndarray]) -> None:
         """``best.safetensors`` from ``params`` (those after the last epoch of ``history``) if
         that epoch is the best so far (``best_epoch``); otherwise, or for no epochs, nothing."""
-        best = best_epoch(history)  # None for an empty history (a checkpoint's may be)
+        best = best_epoch(history)  # None for an empty history
         if best is None or best is not history[-1]:
             return
         meta = self._metadata(epoch=str(best["epoch"]), test_acc=repr(best["test_acc"]))
