@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from .results import NOT_INSTALLED, CheckResult
+from .results import UNCHECKED, CheckResult
 from .runner import Report
 
 
@@ -36,7 +36,7 @@ def format_report(report: Report, command: str = "gpconv check") -> str:
     body = []
     for (backend, check), rows in groups.items():
         worst = max(rows, key=_ratio)
-        if worst.status == NOT_INSTALLED:
+        if worst.status in UNCHECKED:
             body.append((backend, "-", "-", "-", "-", "-", worst.detail))
             continue
         passed = sum(r.passed for r in rows)

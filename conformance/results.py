@@ -16,14 +16,18 @@ LOGIT_TOL = 1e-3  # max |Δlogit| <= LOGIT_TOL * max(1, max |logits|)
 GRAD_TOL = 1e-3  # ||g - g_ref|| / ||g_ref|| per parameter
 
 
-NOT_INSTALLED = "not installed"  # the status of the one row of a backend that was skipped
+# The status of the one row of a backend that was not checked: its framework is missing, or it
+# has none of the implementations asked for with ``--impl``.
+NOT_INSTALLED, NOT_CHECKED = "not installed", "not checked"
+UNCHECKED = (NOT_INSTALLED, NOT_CHECKED)
 
 
 @dataclass
 class CheckResult:
     """A single check of one backend. ``error`` and ``tolerance`` are in the same unit; the check
-    passed when ``error <= tolerance`` (``status`` is then ``"pass"``). A ``"not installed"`` row
-    records a backend that was not checked: it neither passed nor failed (JSON ``passed`` null)."""
+    passed when ``error <= tolerance`` (``status`` is then ``"pass"``). A ``"not installed"`` or
+    ``"not checked"`` row records a backend that was not checked: it neither passed nor failed
+    (JSON ``passed`` null)."""
 
     backend: str
     check: str
@@ -31,7 +35,7 @@ class CheckResult:
     config: str
     error: float
     tolerance: float
-    status: str  # "pass" | "fail" | "error" | "not installed"
+    status: str  # "pass" | "fail" | "error" | "not installed" | "not checked"
     detail: str = ""
 
     @property
@@ -42,7 +46,7 @@ class CheckResult:
         d = asdict(self)
         # null, not false: nothing ran, and the report's "passed" (every check that ran passed)
         # must agree with its rows.
-        d["passed"] = None if self.status == NOT_INSTALLED else self.passed
+        d["passed"] = None if self.status in UNCHECKED else self.passed
         for k in ("error", "tolerance"):
             d[k] = None if not np.isfinite(d[k]) else float(d[k])
         return d

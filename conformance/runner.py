@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import __version__
 from ..backends import get, names
 from ..backends.base import Backend, require
 from .checks import run_backend_checks
 from .golden import check_golden
-from .results import NOT_INSTALLED, CheckResult
+from .results import NOT_CHECKED, NOT_INSTALLED, UNCHECKED, CheckResult
 from .selfcheck import run_selfcheck
 
 REFERENCE = "numpy"  # the registry name of the reference backend (checks itself)
@@ -30,10 +30,11 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """Every check that ran passed. A "not installed" row records a check that did not run:
-        only the default run has such rows (``select`` refuses a missing backend asked for by
-        name), and they fail nothing."""
-        return all(r.passed for r in self.rows if r.status != NOT_INSTALLED)
+        """Every check that ran passed. A "not installed" or "not checked" row records a backend
+        that was not checked: only the default run has such rows (``select`` refuses a missing
+        backend, or one without the implementation asked for, named with ``--backend``), and
+        they fail nothing."""
+        return all(r.passed for r in self.rows if r.status not in UNCHECKED)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,25 +99,34 @@ def default_backends() -> list[str]:
     return names()
 
 
+class Selected(NamedTuple):
+    """One backend to check: the name it was requested by, its adapter (with the implementation
+    to check), and why it is not checked after all (empty when it is)."""
+
+    name: str
+    backend: Backend
+    skip: str = ""
+
+
 def select(
     backend_names: list[str] | None = None, impls: list[str] | None = None
-) -> list[tuple[str, Backend]]:
-    """``(requested name, adapter)`` of each backend to check: ``backend_names``, or by default
-    every registered backend; with ``impls``, each backend once per implementation it has among
-    them (``with_impl``; ``"all"``: every one), see ``with_impls``.
+) -> list[Selected]:
+    """Each backend to check: ``backend_names``, or by default every registered backend; with
+    ``impls``, each backend once per implementation it has among them (``with_impl``;
+    ``"all"``: every one), see ``with_impls``.
 
     Every name is resolved, and every backend asked for by name must be installed (else
     ``ImportError`` with the pip command), before anything runs: a typo or a missing framework
     in the last ``--backend`` must not surface only after minutes of checks of the first, nor a
     check of nothing read as a pass. Only the default run lists missing frameworks as not
-    installed."""
+    installed, and backends without any of ``impls`` as not checked."""
     explicit = bool(backend_names)
     unique = list(dict.fromkeys(backend_names or default_backends()))  # each checked once
-    selected = [(name, resolve(name)) for name in unique]
+    selected = [Selected(name, resolve(name)) for name in unique]
     if impls:
         selected = with_impls(selected, list(dict.fromkeys(impls)), explicit)
     labels: dict[str, str] = {}
-    for name, backend in selected:
+    for name, backend, _ in selected:
         label = backend.name or name
         if label in labels:  # their rows and report entries would merge into one
             raise ValueError(
@@ -125,39 +135,47 @@ def select(
             )
         labels[label] = name
     if explicit:
-        for _, backend in selected:
+        for _, backend, _ in selected:
             require(backend)
     return selected
 
 
-def with_impls(
-    selected: list[tuple[str, Backend]], impls: list[str], explicit: bool
-) -> list[tuple[str, Backend]]:
+def with_impls(selected: list[Selected], impls: list[str], explicit: bool) -> list[Selected]:
     """Each backend of ``selected`` once per implementation of ``impls`` (``"all"``: every one
     of its ``impls``) that it has; a backend with a single implementation (no ``impls``, as the
     reference) stays as it is, and so does one that is not installed (one "not installed" row,
-    not one per impl). ``ValueError`` for an impl that no selected backend has, and for a
-    backend named explicitly that has implementations but none of ``impls``."""
+    not one per impl). One that has implementations but none of ``impls`` is kept as not
+    checked (its reason in ``skip``) when it came from the default list; named explicitly, it
+    is a ``ValueError``, as is an impl that no selected backend has."""
     everything = "all" in impls
-    unknown = [i for i in impls if i != "all" and not any(i in b.impls for _, b in selected)]
+    unknown = [i for i in impls if i != "all" and not any(i in s.backend.impls for s in selected)]
     if unknown:
-        offered = "; ".join(f"{b.name}: {', '.join(b.impls)}" for _, b in selected if b.impls)
+        offered = "; ".join(
+            f"{s.backend.name}: {', '.join(s.backend.impls)}" for s in selected if s.backend.impls
+        )
         raise ValueError(
             f"Expected --impl all or an implementation of a selected backend "
             f"({offered or 'none has a choice'}), received --impl {unknown[0]}"
         )
     out = []
-    for name, backend in selected:
+    for name, backend, _ in selected:
         if not backend.impls or not backend.is_available():
-            out.append((name, backend))
+            out.append(Selected(name, backend))
             continue
         wanted = backend.impls if everything else [i for i in impls if i in backend.impls]
-        if explicit and not wanted:
-            raise ValueError(
-                f"Expected an implementation of backend {backend.name!r} "
-                f"({', '.join(backend.impls)}), received --impl {' --impl '.join(impls)}"
+        if not wanted:
+            lacks = (
+                f"backend {backend.name!r} has no implementation {' or '.join(impls)} "
+                f"(it has {', '.join(backend.impls)})"
             )
-        out += [(name, backend.with_impl(i)) for i in wanted]
+            if explicit:
+                raise ValueError(
+                    f"Expected an implementation of backend {backend.name!r} "
+                    f"({', '.join(backend.impls)}), received --impl {' --impl '.join(impls)}"
+                )
+            out.append(Selected(name, backend, lacks))
+            continue
+        out += [Selected(name, backend.with_impl(i)) for i in wanted]
     return out
 
 
@@ -175,25 +193,21 @@ def run(
     start = time.perf_counter()
     selected = select(backend_names, impls)
     report = Report(mode="full" if full else "quick", seed=seed)
-    for name, backend in selected:
+    for name, backend, skip in selected:
         label = backend.name or name
-        if not backend.is_available():
+        if skip or not backend.is_available():
+            status, why = (NOT_CHECKED, skip) if skip else (NOT_INSTALLED, backend.install_hint)
             report.backends[label] = {
-                "status": NOT_INSTALLED,
-                "hint": backend.install_hint,
+                "status": status,
+                "hint" if status == NOT_INSTALLED else "reason": why,
                 "requested": name,
-                **({"impl": backend.impl} if backend.impls else {}),
+                # A backend skipped for --impl ran no implementation: its default is not named.
+                **({"impl": backend.impl} if backend.impls and not skip else {}),
             }
+            check = "installed" if status == NOT_INSTALLED else "implementation"
             report.rows.append(
                 CheckResult(
-                    label,
-                    "installed",
-                    "-",
-                    backend.install_hint,
-                    float("nan"),
-                    float("nan"),
-                    NOT_INSTALLED,
-                    f"not installed — {backend.install_hint}",
+                    label, check, "-", why, float("nan"), float("nan"), status, f"{status} — {why}"
                 )
             )
             continue

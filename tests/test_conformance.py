@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -873,10 +874,10 @@ def test_each_implementation_is_checked_under_its_own_name(monkeypatch):
     monkeypatch.setattr(runner, "check_golden", lambda backend: [])  # not what is tested here
     spec = f"{__name__}:TWO_IMPL"
     selected = runner.select([spec, "numpy"], ["all"])
-    assert [(n, b.name, b.impl) for n, b in selected] == [
-        (spec, "twoimpl", "good"),
-        (spec, "twoimpl[impl=transposed]", "transposed"),
-        ("numpy", "numpy", ""),  # one implementation: checked as it is
+    assert [(n, b.name, b.impl, skip) for n, b, skip in selected] == [
+        (spec, "twoimpl", "good", ""),
+        (spec, "twoimpl[impl=transposed]", "transposed", ""),
+        ("numpy", "numpy", "", ""),  # one implementation: checked as it is
     ]
     monkeypatch.setattr(runner, "run_backend_checks", lambda b, seed, full: check_interleave(b))
     report = run([spec], impls=["all"])
@@ -907,6 +908,38 @@ def test_a_backend_that_is_not_installed_is_listed_once_whatever_the_impls(monke
     assert list(report.backends) == ["missing2", "numpy"]
     assert report.backends["missing2"]["status"] == runner.NOT_INSTALLED
     assert [r.backend for r in report.rows] == ["missing2"]
+
+
+class OtherImplBackend(TwoImplBackend):
+    name = "otherimpl"
+    impls = ("fast", "slow")
+
+
+OTHER_IMPL = OtherImplBackend("fast")
+
+
+def test_a_default_backend_without_the_implementation_is_listed_as_not_checked(monkeypatch):
+    """``gpconv check --impl X`` dropped every backend without an implementation X from the
+    report without a word: a reader saw no torch row and could not tell why."""
+    specs = [f"{__name__}:TWO_IMPL", f"{__name__}:OTHER_IMPL"]
+    monkeypatch.setattr(runner, "default_backends", lambda: specs)
+    monkeypatch.setattr(runner, "check_golden", lambda backend: [])
+    monkeypatch.setattr(runner, "run_backend_checks", lambda b, seed, full: check_interleave(b))
+    report = run(None, impls=["transposed"])
+    assert list(report.backends) == ["twoimpl[impl=transposed]", "otherimpl"]
+    skipped = report.backends["otherimpl"]
+    assert skipped["status"] == "not checked" and "impl" not in skipped
+    assert skipped["reason"] == (
+        "backend 'otherimpl' has no implementation transposed (it has fast, slow)"
+    )
+    assert not report.passed  # the transposed interleave still fails; the skip fails nothing
+    row = report.rows[-1].to_dict()
+    assert (row["backend"], row["status"], row["passed"]) == ("otherimpl", "not checked", None)
+    text = format_report(report)
+    assert re.search(
+        r"^otherimpl +- .* not checked — backend 'otherimpl' has no implem", text, re.M
+    )
+    assert run(None, impls=["good"]).passed  # checked: twoimpl's good; not checked: otherimpl
 
 
 @pytest.mark.parametrize(
