@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="IMPL",
         help="kPointwise implementation to check (repeatable; 'all' for every one), for the "
         f"backends that have a choice: {IMPLS_HELP}. Default: each backend's default (the first "
-        "listed)",
+        "listed). A backend without any of them is listed as not checked",
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
