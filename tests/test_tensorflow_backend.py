@@ -54,6 +54,7 @@ from gpconv.backends.tensorflow import (  # noqa: E402
 )
 from gpconv.backends.tensorflow.adapter import TensorFlowBackend  # noqa: E402
 from gpconv.backends.tensorflow.grouped import resolve_impl  # noqa: E402
+from gpconv.conformance.strategies import kpointwise_specs  # noqa: E402
 from gpconv.core import GroupedPointwise as RefGroupedPointwise  # noqa: E402
 from gpconv.core import KPointwise as RefKPointwise  # noqa: E402
 from gpconv.core import interleave as ref_interleave  # noqa: E402
@@ -247,13 +248,11 @@ def test_load_model_after_a_bare_import_of_the_package(imports, small_kmodel, tm
 
 @st.composite
 def kpointwise_cases(draw):
-    cin, cout = draw(st.integers(1, 48)), draw(st.integers(1, 48))
-    m = draw(st.integers(1, 24))
-    spec = KPointwiseSpec.from_min_channels(
-        cin, cout, m, bn=draw(st.booleans()), bias=draw(st.booleans()),
-        activation=draw(st.sampled_from([None, "swish", "sigmoid"])),
-    )  # fmt: skip
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), cin)
+    """``(spec, x shape, impl, training, seed)``. The spec is the conformance suite's draw, whose
+    channel counts share a factor: independent counts in 1..48 were ungrouped in 86% of draws,
+    and the ``ci`` profile's 8 never had a grouped layer in training mode or with Cin < Cout."""
+    spec = draw(kpointwise_specs())
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), spec.cin)
     return (
         spec,
         shape,
@@ -264,6 +263,9 @@ def kpointwise_cases(draw):
 
 
 @given(case=kpointwise_cases())
+# Cout // G == 1 (no interleave, a second conv): the draws give it one time in ten, ci's 8 never.
+@example(case=(KPointwiseSpec(12, 4, 4, activation="sigmoid", bias=True), (2, 2, 3, 12), "einsum",
+               True, 0))  # fmt: skip
 def test_kpointwise_layer_matches_reference(case):
     """Forward, GradientTape gradients (input and every weight) and, in training mode, the
     updated moving statistics equal core's KPointwise in float64."""
