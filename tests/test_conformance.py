@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 
 from gpconv.backends import get
 from gpconv.backends.base import Backend
@@ -44,9 +44,22 @@ def test_reference_passes_its_own_checks():
     assert not failing(rows), describe(failing(rows))
 
 
+class Float32Numpy(NumpyBackend):
+    """The reference computing in float32: the reference's function with a float32 backend's
+    round-off, which the conformance tolerances must accept."""
+
+    name = "numpy[float32]"
+    dtype = np.float32
+
+
 @given(ref=strategies.kpointwise_refs())
+# A second conv with BN in training mode and a bias (zero gradient in exact arithmetic): the
+# ci profile's 8 draws have no such case.
+@example(ref=cases.kpointwise_case((8, 8, 2, True, "swish", True), True, seed=0))
 def test_reference_backend_matches_drawn_kpointwise_cases(ref):
-    rows = compare_kpointwise(get("numpy"), ref)
+    """In float32, so that the rows compare something: the float64 reference backend returns
+    the drawn case's own arrays bit for bit, which passes whatever the tolerances are."""
+    rows = compare_kpointwise(Float32Numpy(), ref)
     assert not failing(rows), describe(failing(rows))
 
 
@@ -515,11 +528,7 @@ def test_a_gradient_zero_in_exact_arithmetic_passes_at_float32_round_off():
     training-mode BN has gradient 0, and a batch of 4 pixels left float32 round-off of 3.8e-6
     there, which the old floor (1e-3 of the largest gradient norm) called a failure. The same
     numbers through NumPy in float32 must pass every row."""
-    from gpconv.backends.numpy_reference import NumpyBackend
     from gpconv.core.pointwise import KPointwise, KPointwiseSpec
-
-    class Float32Numpy(NumpyBackend):
-        dtype = np.float32
 
     a = np.array
     spec = KPointwiseSpec(2, 2, 2, bn=True, activation="swish", bias=True)
