@@ -279,11 +279,14 @@ def test_drop_connect_mask_matches_explicit_computation():
     site, prev = f"{block.name}_drop", arch.blocks[arch.blocks.index(block) - 1].name
     params, x = random_network_params(arch), images(2, 8)
     masks = drop_masks(arch, 2)
-    keep_all = {**masks, site: np.ones((2, 1, 1, 1))}
-    _, c_all = network.forward(arch, params, x, training=True, masks=keep_all)
+    # project(x) from the network without drop-connect (rate 0 adds it unscaled), not from a
+    # kept-everywhere run of this one: that scaled it by the rate under test, 1/(1 - rate), and
+    # a wrong rate cancelled out of the expected value.
+    _, c_plain = network.forward(without_dropout(arch), params, x, training=True, masks=masks)
     _, c_mask = network.forward(arch, params, x, training=True, masks=masks)
-    inp = c_all["intermediates"][prev]
-    branch = (c_all["intermediates"][block.name] - inp) * (1 - block.drop_rate)  # project(x)
+    inp = c_plain["intermediates"][prev]
+    assert np.array_equal(c_mask["intermediates"][prev], inp), "an earlier site dropped"
+    branch = c_plain["intermediates"][block.name] - inp  # project(x)
     expected = inp + masks[site] * branch / (1 - block.drop_rate)
     config = {"site": site, "mask": masks[site].ravel().tolist(), "rate": block.drop_rate}
     assert_close(
