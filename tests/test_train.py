@@ -686,6 +686,51 @@ def test_a_kill_before_the_best_params_are_written_is_repaired_by_resume(
     assert_same_params(os.path.join(numpy_run, name), os.path.join(out, name))
 
 
+def _scripted_test_accuracy(monkeypatch, accs: list[float]) -> None:
+    """Make the runs' evaluations return ``accs`` in turn (test loss 1.0): which epoch is best,
+    and whether a retrained epoch reproduces its accuracy, become the test's choice."""
+    it = iter(accs)
+    monkeypatch.setattr("gpconv.train.loop.evaluate", lambda *args: (1.0, next(it)))
+
+
+def _corrupt_checkpoint(run: str, epoch: int) -> None:
+    path = os.path.join(run, "checkpoints", f"epoch-{epoch:04d}", "params.safetensors")
+    raw = bytearray(open(path, "rb").read())
+    raw[-1] ^= 0xFF
+    open(path, "wb").write(bytes(raw))
+
+
+@pytest.mark.slow  # two 3-epoch numpy runs each: 7-12 s on the loaded 2-core machine
+@pytest.mark.parametrize("best_checkpoint_kept", [True, False], ids=["restored", "removed"])
+def test_a_fallback_resume_leaves_no_best_params_of_an_epoch_it_trains_again(
+    tmp_path, monkeypatch, capsys, best_checkpoint_kept
+):
+    """Epoch 3 was best (best.safetensors) and its checkpoint broke: the resume from epoch 2
+    trains epoch 3 again, worse this time (as with another --epochs); best.safetensors still held
+    the first epoch 3, which no row of metrics.csv describes, while summary.json named epoch 1."""
+    out = str(tmp_path / "run")
+    _scripted_test_accuracy(monkeypatch, [0.5, 0.25, 0.75, 0.125])
+    args = [*NUMPY_TINY, "--limit", "16", "--keep", "3", "--out", out]  # one step per epoch
+    assert train(*args) == 0
+    first = load_params(os.path.join(out, "checkpoints", "epoch-0001", "params.safetensors"))
+    _corrupt_checkpoint(out, 3)
+    if not best_checkpoint_kept:
+        shutil.rmtree(os.path.join(out, "checkpoints", "epoch-0001"))
+    assert train(*args, "--resume") == 0
+    assert [float(r["test_acc"]) for r in metrics_rows(out)] == [0.5, 0.25, 0.125]
+    assert json.load(open(os.path.join(out, "summary.json")))["best_epoch"] == 1
+    best = os.path.join(out, run_module.BEST_PARAMS)
+    if best_checkpoint_kept:
+        assert read_metadata(best)["epoch"] == "1" and read_metadata(best)["test_acc"] == "0.5"
+        restored = load_params(best)
+        assert restored.keys() == first.keys()
+        for k in first:
+            np.testing.assert_array_equal(restored[k], first[k], err_msg=k)
+    else:  # epoch 1's parameters are gone: no file rather than another epoch's
+        assert not os.path.exists(best), read_metadata(best)
+        assert f"removed {best}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "edit, fault",
     [

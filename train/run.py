@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import backends
 from ..core.arch import MIN_INPUT_SIZE, MODELS, Architecture, by_name, without_dropout
-from ..core.params import arch_metadata, save_params
+from ..core.params import arch_metadata, read_metadata, save_params
 from ..perf import allocator
 from ..perf.machine import describe
 from . import checkpoint, metrics
@@ -440,6 +440,40 @@ def best_epoch(history: list[dict]) -> dict | None:
     return max(usable, key=lambda r: r["test_acc"]) if usable else None
 
 
+def _best_key(row: dict) -> dict[str, str]:
+    """What ``best.safetensors``'s metadata records of its history row: epoch and test accuracy
+    (``repr``: exact). Two rows with the same key are taken for the same epoch of one run."""
+    return {"epoch": str(row["epoch"]), "test_acc": repr(row["test_acc"])}
+
+
+def _holds_epoch(path: str, row: dict | None) -> bool:
+    """Whether the parameter file ``path`` is that of history row ``row`` (``_best_key``);
+    False for no row, or a file missing or unreadable."""
+    if row is None:
+        return False
+    try:
+        meta = read_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return {k: meta.get(k) for k in ("epoch", "test_acc")} == _best_key(row)
+
+
+def _checkpoint_of(out: str, row: dict) -> checkpoint.Checkpoint | None:
+    """The checkpoint after epoch ``row`` in ``out``, if one verifies and the last row of its
+    history is ``row`` (the same run, not that epoch as trained before a fallback)."""
+    for epoch, path in checkpoint.epochs_on_disk(out):
+        if epoch != row["epoch"]:
+            continue
+        try:
+            kept = checkpoint.verify(path)
+        except ValueError:
+            return None
+        history = kept.state.get("history")
+        last = history[-1] if isinstance(history, list) and history else None
+        return kept if isinstance(last, dict) and _best_key(last) == _best_key(row) else None
+    return None
+
+
 def _finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
@@ -522,11 +556,45 @@ class RunWriter:
         """``best.safetensors`` from ``params`` (those after the last epoch of ``history``) if
         that epoch is the best so far (``best_epoch``); otherwise, or for no epochs, nothing."""
         best = best_epoch(history)  # None for an empty history
-        if best is None or best is not history[-1]:
-            return
-        meta = self._metadata(epoch=str(best["epoch"]), test_acc=repr(best["test_acc"]))
+        if best is not None and best is history[-1]:
+            self._write_best(best, params)
+
+    def _write_best(self, row: dict, params: dict[str, np.ndarray]) -> None:
+        """``best.safetensors``: ``params``, those after epoch ``row`` (metadata: its epoch and
+        test accuracy, which ``resume_best`` compares)."""
+        meta = self._metadata(**_best_key(row))
         with _writing(BEST_PARAMS, self.cfg.out):
             save_params(os.path.join(self.cfg.out, BEST_PARAMS), params, metadata=meta)
+
+    def resume_best(self, history: list[dict], params: dict[str, np.ndarray]) -> None:
+        """Make ``best.safetensors`` hold the best epoch of ``history``, the history of the
+        checkpoint resumed from (``params``: its last epoch's), and rewrite metrics.csv,
+        curves.png and summary.json for that history.
+
+        A kill between a checkpoint and its best file left an older epoch's best file (or none).
+        A fallback to an older checkpoint (the newest damaged) left the files of epochs the run
+        now trains again and need not reproduce (another ``--epochs`` changes the lr schedule):
+        kept, best.safetensors could end holding an epoch of no row of metrics.csv. The best
+        epoch's parameters come from ``params`` or its checkpoint if one still verifies; where
+        none does, the stale file is removed (with a warning) until an epoch beats that one."""
+        best, path = best_epoch(history), os.path.join(self.cfg.out, BEST_PARAMS)
+        if best is not None and best is history[-1]:
+            self._write_best(best, params)
+        elif not _holds_epoch(path, best):
+            kept = None if best is None else _checkpoint_of(self.cfg.out, best)
+            if kept is not None:
+                self._write_best(best, kept.params())
+            elif os.path.lexists(path):
+                with _writing(BEST_PARAMS, self.cfg.out):
+                    os.remove(path)
+                print(
+                    f"gpconv train: removed {path}: it held an epoch the resumed run trains "
+                    f"again, and no checkpoint is left of its best epoch "
+                    f"({best['epoch'] if best else 'none'}); the next epoch that beats it "
+                    "writes the file",
+                    file=sys.stderr,
+                )
+        self.files(history, "running")
 
     def files(self, history: list[dict], status: str) -> None:
         """metrics.csv, curves.png and summary.json, with the run's ``status``."""
@@ -674,9 +742,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
             )
         writer.start()
         if ckpt is not None:
-            # A kill between a checkpoint and best.safetensors of the same epoch left an older
-            # epoch's (or no) best file; the checkpoint's parameters are that epoch's.
-            writer.save_best(history, fw.export_params())
+            writer.resume_best(history, fw.export_params())
     loop_cfg = LoopConfig(
         cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.augment, cfg.schedule, cfg.progress
     )
