@@ -328,12 +328,23 @@ def test_resume_refuses_changed_data(tmp_path, capsys, monkeypatch):
     _write_pngs(tmp_path / "pets", classes=("fox",), per_class=6)
     assert train(*args, "--epochs", "2", "--resume") == 2
     err = capsys.readouterr().err
-    assert "the data changed" in err and "'fox'" in err
+    assert f"the data of --data folder={tmp_path / 'pets'} changed" in err and "'fox'" in err
     assert tree_digest(str(tmp_path / "run")) == before
     monkeypatch.chdir(tmp_path)  # the same folder named by a relative path is the same data
     shutil.rmtree(tmp_path / "pets" / "fox")
     relative = [a.replace(str(tmp_path / "pets"), "pets") for a in args]
     assert train(*relative, "--epochs", "2", "--resume") == 0
+
+
+def test_resume_of_a_run_json_without_data_fingerprint_goes_on(numpy_run, tmp_path):
+    """Runs written before run.json recorded the data's fingerprint resume unchecked."""
+    run = str(tmp_path / "old")
+    shutil.copytree(numpy_run, run)
+    run_json = os.path.join(run, "run.json")
+    recorded = json.load(open(run_json))
+    json.dump({k: v for k, v in recorded.items() if k != "data"}, open(run_json, "w"))
+    assert train(*NUMPY_TINY, "--out", run, "--resume") == 0
+    assert json.load(open(run_json))["data"] == recorded["data"]  # recorded from now on
 
 
 def test_numpy_threads_limit_blas():

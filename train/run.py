@@ -330,9 +330,10 @@ def _recorded(out: str, key: str) -> Any:
     return _read_json(run_json).get(key)
 
 
-def check_same_data(out: str, data: Dataset) -> None:
-    """``ConfigError`` unless the data equals the data of the run in ``out`` (its run.json's
-    fingerprint; runs written before fingerprints existed are not checked)."""
+def check_same_data(out: str, data: Dataset, spec: str) -> None:
+    """``ConfigError`` naming ``--data spec`` unless the data equals the data of the run in
+    ``out`` (its run.json's fingerprint; runs written before fingerprints existed are not
+    checked)."""
     stored = _recorded(out, "data")
     if stored is None:
         return
@@ -342,7 +343,7 @@ def check_same_data(out: str, data: Dataset) -> None:
     ]
     if diff:
         raise ConfigError(
-            f"cannot --resume {out}: the data changed since the run started:\n  "
+            f"cannot --resume {out}: the data of --data {spec} changed since the run started:\n  "
             + "\n  ".join(diff)
         )
 
@@ -677,7 +678,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
             f"received: {str(err) or 'MemoryError'} (choose a smaller --image-size)"
         ) from err
     if cfg.resume:
-        check_same_data(cfg.out, data)
+        check_same_data(cfg.out, data, cfg.data)
         keep_normalization(cfg.out, data)
     if len(data.y_train) < cfg.batch_size:
         raise ConfigError(
