@@ -92,10 +92,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _check(args: argparse.Namespace) -> None:
+    from ..train.frameworks import check_threads
+
+    try:
+        check_threads(args.threads)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     require_at_least(
         args,
         {
-            "threads": 1,
             "batch_size": 1,
             "steps": 1,
             "warmup": 0,

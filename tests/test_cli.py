@@ -109,6 +109,17 @@ def test_usage_errors_exit_2(argv, capsys):
         (["check", "--seed", "-1"], "Expected --seed >= 0, received -1"),
         (["check", "--backend", ":x"], "unknown backend ':x'"),  # was "Empty module name"
         (["bench", "--threads", "0"], "Expected --threads >= 1, received 0"),
+        # 4096 threads on 2 CPUs: a one-step torch run did not end in 2 minutes (16 s with 1);
+        # an unwritable --json stops the old code there, instead of measuring for minutes
+        (
+            ["bench", "--threads", "4096", "--json", os.path.join(os.devnull, "x.json")],
+            "the CPUs this process may use), received 4096",
+        ),
+        (
+            ["train", "--backend", "numpy", "--model", "kefficientnet-b0", "--out", os.devnull]
+            + ["--threads", "4096"],
+            "Expected --threads <= ",
+        ),
     ],
 )
 def test_usage_errors_name_the_flag(argv, message, capsys):

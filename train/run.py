@@ -40,7 +40,15 @@ from . import checkpoint, metrics
 from .data import DataError, Dataset, absolute_spec, load
 from .device import check_device
 from .distributed import Dist
-from .frameworks import COMPILABLE, FRAMEWORKS, Framework, OptimConfig, create, set_threads
+from .frameworks import (
+    COMPILABLE,
+    FRAMEWORKS,
+    Framework,
+    OptimConfig,
+    check_threads,
+    create,
+    set_threads,
+)
 from .loop import Diverged, LoopConfig, fit
 from .outlock import LOCK_NAME, FolderInUse, OutLock, in_use_message
 
@@ -161,8 +169,10 @@ class RunConfig:
             raise ConfigError(f"Expected --skip-stride >= -1, received {self.skip_stride}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"Expected --lr finite and > 0, received {self.lr}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"Expected --threads >= 1, received {self.threads}")
+        try:
+            check_threads(self.threads)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         if self.compile_step and self.backend not in COMPILABLE:
             raise ConfigError(
                 f"Expected --backend in {COMPILABLE} with --compile, received {self.backend!r}"
