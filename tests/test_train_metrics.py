@@ -377,3 +377,23 @@ def test_table_without_any_summary_exits_1_and_still_draws_the_figure(tmp_path, 
     captured = capsys.readouterr()
     assert captured.out == "" and "no run with summary.json to tabulate" in captured.err
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "last_loss, scale", [(0.01, "log"), (0.0, "linear")], ids=["positive", "zero"]
+)
+def test_loss_axis_is_logarithmic_when_every_loss_is_positive(
+    last_loss, scale, tmp_path, saved_figures
+):
+    """Losses from 2.3 to 0.01 on a linear axis left every epoch but the first on the floor; a
+    zero loss has no logarithm, and a diverged run's NaN is a gap, not a reason to stay linear."""
+    run = _run(tmp_path / "a", epochs=3)
+    rows = metrics.read_csv(f"{run}/metrics.csv")
+    rows[0]["train_loss"], rows[1]["test_loss"], rows[2]["test_loss"] = 2.3, math.nan, last_loss
+    metrics.write_csv(f"{run}/metrics.csv", rows)
+    assert metrics.main([run, "-o", str(tmp_path / "runs.png")]) == 0
+    metrics.plot_curves(str(tmp_path / "curves.png"), rows)  # a run's own curves.png
+    assert len(saved_figures) == 2
+    for fig in saved_figures:
+        loss_ax = fig.axes[0]
+        assert (loss_ax.get_title(), loss_ax.get_yscale()) == ("loss", scale)

@@ -187,6 +187,18 @@ def _plot_history(
         )
 
 
+def _loss_axis(ax_loss, histories: Sequence[Sequence[dict[str, Any]]]) -> None:
+    """A log loss axis when every finite loss of ``histories`` is > 0: cross-entropy falls by
+    decades (2.3 in the first epoch, 0.01 late; a test loss in the BN warm-up can exceed 1e5),
+    and a linear axis flattens all but the largest. A zero loss (no logarithm) keeps it linear;
+    non-finite ones (gaps) do not count."""
+    losses = [row[f"{split}_loss"] for h in histories for row in h for split in ("train", "test")]
+    finite = [v for v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
+    if finite and min(finite) > 0:
+        ax_loss.set_yscale("log")
+        ax_loss.set_ylabel("cross-entropy loss (log scale)")
+
+
 def _save(plt, fig, path: str) -> None:
     """Write ``fig`` to ``path`` atomically, in the format of its suffix (``plot_format``)."""
     fmt = plot_format(path)
@@ -206,6 +218,7 @@ def plot_curves(path: str, history: Sequence[dict[str, Any]], title: str = "") -
     """``curves.png``: train/test loss and accuracy per epoch."""
     plt, fig, ax_loss, ax_acc = _figure()
     _plot_history(ax_loss, ax_acc, history, "", color="C0")
+    _loss_axis(ax_loss, [history])
     ax_acc.legend(["train", "test"])
     fig.suptitle(displayable(title))  # the title names the data's folder
     _save(plt, fig, path)
@@ -354,6 +367,7 @@ def runs_figure(runs: Sequence[Run], title: str = ""):
     for i, (run, label) in enumerate(zip(runs, labels)):
         # NaN (a diverged run's loss) leaves a gap in its curve: matplotlib skips such points.
         _plot_history(ax_loss, ax_acc, run.history, label, color=f"C{i}")
+    _loss_axis(ax_loss, [run.history for run in runs])
     ax_acc.legend(fontsize=8)
     fig.suptitle(displayable(title))
     return plt, fig
