@@ -598,11 +598,11 @@ class RunWriter:
             elif os.path.lexists(path):
                 with _writing(BEST_PARAMS, self.cfg.out):
                     os.remove(path)
+                best_is = f"epoch {best['epoch']}" if best else "no epoch with a finite loss"
                 print(
-                    f"gpconv train: removed {path}: it held an epoch the resumed run trains "
-                    f"again, and no checkpoint is left of its best epoch "
-                    f"({best['epoch'] if best else 'none'}); the next epoch that beats it "
-                    "writes the file",
+                    f"gpconv train: removed {path}: the best of the history resumed from is "
+                    f"{best_is}, which that file did not hold and no checkpoint is left of; "
+                    "the next epoch that beats it writes the file again",
                     file=sys.stderr,
                 )
         self.files(history, "running")
