@@ -67,9 +67,9 @@ def network_arch(model: str, m: int | None, training: bool) -> Architecture:
     return without_dropout(arch) if training else arch
 
 
-def network_label(model: str, m: int | None) -> str:
+def network_label(model: str, m: int | None, batch: int = BATCH, size: int = IMAGE_SIZE) -> str:
     width = f" {m}ch" if m else ""
-    return f"{model}{width} {IMAGE_SIZE}x{IMAGE_SIZE} skip={SKIP_STRIDE} batch={BATCH}"
+    return f"{model}{width} {size}x{size} skip={SKIP_STRIDE} batch={batch}"
 
 
 def calibrated(

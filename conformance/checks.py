@@ -9,6 +9,7 @@ comparing the backend's intermediate outputs with the reference's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,11 @@ TRAPS = {
     "drop-connect branch": "drop-connect drops a sample's whole residual branch (not single "
     "elements, not the identity) and scales a kept one by 1 / (1 - rate), the rate the block "
     "table gives the block",
+    "head dropout": "head dropout: one draw per pooled feature (not per sample, not before the "
+    "pooling) at the architecture's rate (B0: 0.2, B7: 0.5), kept features scaled by "
+    "1 / (1 - rate)",
+    "drop-connect residual only": "drop-connect only in residual blocks (stride 1, cin == "
+    "cout): a block without the identity shortcut drops nothing",
     "drop-connect": "drop-connect keeps or drops each sample (an (N, 1, 1, 1) mask), not the "
     "whole batch at once",
 }
@@ -343,6 +349,10 @@ def compare_kpointwise(backend: Backend, ref: dict[str, Any]) -> list[CheckResul
 # copy's keep/drop pattern in every block has a probability of 2e-8: the check does not flake.
 DROP_CONNECT_COPIES = 16
 DROP_CONNECT_RATE = 0.5
+# The image size of the dropout checks, smaller than the network checks' 32: the drop-connect
+# check runs the reference through every block for all the copies, and at 16x16 (feature maps
+# 15 -> 8 -> 4 with skip 3) that and the backend's forward cost a quarter as much.
+DROPOUT_IMAGE_SIZE = 16
 
 
 def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
@@ -352,20 +362,23 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
     repeated ``DROP_CONNECT_COPIES`` times. Without drop-connect every copy would give the same
     logits; per-sample masks make most copies differ; one mask for the whole batch (or none)
     leaves them all equal. The error is the share of copies whose logits equal the first copy's
-    (within 1e-4 of the logits' scale); more than half is a failure."""
+    (within 1e-4 of the logits' scale); more than half is a failure. The branch row checks
+    every block's output for the copies (``drop_connect_branch_error``): the schedule, the
+    scale, the mask's shape, and no drop-connect in blocks without a residual."""
     rows = []
     for model, m in _models(full):
         arch = without_dropout(C.network_arch(model, m, training=False))
         arch = with_dropout(arch, drop_connect_rate=DROP_CONNECT_RATE)
         label = (
-            f"{C.network_label(model, m)} drop_connect_rate={DROP_CONNECT_RATE}, "
+            f"{C.network_label(model, m, DROP_CONNECT_COPIES, DROPOUT_IMAGE_SIZE)} "
+            f"drop_connect_rate={DROP_CONNECT_RATE}, "
             f"{DROP_CONNECT_COPIES} copies of one image"
         )
 
         def rows_of(arch: Architecture = arch, label: str = label) -> list[CheckResult]:
             rng = np.random.default_rng([seed, 2])
             params = C.randomise(arch.param_shapes(), init_params(arch, seed, np.float64), rng)
-            image = C.f32(rng.standard_normal((1, C.IMAGE_SIZE, C.IMAGE_SIZE, 3)))
+            image = C.f32(rng.standard_normal((1, DROPOUT_IMAGE_SIZE, DROPOUT_IMAGE_SIZE, 3)))
             native = call(backend, "build", arch)
             call(backend, "load_params", native, params)
             got = call_forward(
@@ -396,67 +409,214 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
     return rows
 
 
-def _first_dropping_block(arch: Architecture) -> tuple[str, MBConvSpec]:
-    """The first residual block with a drop rate above 0, and the name of the layer before it
-    (the stem or a block): copies of one image are still identical at that block's input."""
-    before = "stem"
-    for block in arch.blocks:
-        if block.residual and block.drop_rate > 0:
-            return before, block
-        before = block.name
-    raise ValueError(f"Expected a residual block that drops in {arch.name}, found none")
+def _copies_output(
+    got: Mapping, name: str, shape: tuple[int, ...], tol: float
+) -> np.ndarray | Comparison:
+    """The backend's output ``name`` for the copies as float64, or the failing ``Comparison``
+    when it is missing, of another shape than ``shape`` or not finite."""
+    if name not in got:
+        note = f"forward() returned no {[name]} output (every block's is part of the interface)"
+        return Comparison(float("inf"), tol, note, layout=True)
+    out = np.asarray(got[name], np.float64)
+    if out.shape != shape:
+        note = f"{name} output of shape {out.shape}, expected {shape}"
+        return Comparison(float("inf"), tol, note, layout=True)
+    if not np.all(np.isfinite(out)):
+        return Comparison(float("inf"), tol, f"non-finite {name} output", non_finite=True)
+    return out
 
 
-def drop_connect_branch_error(
-    arch: Architecture, params: Mapping[str, np.ndarray], image: np.ndarray, got: Mapping
-) -> tuple[str, Comparison, str]:
-    """``(block, comparison, trap)`` for the first block that drops (``_first_dropping_block``, rate
-    ``r``), from ``got``, the backend's training forward of ``DROP_CONNECT_COPIES`` copies of
-    ``image`` ``(1, H, W, 3)``. Until that block the copies are identical (the batch statistics
-    of equal copies are those of one), so copy ``i`` leaves it as ``x + y / (1 - r)`` if kept or
-    ``x`` if dropped, with the reference's input ``x`` and residual branch ``y`` for the image.
-    The error is each copy's distance to the nearer of the two (the worst copy), within
-    ``LOCATE_TOL`` of their scale: a mask per element, a kept branch scaled for another rate (or
-    not at all), or a drop of the identity too is near neither. Every copy dropped fails too:
-    the first dropping block of B0 has rate 1/16, so that has a probability of 16**-16. The trap
-    is the forward pass when the block's input already differs from the reference's."""
-    before, block = _first_dropping_block(arch)
-    trap = TRAPS["drop-connect branch"]
-    _, cache = network.forward(without_dropout(arch), dict(params), image, training=True)
-    x = cache["intermediates"][before][0]
-    kept = x + (cache["intermediates"][block.name][0] - x) / (1 - block.drop_rate)
+def _reference_block(
+    block: MBConvSpec, params: Mapping[str, np.ndarray], x: np.ndarray
+) -> np.ndarray:
+    """The reference's training-mode output of ``block`` without drop-connect for the batch
+    ``x`` (the backend's own input to it): its batch statistics are those of ``x``, which the
+    backend's block saw too, since drop-connect acts only after them."""
+    y, _ = network._block_forward(
+        replace(block, drop_rate=0.0), dict(params), x, True, {}, None, np.random.default_rng(0)
+    )
+    return y
+
+
+def _block_drop_error(
+    block: MBConvSpec, x: np.ndarray, ref: np.ndarray, out: np.ndarray
+) -> Comparison:
+    """``Comparison`` of the backend's output ``out`` of ``block`` for the copies with what the
+    block may give for its input ``x``: ``ref`` (the reference without drop-connect) if the
+    block does not drop (no residual, or rate 0); else, per copy, ``x`` (dropped) or
+    ``x + (ref - x) / (1 - rate)`` (kept). The error is the worst copy's distance to the nearer
+    of the two, within ``LOCATE_TOL`` of their scale; every copy dropped fails too (at rate
+    ``r`` that has a probability of ``r**16``: 16**-16 for B0's first dropping block, at most
+    2e-6 for its last, 0.44)."""
+    axes = tuple(range(1, x.ndim))
+    if not (block.residual and block.drop_rate > 0):
+        tol = LOCATE_TOL * max(1.0, float(np.max(np.abs(ref))))
+        error = float(np.max(np.abs(out - ref)))
+        note = (
+            "" if error <= tol else "not the reference's output for its input: no drop-connect here"
+        )
+        return Comparison(error, tol, note)
+    kept = x + (ref - x) / (1 - block.drop_rate)
     tol = LOCATE_TOL * max(1.0, float(np.max(np.abs(kept))))
-    missing = [k for k in (before, block.name) if k not in got]
-    if missing:
-        note = f"forward() returned no {missing} output (every block's is part of the interface)"
-        return block.name, Comparison(float("inf"), tol, note, layout=True), trap
-    copies = {k: np.asarray(got[k], np.float64) for k in (before, block.name)}
-    expected = (DROP_CONNECT_COPIES, *x.shape)
-    for k, v in copies.items():
-        if v.shape != expected:
-            note = f"{k} output of shape {v.shape}, expected {expected}"
-            return block.name, Comparison(float("inf"), tol, note, layout=True), trap
-        if not np.all(np.isfinite(v)):
-            cmp = Comparison(float("inf"), tol, f"non-finite {k} output", non_finite=True)
-            return block.name, cmp, trap
-    if (diverged := float(np.max(np.abs(copies[before] - x)))) > tol:
-        note = f"its input {before} already differs from the reference's by {diverged:.3g}"
-        return block.name, Comparison(diverged, tol, note), FORWARD_FIRST.format(before)
-    axes = tuple(range(1, x.ndim + 1))
-    to_dropped = np.max(np.abs(copies[block.name] - x), axis=axes)
-    to_kept = np.max(np.abs(copies[block.name] - kept), axis=axes)
+    to_dropped = np.max(np.abs(out - x), axis=axes)
+    to_kept = np.max(np.abs(out - kept), axis=axes)
     nearer = np.minimum(to_dropped, to_kept)
     error = float(np.max(nearer))
+    copies = len(out)
     n_kept, n_neither = int(np.sum(to_kept <= tol)), int(np.sum(nearer > tol))
     note = (
-        f"rate {block.drop_rate:.4g}: {n_kept} of {DROP_CONNECT_COPIES} copies kept, "
-        f"{DROP_CONNECT_COPIES - n_kept - n_neither} dropped"
+        f"rate {block.drop_rate:.4g}: {n_kept} of {copies} copies kept, "
+        f"{copies - n_kept - n_neither} dropped"
     )
     if n_neither:
         note += f", {n_neither} neither x (dropped) nor x + y / (1 - rate) (kept)"
     elif n_kept == 0:
         error, note = float("inf"), f"{note}: every copy dropped"
-    return block.name, Comparison(error, tol, note), trap
+    return Comparison(error, tol, note)
+
+
+def drop_connect_branch_error(
+    arch: Architecture, params: Mapping[str, np.ndarray], image: np.ndarray, got: Mapping
+) -> tuple[str, Comparison, str]:
+    """``(block, comparison, trap)`` for the first block whose output is wrong (else the
+    worst), from ``got``, the backend's training forward of ``DROP_CONNECT_COPIES`` copies of
+    ``image`` ``(1, H, W, 3)``. The copies leave the stem identical to the reference's output
+    for the image; from then on each block is checked on the backend's own input to it
+    (``_block_drop_error``): every residual block at its own rate from the table (the schedule
+    ``drop_connect_rate * b / blocks``), and blocks without drop-connect unchanged. A mask per
+    element, a kept branch scaled for another rate (or not at all), a dropped identity, or a
+    drop in a block without residual is caught in whichever block it happens. The trap is the
+    forward pass when the stem already differs from the reference's."""
+    _, cache = network.forward(without_dropout(arch), dict(params), image, training=True)
+    stem = cache["intermediates"]["stem"][0]
+    shape = (DROP_CONNECT_COPIES, *stem.shape)
+    tol = LOCATE_TOL * max(1.0, float(np.max(np.abs(stem))))
+    x = _copies_output(got, "stem", shape, tol)
+    if isinstance(x, Comparison):
+        return arch.blocks[0].name, x, TRAPS["drop-connect branch"]
+    if (diverged := float(np.max(np.abs(x - stem)))) > tol:
+        note = f"its input stem already differs from the reference's by {diverged:.3g}"
+        return arch.blocks[0].name, Comparison(diverged, tol, note), FORWARD_FIRST.format("stem")
+    checked: dict[str, Comparison] = {}
+    for block in arch.blocks:
+        trap = TRAPS["drop-connect branch" if block.residual else "drop-connect residual only"]
+        ref = _reference_block(block, params, x)
+        out = _copies_output(got, block.name, ref.shape, LOCATE_TOL)
+        if isinstance(out, Comparison):
+            return block.name, out, trap
+        checked[block.name] = _block_drop_error(block, x, ref, out)
+        if not checked[block.name].ok:
+            return block.name, checked[block.name], trap
+        x = out
+    name, worst_cmp = worst(checked)
+    return name, worst_cmp, TRAPS["drop-connect branch"]
+
+
+def check_head_dropout(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
+    """The head's dropout in training mode, which the other training checks run without: a model
+    with the architecture's own head dropout rate (B0: 0.2) and no drop-connect, one image,
+    ``loss_and_grads``. For one image the dense kernel's gradient is ``outer(h, dlogits)``, so it
+    gives ``h``, the dropped-out pooled features the dense layer saw, exactly: each must be 0 or
+    the reference's pooled feature ``/ (1 - rate)``, and the share dropped must be the rate. A
+    mask per sample, unscaled kept features, dropout before the pooling or at another rate fails
+    (``head_dropout_errors``). The head is the same in every family: quick checks the first
+    network only (measured: TensorFlow's build and first step cost ~2 s a network)."""
+    rows = []
+    for model, m in _models(full) if full else _models(full)[:1]:
+        arch = with_dropout(C.network_arch(model, m, training=False), drop_connect_rate=0.0)
+        label = f"{C.network_label(model, m, 1, DROPOUT_IMAGE_SIZE)} dropout={arch.head.dropout}"
+
+        def rows_of(arch: Architecture = arch, label: str = label) -> list[CheckResult]:
+            rng = np.random.default_rng([seed, 3])
+            params = C.randomise(arch.param_shapes(), init_params(arch, seed, np.float64), rng)
+            image = C.f32(rng.standard_normal((1, DROPOUT_IMAGE_SIZE, DROPOUT_IMAGE_SIZE, 3)))
+            _, cache = network.forward(without_dropout(arch), params, image, training=True)
+            # The least likely class: the softmax gradient then has a norm near 1.
+            label_ = np.argmin(cache["intermediates"]["logits"], axis=1)
+            native = call(backend, "build", arch)
+            call(backend, "load_params", native, params)
+            got = call(backend, "loss_and_grads", native, image, label_, training=True)
+            pooled = np.mean(cache["intermediates"]["top"], axis=(1, 2))[0]
+            mask, share = head_dropout_errors(arch, params, pooled, int(label_[0]), got)
+            trap = TRAPS["head dropout"]
+            return [
+                _result(backend, "head dropout mask", "top_dropout", label, mask, trap),
+                _result(backend, "head dropout rate", "top_dropout", label, share, trap),
+            ]
+
+        rows += guarded(backend, "head dropout mask", "top_dropout", label, rows_of)
+    return rows
+
+
+# Standard deviations of the binomial share of dropped features allowed: a correct backend
+# fails with a probability of 2e-9; B0's rate 0.2 and B2's 0.3 lie 9 of them apart.
+HEAD_DROPOUT_SIGMAS = 6.0
+
+
+def head_dropout_errors(
+    arch: Architecture,
+    params: Mapping[str, np.ndarray],
+    pooled: np.ndarray,
+    label: int,
+    got: Mapping,
+) -> tuple[Comparison, Comparison]:
+    """``(mask, share)`` comparisons of the backend's ``loss_and_grads`` result ``got`` for one
+    image of class ``label``, whose reference pooled top features are ``pooled`` ``(C,)``.
+
+    The mean cross-entropy's ``dlogits`` is ``softmax(logits) - onehot(label)``, and the dense
+    kernel's gradient ``outer(h, dlogits)``, so ``h = dW dlogits / |dlogits|^2``. ``mask``: each
+    ``h`` is 0 (dropped) or ``pooled / (1 - rate)`` (kept), and the logits are ``h W + b``
+    (the forward and the backward used the same mask), within ``LOCATE_TOL`` of the scale.
+    ``share``: the share of the features dropped (among those far enough from 0 to tell) is
+    the rate, within ``HEAD_DROPOUT_SIGMAS`` binomial standard deviations."""
+    rate, classes = arch.head.dropout, arch.num_classes
+    logits = np.asarray(got["logits"], np.float64)
+    kernel = params["predictions/kernel"]
+    if "predictions/kernel" not in got["grads"]:
+        cmp = absent("predictions/kernel", got["grads"])
+        return cmp, cmp
+    grad = np.asarray(got["grads"]["predictions/kernel"], np.float64)
+    for what, value, shape in (
+        ("logits", logits, (1, classes)),
+        ("kernel gradient", grad, kernel.shape),
+    ):
+        if value.shape != shape:
+            cmp = Comparison(
+                float("inf"), 0.0, f"{what} of shape {value.shape}, expected {shape}", layout=True
+            )
+            return cmp, cmp
+        if not np.all(np.isfinite(value)):
+            cmp = Comparison(float("inf"), 0.0, f"non-finite {what}", non_finite=True)
+            return cmp, cmp
+    p = np.exp(logits[0] - np.max(logits[0]))
+    dlogits = p / np.sum(p) - np.eye(classes)[label]
+    h = grad @ dlogits / (dlogits @ dlogits)
+    kept = pooled / (1 - rate)
+    tol = LOCATE_TOL * max(1.0, float(np.max(np.abs(kept))))
+    to_kept, to_dropped = np.abs(h - kept), np.abs(h)
+    nearer = np.minimum(to_kept, to_dropped)
+    neither = int(np.sum(nearer > tol))
+    note = (
+        f"{neither} of {h.size} features neither 0 (dropped) nor pooled / (1 - rate) (kept)"
+        if neither
+        else ""
+    )
+    features = Comparison(float(np.max(nearer)), tol, note)
+    consistent = scaled_max(logits[0], h @ kernel + params["predictions/bias"], LOCATE_TOL)
+    if not consistent.ok:
+        consistent = replace(
+            consistent,
+            note="the logits are not h W + b for the h of the gradient: the forward and the "
+            "backward dropped different features",
+        )
+    _, mask = worst({"features": features, "logits": consistent})
+    telling = np.abs(kept) > 10 * tol
+    n = int(np.sum(telling))
+    dropped = int(np.sum((to_dropped < to_kept)[telling]))
+    share = dropped / max(n, 1)
+    allowed = HEAD_DROPOUT_SIGMAS * np.sqrt(rate * (1 - rate) / max(n, 1))
+    note = f"{dropped} of {n} features dropped ({share:.3f}), rate {rate}"
+    return mask, Comparison(abs(share - rate), float(allowed), note)
 
 
 def _models(full: bool) -> tuple:
@@ -643,6 +803,7 @@ CHECKS: dict[str, Callable[..., list[CheckResult]]] = {
     "params": check_params,
     "network": check_network,
     "drop-connect": check_drop_connect,
+    "head-dropout": check_head_dropout,
 }
 
 

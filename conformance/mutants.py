@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backends.numpy_reference import NumpyBackend, ReferenceModel
 from ..core import network, pointwise
-from ..core.arch import Architecture, without_dropout
+from ..core.arch import COEFFICIENTS, Architecture, without_dropout
 from ..core.ops import conv, elementwise, normalization
 
 Patch = tuple[Any, str, Any]  # (object, attribute, replacement)
@@ -256,6 +256,61 @@ def _drop_connect_keep_probability() -> list[Patch]:
     ]
 
 
+def _drop_connect_in_every_block() -> list[Patch]:
+    # Drop-connect outside the residual guard (Keras's ``if id_skip and strides == 1 and
+    # filters_in == filters_out``): a block without the identity drops its whole output.
+    block_forward = network._block_forward
+
+    def forward(b, params, x, training, stats, masks, rng):
+        y, cache = block_forward(b, params, x, training, stats, masks, rng)
+        if training and not b.residual and b.drop_rate > 0:
+            keep = network._dropout_mask(np, y, (y.shape[0], 1, 1, 1), b.drop_rate, "", None, rng)
+            y = y * keep / (1.0 - b.drop_rate)
+        return y, cache
+
+    return [(network, "_block_forward", forward)]
+
+
+def _last_block_rate_off_by_one(arch: Architecture) -> Architecture:
+    # The schedule right but for the last residual block, which drops at (b + 1) / n.
+    last = max(i for i, b in enumerate(arch.blocks) if b.residual)
+    rate = arch.blocks[last].drop_rate * (last + 1) / last
+    return replace(
+        arch,
+        blocks=tuple(
+            replace(b, drop_rate=rate) if i == last else b for i, b in enumerate(arch.blocks)
+        ),
+    )
+
+
+def _head_dropout_per_sample() -> list[Patch]:
+    # One draw per sample for the head's dropout (``noise_shape=(None, 1)``), as drop-connect.
+    drawn = network._dropout_mask
+
+    def per_sample(xp, like, shape, rate, site, masks, rng):
+        if site != "top_dropout":
+            return drawn(xp, like, shape, rate, site, masks, rng)
+        return xp.broadcast_to(drawn(xp, like, (shape[0], 1), rate, site, None, rng), shape)
+
+    return [(network, "_dropout_mask", per_sample)]
+
+
+def _head_dropout_unscaled() -> list[Patch]:
+    # The head's mask applied, the kept features not scaled by 1 / (1 - rate).
+    def forward(x, mask, rate):
+        y, cache = dropout(x, mask, rate)
+        return (x * mask if x.ndim == 2 and mask is not None and rate else y), cache
+
+    dropout = elementwise.Dropout.forward
+    return [(elementwise.Dropout, "forward", staticmethod(forward))]
+
+
+def _head_dropout_of_b7(arch: Architecture) -> Architecture:
+    # The head's dropout at B7's rate (0.5) whatever the variant, where it has one.
+    rate = COEFFICIENTS["b7"][3] if arch.head.dropout else 0.0
+    return replace(arch, head=replace(arch.head, dropout=rate))
+
+
 def _top_with_swish(arch: Architecture) -> Architecture:
     # kEffNet built with EfficientNet's swish on the top conv.
     return replace(arch, head=replace(arch.head, top=replace(arch.head.top, activation="swish")))
@@ -276,6 +331,15 @@ DROP_CONNECT_PER_ELEMENT = MutantBackend(
 DROP_CONNECT_KEEP_PROBABILITY = MutantBackend(
     "mutant-drop-connect-keep-probability", _drop_connect_keep_probability
 )
+DROP_CONNECT_IN_EVERY_BLOCK = MutantBackend(
+    "mutant-drop-connect-in-every-block", _drop_connect_in_every_block
+)
+DROP_CONNECT_LAST_RATE = MutantBackend(
+    "mutant-drop-connect-last-rate", arch_edit=_last_block_rate_off_by_one
+)
+HEAD_DROPOUT_PER_SAMPLE = MutantBackend("mutant-head-dropout-per-sample", _head_dropout_per_sample)
+HEAD_DROPOUT_UNSCALED = MutantBackend("mutant-head-dropout-unscaled", _head_dropout_unscaled)
+HEAD_DROPOUT_B7_RATE = MutantBackend("mutant-head-dropout-b7-rate", arch_edit=_head_dropout_of_b7)
 FLOAT16 = MutantBackend("mutant-float16", dtype=np.float16)
 ALIASED_EXPORT = AliasedExportBackend()
 TRAINED_IN_PLACE = TrainedInPlaceBackend()
@@ -294,6 +358,11 @@ ALL = (
     DROP_CONNECT_UNSCALED,
     DROP_CONNECT_PER_ELEMENT,
     DROP_CONNECT_KEEP_PROBABILITY,
+    DROP_CONNECT_IN_EVERY_BLOCK,
+    DROP_CONNECT_LAST_RATE,
+    HEAD_DROPOUT_PER_SAMPLE,
+    HEAD_DROPOUT_UNSCALED,
+    HEAD_DROPOUT_B7_RATE,
     FLOAT16,
     ALIASED_EXPORT,
     TRAINED_IN_PLACE,

@@ -186,7 +186,7 @@ def test_drop_connect_check_blames_no_trap_for_non_finite_logits():
     details = {r.check: r.detail for r in bad}
     assert details == {
         "drop-connect per sample": "non-finite logits",
-        "drop-connect branch": "non-finite block2a output",
+        "drop-connect branch": "non-finite block1a output",
     }, describe(bad)
 
 
@@ -1108,3 +1108,56 @@ def test_gradients_and_statistics_under_other_names_are_named_as_missing():
     received = "returned (received ['block1a/bn/moving_mean', 'block1a/bn/moving_variance'])"
     assert bad[1].detail.startswith("no 'bn/moving_") and received in bad[1].detail, describe(bad)
     assert all("likely trap" not in r.detail for r in bad), describe(bad)
+
+
+HEAD_DROPOUT_TRAP = "kept features scaled by 1 / (1 - rate)"
+
+
+@pytest.mark.parametrize(
+    "mutant",
+    [mutants.HEAD_DROPOUT_PER_SAMPLE, mutants.HEAD_DROPOUT_UNSCALED, mutants.HEAD_DROPOUT_B7_RATE],
+    ids=lambda m: m.name,
+)
+def test_head_dropout_that_draws_scales_or_rates_wrongly_is_caught(mutant):
+    """The training checks run without the head's dropout and the drop-connect check with it at
+    0, so a mask per sample, unscaled kept features or B7's rate for B0 passed every check. The
+    head-dropout rows read the dropped-out features off the dense kernel's gradient."""
+    bad = failing(run_backend_checks_rows(mutant, only=("head-dropout",)))
+    assert bad and all(r.layer == "top_dropout" for r in bad), describe(bad)
+    assert all(HEAD_DROPOUT_TRAP in r.detail for r in bad), describe(bad)
+    if mutant is mutants.HEAD_DROPOUT_PER_SAMPLE:  # every feature kept, or every one dropped
+        assert [r.check for r in bad] == ["head dropout rate"], describe(bad)
+    else:  # kept features at 1 or at 1 / (1 - 0.5), not at 1 / (1 - 0.2)
+        assert "features neither 0 (dropped) nor pooled / (1 - rate)" in bad[0].detail
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "tensorflow"])
+def test_head_dropout_of_the_backends_passes(name):
+    from gpconv.conformance.runner import resolve
+
+    backend = resolve(name)
+    if not backend.is_available():
+        pytest.skip(f"{name} is not installed")
+    rows = run_backend_checks_rows(backend, only=("head-dropout",))
+    assert [r.check for r in rows] == ["head dropout mask", "head dropout rate"], describe(rows)
+    assert not failing(rows), describe(rows)
+
+
+@pytest.mark.parametrize(
+    ("mutant", "layer", "symptom"),
+    [
+        (mutants.DROP_CONNECT_IN_EVERY_BLOCK, "block2a", "no drop-connect here"),
+        (mutants.DROP_CONNECT_LAST_RATE, "block6d", NEITHER),
+    ],
+    ids=lambda v: getattr(v, "name", None),
+)
+def test_drop_connect_is_checked_in_every_block(monkeypatch, mutant, layer, symptom):
+    """Only block2b, the first block that drops, was checked: drop-connect in a block without
+    the residual (dropped with probability 1/32 per copy in block2a: caught in 40% of runs) and
+    a schedule wrong at the last residual block passed. Every block is now checked on the
+    backend's own input to it."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", cases.NETWORKS_QUICK[:1])
+    bad = failing(run_backend_checks_rows(mutant, only=("drop-connect",)))
+    branch = [r for r in bad if r.check == "drop-connect branch"]
+    assert [r.layer for r in branch] == [layer], describe(bad)
+    assert symptom in branch[0].detail, describe(bad)
