@@ -778,9 +778,10 @@ def _loss_rows(
 def _locate(
     backend: Backend, check: str, label: str, cmp: Comparison, got: dict, ref: dict
 ) -> CheckResult:
-    """On failure, name the first intermediate (stem, blocks, top, logits) that diverges."""
+    """On failure, name the first intermediate (stem, blocks, top, logits) that diverges; on
+    success, fail on the first intermediate of ``got`` that is not the reference's."""
     if cmp.ok:
-        return _result(backend, check, "logits", label, cmp)
+        return _checked_intermediates(backend, check, label, cmp, got, ref)
     for layer, expected in ref["intermediates"].items():
         if layer not in got:
             continue
@@ -794,6 +795,28 @@ def _locate(
             # The flags travel with the note: a NaN or a channels-first intermediate is no trap.
             located = Comparison(cmp.error, cmp.tolerance, note, local.non_finite, local.layout)
             return _result(backend, check, layer, label, located, layer_traps(ref["arch"], layer))
+    return _result(backend, check, "logits", label, cmp)
+
+
+def _checked_intermediates(
+    backend: Backend, check: str, label: str, cmp: Comparison, got: dict, ref: dict
+) -> CheckResult:
+    """The passing logits row ``cmp``, or a failing one naming the first intermediate of
+    ``got`` that differs from the reference's by more than the logits' tolerance (of its own
+    scale): intermediates are what a failure is traced with, and what the drop-connect check
+    reads, so one in another layout (an NCHW framework's tensor not permuted back) or taken
+    at another point of the layer would blame the wrong layer, or none."""
+    for layer, expected in ref["intermediates"].items():
+        if layer not in got:
+            continue
+        local = scaled_max(got[layer], expected)
+        if not local.ok:
+            note = (
+                f"the logits agree, but forward()'s {layer!r} is not the reference's "
+                f"({local.note or f'max|Δ|={local.error:.3g}'})"
+            )
+            wrong = Comparison(local.error, local.tolerance, note, local.non_finite, local.layout)
+            return _result(backend, check, layer, label, wrong)
     return _result(backend, check, "logits", label, cmp)
 
 

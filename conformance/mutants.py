@@ -135,6 +135,17 @@ class AlwaysTrainingBackend(NumpyBackend):
         return super().loss_and_grads(model, x, labels, training=True)
 
 
+class ChannelsFirstTopBackend(NumpyBackend):
+    """Returns the top conv's intermediate channels-first, as an adapter of an NCHW framework
+    that permutes the blocks' outputs back but forgets the top's: the logits are right."""
+
+    name = "mutant-channels-first-top"
+
+    def forward(self, model: ReferenceModel, x: Any, training: bool = False) -> Any:
+        out = super().forward(model, x, training)
+        return {**out, "top": np.moveaxis(out["top"], -1, 1)}
+
+
 def _transposed_interleave() -> list[Patch]:
     return [(pointwise, "interleave", pointwise.deinterleave)]
 
@@ -345,6 +356,7 @@ ALIASED_EXPORT = AliasedExportBackend()
 TRAINED_IN_PLACE = TrainedInPlaceBackend()
 INFERENCE_UPDATES_STATS = InferenceUpdatesStatsBackend()
 ALWAYS_TRAINING = AlwaysTrainingBackend()
+CHANNELS_FIRST_TOP = ChannelsFirstTopBackend()
 
 ALL = (
     INTERLEAVE_TRANSPOSED,
@@ -368,4 +380,5 @@ ALL = (
     TRAINED_IN_PLACE,
     INFERENCE_UPDATES_STATS,
     ALWAYS_TRAINING,
+    CHANNELS_FIRST_TOP,
 )

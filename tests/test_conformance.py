@@ -1161,3 +1161,15 @@ def test_drop_connect_is_checked_in_every_block(monkeypatch, mutant, layer, symp
     branch = [r for r in bad if r.check == "drop-connect branch"]
     assert [r.layer for r in branch] == [layer], describe(bad)
     assert symptom in branch[0].detail, describe(bad)
+
+
+def test_intermediates_are_checked_when_the_logits_agree(monkeypatch):
+    """Intermediates were compared only to trace a failure: a forward returning the top's
+    channels-first (an NCHW framework's tensor not permuted back) passed, and would have blamed
+    the top for a divergence elsewhere. The inference logits row now checks every one."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", cases.NETWORKS_QUICK[:1])
+    bad = failing(check_network(mutants.CHANNELS_FIRST_TOP))
+    assert [(r.check, r.layer) for r in bad] == [("network logits", "top")], describe(bad)
+    assert bad[0].config.endswith(" inference"), describe(bad)
+    assert "the logits agree, but forward()'s 'top' is not the reference's" in bad[0].detail
+    assert "shape (2, 1280, 8, 8) vs reference (2, 8, 8, 1280): channels-first" in bad[0].detail
