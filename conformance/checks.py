@@ -687,7 +687,9 @@ def check_network(backend: Backend, seed: int = 0, full: bool = False) -> list[C
     rows = []
     for model, m in _models(full):
         for training in (False, True):
-            label = f"{C.network_label(model, m)} {'training' if training else 'inference'}"
+            # Training runs the case's images twice over (``twice``).
+            batch = 2 * C.BATCH if training else C.BATCH
+            label = f"{C.network_label(model, m, batch)} {'training' if training else 'inference'}"
             rows += guarded(
                 backend,
                 "network",
@@ -700,6 +702,22 @@ def check_network(backend: Backend, seed: int = 0, full: bool = False) -> list[C
     return rows
 
 
+def twice(ref: dict[str, Any]) -> dict[str, Any]:
+    """``ref`` (a training ``cases.network_case``) for its images and labels twice over: the
+    batch statistics of two copies of a batch are the batch's (mean and biased variance), so
+    the logits repeat, the loss, parameter gradients and moving statistics stay, and ``dx``
+    halves (the mean loss divides by twice the images). The training rows run it so that a
+    backend right only for the golden files' batch of 2 fails; ``intermediates`` stay those of
+    the original batch, which ``_locate`` traces a failure with."""
+    return {
+        **ref,
+        "x": np.concatenate([ref["x"]] * 2),
+        "labels": np.concatenate([ref["labels"]] * 2),
+        "logits": np.concatenate([ref["logits"]] * 2),
+        "dx": np.concatenate([ref["dx"]] * 2) / 2,
+    }
+
+
 def _network_rows(
     backend: Backend, model: str, m: int | None, training: bool, seed: int, label: str
 ) -> list[CheckResult]:
@@ -707,6 +725,7 @@ def _network_rows(
     native = call(backend, "build", ref["arch"])
     call(backend, "load_params", native, ref["params"])
     if training:
+        ref = twice(ref)
         got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=True)
         cmp = scaled_max(got["logits"], ref["logits"])
         forward_ok = cmp.ok
@@ -715,8 +734,9 @@ def _network_rows(
         else:
             fresh = call(backend, "build", ref["arch"])
             call(backend, "load_params", fresh, ref["params"])
-            forward = call_forward(backend, ref["arch"], fresh, ref["x"], training=True)
-            out = [_locate(backend, "network logits", label, cmp, forward, ref)]
+            once = C.network_case(model, m, training, seed)
+            forward = call_forward(backend, ref["arch"], fresh, once["x"], training=True)
+            out = [_locate(backend, "network logits", label, cmp, forward, once)]
         # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
         hint = FORWARD_FIRST.format("network logits")
     else:

@@ -135,6 +135,20 @@ class AlwaysTrainingBackend(NumpyBackend):
         return super().loss_and_grads(model, x, labels, training=True)
 
 
+class TracedBatchLossBackend(NumpyBackend):
+    """Divides the summed loss by the batch size its step was first traced with (2, the
+    checks' batch) instead of the batch's own: loss and gradients ``N / 2`` times too large for
+    any other batch."""
+
+    name = "mutant-traced-batch-loss"
+
+    def loss_and_grads(self, model: ReferenceModel, x: Any, labels: Any, training: bool = True):
+        out = super().loss_and_grads(model, x, labels, training)
+        scale = np.shape(x)[0] / 2
+        grads = {k: v * scale for k, v in out["grads"].items()}
+        return {**out, "loss": out["loss"] * scale, "dx": out["dx"] * scale, "grads": grads}
+
+
 class ChannelsFirstTopBackend(NumpyBackend):
     """Returns the top conv's intermediate channels-first, as an adapter of an NCHW framework
     that permutes the blocks' outputs back but forgets the top's: the logits are right."""
@@ -357,6 +371,7 @@ TRAINED_IN_PLACE = TrainedInPlaceBackend()
 INFERENCE_UPDATES_STATS = InferenceUpdatesStatsBackend()
 ALWAYS_TRAINING = AlwaysTrainingBackend()
 CHANNELS_FIRST_TOP = ChannelsFirstTopBackend()
+TRACED_BATCH_LOSS = TracedBatchLossBackend()
 
 ALL = (
     INTERLEAVE_TRANSPOSED,
@@ -381,4 +396,5 @@ ALL = (
     INFERENCE_UPDATES_STATS,
     ALWAYS_TRAINING,
     CHANNELS_FIRST_TOP,
+    TRACED_BATCH_LOSS,
 )

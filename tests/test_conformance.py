@@ -1173,3 +1173,12 @@ def test_intermediates_are_checked_when_the_logits_agree(monkeypatch):
     assert bad[0].config.endswith(" inference"), describe(bad)
     assert "the logits agree, but forward()'s 'top' is not the reference's" in bad[0].detail
     assert "shape (2, 1280, 8, 8) vs reference (2, 8, 8, 1280): channels-first" in bad[0].detail
+
+
+def test_a_backend_right_only_for_batches_of_two_is_caught(monkeypatch):
+    """Every network check ran batches of 2, the golden files' size: a loss divided by the
+    batch size of the first trace passed. Training now runs the case's images twice over."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", cases.NETWORKS_QUICK[:1])
+    bad = failing(check_network(mutants.TRACED_BATCH_LOSS))
+    assert {r.check for r in bad} == {"network loss", "network gradients"}, describe(bad)
+    assert all(r.config.endswith("batch=4 training") for r in bad), describe(bad)
