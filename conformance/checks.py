@@ -532,12 +532,12 @@ def check_head_dropout(backend: Backend, seed: int = 0, full: bool = False) -> l
             image = C.f32(rng.standard_normal((1, DROPOUT_IMAGE_SIZE, DROPOUT_IMAGE_SIZE, 3)))
             _, cache = network.forward(without_dropout(arch), params, image, training=True)
             # The least likely class: the softmax gradient then has a norm near 1.
-            label_ = np.argmin(cache["intermediates"]["logits"], axis=1)
+            target = np.argmin(cache["intermediates"]["logits"], axis=1)
             native = call(backend, "build", arch)
             call(backend, "load_params", native, params)
-            got = call(backend, "loss_and_grads", native, image, label_, training=True)
+            got = call(backend, "loss_and_grads", native, image, target, training=True)
             pooled = np.mean(cache["intermediates"]["top"], axis=(1, 2))[0]
-            mask, share = head_dropout_errors(arch, params, pooled, int(label_[0]), got)
+            mask, share = head_dropout_errors(arch, params, pooled, int(target[0]), got)
             trap = TRAPS["head dropout"]
             return [
                 _result(backend, "head dropout mask", "top_dropout", label, mask, trap),
