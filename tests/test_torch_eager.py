@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from helpers import torch_devices  # noqa: E402
+from helpers import tiny_architecture, torch_devices  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -16,6 +16,18 @@ from gpconv.backends.torch.eager import (  # noqa: E402
     eager_autograd,
     spatial_mean,
 )
+from gpconv.core.arch import without_dropout  # noqa: E402
+
+
+def five_block_kefficientnet(num_classes: int) -> torch.nn.Module:
+    """Five blocks of kEffNet-B0 without dropout (no random masks: the same function at every
+    call), initialised from torch's RNG: every layer kind of B0, and so every custom autograd
+    Function a CPU B0 runs (SE's spatial mean, the shuffle gather, the depthwise slab gradient
+    of 3x3 and 5x5 convs of stride 1 and 2), at a small part of B0's cost."""
+    from gpconv.backends.torch import build
+
+    arch = tiny_architecture("kefficientnet", num_classes, skip_stride_cnt=1, blocks=5)
+    return build(without_dropout(arch))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -87,11 +99,11 @@ def test_channel_shuffle_gathers_only_channels_last_cpu_tensors_in_eager_mode():
 
 def test_second_order_gradients_through_the_custom_functions_equal_plain_autograds(monkeypatch):
     """A gradient penalty (``create_graph=True``, then a gradient of the input gradient's norm)
-    through kEffNet-B0 on the CPU, NHWC: every custom backward (spatial mean, shuffle gather,
-    depthwise slab weight gradient) is itself differentiated. The parameter gradients must be
-    those of torch's own ops, which the network runs when the custom functions are off
-    (``eager.transformed``), and match a central difference along one direction."""
-    from gpconv.backends.torch import conv, eager, kefficientnet_b0
+    through kEffNet (five blocks of B0) on the CPU, NHWC: every custom backward (spatial mean,
+    shuffle gather, depthwise slab weight gradient) is itself differentiated. The parameter
+    gradients must be those of torch's own ops, which the network runs when the custom functions
+    are off (``eager.transformed``), and match a central difference along one direction."""
+    from gpconv.backends.torch import conv, eager
 
     used = []
     for cls in (eager._SpatialMean, eager._ChannelShuffle, conv._DepthwiseSlabGrad):
@@ -99,9 +111,7 @@ def test_second_order_gradients_through_the_custom_functions_equal_plain_autogra
             cls, "apply", lambda *a, _c=cls, _f=cls.apply: used.append(_c) or _f(*a)
         )
     torch.manual_seed(0)
-    model = kefficientnet_b0(
-        num_classes=10, skip_stride_cnt=3, dropout=0.0, stochastic_depth_prob=0.0
-    ).double()  # no random masks: the same function at every call
+    model = five_block_kefficientnet(10).double()
     x0 = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     params = list(model.parameters())
 
@@ -145,14 +155,8 @@ def test_batched_gradients_through_the_custom_functions_equal_one_at_a_time(devi
     legacy vmap batched tensor, which has no memory format: the spatial mean's backward raised
     "NYI: querying is_contiguous inside of vmap". Batched gradients must equal the gradients
     taken one vector at a time, for the input and every parameter."""
-    from gpconv.backends.torch import kefficientnet_b0
-
     torch.manual_seed(0)
-    model = (
-        kefficientnet_b0(num_classes=3, skip_stride_cnt=3, dropout=0.0, stochastic_depth_prob=0.0)
-        .double()
-        .to(device)
-    )  # no random masks: the jacobian runs the model again
+    model = five_block_kefficientnet(3).double().to(device)  # the jacobian runs it again
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64, device=device, requires_grad=True)
     inputs = [x, *model.parameters()]
     y = model(x)
