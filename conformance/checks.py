@@ -426,18 +426,6 @@ def _copies_output(
     return out
 
 
-def _reference_block(
-    block: MBConvSpec, params: Mapping[str, np.ndarray], x: np.ndarray
-) -> np.ndarray:
-    """The reference's training-mode output of ``block`` without drop-connect for the batch
-    ``x`` (the backend's own input to it): its batch statistics are those of ``x``, which the
-    backend's block saw too, since drop-connect acts only after them."""
-    y, _ = network._block_forward(
-        replace(block, drop_rate=0.0), dict(params), x, True, {}, None, np.random.default_rng(0)
-    )
-    return y
-
-
 def _block_drop_error(
     block: MBConvSpec, x: np.ndarray, ref: np.ndarray, out: np.ndarray
 ) -> Comparison:
@@ -500,7 +488,7 @@ def drop_connect_branch_error(
     checked: dict[str, Comparison] = {}
     for block in arch.blocks:
         trap = TRAPS["drop-connect branch" if block.residual else "drop-connect residual only"]
-        ref = _reference_block(block, params, x)
+        ref = network.block_forward(block, params, x, training=True)
         out = _copies_output(got, block.name, ref.shape, LOCATE_TOL)
         if isinstance(out, Comparison):
             return block.name, out, trap

@@ -13,6 +13,7 @@ from ``masks`` (``{site: 0/1 array}``, sites ``"<block>_drop"`` of every residua
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ from .ops.loss import check_labels
 from .params import init_params, sub_params, validate_params
 from .pointwise import KPointwise
 
-__all__ = ["backward", "forward", "init_params", "loss_and_grads", "sgd_step"]
+__all__ = ["backward", "block_forward", "forward", "init_params", "loss_and_grads", "sgd_step"]
 
 Masks = dict[str, Any]
 
@@ -196,6 +197,18 @@ def _block_forward(
         y, c["drop"] = Dropout.forward(y, mask, b.drop_rate)
         y, c["add"] = Add.forward(y, x)
     return y, c
+
+
+def block_forward(block: MBConvSpec, params: Mapping[str, Any], x: Any, training: bool) -> Any:
+    """One MBConv ``block``'s output for ``x`` ``(N, H, W, Cin)`` -> ``(N, H', W', Cout)``, without
+    drop-connect: in training mode with the batch statistics of ``x`` (moving statistics are not
+    updated), else with the moving statistics of ``params`` (canonical names). What a backend's
+    block must give for the same input, whatever happened before it (``gpconv check`` traces
+    drop-connect block by block with it)."""
+    y, _ = _block_forward(
+        replace(block, drop_rate=0.0), dict(params), x, training, {}, None, np.random.default_rng(0)
+    )
+    return y
 
 
 def _block_backward(b: MBConvSpec, c: dict, dy: Any, grads: dict) -> Any:

@@ -493,3 +493,19 @@ def test_network_gradient_check_catches_a_subtle_backward_error(monkeypatch):
             {"mutant": "ChannelScale ds * 1.001"},
             training=False,
         )
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_block_forward_chained_gives_the_networks_intermediates(training):
+    """``block_forward`` (what ``gpconv check`` runs on a backend's own input to each block)
+    chained from the stem gives every block output of ``forward`` without drop-connect, though
+    the architecture drops: the block's drop rate is ignored, in training too."""
+    arch = tiny_architecture(blocks=5)
+    assert any(b.residual and b.drop_rate > 0 for b in arch.blocks)
+    params = calibrated_params(arch, random_network_params(arch, seed=2), images(4, 9, seed=3))
+    x = images(2, 9, seed=4)
+    _, cache = network.forward(without_dropout(arch), params, x, training=training)
+    y = cache["intermediates"]["stem"]
+    for block in arch.blocks:
+        y = network.block_forward(block, params, y, training=training)
+        np.testing.assert_array_equal(y, cache["intermediates"][block.name], err_msg=block.name)
