@@ -219,6 +219,26 @@ def test_drop_connect_that_masks_or_scales_wrongly_is_caught_at_its_first_block(
     assert not failing(check_network(mutant)), "the mutants differ only where masks are drawn"
 
 
+def test_every_copy_dropped_fails_only_blocks_where_a_correct_backend_hardly_does_it():
+    """16 copies all dropped is what a correct backend does with a probability of rate ** 16:
+    2e-6 at B0's last residual block (rate 0.44 at drop_connect_rate 0.5), 2.5e-6 over its late
+    blocks, which failed about one check run in 10**5 per backend; at block2b (rate 1/16) it
+    still fails (a backend that drops every branch)."""
+    from gpconv.conformance import checks
+
+    b0 = cases.network_arch("efficientnet-b0", None, False)
+    arch = core_arch.with_dropout(b0, drop_connect_rate=checks.DROP_CONNECT_RATE)
+    dropping = [b for b in arch.blocks if b.residual and b.drop_rate > 0]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((checks.DROP_CONNECT_COPIES, 2, 2, 8))
+    ref = x + rng.standard_normal(x.shape)  # the branch's output; each copy left as x: dropped
+    first = checks._block_drop_error(dropping[0], x, ref, x)
+    assert not first.ok and "every copy dropped" in first.note, first
+    last = checks._block_drop_error(dropping[-1], x, ref, x)
+    assert dropping[-1].drop_rate == pytest.approx(0.4375)
+    assert last.ok and "0 of 16 copies kept, 16 dropped" in last.note, last
+
+
 @pytest.mark.parametrize("name", ["numpy", "torch", "tensorflow"])
 def test_per_sample_drop_connect_passes_the_drop_connect_check(name):
     """Per-sample masks pass: the reference (checked as any backend) and both frameworks'."""
