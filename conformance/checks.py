@@ -391,11 +391,8 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
             )
             logits = np.asarray(got["logits"], dtype=np.float64)
             expected = (DROP_CONNECT_COPIES, arch.num_classes)
-            if logits.shape != expected:
-                note = f"logits of shape {logits.shape}, expected {expected}"
-                cmp = Comparison(float("inf"), 0.5, note, layout=True)
-            elif not np.all(np.isfinite(logits)):
-                cmp = Comparison(float("inf"), 0.5, "non-finite logits", non_finite=True)
+            if unusable := _unusable("logits", logits, expected, 0.5):
+                cmp = unusable
             else:
                 scale = float(np.max(np.abs(logits)))
                 same = np.all(np.abs(logits - logits[:1]) <= 1e-4 * scale, axis=1)[1:]
@@ -414,6 +411,19 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
     return rows
 
 
+def _unusable(
+    what: str, value: np.ndarray, shape: tuple[int, ...], tol: float
+) -> Comparison | None:
+    """The failing ``Comparison`` (against ``tol``) when the backend's ``value`` has another
+    shape than ``shape`` or is not finite, else None: no statistic can be read from it."""
+    if value.shape != shape:
+        note = f"{what} of shape {value.shape}, expected {shape}"
+        return Comparison(float("inf"), tol, note, layout=True)
+    if not np.all(np.isfinite(value)):
+        return Comparison(float("inf"), tol, f"non-finite {what}", non_finite=True)
+    return None
+
+
 def _copies_output(
     got: Mapping, name: str, shape: tuple[int, ...], tol: float
 ) -> np.ndarray | Comparison:
@@ -423,12 +433,7 @@ def _copies_output(
         note = f"forward() returned no {[name]} output (every block's is part of the interface)"
         return Comparison(float("inf"), tol, note, layout=True)
     out = np.asarray(got[name], np.float64)
-    if out.shape != shape:
-        note = f"{name} output of shape {out.shape}, expected {shape}"
-        return Comparison(float("inf"), tol, note, layout=True)
-    if not np.all(np.isfinite(out)):
-        return Comparison(float("inf"), tol, f"non-finite {name} output", non_finite=True)
-    return out
+    return _unusable(f"{name} output", out, shape, tol) or out
 
 
 def _block_drop_error(
@@ -573,14 +578,8 @@ def head_dropout_errors(
         ("logits", logits, (1, classes)),
         ("kernel gradient", grad, kernel.shape),
     ):
-        if value.shape != shape:
-            cmp = Comparison(
-                float("inf"), 0.0, f"{what} of shape {value.shape}, expected {shape}", layout=True
-            )
-            return cmp, cmp
-        if not np.all(np.isfinite(value)):
-            cmp = Comparison(float("inf"), 0.0, f"non-finite {what}", non_finite=True)
-            return cmp, cmp
+        if unusable := _unusable(what, value, shape, 0.0):
+            return unusable, unusable
     p = np.exp(logits[0] - np.max(logits[0]))
     dlogits = p / np.sum(p) - np.eye(classes)[label]
     h = grad @ dlogits / (dlogits @ dlogits)
