@@ -336,6 +336,40 @@ def test_resume_refuses_changed_data(tmp_path, capsys, monkeypatch):
     assert train(*relative, "--epochs", "2", "--resume") == 0
 
 
+def test_resume_of_moved_data_goes_on_if_its_contents_are_the_runs(tmp_path, capsys):
+    """A folder data set moved elsewhere made the run unresumable ("data: run has
+    'folder=/a/pets', requested 'folder=/b/pets'") though run.json's SHA-256 proved it the same.
+    Another kind of data, other contents, or a run.json without fingerprint still stop it."""
+    _write_pngs(tmp_path / "a" / "pets", classes=("cat", "dog"), per_class=6)
+    args = [*NUMPY_TINY, "--limit", "12", "--batch-size", "4", "--out", str(tmp_path / "run")]
+    assert train(*args, "--data", f"folder={tmp_path / 'a' / 'pets'}", "--epochs", "1") == 0
+    os.rename(tmp_path / "a", tmp_path / "b")
+    moved = f"folder={tmp_path / 'b' / 'pets'}"
+    old = str(tmp_path / "old")  # as written by a gpconv that recorded no fingerprint
+    shutil.copytree(tmp_path / "run", old)
+    recorded = json.load(open(os.path.join(old, "run.json")))
+    json.dump({k: v for k, v in recorded.items() if k != "data"}, open(f"{old}/run.json", "w"))
+    capsys.readouterr()
+    refusals = [
+        (["--data", f"cifar10={tmp_path / 'b' / 'pets'}"], "data: run has 'folder="),
+        (["--data", moved, "--out", old], f"requested '{moved}'"),
+    ]
+    added = tmp_path / "b" / "pets" / "cat" / "extra"
+    added.mkdir()
+    shutil.copy(tmp_path / "b" / "pets" / "dog" / "0.png", added)
+    refusals.append((["--data", moved], f"the data of --data {moved} changed"))
+    for extra, message in refusals:
+        assert train(*args, *extra, "--epochs", "2", "--resume") == 2, extra
+        assert message in capsys.readouterr().err
+    shutil.rmtree(added)
+    assert train(*args, "--data", moved, "--epochs", "2", "--resume") == 0
+    assert f"it started on --data folder={tmp_path / 'a' / 'pets'}" in capsys.readouterr().err
+    # From now on the run names the new path, in run.json and in the new checkpoint alike.
+    assert json.load(open(tmp_path / "run" / "run.json"))["identity"]["data"] == moved
+    assert checkpoint.latest(str(tmp_path / "run")).state["identity"]["data"] == moved
+    assert [r["epoch"] for r in metrics_rows(str(tmp_path / "run"))] == ["1", "2"]
+
+
 def test_resume_of_a_run_json_without_data_fingerprint_goes_on(numpy_run, tmp_path):
     """Runs written before run.json recorded the data's fingerprint resume unchecked."""
     run = str(tmp_path / "old")

@@ -239,16 +239,34 @@ def _read_json(path: str) -> dict[str, Any]:
     return run
 
 
-def identity_diff(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Human-readable differences between a stored run identity and the requested one."""
+def identity_diff(
+    stored: dict[str, Any], wanted: dict[str, Any], data_fingerprinted: bool = False
+) -> list[str]:
+    """Human-readable differences between a stored run identity and the requested one.
+
+    ``data_fingerprinted``: the run's run.json records its data's fingerprint, which
+    ``check_same_data`` compares; then only the data's kind (``digits``, ``cifar10``, ``folder``)
+    must match, not its path: a data set moved or copied elsewhere is the run's if its contents
+    are. Without a fingerprint (runs of older gpconv) the path is all there is to compare."""
     stored = {**IDENTITY_DEFAULTS, **stored}
     # Older runs stored the path as typed: resolve it the same way before comparing.
     stored["data"] = absolute_spec(stored.get("data", ""))
+
+    def same(key: str) -> bool:
+        if key == "data" and data_fingerprinted:
+            return _data_kind(stored.get(key)) == _data_kind(wanted.get(key))
+        return stored.get(key) == wanted.get(key)
+
     return [
         f"{k}: run has {stored.get(k)!r}, requested {wanted.get(k)!r}"
         for k in IDENTITY
-        if stored.get(k) != wanted.get(k)
+        if not same(k)
     ]
+
+
+def _data_kind(spec: Any) -> Any:
+    """The kind of a ``--data`` spec (``folder=/x`` -> ``folder``); anything else unchanged."""
+    return spec.partition("=")[0] if isinstance(spec, str) else spec
 
 
 def check_resume_state(ckpt: checkpoint.Checkpoint) -> None:
@@ -304,7 +322,7 @@ def check_out(cfg: RunConfig) -> None:
                 f"{stored['identity'].get('backend')}); pass --resume to continue it "
                 "or choose another --out"
             )
-        diff = identity_diff(stored["identity"], cfg.identity())
+        diff = identity_diff(stored["identity"], cfg.identity(), "data" in stored)
         if diff:
             raise ConfigError(
                 f"cannot --resume {out}: it is a different run:\n  " + "\n  ".join(diff)
@@ -356,6 +374,23 @@ def check_same_data(out: str, data: Dataset, spec: str) -> None:
             f"cannot --resume {out}: the data of --data {spec} changed since the run started:\n  "
             + "\n  ".join(diff)
         )
+
+
+def moved_data_note(out: str, cfg: RunConfig) -> str | None:
+    """For a resume whose ``--data`` names another path than the run's run.json (the contents
+    proved the same by ``check_same_data`` first): a note saying so; else None. The run goes on
+    with the new path: run.json and the checkpoints written from now on record it."""
+    stored, recorded = _recorded(out, "identity"), _recorded(out, "data")
+    if stored is None or recorded is None:
+        return None
+    was, now = absolute_spec(str(stored.get("data", ""))), cfg.identity()["data"]
+    if was == now:
+        return None
+    return (
+        f"gpconv train: the run's data moved: it started on --data {was}; --data {now} holds "
+        f"the same images and labels (SHA-256 {recorded.get('sha256')}), and the run goes on "
+        "with that path"
+    )
 
 
 def keep_normalization(out: str, data: Dataset) -> None:
@@ -689,6 +724,9 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
         ) from err
     if cfg.resume:
         check_same_data(cfg.out, data, cfg.data)
+        note = moved_data_note(cfg.out, cfg) if dist.is_main else None
+        if note:
+            print(metrics.displayable(note), file=sys.stderr)
         keep_normalization(cfg.out, data)
     if len(data.y_train) < cfg.batch_size:
         raise ConfigError(
@@ -716,7 +754,9 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
     ckpt = checkpoint.latest(cfg.out, warn=dist.is_main) if cfg.resume else None
     if ckpt is not None:
         check_resume_state(ckpt)
-        diff = identity_diff(ckpt.state["identity"], cfg.identity())
+        # The data's path may have changed if run.json's fingerprint, checked above, is its.
+        fingerprinted = _recorded(cfg.out, "data") is not None
+        diff = identity_diff(ckpt.state["identity"], cfg.identity(), fingerprinted)
         if diff:
             raise ConfigError(
                 f"cannot --resume from {ckpt.path}: different run:\n  " + "\n  ".join(diff)
