@@ -27,7 +27,7 @@ from helpers import GLIBC, tiny_architecture
 from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
 from gpconv.core.params import init_params, load_params, read_metadata, save_params
-from gpconv.train import checkpoint, data, sampling
+from gpconv.train import checkpoint, data, loop, sampling
 from gpconv.train import run as run_module
 from gpconv.train.device import check_device
 from gpconv.train.frameworks import OptimConfig, create
@@ -774,6 +774,29 @@ def test_a_fallback_resume_leaves_no_best_params_of_an_epoch_it_trains_again(
     else:  # epoch 1's parameters are gone: no file rather than another epoch's
         assert not os.path.exists(best), read_metadata(best)
         assert f"removed {best}" in capsys.readouterr().err
+
+
+def test_a_restart_from_scratch_keeps_no_file_of_the_earlier_epochs(tmp_path, monkeypatch, capsys):
+    """--resume with no checkpoint that verifies starts again from scratch. The earlier epochs'
+    files stayed: a restart whose first epoch diverged kept that run's best.safetensors and final
+    params.safetensors beside a summary.json saying "diverged", best_epoch null."""
+    out = str(tmp_path / "run")
+    args = [*NUMPY_TINY, "--limit", "16", "--epochs", "1", "--out", out]  # one step per epoch
+    assert train(*args) == 0
+    _corrupt_checkpoint(out, 1)
+    real_epoch = loop.train_epoch
+
+    def diverging_epoch(*args):
+        return {**real_epoch(*args), "train_loss": float("nan")}
+
+    monkeypatch.setattr("gpconv.train.loop.train_epoch", diverging_epoch)
+    capsys.readouterr()
+    assert train(*args, "--resume") == 1
+    assert _strict_json(os.path.join(out, "summary.json"))["best_epoch"] is None
+    assert [r["epoch"] for r in metrics_rows(out)] == ["1"]
+    assert not os.path.lexists(os.path.join(out, run_module.BEST_PARAMS))
+    assert not os.path.lexists(os.path.join(out, "params.safetensors"))
+    assert "removed the earlier epochs' metrics.csv" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -642,6 +642,23 @@ class RunWriter:
                 )
         self.files(history, "running")
 
+    def discard_results(self) -> None:
+        """Remove ``RESULT_FILES`` of the run's earlier epochs before it starts again from
+        scratch (``--resume`` without a checkpoint that verifies). Kept, they described epochs
+        the new history lacks until its first epoch overwrote most of them, and some for longer:
+        a run stopped before that still said "complete" in summary.json, and one whose first
+        epoch diverged kept the old run's best.safetensors and params.safetensors."""
+        out = self.cfg.out
+        stale = [f for f in RESULT_FILES if os.path.lexists(os.path.join(out, f))]
+        with _writing(", ".join(stale), out):
+            for name in stale:
+                os.remove(os.path.join(out, name))
+        if stale:
+            print(
+                f"gpconv train: removed the earlier epochs' {', '.join(stale)} from {out}",
+                file=sys.stderr,
+            )
+
     def files(self, history: list[dict], status: str) -> None:
         """metrics.csv, curves.png and summary.json, with the run's ``status``."""
         out = self.cfg.out
@@ -791,6 +808,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
                 "gpconv train: no complete checkpoint to resume; starting from scratch",
                 file=sys.stderr,
             )
+            writer.discard_results()
         writer.start()
         if ckpt is not None:
             writer.resume_best(history, fw.export_params())
