@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gpconv import core
+from gpconv.cli.main import add_threads_option
 from gpconv.core import network
 from gpconv.core.arch import Architecture, efficientnet, kefficientnet
 from gpconv.perf.timing import limit_blas_threads
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=0, help="BLAS threads (0: library default)")
+    add_threads_option(parser, "BLAS")
     parser.add_argument("--profile", action="store_true", help="also show time per core op")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # one tf.function per model is intended, not retracing
 
 from gpconv.backends.tensorflow import EfficientNetB0, KEfficientNetB0, resolve_impl  # noqa: E402
-from gpconv.cli.main import add_clock_option  # noqa: E402
+from gpconv.cli.main import add_clock_option, add_threads_option  # noqa: E402
 from gpconv.perf.timing import CLOCKS, time_round_robin  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def main() -> None:
         default=3,
         help="timed steps of the slow Conv2D(groups) route (0 to skip it)",
     )
-    p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TF's default)")
+    add_threads_option(p, "TF intra-op")
     add_clock_option(p)
     p.add_argument("--json", help="write results to this path")
     args = p.parse_args()

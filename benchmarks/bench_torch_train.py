@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, IMPLS
-from gpconv.cli.main import add_clock_option, add_keep_freed_memory
+from gpconv.cli.main import add_clock_option, add_keep_freed_memory, add_threads_option
 from gpconv.perf import allocator
 from gpconv.perf.timing import CLOCKS, time_round_robin
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated impls to time")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    add_threads_option(parser, "torch")
     add_clock_option(parser)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")

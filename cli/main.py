@@ -119,11 +119,45 @@ def add_clock_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def benchmark_threads(text: str) -> int:
+    """argparse ``type`` of the benchmark scripts' ``--threads``: 0 (the library's default) or
+    1 .. the CPUs this process may use, as ``gpconv train/bench --threads`` take
+    (``train.frameworks.check_threads``); anything else is a usage error (exit 2). Unchecked,
+    ``bench_torch_pointwise.py --threads 64`` on 2 CPUs took 23.6 s instead of 11.8 s."""
+    from ..train.frameworks import check_threads
+
+    try:
+        threads = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Expected --threads an integer, received {text!r}"
+        ) from None
+    try:
+        if threads < 0:
+            raise ValueError(f"Expected --threads >= 0 (0: the default), received {threads}")
+        if threads:
+            check_threads(threads)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return threads
+
+
+def add_threads_option(p: argparse.ArgumentParser, threads_of: str) -> None:
+    """``--threads N`` of a benchmark script (``benchmark_threads``): ``threads_of``'s threads."""
+    p.add_argument(
+        "--threads",
+        type=benchmark_threads,
+        default=0,
+        metavar="N",
+        help=f"{threads_of} threads (0: its default; at most the CPUs this process may use)",
+    )
+
+
 def add_benchmark_options(p: argparse.ArgumentParser, repeats: int, threads_of: str) -> None:
     """The options the op-level benchmark scripts share: ``--repeats`` (rounds; the median is
     reported), ``--threads`` (of ``threads_of``; 0 keeps its default), ``--clock``, ``--json``."""
     p.add_argument("--repeats", type=int, default=repeats, help="timed rounds (median reported)")
-    p.add_argument("--threads", type=int, default=0, help=f"{threads_of} threads (0: its default)")
+    add_threads_option(p, threads_of)
     add_clock_option(p)
     p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from gpconv.perf.machine import cpu_count
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 SCRIPTS = [
@@ -51,3 +53,35 @@ def test_benchmark_script_runs_and_writes_json(script, args, framework, tmp_path
     )
     figures = json.loads(out.read_text())
     assert figures, f"{script} wrote empty JSON"
+
+
+@pytest.mark.parametrize("script", ["bench_numpy_pointwise.py", "bench_numpy_network.py"])
+@pytest.mark.parametrize("threads", ["more-than-cpus", "-1", "x"])
+def test_benchmark_threads_beyond_the_cpus_is_a_usage_error(script, threads):
+    """``--threads`` took any integer: ``bench_torch_pointwise.py --threads 64`` on 2 CPUs ran
+    23.6 s instead of 11.8 s. It is now checked as `gpconv train/bench --threads` is (exit 2
+    before anything is timed). The two numpy scripts stand for the others (their imports are
+    cheap): one takes ``add_benchmark_options``, one ``add_threads_option`` directly."""
+    value = str(cpu_count() + 1) if threads == "more-than-cpus" else threads
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--threads", value, "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    expected = {
+        "more-than-cpus": f"Expected --threads <= {cpu_count()} (the CPUs this process may use)",
+        "-1": "Expected --threads >= 0 (0: the default), received -1",
+        "x": "Expected --threads an integer, received 'x'",
+    }[threads]
+    assert f"argument --threads: {expected}" in result.stderr
+
+
+def test_every_benchmark_script_takes_the_checked_threads_option():
+    """No script under benchmarks/ defines ``--threads`` itself: each takes the checked one
+    (``gpconv.cli.main.add_threads_option``, also through ``add_benchmark_options``)."""
+    scripts = sorted(BENCHMARKS.rglob("*.py"))
+    assert any("add_threads_option(" in p.read_text(encoding="utf-8") for p in scripts)
+    own = [p.name for p in scripts if '"--threads"' in p.read_text(encoding="utf-8")]
+    assert own == []
