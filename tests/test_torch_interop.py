@@ -429,3 +429,59 @@ def test_update_bn_sets_running_statistics_to_the_average_of_each_batchs(device)
     for k in per_batch[0]:
         expected = np.mean([stats[k] for stats in per_batch], axis=0)
         np.testing.assert_allclose(got[k], expected, rtol=1e-8, atol=1e-10, err_msg=k)
+
+
+def _running_stats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.named_buffers() if k.endswith(("_mean", "_var"))}
+
+
+@pytest.mark.parametrize("fault", ["bad batch", "empty loader", "interrupted"])
+def test_update_bn_leaves_the_model_as_it_was_when_it_fails(fault):
+    """A failure part-way through ``update_bn`` (a batch the model refuses, a loader that yields
+    nothing, Ctrl-C) must not leave the running statistics reset to 0/1 or averaged over the
+    batches seen so far: that would silently lose the trained model's statistics. The running
+    statistics, each BN's momentum and every module's train/eval mode are as before the call.
+    The model mixes modes (eval, but one BN left training) so that restoring only the top-level
+    mode would show."""
+    arch = tiny_architecture("kefficientnet", num_classes=3, blocks=2, top_filters=16)
+    model = EfficientNet(arch, seed=0).eval()
+    # Running statistics other than the 0/1 that update_bn resets them to first.
+    for i, m in enumerate(m for m in model.modules() if isinstance(m, KerasBatchNorm2d)):
+        m.running_mean.fill_(0.5 + i)
+        m.running_var.fill_(2.0 + i)
+    model.stem.bn.train()
+    modes = {name: m.training for name, m in model.named_modules()}
+    before = _running_stats(model)
+    good = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def loader():
+        if fault == "empty loader":
+            return
+        yield good
+        if fault == "interrupted":
+            raise KeyboardInterrupt
+        yield good[:, :2]  # two channels: the model refuses it
+
+    expected = {
+        "bad batch": pytest.raises(ValueError, match=r"x.shape\[1\] == 3"),
+        "empty loader": pytest.raises(ValueError, match="loader.*no batch"),
+        "interrupted": pytest.raises(KeyboardInterrupt),
+    }[fault]
+    with expected:
+        update_bn(loader(), model)
+    after = _running_stats(model)
+    for k, v in before.items():
+        assert torch.equal(after[k], v), f"{k} changed by a failed update_bn ({fault})"
+    assert {m.momentum for m in model.modules() if isinstance(m, KerasBatchNorm2d)} == {0.99}
+    assert {name: m.training for name, m in model.named_modules()} == modes
+
+
+def test_update_bn_keeps_each_modules_mode():
+    """``update_bn`` runs the model in training mode, then puts every module back in its own mode:
+    a batch norm kept in eval mode inside a training model (frozen for fine-tuning) must not come
+    back in training mode, where the next step would move its statistics."""
+    arch = tiny_architecture("kefficientnet", num_classes=3, blocks=2, top_filters=16)
+    model = EfficientNet(arch, seed=0).train()
+    model.stem.bn.eval()
+    update_bn([torch.randn(2, 3, 16, 16)], model)
+    assert model.training and not model.stem.bn.training

@@ -89,26 +89,45 @@ def update_bn(
     nothing): one pass over ``loader`` in training mode, after which every batch norm's running
     mean and variance are the plain averages over the batches of its batch mean and *biased*
     batch variance (Keras's statistic). Each batch is an input tensor ``(N, C, H, W)`` or a
-    list/tuple whose first item is one, moved to ``device`` if given, as in torch's. The model's
-    mode and each batch norm's momentum are restored afterwards."""
+    list/tuple whose first item is one, moved to ``device`` if given, as in torch's.
+
+    Afterwards each batch norm's momentum and every module's train/eval mode are as before (a
+    batch norm kept in eval mode inside a training model stays so). If the pass fails (a batch the
+    model refuses, an error or Ctrl-C in ``loader``) or ``loader`` yields no batch (``ValueError``),
+    the running statistics are restored too: they are never left reset or half-averaged."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Expected model to be a torch.nn.Module, received {type(model).__name__}")
     norms = [m for m in model.modules() if isinstance(m, KerasBatchNorm2d)]
     if not norms:
         return
-    momenta = {m: m.momentum for m in norms}
-    was_training = model.training
-    for m in norms:
-        m.running_mean.zero_()
-        m.running_var.fill_(1.0)
-    model.train()
+    # Copies of C numbers per batch norm, to put back if the pass does not complete.
+    saved = {m: (m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in norms}
+    modes = [(m, m.training) for m in model.modules()]
+    completed = False
     try:
-        for k, batch in enumerate(loader, start=1):
+        for m in norms:
+            m.running_mean.zero_()
+            m.running_var.fill_(1.0)
+        model.train()
+        batches = 0
+        for batches, batch in enumerate(loader, start=1):
             x = batch[0] if isinstance(batch, list | tuple) else batch
             if device is not None:
                 x = x.to(device)
             for m in norms:  # r <- (1 - 1/k) r + batch / k: the running average of k batches
-                m.momentum = 1.0 - 1.0 / k
+                m.momentum = 1.0 - 1.0 / batches
             model(x)
+        if batches == 0:
+            raise ValueError(
+                "Expected loader to yield at least one batch, received no batch "
+                "(running statistics left as they were)"
+            )
+        completed = True
     finally:
-        for m, momentum in momenta.items():
+        for m, (mean, var, momentum) in saved.items():
             m.momentum = momentum
-        model.train(was_training)
+            if not completed:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+        for m, training in modes:
+            m.training = training
