@@ -1073,6 +1073,48 @@ def test_bad_layer_arguments_give_clear_errors():
         EfficientNetB0(input_tensor=keras.Input((32, 32, 3)), input_shape=(64, 64, 3))
 
 
+@pytest.mark.parametrize("flag", ["false", "no", 0, None])
+def test_flags_refuse_anything_but_a_bool(flag):
+    """``bool("false")`` is True: ``use_bias="false"`` added a bias, ``use_bn="false"`` a batch
+    norm, and ``include_top="false"`` built the classifier, with no word said."""
+    received = rf"received {type(flag).__name__} {flag!r}"
+    with pytest.raises(TypeError, match=rf"use_bias to be True or False, {received}"):
+        GroupedPointwise(8, 2, use_bias=flag)
+    with pytest.raises(TypeError, match=rf"use_bias to be True or False, {received}"):
+        KPointwise(8, use_bias=flag)
+    with pytest.raises(TypeError, match=rf"use_bn to be True or False, {received}"):
+        KPointwise(8, use_bn=flag)
+    with pytest.raises(TypeError, match=rf"include_top to be True or False, {received}"):
+        KEfficientNetB0(include_top=flag, input_shape=(32, 32, 3), skip_stride_cnt=3)
+
+
+def test_flags_take_numpy_bools():
+    assert GroupedPointwise(8, 2, use_bias=np.True_).use_bias is True
+    assert KPointwise(8, use_bn=np.False_).use_bn is False
+
+
+def test_a_bad_weights_path_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    """A missing file, a folder or a non-path used to be found only after the whole model was
+    built (seconds for the larger variants); a missing ``.weights.h5`` surfaced as h5py's
+    'Unable to synchronously open file'. Each is refused, naming the path, before any layer."""
+    from gpconv.backends.tensorflow import applications
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before the weights path was checked")
+
+    monkeypatch.setattr(applications, "build_model", no_build)
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError, match=f"No parameter file at '{missing}'"):
+        KEfficientNetB0(weights=str(missing), input_shape=(32, 32, 3))
+    keras_file = tmp_path / "nope.weights.h5"
+    with pytest.raises(FileNotFoundError, match=f"No parameter file at '{keras_file}'"):
+        EfficientNetB0(weights=keras_file, input_shape=(32, 32, 3))
+    with pytest.raises(IsADirectoryError, match=f"received the folder '{tmp_path}'"):
+        EfficientNetB0(weights=str(tmp_path), input_shape=(32, 32, 3))
+    with pytest.raises(TypeError, match=r"Expected weights=None or the path .*received int 3"):
+        KEfficientNetB0(weights=3, input_shape=(32, 32, 3))
+
+
 def test_input_tensor_builds_on_that_tensor_like_keras_applications():
     """keras.applications' third positional argument; gpconv's used to be input_shape, so every
     later positional argument landed one place off."""

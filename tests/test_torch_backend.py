@@ -695,6 +695,10 @@ def test_bad_inputs_give_clear_errors():
         KPointwise(KPointwiseSpec(32, 16, 2))(torch.randn(1, 16, 2, 2))
     with pytest.raises(ValueError, match="impl"):
         GroupedPointwise2d(4, 4, 2, impl="fft")
+    # nn.Conv2d takes any truthy bias: "false" added one.
+    with pytest.raises(TypeError, match="bias to be True or False, received str 'false'"):
+        GroupedPointwise2d(4, 4, 2, bias="false")
+    assert GroupedPointwise2d(4, 4, 2, bias=np.True_).bias is not None
 
 
 def test_adapter_refuses_labels_and_images_it_would_otherwise_cast():

@@ -26,11 +26,13 @@ input_shape, pooling, classes, classifier_activation``), then gpconv's (``skip_s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from ...core._validate import require_positive_int
 from ...core.arch import Architecture, efficientnet, kefficientnet
+from ...core.files import readable_file
 from ...core.params import check_arch_metadata, read_params_file
 from ._runtime import keras
 from .models import build_model
@@ -41,14 +43,30 @@ Constructor = Callable[..., keras.Model]
 KERAS_WEIGHTS_SUFFIXES = (".weights.h5", ".keras")
 
 
-def _finish(
-    arch: Architecture, weights: str | None, include_top: bool, **kwargs: Any
-) -> keras.Model:
+WEIGHTS_EXPECTED = "weights=None or the path of a safetensors, .npz, .weights.h5 or .keras file"
+
+
+def _weights_path(weights: Any) -> str:
+    """``weights`` (not None) as the path of an existing regular file, checked before the model
+    is built (kEffNet-B7 takes seconds to build, only to fail on a mistyped path); else
+    ``TypeError``/``ValueError``/``FileNotFoundError``/``IsADirectoryError`` naming it."""
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            f"Expected {WEIGHTS_EXPECTED}, received {type(weights).__name__} {weights!r}"
+        )
     if isinstance(weights, str) and weights.lower() == "imagenet":
         raise ValueError(
-            "Expected weights=None or the path of a safetensors, .npz, .weights.h5 or .keras file: "
-            "gpconv ships no ImageNet weights and downloads nothing, received weights='imagenet'"
+            f"Expected {WEIGHTS_EXPECTED}: gpconv ships no ImageNet weights and downloads "
+            "nothing, received weights='imagenet'"
         )
+    return readable_file(weights)
+
+
+def _finish(
+    arch: Architecture, weights: str | os.PathLike | None, include_top: bool, **kwargs: Any
+) -> keras.Model:
+    if weights is not None:
+        weights = _weights_path(weights)
     model = build_model(arch, include_top=include_top, **kwargs)
     if str(weights).endswith(KERAS_WEIGHTS_SUFFIXES):  # keras.applications' way to take a path
         model.load_weights(weights)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from ...core._validate import require_bool
 from ...core.arch import (
     MIN_INPUT_SIZE,
     Architecture,
@@ -171,6 +172,7 @@ def build_model(
     on that tensor, as keras.applications does; its shape is the input shape.
     """
     require_arch(arch)
+    include_top = require_bool("include_top", include_top)  # "false" would build the classifier
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"Expected pooling in (None, 'avg', 'max'), received pooling={pooling!r}")
     if input_tensor is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...core._validate import require_divides, require_positive_int
+from ...core._validate import require_bool, require_divides, require_positive_int
 from ...core.pointwise import KPointwiseSpec, group_count
 from ._runtime import SERIALIZATION_PACKAGE, keras, tf
 from .grouped import check_impl, grouped_product
@@ -62,7 +62,7 @@ class GroupedPointwise(keras.layers.Layer):
         self.filters = require_positive_int("filters", filters)
         self.groups = require_positive_int("groups", groups)
         require_divides(self.groups, self.filters, "filters")
-        self.use_bias = bool(use_bias)
+        self.use_bias = require_bool("use_bias", use_bias)  # bool("false") would be True
         self.impl = check_impl(impl)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -184,9 +184,9 @@ class KPointwise(keras.layers.Layer):
             if min_channels_per_group is None
             else require_positive_int("min_channels_per_group", min_channels_per_group)
         )
-        self.use_bn = bool(use_bn)
+        self.use_bn = require_bool("use_bn", use_bn)  # bool("false") would be True
         self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = require_bool("use_bias", use_bias)
         self.impl = check_impl(impl)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

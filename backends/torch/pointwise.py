@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core._validate import require_divides, require_positive_int
+from ...core._validate import require_bool, require_divides, require_positive_int
 from ...core.pointwise import KPointwiseSpec
 from .batchnorm import KerasBatchNorm2d
 from .eager import channel_shuffle
@@ -137,7 +137,8 @@ class GroupedPointwise2d(nn.Conv2d):
         groups = require_positive_int("groups", groups)
         require_divides(groups, cin, "cin")  # nn.Conv2d's own message names neither number
         require_divides(groups, cout, "cout")
-        super().__init__(cin, cout, 1, groups=groups, bias=bias)
+        # nn.Conv2d takes any truthy value: bias="false" would add a bias.
+        super().__init__(cin, cout, 1, groups=groups, bias=require_bool("bias", bias))
         self.impl = _check_impl(impl)
 
     def extra_repr(self) -> str:
