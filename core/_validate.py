@@ -28,10 +28,15 @@ def namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
     try:
         return array_namespace(*(a for _, a in present))
     except TypeError as err:
-        kinds = ", ".join(f"{n}: {type(a).__module__}.{type(a).__name__}" for n, a in present)
+        kinds = ", ".join(f"{n}: {array_kind(a)}" for n, a in present)
         raise TypeError(
             f"Arrays from different libraries cannot be mixed; received {kinds}"
         ) from err
+
+
+def array_kind(a: Any) -> str:
+    """An array's library and type, as errors name it: ``numpy.ndarray``, ``torch.Tensor``."""
+    return f"{type(a).__module__}.{type(a).__name__}"
 
 
 def require_float(xp: Any, name: str, a: Any) -> None:

@@ -17,9 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from array_api_compat import device
+from array_api_compat import device, is_array_api_obj
 
 from ._validate import (
+    array_kind,
     check_dy,
     make_rng,
     namespace,
@@ -204,9 +205,25 @@ def block_forward(block: MBConvSpec, params: Mapping[str, Any], x: Any, training
     drop-connect: in training mode with the batch statistics of ``x`` (moving statistics are not
     updated), else with the moving statistics of ``params`` (canonical names). What a backend's
     block must give for the same input, whatever happened before it (``gpconv check`` traces
-    drop-connect block by block with it)."""
+    drop-connect block by block with it).
+
+    ``params`` may hold other layers' entries too (the whole network's dict); the block's own must
+    all be there, with their shapes and a floating dtype: one ``ValueError`` lists every one that
+    is not, rather than a ``KeyError`` or an op's error naming ``kernel`` alone."""
+    if not isinstance(block, MBConvSpec):
+        raise TypeError(
+            "Expected block to be an MBConvSpec (an item of Architecture.blocks), "
+            f"received {type(block).__name__} {block!r}"[:200]
+        )
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"Expected params to be a dict {{name: array}}, received {type(params).__name__}"
+        )
+    own = {k: params[k] for k in block.param_shapes() if k in params}
+    validate_params(block, own)  # MBConvSpec has name and param_shapes(), as validate_params asks
+    training = require_bool("training", training)
     y, _ = _block_forward(
-        replace(block, drop_rate=0.0), dict(params), x, training, {}, None, np.random.default_rng(0)
+        replace(block, drop_rate=0.0), own, x, training, {}, None, np.random.default_rng(0)
     )
     return y
 
@@ -379,6 +396,10 @@ def sgd_step(
     broadcasts, or one that would promote float32 parameters to float64, is refused (one
     ``ValueError`` listing every such entry) rather than applied.
     """
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"Expected params to be a dict {{name: array}}, received {type(params).__name__}"
+        )
     lr = require_nonnegative("lr", lr)
     momentum = require_nonnegative("momentum", momentum)
     problems = [
@@ -414,8 +435,23 @@ def _update_problems(params: Mapping, updates: Mapping, what: str) -> list[str]:
             continue
         p = params[name]
         got = tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
-        if got != tuple(p.shape):
+        if is_array_api_obj(a) and not _same_library(p, a):
+            # Else a torch gradient reads "expected dtype float32, received torch.float32".
+            problems.append(
+                f"{what}[{name!r}]: expected a {array_kind(p)} (the library of params), "
+                f"received {array_kind(a)}"
+            )
+        elif got != tuple(p.shape):
             problems.append(f"{what}[{name!r}]: expected shape {tuple(p.shape)}, received {got}")
         elif getattr(a, "dtype", None) != p.dtype:
             problems.append(f"{what}[{name!r}]: expected dtype {p.dtype}, received {a.dtype}")
     return problems
+
+
+def _same_library(a: Any, b: Any) -> bool:
+    """Whether arrays ``a`` and ``b`` belong to one array library (NumPy, CuPy, torch...)."""
+    try:
+        namespace(a, b)
+    except TypeError:
+        return False
+    return True

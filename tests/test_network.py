@@ -248,6 +248,22 @@ def test_sgd_step_refuses_updates_it_cannot_apply(kwargs, exc, fragments):
         assert fragment in str(info.value), f"{kwargs}: {info.value!r} lacks {fragment!r}"
 
 
+def test_sgd_step_refuses_params_that_are_not_a_dict():
+    with pytest.raises(TypeError, match=r"params to be a dict \{name: array\}, received list"):
+        network.sgd_step([SGD_PARAMS["a"]], {}, lr=0.1)
+
+
+def test_sgd_step_names_updates_from_another_array_library():
+    """A torch gradient for NumPy parameters was reported as 'expected dtype float32, received
+    torch.float32', which reads as equal: the library is what differs, and is named."""
+    torch = pytest.importorskip("torch")
+    grads = {"a": torch.ones(2, 3)}
+    with pytest.raises(ValueError, match=r"grads\['a'\]: expected a numpy.ndarray .*torch.Tensor"):
+        network.sgd_step(SGD_PARAMS, grads, lr=0.1)
+    with pytest.raises(ValueError, match=r"velocity\['a'\]: expected a numpy.ndarray"):
+        network.sgd_step(SGD_PARAMS, {}, lr=0.1, velocity=grads)
+
+
 def test_sgd_step_lists_every_problem_at_once():
     grads = {"a": np.ones(3, np.float32), "b": np.ones(1, np.float32)}
     with pytest.raises(ValueError, match=r"\(2 problems\)"):
@@ -509,3 +525,28 @@ def test_block_forward_chained_gives_the_networks_intermediates(training):
     for block in arch.blocks:
         y = network.block_forward(block, params, y, training=training)
         np.testing.assert_array_equal(y, cache["intermediates"][block.name], err_msg=block.name)
+
+
+def test_block_forward_names_what_is_wrong_with_its_arguments():
+    """It used to fail with dataclasses' 'replace() should be called on dataclass instances', a
+    ``KeyError`` for a missing parameter, 'dictionary update sequence element' for a list, or an
+    op's error naming only ``kernel`` for a mis-shaped one."""
+    arch = tiny_architecture(blocks=2)
+    block = arch.blocks[1]
+    params = random_network_params(arch)
+    x = np.random.default_rng(0).standard_normal((1, 4, 4, block.cin)).astype(np.float32)
+    network.block_forward(block, params, x, training=False)  # the whole network's dict is fine
+    with pytest.raises(TypeError, match="block to be an MBConvSpec .*received str 'block2a'"):
+        network.block_forward(block.name, params, x, training=False)
+    with pytest.raises(TypeError, match=r"params to be a dict \{name: array\}, received list"):
+        network.block_forward(block, list(params.values()), x, training=False)
+    missing = {k: v for k, v in params.items() if k != f"{block.name}_dwconv/kernel"}
+    with pytest.raises(ValueError, match=rf"(?s){block.name} .*missing {block.name}_dwconv/kernel"):
+        network.block_forward(block, missing, x, training=False)
+    bad = {**params, f"{block.name}_bn/gamma": np.ones(3, np.float32)}
+    with pytest.raises(
+        ValueError, match=rf"{block.name}_bn/gamma: expected shape \(\d+,\), received shape \(3,\)"
+    ):
+        network.block_forward(block, bad, x, training=False)
+    with pytest.raises(TypeError, match="training to be True or False, received str 'no'"):
+        network.block_forward(block, params, x, training="no")
