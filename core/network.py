@@ -103,8 +103,9 @@ def _mask_shapes(arch: Architecture, batch: int) -> dict[str, tuple[tuple[int, .
     return shapes
 
 
-def _check_masks(arch: Architecture, masks: Masks, batch: int) -> None:
-    """Raise unless every mask names a site of ``arch`` and is a 0/1 array of that site's shape.
+def _check_masks(arch: Architecture, masks: Masks, x: Any) -> None:
+    """Raise unless every mask names a site of ``arch`` and is a 0/1 array of that site's shape,
+    of the library of the images ``x`` (a torch mask for NumPy images is named as the mask).
 
     Checked up front, in inference mode too: a misspelt site would otherwise be skipped silently
     and its mask drawn from ``rng``, and a mask of the wrong shape may still broadcast (a
@@ -113,7 +114,7 @@ def _check_masks(arch: Architecture, masks: Masks, batch: int) -> None:
         raise TypeError(
             f"Expected masks to be a dict {{site: array}}, received {type(masks).__name__}"
         )
-    expected = _mask_shapes(arch, batch)
+    expected = _mask_shapes(arch, x.shape[0])
     unknown = [k for k in masks if k not in expected]
     if unknown:
         raise ValueError(
@@ -122,7 +123,7 @@ def _check_masks(arch: Architecture, masks: Masks, batch: int) -> None:
         )
     for site, mask in masks.items():
         name = f"masks[{site!r}]"
-        xp = namespace(mask, names=(name,))
+        xp = namespace(x, mask, names=("x", name))
         shape, why = expected[site]
         require_same_shape(name, mask, shape, why)
         require_binary(name, xp, mask)
@@ -313,7 +314,7 @@ def forward(
     training = require_bool("training", training)
     rng = make_rng("rng", rng, generator_ok=True, none_ok=True)
     if masks is not None:
-        _check_masks(arch, masks, x.shape[0])
+        _check_masks(arch, masks, x)
     stats: dict[str, Any] = {}
     y, c_stem = _stem_forward(arch.stem, params, x, training, stats)
     intermediates = {"stem": y}

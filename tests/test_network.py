@@ -428,6 +428,10 @@ def test_loss_and_grads_checks_labels_before_the_forward_pass(monkeypatch, label
     )
 
 
+def _torch():
+    return pytest.importorskip("torch")
+
+
 def test_unknown_mask_names_are_rejected_and_the_valid_ones_listed():
     # A misspelt site used to be ignored silently, so the "deterministic" run drew a random mask.
     arch = tiny_architecture()
@@ -449,6 +453,8 @@ def test_unknown_mask_names_are_rejected_and_the_valid_ones_listed():
         ("shape", lambda m: np.ones((2, 8, 8, m.shape[-1])), ["shape=(2, 1, 1, 1)", "shape=(2, 8"]),
         ("values", lambda m: np.full_like(m, 2.0), ["of 0s and 1s", "2.0"]),
         ("type", lambda m: m.tolist(), ["to be an array", "list"]),
+        # Was "received x: numpy.ndarray, mask: torch.Tensor": which mask, of which site?
+        ("library", lambda m: _torch().from_numpy(m), ["x: numpy.ndarray", "torch.Tensor"]),
     ],
 )
 def test_bad_masks_are_rejected_before_any_computation(what, bad, fragments):
