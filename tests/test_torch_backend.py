@@ -14,6 +14,7 @@ Tolerances (DESIGN.md §4, float32 backend vs float64 reference):
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -699,6 +700,46 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(TypeError, match="bias to be True or False, received str 'false'"):
         GroupedPointwise2d(4, 4, 2, bias="false")
     assert GroupedPointwise2d(4, 4, 2, bias=np.True_).bias is not None
+
+
+LAYERS = {
+    "GroupedPointwise2d": lambda: (GroupedPointwise2d(8, 8, 2), 8),
+    "GroupedPointwise2d matmul": lambda: (GroupedPointwise2d(8, 8, 2, impl="matmul"), 8),
+    "KPointwise": lambda: (KPointwise(KPointwiseSpec(8, 8, 2)), 8),
+    "KerasConv2d": lambda: (KerasConv2d(3, 8, 3, 2, "correct"), 3),
+    "depthwise KerasConv2d": lambda: (KerasConv2d(8, 8, 5, 1, "same", groups=8), 8),
+    "KerasBatchNorm2d": lambda: (KerasBatchNorm2d(8), 8),
+}
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_layers_refuse_inputs_torch_would_fail_on_deep_inside(layer):
+    """Each layer used to pass a float64 input to float32 weights, integer images, a tensor of
+    the wrong channel count or an empty image on to torch, which failed with 'expected scalar
+    type Double but found Float', 'mixed dtype (CPU)', '"batch_norm" not implemented for
+    'Long'', 'running_mean should contain 4 elements' or 'Kernel size can't be greater than
+    actual input size'. The model did the dtype checks only for its own input."""
+    module, c = LAYERS[layer]()
+    module(torch.zeros(2, c, 6, 6))  # a good input passes
+    with pytest.raises(TypeError, match=r"x.dtype=torch.float32 .*received x.dtype=torch.float64"):
+        module(torch.zeros(2, c, 6, 6, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"floating-point x, received x.dtype=torch.uint8"):
+        module(torch.zeros(2, c, 6, 6, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=rf"\(N, {c}, .*received x.shape=\(2, {c + 1}, 6, 6\)"):
+        module(torch.zeros(2, c + 1, 6, 6))
+    with pytest.raises(TypeError, match=r"torch.Tensor .*received ndarray"):
+        module(np.zeros((2, c, 6, 6), np.float32))
+    if layer != "KerasBatchNorm2d":  # normalising no pixels is well defined
+        for shape in ((2, c, 0, 6), (2, c, 6, 0)):
+            with pytest.raises(ValueError, match=rf"H, W >= 1 .*x.shape={re.escape(str(shape))}"):
+                module(torch.zeros(shape))
+
+
+def test_the_model_refuses_an_empty_image():
+    model = _small_model()
+    with pytest.raises(ValueError, match=r"H, W >= 1 .*received x.shape=\(1, 3, 0, 32\)"):
+        model(torch.zeros(1, 3, 0, 32))
+    assert model(torch.zeros(0, 3, 32, 32)).shape == (0, 10)  # an empty batch is fine
 
 
 def test_adapter_refuses_labels_and_images_it_would_otherwise_cast():

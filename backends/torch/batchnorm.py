@@ -18,6 +18,7 @@ from torch import nn
 
 from ...core._validate import require_fraction, require_nonnegative, require_positive_int
 from ...core.ops.normalization import EPSILON, MOMENTUM
+from .inputs import require_dtype_of, require_tensor
 
 
 class KerasBatchNorm2d(nn.Module):
@@ -43,6 +44,13 @@ class KerasBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum} (Keras convention)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        require_tensor(x, f"(N, {self.num_features}, ...)")
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"Expected x of shape (N, {self.num_features}, ...), "
+                f"received x.shape={tuple(x.shape)}"
+            )
+        require_dtype_of(x, self.weight, "the layer")
         n = x.numel() // max(x.shape[1], 1)  # elements per channel
         if not self.training or n == 0:
             return F.batch_norm(

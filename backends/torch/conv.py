@@ -19,6 +19,7 @@ from torch import nn
 from ...core.ops.conv import pad_amounts
 from ..depthwise_grad import column_slabs, slab_input_columns, uses_slabs
 from .eager import eager_autograd
+from .inputs import require_dtype_of, require_nonempty_image, require_tensor
 
 _conv_backward = torch.ops.aten.convolution_backward.default
 
@@ -87,6 +88,14 @@ class KerasConv2d(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        require_tensor(x, f"(N, {self.in_channels}, H, W)")
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:  # (C, H, W): as nn.Conv2d
+            raise ValueError(
+                f"Expected x of shape (N, {self.in_channels}, H, W), "
+                f"received x.shape={tuple(x.shape)}"
+            )
+        require_dtype_of(x, self.weight, "the layer")
+        require_nonempty_image(x)
         k, s = self.kernel_size[0], self.stride[0]
         top, bottom = pad_amounts(x.shape[-2], k, s, self.keras_padding)
         left, right = pad_amounts(x.shape[-1], k, s, self.keras_padding)

@@ -23,6 +23,7 @@ from ...core._validate import require_bool, require_rate
 from ...core.arch import Architecture, require_arch
 from ...core.params import init_params
 from .blocks import Head, MBConv, Stem
+from .inputs import require_dtype_of, require_nonempty_image, require_tensor
 from .layout import to_channels_last
 from .params import load_params
 from .pointwise import DEFAULT_IMPL
@@ -77,11 +78,7 @@ class EfficientNet(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         cin = self.arch.stem.cin
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"Expected x to be a torch.Tensor (N, {cin}, H, W), received {type(x).__name__} "
-                "(convert with torch.as_tensor)"
-            )
+        require_tensor(x, f"(N, {cin}, H, W)")
         if x.dim() != 4:
             raise ValueError(
                 f"Expected x of rank 4 (N, {cin}, H, W), received x.shape={tuple(x.shape)}"
@@ -92,16 +89,10 @@ class EfficientNet(nn.Module):
                 f"Expected x.shape[1] == {cin} channels (N, C, H, W), "
                 f"received x.shape={tuple(x.shape)}{hint}"
             )
-        if not x.is_floating_point():
-            raise TypeError(f"Expected floating-point images, received x.dtype={x.dtype}")
         # The stem conv is the layer x meets first (and the one a user is least likely to swap:
         # a replaced head, e.g. an nn.Sequential, need not have a .weight).
-        dtype = self.stem.conv.weight.dtype
-        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(
-                f"Expected x.dtype={dtype} (the model's parameters; convert one with "
-                f"x.to({dtype}) or model.to({x.dtype})), received x.dtype={x.dtype}"
-            )
+        require_dtype_of(x, self.stem.conv.weight, "the model")
+        require_nonempty_image(x)
         if self.uses_channels_last(x.device):
             return to_channels_last(x)
         return x if self.channels_last is False else x.contiguous()

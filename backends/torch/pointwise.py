@@ -29,6 +29,7 @@ from ...core._validate import require_bool, require_divides, require_positive_in
 from ...core.pointwise import KPointwiseSpec
 from .batchnorm import KerasBatchNorm2d
 from .eager import channel_shuffle
+from .inputs import require_dtype_of, require_nonempty_image, require_tensor
 from .layout import is_channels_last, to_channels_last
 
 Impl = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
@@ -145,12 +146,15 @@ class GroupedPointwise2d(nn.Conv2d):
         return f"{super().extra_repr()}, impl={self.impl!r}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        require_tensor(x, f"(N, {self.in_channels}, H, W)")
         # The matmul/einsum products would fail inside a reshape, or compute as another G.
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"Expected x of shape (N, {self.in_channels}, H, W), "
                 f"received x.shape={tuple(x.shape)}"
             )
+        require_dtype_of(x, self.weight, "the layer")
+        require_nonempty_image(x)
         return IMPLS[self.impl](x, self.weight, self.bias, self.groups)
 
 
@@ -237,6 +241,7 @@ class KPointwise(nn.Module):
         return self.act(y if bn is None else bn(y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        require_tensor(x, f"(N, {self.spec.cin}, H, W)")  # dtype and size: checked by self.conv
         if x.dim() != 4 or x.shape[1] != self.spec.cin:
             raise ValueError(
                 f"Expected x of shape (N, {self.spec.cin}, H, W) (the layer's Cin), "
