@@ -639,6 +639,25 @@ def test_load_file_names_a_torch_save_file_and_never_unpickles_it(tmp_path):
         load_file(model, path)
 
 
+def test_load_file_names_a_bad_path(tmp_path):
+    """None or a number used to fail in os.fspath ('expected str, bytes or os.PathLike object,
+    not NoneType'), which names no argument."""
+    model = _small_model()
+    with pytest.raises(TypeError, match="Expected path to be a str or os.PathLike, received int"):
+        load_file(model, 3)
+    with pytest.raises(TypeError, match="path to be a str or os.PathLike, received NoneType"):
+        load_file(model, None)
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError, match=re.escape(repr(str(missing)))):
+        load_file(model, missing)
+    with pytest.raises(IsADirectoryError, match=re.escape(repr(str(tmp_path)))):
+        load_file(model, tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not parameters\n")
+    with pytest.raises(ValueError, match=f"{re.escape(repr(str(text)))} is not a valid"):
+        load_file(model, text)
+
+
 def test_bad_params_are_listed_in_one_error():
     model = _small_model()
     params = export_params(model)

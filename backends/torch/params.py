@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.files import fspath
 from ...core.params import check_arch_metadata, read_params_file
 from ..exchange import CONV, DENSE, DEPTHWISE, convert, validated
 
@@ -177,7 +178,7 @@ def _require_module_matches(model: nn.Module, arch: Any) -> None:
 def load_file(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a canonical safetensors or ``.npz`` file (``core.params.save_params``) into ``model``,
     refusing a file whose metadata records another architecture (``check_arch_metadata``)."""
-    path = os.fspath(path)
+    path = fspath(path)  # a TypeError naming path for None or a number, not os.fspath's
     params, metadata = read_params_file(path)
     check_arch_metadata(_arch_of(unwrap(model)), metadata, path)
     load_params(model, params)
