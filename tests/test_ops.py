@@ -86,6 +86,31 @@ def test_output_size(size, kernel, stride, padding, expected):
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "exc", "fragment"),
+    [
+        # Each used to return a length (2.5 -> a float, a wider kernel -> 0 or less) or divide
+        # by zero.
+        ((2.5, 3, 1, "same"), TypeError, "size to be an int, received float 2.5"),
+        ((-5, 3, 1, "valid"), ValueError, "size >= 0, received size=-5"),
+        ((8, 0, 1, "same"), ValueError, "kernel >= 1, received kernel=0"),
+        ((8, "3", 1, "valid"), TypeError, "kernel to be an int, received str '3'"),
+        ((8, 3, 0, "valid"), ValueError, "stride >= 1, received stride=0"),
+        ((8, 3, 1.5, "valid"), TypeError, "stride to be an int, received float 1.5"),
+        (
+            (2, 3, 1, "valid"),
+            ValueError,
+            "fit a 3-wide kernel once padded (padding='valid'), received size=2, padded to 2",
+        ),  # fmt: skip
+        ((0, 3, 1, "same"), ValueError, "received size=0, padded to 2"),
+    ],
+)
+def test_output_size_refuses_what_has_no_output_length(args, exc, fragment):
+    with pytest.raises(exc) as info:
+        output_size(*args)
+    assert fragment in str(info.value), f"output_size{args} raised {info.value!r}"
+
+
 def test_pad_amounts_rejects_same_with_stride_2_and_unknown_padding():
     with pytest.raises(ValueError, match=r"stride=1 with padding='same'.*received stride=2"):
         pad_amounts(32, 3, 2, "same")

@@ -57,9 +57,22 @@ def pad_amounts(size: int, kernel: int, stride: int, padding: str) -> tuple[int,
 
 
 def output_size(size: int, kernel: int, stride: int, padding: str) -> int:
-    """Spatial output length of a convolution along one axis."""
+    """Spatial output length (>= 1) of a convolution along one axis of length ``size``.
+
+    ``size`` is an int >= 0, ``kernel`` and ``stride`` ints >= 1: a float would return a float
+    length, a 0 stride divide by zero, and a kernel wider than the padded axis a length of 0 or
+    less; each is a ``TypeError``/``ValueError`` naming the argument instead."""
+    size = require_positive_int("size", size, minimum=0)
+    kernel = require_positive_int("kernel", kernel)
+    stride = require_positive_int("stride", stride)
     before, after = pad_amounts(size, kernel, stride, padding)
-    return (size + before + after - kernel) // stride + 1
+    out = (size + before + after - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(
+            f"Expected size to fit a {kernel}-wide kernel once padded (padding={padding!r}), "
+            f"received size={size}, padded to {size + before + after}"
+        )
+    return out
 
 
 def _pad(xp: Any, x: Any, pads: tuple[tuple[int, int], tuple[int, int]]) -> Any:
@@ -106,9 +119,12 @@ def _prepare(x: Any, kernel: Any, stride: int, padding: str, depthwise: bool):
         require_dim("kernel", kernel, 3, 1, "depth multiplier")
     n, h, w, _ = x.shape
     pads = (pad_amounts(h, kh, stride, padding), pad_amounts(w, kh, stride, padding))
-    ho, wo = output_size(h, kh, stride, padding), output_size(w, kh, stride, padding)
-    if ho < 1 or wo < 1:
-        raise ValueError(f"Input x.shape={tuple(x.shape)} is too small for a {kh}x{kh} kernel")
+    try:
+        ho, wo = output_size(h, kh, stride, padding), output_size(w, kh, stride, padding)
+    except ValueError as err:  # said of x, which the caller passed, not of one axis's size
+        raise ValueError(
+            f"Input x.shape={tuple(x.shape)} is too small for a {kh}x{kh} kernel"
+        ) from err
     return xp, pads, kh, ho, wo
 
 
