@@ -325,6 +325,24 @@ def test_batchnorm_defaults_to_inference():
     assert_close("BatchNorm.forward", "y", y, expected, {"training": "default"})
 
 
+def test_batchnorm_updated_moving_stats_names_bad_arguments():
+    """These used to fail as "'NoneType' object is not subscriptable", a KeyError, "'list'
+    object has no attribute 'shape'", or return integer statistics as floats silently."""
+    p = _bn_params(3)
+    _, cache = BatchNorm.forward(normal(4, 2, 2, 3), **p, training=True)
+    mean, var = p["moving_mean"], p["moving_variance"]
+    cases = [
+        ((mean, var, None), TypeError, "cache to be the cache BatchNorm.forward returned"),
+        ((mean, var, {}), TypeError, "received dict with keys []"),
+        ((mean.tolist(), var, cache), TypeError, "moving_mean to be an array, received list"),
+        ((mean.astype(int), var, cache), TypeError, "moving_mean.dtype=int64"),
+    ]
+    for args, exc, fragment in cases:
+        with pytest.raises(exc) as info:
+            BatchNorm.updated_moving_stats(*args)
+        assert fragment in str(info.value), f"{fragment!r} not in {info.value!r}"
+
+
 @pytest.mark.parametrize("momentum", [np.float64(0.9), np.float32(0.9)], ids=["f64", "f32"])
 def test_batchnorm_moving_stats_keep_their_dtype_for_a_numpy_momentum(momentum):
     """A NumPy scalar momentum (read from a config array, say) is not "weak" under NEP 50:
