@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..core._validate import require_choice
 from .base import Backend
 
 # name -> "module:attribute" of the adapter instance
@@ -35,8 +36,7 @@ def get(name: str) -> Backend:
     An adapter is returned even when its framework is not installed, so callers can report it
     (``is_available()``, ``install_hint``); its ``build``, ``forward`` and other interface methods
     then raise ``ImportError`` with the pip command (``base.require(adapter)`` does so at once)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"Expected backend in {names()}, received backend={name!r}")
+    require_choice("backend", name, names())
     module, attr = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), attr)
 

@@ -104,6 +104,19 @@ def require_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def require_choice(name: str, value: Any, choices: Any) -> Any:
+    """Return ``value`` if it is one of ``choices`` (shown as given: a tuple, a sorted list...),
+    else ``ValueError`` listing them. A list or dict where a name belongs is refused the same
+    way, not with ``in``'s bare 'unhashable type: list'."""
+    try:
+        known = value in choices
+    except (TypeError, ValueError):  # unhashable, or an array: no truth value
+        known = False
+    if not known:
+        raise ValueError(f"Expected {name} in {choices}, received {name}={value!r}")
+    return value
+
+
 def require_bool(name: str, value: Any) -> bool:
     """Return ``value`` unless it is not a ``bool`` (NumPy bools allowed): a flag given as
     ``"no"`` or ``1`` is a caller's bug that truthiness would silently turn into ``True``."""

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._validate import require_positive_int, require_rate
+from ._validate import require_choice, require_positive_int, require_rate
 from .ops.conv import output_size
 from .pointwise import KPointwiseSpec
 
@@ -335,8 +335,7 @@ def _build(
     min_channels_per_group: int | None,
     skip_stride_cnt: int,
 ) -> Architecture:
-    if variant not in COEFFICIENTS:
-        raise ValueError(f"Expected variant in {VARIANTS}, received variant={variant!r}")
+    require_choice("variant", variant, VARIANTS)
     num_classes = require_positive_int("num_classes", num_classes)
     skip_stride_cnt = require_positive_int("skip_stride_cnt", skip_stride_cnt, minimum=-1)
     width, depth, resolution, dropout = COEFFICIENTS[variant]
@@ -422,8 +421,7 @@ def by_name(
     model: str, num_classes: int = 1000, min_channels_per_group: int = 16, skip_stride_cnt: int = -1
 ) -> Architecture:
     """Build from a CLI-style name such as ``"kefficientnet-b0"``."""
-    if model not in MODELS:
-        raise ValueError(f"Expected model in {sorted(MODELS)}, received model={model!r}")
+    require_choice("model", model, sorted(MODELS))
     family, variant = MODELS[model]
     # Checked for both families: a bad value is a caller's bug even where it is not used.
     require_positive_int("min_channels_per_group", min_channels_per_group)

@@ -422,3 +422,23 @@ def test_checked_arguments_are_stored_as_python_ints():
     json.dumps(arch.num_classes)
     with pytest.raises(TypeError, match="skip_stride_cnt to be an int"):
         efficientnet("b0", 10, skip_stride_cnt=1.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda v: efficientnet(v), "variant"),
+        (lambda v: kefficientnet(v), "variant"),
+        (lambda v: by_name(v), "model"),
+    ],
+    ids=["efficientnet", "kefficientnet", "by_name"],
+)
+@pytest.mark.parametrize("bad", [["b0"], {"b0": 1}, np.array(["b0", "b1"]), "B0"], ids=repr)
+def test_unknown_names_list_the_valid_ones(call, name, bad):
+    """A list or dict used to fail with 'unhashable type: list', an array with NumPy's
+    'truth value of an array ... is ambiguous': neither names the argument or the choices."""
+    with pytest.raises(ValueError) as info:
+        call(bad)
+    message = str(info.value)
+    assert f"Expected {name} in " in message and "b7'" in message, message
+    assert f"received {name}=" in message, message

@@ -715,6 +715,11 @@ def test_bad_inputs_give_clear_errors():
         KPointwise(KPointwiseSpec(32, 16, 2))(torch.randn(1, 16, 2, 2))
     with pytest.raises(ValueError, match="impl"):
         GroupedPointwise2d(4, 4, 2, impl="fft")
+    # A list where a name belongs used to fail with 'unhashable type: list'.
+    with pytest.raises(ValueError, match=r"impl in \[.*'matmul'\], received impl=\['conv'\]"):
+        GroupedPointwise2d(4, 4, 2, impl=["conv"])
+    with pytest.raises(ValueError, match=r"backend in \[.*'torch'.*\], received backend=\['"):
+        backends.get(["torch"])
     # nn.Conv2d takes any truthy bias: "false" added one.
     with pytest.raises(TypeError, match="bias to be True or False, received str 'false'"):
         GroupedPointwise2d(4, 4, 2, bias="false")

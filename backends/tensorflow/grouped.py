@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from ...core._validate import require_choice
 from ._runtime import keras, tf
 
 GroupedProduct = Callable[[tf.Tensor, tf.Tensor, int], tf.Tensor]
@@ -108,9 +109,7 @@ def grouped_conv_differentiable(dtype: str = "float32") -> bool:
 
 def check_impl(impl: str) -> str:
     """``impl`` itself if it names an implementation (or ``"auto"``); ``ValueError`` otherwise."""
-    if impl not in IMPLS:
-        raise ValueError(f"Expected impl in {IMPLS}, received impl={impl!r}")
-    return impl
+    return require_choice("impl", impl, IMPLS)
 
 
 def resolve_impl(impl: str, dtype: str = "float32") -> str:

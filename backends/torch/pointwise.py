@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core._validate import require_bool, require_divides, require_positive_int
+from ...core._validate import require_bool, require_choice, require_divides, require_positive_int
 from ...core.pointwise import KPointwiseSpec
 from .batchnorm import KerasBatchNorm2d
 from .eager import channel_shuffle
@@ -118,9 +118,7 @@ IMPLS: dict[str, Impl] = {
 
 
 def _check_impl(impl: str) -> str:
-    if impl not in IMPLS:
-        raise ValueError(f"Expected impl in {sorted(IMPLS)}, received impl={impl!r}")
-    return impl
+    return require_choice("impl", impl, sorted(IMPLS))
 
 
 class GroupedPointwise2d(nn.Conv2d):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_float
+from .._validate import check_dy, namespace, require_choice, require_float
 
 
 def _sigmoid(xp: Any, x: Any) -> Any:
@@ -56,6 +56,4 @@ def get_activation(name: str | None):
     """The op class for an activation name (``"swish"``, ``"sigmoid"``) or ``None``."""
     if name is None:
         return None
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Expected activation in {sorted(ACTIVATIONS)} or None, received {name!r}")
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[require_choice("activation", name, [*sorted(ACTIVATIONS), None])]
