@@ -66,8 +66,9 @@ def shape_problems(
 
 def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = None) -> None:
     """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter, every
-    parameter of a non-floating dtype and, with ``dtype``, every parameter of another dtype.
-    ``arch`` is an ``Architecture`` or any layout with ``name`` and ``param_shapes()``."""
+    parameter of a non-floating dtype and, with ``dtype`` (float16, float32 or float64; anything
+    else is a ``TypeError``), every parameter of another dtype. ``arch`` is an ``Architecture``
+    or any layout with ``name`` and ``param_shapes()``."""
     from .arch import require_arch  # arch -> pointwise -> params: imported here, not above
 
     if not callable(getattr(arch, "param_shapes", None)):  # backends pass their own layouts
@@ -78,7 +79,9 @@ def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = 
             f"Expected params to be a dict {{name: array}}, received {type(params).__name__}"
         )
     problems = shape_problems(expected, params)
-    want = None if dtype is None else np.dtype(dtype).name
+    # Not np.dtype(dtype): an int dtype would list every parameter as wrong, and 'foo' or a torch
+    # dtype raise NumPy's 'data type not understood', which names no argument.
+    want = None if dtype is None else float_dtype("dtype", dtype).name
     for k, (shape, _) in expected.items():
         if k in params and _shape(params[k]) == shape:
             name = _dtype_name(params[k])

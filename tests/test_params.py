@@ -151,6 +151,14 @@ def test_every_bad_load_case_is_listed_in_one_error(tmp_path, arch):
     assert load_params(path).keys() == params.keys(), "load_params without arch must not validate"
 
 
+@pytest.mark.parametrize("dtype", [int, "foo", "int32", "bool"], ids=repr)
+def test_validate_params_refuses_a_dtype_no_parameter_may_have(arch, dtype):
+    """``dtype=int`` used to list every parameter as 'expected dtype int64', and 'foo' to raise
+    NumPy's 'data type 'foo' not understood'."""
+    with pytest.raises(TypeError, match=r"dtype to be a real floating dtype .*received dtype="):
+        validate_params(arch, init_params(arch, seed=0), dtype=dtype)
+
+
 def test_unexpected_names_report_their_shape(arch):
     params = init_params(arch, seed=0)
     params["stray/kernel"] = np.zeros((2, 5), np.float32)
