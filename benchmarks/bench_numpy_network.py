@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gpconv import core
-from gpconv.cli.main import add_threads_option
+from gpconv.cli.main import add_threads_option, nonempty_path
 from gpconv.core import network
 from gpconv.core.arch import Architecture, efficientnet, kefficientnet
 from gpconv.perf.timing import limit_blas_threads
@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     add_threads_option(parser, "BLAS")
     parser.add_argument("--profile", action="store_true", help="also show time per core op")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    parser.add_argument(
+        "--json", type=nonempty_path, metavar="PATH", help="write the figures as JSON"
+    )
     args = parser.parse_args(argv)
     threads = limit_blas_threads(args.threads)
     archs = models()

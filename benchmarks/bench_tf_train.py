@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # one tf.function per model is intended, not retracing
 
 from gpconv.backends.tensorflow import EfficientNetB0, KEfficientNetB0, resolve_impl  # noqa: E402
-from gpconv.cli.main import add_clock_option, add_threads_option  # noqa: E402
+from gpconv.cli.main import add_clock_option, add_threads_option, nonempty_path  # noqa: E402
 from gpconv.perf.timing import CLOCKS, time_round_robin  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main() -> None:
     )
     add_threads_option(p, "TF intra-op")
     add_clock_option(p)
-    p.add_argument("--json", help="write results to this path")
+    p.add_argument("--json", type=nonempty_path, help="write results to this path")
     args = p.parse_args()
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)

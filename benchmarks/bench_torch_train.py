@@ -22,7 +22,12 @@ import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, IMPLS
-from gpconv.cli.main import add_clock_option, add_keep_freed_memory, add_threads_option
+from gpconv.cli.main import (
+    add_clock_option,
+    add_keep_freed_memory,
+    add_threads_option,
+    nonempty_path,
+)
 from gpconv.perf import allocator
 from gpconv.perf.timing import CLOCKS, time_round_robin
 
@@ -83,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     add_threads_option(parser, "torch")
     add_clock_option(parser)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    parser.add_argument(
+        "--json", type=nonempty_path, metavar="PATH", help="write the figures as JSON"
+    )
     add_keep_freed_memory(parser)  # as `gpconv train` does
     args = parser.parse_args(argv)
     if args.threads:

@@ -22,6 +22,7 @@ from .main import (
     add_compile_option,
     add_device_option,
     add_keep_freed_memory,
+    nonempty_path,
     require_at_least,
     require_output,
     write_output,
@@ -79,10 +80,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_compile_option(p, "also time compiled train steps")
     add_device_option(p)
     p.add_argument(
-        "--json", metavar="FILE", help="write all results as JSON (missing folders are created)"
+        "--json",
+        type=nonempty_path,
+        metavar="FILE",
+        help="write all results as JSON (missing folders are created)",
     )
     p.add_argument(
         "--plot",
+        type=nonempty_path,
         metavar="FILE",
         help="write a bar chart; the suffix picks the format (.png, .pdf, .svg, ...; missing "
         "folders are created)",

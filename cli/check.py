@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..backends import names
-from .main import UsageError, require_at_least, require_output, write_output
+from .main import UsageError, nonempty_path, require_at_least, require_output, write_output
 
 # Each adapter's ``impls``, written out: reading them would import TensorFlow (its adapter's
 # package registers the Keras layers on import), 5 s for --help. tests/test_cli.py keeps it true.
@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--json",
         nargs="?",
         const="-",
+        type=nonempty_path,
         metavar="PATH",
         help="write the JSON report to PATH (missing folders are created), or to stdout instead "
         "of the table",

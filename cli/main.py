@@ -46,6 +46,15 @@ def require_at_least(args: argparse.Namespace, bounds: dict[str, int]) -> None:
             raise UsageError(f"Expected --{name.replace('_', '-')} >= {low}, received {value}")
 
 
+def nonempty_path(text: str) -> str:
+    """argparse ``type`` of a path option: refuses ``""`` (or blanks) at parse time, exit status 2.
+    Commands test such options with ``if args.json:``, so an empty path (an unset shell variable
+    in ``--json "$OUT"``) was taken as the option left out: the run went on and wrote nothing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, received {text!r}")
+    return text
+
+
 def require_output(
     flag: str,
     path: str,
@@ -159,7 +168,7 @@ def add_benchmark_options(p: argparse.ArgumentParser, repeats: int, threads_of: 
     p.add_argument("--repeats", type=int, default=repeats, help="timed rounds (median reported)")
     add_threads_option(p, threads_of)
     add_clock_option(p)
-    p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    p.add_argument("--json", type=nonempty_path, metavar="PATH", help="write the figures as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from .main import (
     add_compile_option,
     add_device_option,
     add_keep_freed_memory,
+    nonempty_path,
     refuse_group_minimum_for_efficientnet,
 )
 
@@ -81,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--augment", action="store_true", help="random crop (4-px zero padding) + horizontal flip"
     )
-    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--out", required=True, type=nonempty_path, help="run folder, e.g. runs/NAME")
     p.add_argument(
         "--resume",
         action="store_true",

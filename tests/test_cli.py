@@ -305,3 +305,27 @@ def test_check_help_lists_every_backends_implementations():
 def test_check_impl_usage_errors_exit_2(capsys):
     assert main(["check", "--backend", "numpy", "--impl", "matmul"]) == 2
     assert "received --impl matmul" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["bench", "--json", ""], "--json"),
+        (["bench", "--plot", ""], "--plot"),
+        (["check", "--json", ""], "--json"),
+        (["train", "--backend", "numpy", "--model", "kefficientnet-b0", "--out", " "], "--out"),
+    ],
+    ids=["bench --json", "bench --plot", "check --json", "train --out"],
+)
+def test_an_empty_path_is_a_usage_error_before_any_work(argv, flag, monkeypatch, capsys):
+    """``--json ""`` (an unset variable in ``--json "$OUT"``) read as the option left out: bench
+    measured everything and wrote no file, exit 0; check said 'received :  is a folder'."""
+    import importlib
+
+    ran = []
+    command = importlib.import_module(f"gpconv.cli.{argv[0]}")
+    monkeypatch.setattr(command, "run", lambda args: ran.append(args) or 0)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and ran == []
+    assert f"argument {flag}: expected a path, received '" in capsys.readouterr().err
