@@ -720,6 +720,20 @@ def test_bad_inputs_give_clear_errors():
         GroupedPointwise2d(4, 4, 2, impl=["conv"])
     with pytest.raises(ValueError, match=r"backend in \[.*'torch'.*\], received backend=\['"):
         backends.get(["torch"])
+    # These were AttributeErrors ('ndarray' object has no attribute 'dim'), torch's "to()
+    # received an invalid combination of arguments", or a stride of 0 blamed on padding='same'.
+    with pytest.raises(TypeError, match=r"torch.Tensor \(N, C, ...\), received ndarray"):
+        Interleave(2)(np.zeros((1, 4, 2, 2), np.float32))
+    with pytest.raises(TypeError, match=r"torch.Tensor \(N, C, H, W\), received ndarray"):
+        DropConnect(0.2).train()(np.zeros((1, 4, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="stride >= 1, received stride=0"):
+        KerasConv2d(3, 8, 3, 0, "same")
+    with pytest.raises(TypeError, match="kernel to be an int, received float 3.0"):
+        KerasConv2d(3, 8, 3.0, 1, "same")
+    with pytest.raises(TypeError, match="name to be a str, received int 3"):
+        torch_name(3)
+    with pytest.raises(TypeError, match="a model built by gpconv.backends.torch .*received str"):
+        load_file("model", "/nonexistent/p.safetensors")  # the model is named, not the path
     # nn.Conv2d takes any truthy bias: "false" added one.
     with pytest.raises(TypeError, match="bias to be True or False, received str 'false'"):
         GroupedPointwise2d(4, 4, 2, bias="false")

@@ -17,6 +17,7 @@ from ...core.arch import HeadSpec, MBConvSpec, StemSpec
 from .batchnorm import KerasBatchNorm2d
 from .conv import KerasConv2d
 from .eager import spatial_mean
+from .inputs import require_tensor
 from .pointwise import DEFAULT_IMPL, KPointwise
 
 
@@ -45,6 +46,7 @@ class DropConnect(nn.Module):
         return f"rate={self.rate}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        require_tensor(x, "(N, C, H, W)")  # else torch's 'to() received an invalid combination'
         if not self.training or self.rate == 0.0:
             return x
         # Drawn in float32: bfloat16 uniforms are too coarse (rate 0.0125 would drop 1.4%).

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core._validate import require_positive_int
 from ...core.ops.conv import pad_amounts
 from ..depthwise_grad import column_slabs, slab_input_columns, uses_slabs
 from .eager import eager_autograd
@@ -68,6 +69,8 @@ class KerasConv2d(nn.Conv2d):
     def __init__(
         self, cin: int, cout: int, kernel: int, stride: int, padding: str, groups: int = 1
     ) -> None:
+        kernel = require_positive_int("kernel", kernel)  # stride=0 was blamed on padding='same'
+        stride = require_positive_int("stride", stride)
         super().__init__(cin, cout, kernel, stride=stride, padding=0, groups=groups, bias=False)
         pad_amounts(2 * kernel + 1, kernel, stride, padding)  # validates the padding name early
         self.keras_padding = padding

@@ -63,6 +63,8 @@ def local_torch_name(name: str) -> str:
 def torch_name(name: str) -> str:
     """The state_dict key of canonical parameter ``name`` (``block2a_expand/conv/kernel`` ->
     ``blocks.block2a.expand.conv.weight``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"Expected name to be a str, received {type(name).__name__} {name!r}")
     layer, _, rest = name.partition("/")
     if layer.startswith("stem_"):
         module = f"stem.{layer[len('stem_') :]}"
@@ -179,8 +181,9 @@ def load_file(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a canonical safetensors or ``.npz`` file (``core.params.save_params``) into ``model``,
     refusing a file whose metadata records another architecture (``check_arch_metadata``)."""
     path = fspath(path)  # a TypeError naming path for None or a number, not os.fspath's
+    arch = _arch_of(unwrap(model))  # before reading a file that cannot go anywhere
     params, metadata = read_params_file(path)
-    check_arch_metadata(_arch_of(unwrap(model)), metadata, path)
+    check_arch_metadata(arch, metadata, path)
     load_params(model, params)
 
 

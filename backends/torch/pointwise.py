@@ -177,6 +177,7 @@ class Interleave(nn.Module):
         return f"groups={self.groups}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        require_tensor(x, "(N, C, ...)")
         if x.dim() < 2:
             raise ValueError(f"Expected x of shape (N, C, ...), received x.shape={tuple(x.shape)}")
         c, g = x.shape[1], self.groups
