@@ -50,6 +50,7 @@ from gpconv.backends.tensorflow import (  # noqa: E402
     build_model,
     canonical_variables,
     export_params,
+    intermediates_model,
     load_params,
 )
 from gpconv.backends.tensorflow.adapter import TensorFlowBackend  # noqa: E402
@@ -1086,6 +1087,18 @@ def test_flags_refuse_anything_but_a_bool(flag):
         KPointwise(8, use_bn=flag)
     with pytest.raises(TypeError, match=rf"include_top to be True or False, {received}"):
         KEfficientNetB0(include_top=flag, input_shape=(32, 32, 3), skip_stride_cnt=3)
+
+
+def test_integer_features_and_a_name_for_an_architecture_are_refused():
+    """A grouped conv on int32 features failed in TF's op ('cannot compute Conv2D as input #1
+    was expected to be a int32 tensor'), and intermediates_model given a model name with
+    "'str' object has no attribute 'blocks'"."""
+    for layer in (GroupedPointwise(8, 2), KPointwise(8, groups=2)):
+        with pytest.raises(TypeError, match="floating-point x, received x.dtype=int32"):
+            layer(np.zeros((1, 2, 2, 8), np.int32))
+    model = build_model(tiny_architecture())
+    with pytest.raises(TypeError, match="arch to be a gpconv.core.arch.Architecture"):
+        intermediates_model(model, "kefficientnet-b0")
 
 
 def test_flags_take_numpy_bools():

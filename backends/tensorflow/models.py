@@ -262,7 +262,7 @@ def intermediate_layers(arch: Architecture) -> dict[str, str]:
 
 def intermediates_model(model: keras.Model, arch: Architecture) -> keras.Model:
     """A model sharing ``model``'s layers whose outputs are ``intermediate_layers(arch)``."""
-    names = intermediate_layers(arch)
+    names = intermediate_layers(require_arch(arch))
     outputs = {key: model.get_layer(layer).output for key, layer in names.items()}
     return keras.Model(model.input, outputs, name=f"{model.name}_intermediates")
 

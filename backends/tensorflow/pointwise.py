@@ -84,6 +84,8 @@ class GroupedPointwise(keras.layers.Layer):
         )
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
+        if not x.dtype.is_floating:  # Keras casts floating inputs only; TF's op error is opaque
+            raise TypeError(f"Expected floating-point x, received x.dtype={x.dtype.name}")
         y = self._product(x, tf.convert_to_tensor(self.kernel), self.groups)
         return tf.nn.bias_add(y, self.bias) if self.use_bias else y
 
