@@ -95,6 +95,12 @@ def _as_int(name: str, value: Any, expected: str) -> int:
     raise TypeError(f"Expected {name} to be {expected}, received {type(value).__name__} {value!r}")
 
 
+def require_int(name: str, value: Any) -> int:
+    """Return ``value`` as an int, raising ``TypeError`` unless it is a Python or NumPy integer
+    (not a bool, a float or a string)."""
+    return _as_int(name, value, "an int")
+
+
 def require_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """Return ``value`` as an int, raising unless it is an integer >= ``minimum`` (Python or NumPy
     integers; not bools or floats)."""
@@ -134,6 +140,12 @@ def _as_real(name: str, value: Any) -> float:
             f"Expected {name} to be a real number, received {type(value).__name__} {value!r}"
         )
     return float(value)
+
+
+def require_real(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising ``TypeError`` unless it is a real number (not a bool
+    or a string)."""
+    return _as_real(name, value)
 
 
 def require_rate(name: str, value: Any) -> float:

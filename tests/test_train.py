@@ -1057,6 +1057,28 @@ def test_run_config_identity_ignores_epochs_and_m_for_efficientnet():
     assert RunConfig("torch", "kefficientnet-b0", "x", optimizer="adam").identity()["lr"] == 1e-3
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("augment", "no", "augment to be True or False, received str 'no'"),
+        ("sync_bn", 0, "sync_bn to be True or False, received int 0"),
+        ("epochs", 2.5, "epochs to be an int, received float 2.5"),
+        ("epochs", "3", "epochs to be an int, received str '3'"),
+        ("seed", True, "seed to be an int, received bool True"),
+        ("limit", 1.5, "limit to be an int, received float 1.5"),
+        ("threads", "2", "threads to be an int, received str '2'"),
+        ("lr", "0.1", "lr to be a real number, received str '0.1'"),
+    ],
+)
+def test_run_config_refuses_values_of_another_type(field, value, fragment):
+    """A RunConfig built in Python used to take augment="no" as True and epochs=2.5 or
+    limit=1.5 without a word, and to fail on epochs="3" with "'<' not supported between
+    instances of 'str' and 'int'"."""
+    cfg = RunConfig("numpy", "kefficientnet-b0", "x", **{field: value})
+    with pytest.raises(TypeError, match=re.escape(fragment)):
+        cfg.validate()
+
+
 def test_compiling_is_part_of_a_runs_identity_and_absent_means_eager():
     eager = RunConfig("torch", "efficientnet-b0", "x").identity()
     compiled = RunConfig("torch", "efficientnet-b0", "x", compile_step=True).identity()

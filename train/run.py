@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .. import backends
+from ..core._validate import require_bool, require_int, require_real
 from ..core.arch import MIN_INPUT_SIZE, MODELS, Architecture, by_name, without_dropout
 from ..core.params import arch_metadata, read_metadata, save_params
 from ..perf import allocator
@@ -56,6 +57,29 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 # Arguments that define a run: a resume must repeat them. --epochs may change (the lr schedule then
 # follows the new length) but not below the epochs already completed (checked in train() once the
 # checkpoint is read), and process count, progress display and checkpoint retention are free.
+# RunConfig fields that validate checks the type of (every other is a name, a path or a spec).
+_FLAGS = (
+    "augment",
+    "resume",
+    "no_dropout",
+    "sync_bn",
+    "progress",
+    "keep_freed_memory",
+    "compile_step",
+)
+_INTS = (
+    "min_channels_per_group",
+    "image_size",
+    "skip_stride",
+    "epochs",
+    "batch_size",
+    "seed",
+    "keep",
+    "limit",
+    "threads",
+)
+_OPTIONAL = ("limit", "threads")  # None: no limit, the framework's default threads
+
 IDENTITY = (
     "model",
     "min_channels_per_group",
@@ -148,7 +172,17 @@ class RunConfig:
         return ident
 
     def validate(self, world: int = 1) -> None:
-        """Raise ``ConfigError`` for any argument outside its domain."""
+        """Raise ``ConfigError`` for any argument outside its domain, ``TypeError`` for one of
+        another type (which only a caller building a ``RunConfig`` in Python can give: the CLI
+        parses every option to its type)."""
+        # Checked first: augment="no" would be taken as True, epochs=2.5 fail inside the loop,
+        # and epochs="3" fail the range checks below with "'<' not supported".
+        for name in _FLAGS:
+            require_bool(name, getattr(self, name))
+        for name in _INTS:
+            if getattr(self, name) is not None or name not in _OPTIONAL:
+                require_int(name, getattr(self, name))
+        require_real("lr", self.lr)
         if self.backend not in FRAMEWORKS:
             raise ConfigError(f"Expected --backend in {FRAMEWORKS}, received {self.backend!r}")
         if self.model not in MODELS:
