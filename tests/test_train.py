@@ -1079,6 +1079,26 @@ def test_run_config_refuses_values_of_another_type(field, value, fragment):
         cfg.validate()
 
 
+def test_data_helpers_name_bad_arguments():
+    """These used to raise ZeroDivisionError (size 0), 'not enough values to unpack', "'int'
+    object has no attribute 'partition'", or return NaN statistics for no images (which would
+    normalise every image to NaN), an empty epoch for n=-1 and an augmented one for "no"."""
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    cases = [
+        (lambda: data.resize_bilinear(images, 0), ValueError, "size >= 1, received size=0"),
+        (lambda: data.resize_bilinear(images[0], 4), ValueError, "images.shape=(8, 8, 3)"),
+        (lambda: data.channel_stats(images[:0]), ValueError, "at least one image"),
+        (lambda: data.load("digits", 0), ValueError, "image_size >= 1, received image_size=0"),
+        (lambda: data.load(3), TypeError, "spec to be a str, received int 3"),
+        (lambda: sampling.plan_epoch(-1, 0, 0), ValueError, "n >= 0, received n=-1"),
+        (lambda: sampling.plan_epoch(4, 0, 0, augment="no"), TypeError, "augment to be True"),
+    ]
+    for call, exc, fragment in cases:
+        with pytest.raises(exc) as info:
+            call()
+        assert fragment in str(info.value), f"{fragment!r} not in {info.value!r}"
+
+
 def test_compiling_is_part_of_a_runs_identity_and_absent_means_eager():
     eager = RunConfig("torch", "efficientnet-b0", "x").identity()
     compiled = RunConfig("torch", "efficientnet-b0", "x", compile_step=True).identity()

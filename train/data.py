@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core._validate import require_positive_int
+
 # The test split of data sets without one is fixed (independent of --seed) so that runs with
 # different seeds are scored on the same images.
 SPLIT_SEED = 0
@@ -133,6 +135,9 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     units ``normalize`` sees (``_unit``), accumulated in float64 over chunks of images: no
     full-size float copy of ``x`` is made. Two passes (mean, then squared deviations) rather than
     ``E[x^2] - E[x]^2``, which cancels badly for a (nearly) constant channel."""
+    _require_images("x", x)
+    if not x.shape[0]:  # the mean of no pixels is NaN: every normalised image would be NaN
+        raise ValueError(f"Expected at least one image, received x.shape={x.shape}")
     n, h, w, c = x.shape
     per_image = h * w * c * (4 + 8)  # the float32 ``_unit`` copy and its float64 deviations
     count = n * h * w
@@ -172,6 +177,17 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
+def _require_images(name: str, x: np.ndarray) -> None:
+    """``TypeError``/``ValueError`` unless ``x`` is an array ``(N, H, W, C)`` with H, W >= 1."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Expected {name} to be a numpy.ndarray, received {type(x).__name__}")
+    if x.ndim != 4 or 0 in x.shape[1:]:
+        raise ValueError(
+            f"Expected {name} of shape (N, H, W, C) with H, W, C >= 1, "
+            f"received {name}.shape={x.shape}"
+        )
+
+
 def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     """Resize ``(N, H, W, C)`` images to ``(N, size, size, C)`` (separable bilinear), float32:
     ``out[n] = rows @ x[n] @ cols^T`` per channel, rows first, in float64.
@@ -181,6 +197,8 @@ def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     ``np.einsum`` (which spent H·W multiply-adds on every output value: hours for CIFAR-10 at
     224×224); rounded to float32 the two agree to one float32 ulp, and bit for bit where the
     arithmetic is exact (digits' k/16 grey levels)."""
+    _require_images("images", images)
+    size = require_positive_int("size", size)  # 0 divided by zero
     n, h, w, c = images.shape
     rows, cols = _bilinear_matrix(h, size), _bilinear_matrix(w, size)
     out = np.empty((n, size, size, c), dtype=np.float32)
@@ -385,6 +403,8 @@ def load_folder(directory: str, image_size: int = 32) -> Dataset:
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``"digits"``, ``"cifar10=DIR"`` or ``"folder=DIR"`` -> ``(kind, path)``."""
+    if not isinstance(spec, str):
+        raise TypeError(f"Expected spec to be a str, received {type(spec).__name__} {spec!r}")
     kind, sep, path = spec.partition("=")
     if kind == "digits" and not sep:
         return kind, None
@@ -406,6 +426,8 @@ def absolute_spec(spec: str) -> str:
 def load(spec: str, image_size: int = 32) -> Dataset:
     """Load the data set named by ``spec`` (see ``parse_spec``) at ``image_size``."""
     kind, path = parse_spec(spec)
+    # Named here, before any file is read (else resize_bilinear's "size", or PIL's error).
+    image_size = require_positive_int("image_size", image_size)
     if kind == "digits":
         return load_digits(image_size)
     if kind == "cifar10":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core._validate import require_bool, require_positive_int
 from .data import Dataset
 
 STREAM_ORDER, STREAM_AUGMENT, STREAM_DROPOUT = 0, 1, 2
@@ -45,6 +46,8 @@ class EpochPlan:
 def plan_epoch(n: int, seed: int, epoch: int, augment: bool = False) -> EpochPlan:
     """Shuffle ``n`` training samples and draw their augmentation for ``epoch``. Augmentation is
     drawn for the whole epoch on every process, so a sample's crop does not depend on the rank."""
+    n = require_positive_int("n", n, minimum=0)  # permutation(-1) is an empty order, silently
+    augment = require_bool("augment", augment)  # "no" would augment
     order = epoch_rng(seed, epoch, STREAM_ORDER).permutation(n)
     if not augment:
         return EpochPlan(order)
