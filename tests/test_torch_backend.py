@@ -709,6 +709,8 @@ def test_bad_inputs_give_clear_errors():
         model(torch.zeros(1, 3, 32, 32, dtype=torch.float64))
     with pytest.raises(TypeError, match="channels_last .*received str 'no'"):
         EfficientNet(model.arch, channels_last="no")
+    # A NumPy bool is a bool, as for every other flag; np.False_ must mean NCHW, not "unset".
+    assert EfficientNet(model.arch, channels_last=np.False_).channels_last is False
     with pytest.raises(ValueError, match=r"groups >= 1, received groups=0"):
         Interleave(0)
     with pytest.raises(ValueError, match=r"\(N, 32, H, W\).*x.shape=\(1, 16, 2, 2\)"):

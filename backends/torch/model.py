@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,13 +58,14 @@ class EfficientNet(nn.Module):
     ) -> None:
         super().__init__()
         require_arch(arch)
-        if channels_last is not None and not isinstance(channels_last, bool):
+        if channels_last is not None and not isinstance(channels_last, (bool, np.bool_)):
             raise TypeError(
                 "Expected channels_last to be True, False or None, "
                 f"received {type(channels_last).__name__} {channels_last!r}"
             )
         self.arch = arch
-        self.channels_last = channels_last
+        # A plain bool (np.True_ accepted as require_bool does): `is False` tests below need one.
+        self.channels_last = None if channels_last is None else bool(channels_last)
         self.stem = Stem(arch.stem)
         self.blocks = nn.ModuleDict({b.name: MBConv(b, impl) for b in arch.blocks})
         self.head = Head(arch.head, impl)
