@@ -1018,6 +1018,11 @@ def test_bad_inputs_give_clear_errors(small_kmodel):
         backend.loss_and_grads(model, images(2, 8), np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="not built by this backend"):
         backend.forward(small_kmodel[0], images(1, 32))
+    # Keras took training="no" as training mode: batch statistics, silently.
+    with pytest.raises(TypeError, match="training to be True or False, received str 'no'"):
+        backend.forward(model, images(2, 8), training="no")
+    with pytest.raises(TypeError, match="training to be True or False, received str 'no'"):
+        backend.loss_and_grads(model, images(2, 8), np.array([0, 1]), training="no")
     spec = KPointwiseSpec(8, 8, 2)
     with pytest.raises(ValueError, match="missing conv/kernel"):
         backend.kpointwise(spec, {}, np.zeros((1, 2, 2, 8)), np.zeros((1, 2, 2, 8)))

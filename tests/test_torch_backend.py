@@ -794,6 +794,11 @@ def test_adapter_refuses_labels_and_images_it_would_otherwise_cast():
         BACKEND.loss_and_grads(model, x, np.array([0]))
     with pytest.raises(TypeError, match="floating images, received x.dtype=uint8"):
         BACKEND.forward(model, np.zeros((2, 32, 32, 3), np.uint8))
+    # torch said "training mode is expected to be boolean", naming no argument.
+    with pytest.raises(TypeError, match="training to be True or False, received str 'no'"):
+        BACKEND.forward(model, x, training="no")
+    with pytest.raises(TypeError, match="training to be True or False, received str 'no'"):
+        BACKEND.loss_and_grads(model, x, np.array([0, 1]), training="no")
 
 
 # --- the adapter ------------------------------------------------------------------------------

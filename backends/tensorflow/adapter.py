@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ...core._validate import require_bool
 from ...core.arch import Architecture
 from ...core.pointwise import KPointwiseSpec
 from ..base import Backend, images_in, labels_in
@@ -87,6 +88,7 @@ class TensorFlowBackend(Backend):
 
     def forward(self, model: Any, x: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
         arch = self._arch(model)
+        training = require_bool("training", training)  # Keras takes "no" as training mode
         outputs = self._models[model][1](images_in(x, arch.stem.cin), training=training)
         return {k: np.asarray(v) for k, v in outputs.items()}
 
@@ -95,6 +97,7 @@ class TensorFlowBackend(Backend):
     ) -> dict[str, Any]:
         arch = self._arch(model)
         x = images_in(x, arch.stem.cin)
+        training = require_bool("training", training)
         return model_loss_and_grads(
             model, x, labels_in(labels, x.shape[0], arch.num_classes), training
         )
@@ -114,6 +117,7 @@ class TensorFlowBackend(Backend):
         from .pointwise import KPointwise
 
         x = images_in(x, spec.cin)
+        training = require_bool("training", training)
         layer = KPointwise.from_spec(spec, impl=self.impl, name="kpointwise")
         layer.build(x.shape)
         variables = layer.canonical_variables()

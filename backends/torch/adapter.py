@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ...core._validate import require_bool
 from ...core.arch import Architecture
 from ...core.pointwise import KPointwiseSpec
 from ..base import Backend, images_in, labels_in
@@ -93,7 +94,7 @@ class TorchBackend(Backend):
         import torch
 
         x = images_in(x, model.arch.stem.cin)
-        model.train(training)
+        model.train(require_bool("training", training))  # torch: "training mode is expected..."
         with torch.no_grad():
             nhwc = model.uses_channels_last(torch.device("cpu"))
             out = model.forward_intermediates(_to_nchw(x, nhwc))
@@ -103,6 +104,7 @@ class TorchBackend(Backend):
         self, model: Any, x: np.ndarray, labels: np.ndarray, training: bool = True
     ) -> dict[str, Any]:
         x = images_in(x, model.arch.stem.cin)
+        training = require_bool("training", training)
         return model_loss_and_grads(
             model, x, labels_in(labels, x.shape[0], model.arch.num_classes), training
         )
@@ -125,7 +127,7 @@ class TorchBackend(Backend):
         arrays = validated(shapes, params)  # duck-typed: only .name and .param_shapes() are used
         keys = {k: local_torch_name(k) for k in spec.param_shapes()}
         copy_into(layer, convert(arrays, TO_TORCH), keys)
-        layer.train(training)
+        layer.train(require_bool("training", training))
         xt = _to_nchw(x, True).requires_grad_(True)  # as the CPU network runs
         y = layer(xt)
         y.backward(_to_nchw(dy, False))
