@@ -159,6 +159,11 @@ def init_params(
     require_arch(arch)
     rng = make_rng("seed", seed)
     dtype = float_dtype("dtype", dtype)
+    if xp is not None and not callable(getattr(xp, "asarray", None)):  # e.g. the name "numpy"
+        raise TypeError(
+            "Expected xp to be None or an array namespace (a module such as numpy or cupy), "
+            f"received {type(xp).__name__} {xp!r}"
+        )
     params = {
         name: _initial_value(arch, name, shape, rng).astype(dtype)
         for name, (shape, _) in arch.param_shapes().items()

@@ -151,6 +151,13 @@ def test_every_bad_load_case_is_listed_in_one_error(tmp_path, arch):
     assert load_params(path).keys() == params.keys(), "load_params without arch must not validate"
 
 
+def test_init_params_refuses_an_xp_that_is_no_namespace(arch):
+    """``xp="numpy"`` failed after drawing every parameter, with "'str' object has no attribute
+    'asarray'"."""
+    with pytest.raises(TypeError, match="xp to be None or an array namespace .*received str"):
+        init_params(arch, seed=0, xp="numpy")
+
+
 @pytest.mark.parametrize("dtype", [int, "foo", "int32", "bool"], ids=repr)
 def test_validate_params_refuses_a_dtype_no_parameter_may_have(arch, dtype):
     """``dtype=int`` used to list every parameter as 'expected dtype int64', and 'foo' to raise
