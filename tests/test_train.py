@@ -1512,3 +1512,15 @@ def test_a_run_in_progress_is_reported_in_use_without_resume_too(
         err = capsys.readouterr().err
         assert f"--out {run} is in use by another gpconv train (pid {holder.pid})" in err, err
     assert tree_digest(run) == before
+
+
+@pytest.mark.parametrize("keep", [0, -1, 1.5, True])
+def test_prune_refuses_a_keep_that_would_delete_every_checkpoint(tmp_path, keep):
+    """keep=0 deleted every checkpoint but the one just written; keep is refused before any
+    file is touched."""
+    run = str(tmp_path)
+    checkpoint.save(run, 1, _params(1), {}, {}, keep=3)
+    checkpoint.save(run, 2, _params(2), {}, {}, keep=3)
+    with pytest.raises((ValueError, TypeError), match="keep"):
+        checkpoint.prune(run, keep)
+    assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1, 2]

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core._validate import require_positive_int
 from ..core.files import fsync_folder, write_atomic
 from ..core.params import load_params, save_params
 
@@ -241,6 +242,8 @@ def prune(run_dir: str, keep: int, protect: str | None = None) -> None:
     left in place; ``latest`` skips it with a warning. ``protect`` (the checkpoint ``save`` just
     wrote) is kept even when ``keep`` newer verified checkpoints exist.
     """
+    # keep=0 would delete every checkpoint but ``protect``: refused, as RunConfig refuses it.
+    keep = require_positive_int("keep", keep)
     root = os.path.join(run_dir, CHECKPOINTS)
     for name in os.listdir(root):
         interrupted_write = name.startswith(TMP_PREFIX) and not name.endswith(f"-{os.getpid()}")
