@@ -57,6 +57,8 @@ TRAPS = {
     "cout): a block without the identity shortcut drops nothing",
     "drop-connect": "drop-connect keeps or drops each sample (an (N, 1, 1, 1) mask), not the "
     "whole batch at once",
+    "training only": "drop-connect and the head's dropout act in training only: inference "
+    "(training=False) keeps every residual branch and pooled feature, unscaled",
 }
 FORWARD_FIRST = "the forward pass diverges first ({})"
 
@@ -97,12 +99,24 @@ def _block_traps(block: MBConvSpec) -> str:
     return "; ".join(traps)
 
 
-def layer_traps(arch: Architecture, layer: str) -> str:
-    """The porting traps that fit ``layer`` (``stem``, a block name, ``top``) diverging first."""
+def layer_traps(arch: Architecture, layer: str, training: bool = True) -> str:
+    """The porting traps that fit ``layer`` (``stem``, a block name, ``top``, ``logits``)
+    diverging first in a forward pass in mode ``training``. In inference, a block that drops
+    in training (a residual with a drop rate) and the logits of a head with dropout also fit
+    dropout applied whatever the mode."""
     if layer in ("stem", "top"):
         return TRAPS[layer]
     blocks = {b.name: b for b in arch.blocks}
-    return _block_traps(blocks[layer]) if layer in blocks else ""
+    if layer in blocks:
+        traps, drops = _block_traps(blocks[layer]), blocks[layer].drop_rate > 0
+        drops = drops and blocks[layer].residual
+    elif layer == "logits":
+        traps, drops = "", arch.head.dropout > 0
+    else:
+        return ""
+    if drops and not training:
+        return f"{TRAPS['training only']}; {traps}" if traps else TRAPS["training only"]
+    return traps
 
 
 # What each interface method must return (docs/adding-a-backend.md), checked before comparing so
@@ -371,11 +385,11 @@ def check_drop_connect(backend: Backend, seed: int = 0, full: bool = False) -> l
     every block's output for the copies (``drop_connect_branch_error``): the schedule, the
     scale, the mask's shape, and no drop-connect in blocks without a residual."""
     rows = []
-    for model, m in _models(full):
-        arch = without_dropout(C.network_arch(model, m, training=False))
+    for net in _architectures(full):
+        arch = without_dropout(C.network_arch(net, training=False))
         arch = with_dropout(arch, drop_connect_rate=DROP_CONNECT_RATE)
         label = (
-            f"{C.network_label(model, m, DROP_CONNECT_COPIES, DROPOUT_IMAGE_SIZE)} "
+            f"{C.network_label(net, DROP_CONNECT_COPIES, DROPOUT_IMAGE_SIZE)} "
             f"drop_connect_rate={DROP_CONNECT_RATE}, "
             f"{DROP_CONNECT_COPIES} copies of one image"
         )
@@ -520,9 +534,9 @@ def check_head_dropout(backend: Backend, seed: int = 0, full: bool = False) -> l
     (``head_dropout_errors``). The head is the same in every family: quick checks the first
     network only (measured: TensorFlow's build and first step cost ~2 s a network)."""
     rows = []
-    for model, m in _models(full) if full else _models(full)[:1]:
-        arch = with_dropout(C.network_arch(model, m, training=False), drop_connect_rate=0.0)
-        label = f"{C.network_label(model, m, 1, DROPOUT_IMAGE_SIZE)} dropout={arch.head.dropout}"
+    for net in _architectures(full) if full else _architectures(full)[:1]:
+        arch = with_dropout(C.network_arch(net, training=False), drop_connect_rate=0.0)
+        label = f"{C.network_label(net, 1, DROPOUT_IMAGE_SIZE)} dropout={arch.head.dropout}"
 
         def rows_of(arch: Architecture = arch, label: str = label) -> list[CheckResult]:
             rng = np.random.default_rng([seed, 3])
@@ -611,19 +625,29 @@ def head_dropout_errors(
     return mask, Comparison(abs(share - rate), float(allowed), note)
 
 
-def _models(full: bool) -> tuple:
+def _networks(full: bool) -> tuple[C.Network, ...]:
     return C.NETWORKS_FULL if full else C.NETWORKS_QUICK
+
+
+def _architectures(full: bool) -> tuple[C.Network, ...]:
+    """The first network of each model (and width) in ``_networks(full)``: the parameter and
+    dropout checks depend on the model alone (parameters do not change with the image size or
+    the skipped strides; the dropout checks choose their own images), so each runs once."""
+    first: dict[tuple[str, int | None], C.Network] = {}
+    for net in _networks(full):
+        first.setdefault((net.model, net.m), net)
+    return tuple(first.values())
 
 
 def check_params(backend: Backend, seed: int = 0, full: bool = False) -> list[CheckResult]:
     """Parameter counts as the framework counts them, a bit-exact exchange round trip, and
     exports that stay as they were when the model changes."""
     rows = []
-    for model, m in _models(full):
-        label = C.network_label(model, m)
+    for net in _architectures(full):
+        label = C.network_label(net)
 
-        def run(model=model, m=m, label=label) -> list[CheckResult]:
-            case = C.network_case(model, m, False, seed)
+        def run(net: C.Network = net, label: str = label) -> list[CheckResult]:
+            case = C.network_case(net, False, seed)
             arch = case["arch"]
             native = call(backend, "build", arch)
             counted = call(backend, "param_count", native)
@@ -677,18 +701,18 @@ def check_network(backend: Backend, seed: int = 0, full: bool = False) -> list[C
     """Whole networks, in each mode: logits, loss, gradients, dx and the moving statistics
     (updated in training, unchanged in inference)."""
     rows = []
-    for model, m in _models(full):
-        for training in (False, True):
+    for net in _networks(full):
+        for training in net.modes:
             # Training runs the case's images twice over (``twice``).
             batch = 2 * C.BATCH if training else C.BATCH
-            label = f"{C.network_label(model, m, batch)} {'training' if training else 'inference'}"
+            label = f"{C.network_label(net, batch)} {'training' if training else 'inference'}"
             rows += guarded(
                 backend,
                 "network",
                 "model",
                 label,
-                lambda model=model, m=m, training=training, label=label: _network_rows(
-                    backend, model, m, training, seed, label
+                lambda net=net, training=training, label=label: _network_rows(
+                    backend, net, training, seed, label
                 ),
             )
     return rows
@@ -710,10 +734,30 @@ def twice(ref: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def first_image_twice(ref: dict[str, Any]) -> dict[str, Any]:
+    """``ref`` (an inference ``cases.network_case``) for its first image twice over: inference
+    normalises with the moving statistics, so each image gets its own logits and intermediates
+    whatever else the batch holds. A batch norm that normalises with the batch's statistics
+    passes on ``ref``'s images, whose statistics ``cases.calibrated`` made the moving ones, but
+    not on these (one image's statistics are not the pair's)."""
+
+    return {
+        **ref,
+        "x": _first_twice(ref["x"]),
+        "logits": _first_twice(ref["logits"]),
+        "intermediates": {k: _first_twice(v) for k, v in ref["intermediates"].items()},
+    }
+
+
+def _first_twice(a: np.ndarray) -> np.ndarray:
+    """The first entry of ``a`` ``(N, ...)`` twice: ``(2, ...)``."""
+    return np.concatenate([a[:1]] * 2)
+
+
 def _network_rows(
-    backend: Backend, model: str, m: int | None, training: bool, seed: int, label: str
+    backend: Backend, net: C.Network, training: bool, seed: int, label: str
 ) -> list[CheckResult]:
-    ref = C.network_case(model, m, training, seed)
+    ref = C.network_case(net, training, seed)
     native = call(backend, "build", ref["arch"])
     call(backend, "load_params", native, ref["params"])
     if training:
@@ -726,15 +770,30 @@ def _network_rows(
         else:
             fresh = call(backend, "build", ref["arch"])
             call(backend, "load_params", fresh, ref["params"])
-            once = C.network_case(model, m, training, seed)
+            once = C.network_case(net, training, seed)
             forward = call_forward(backend, ref["arch"], fresh, once["x"], training=True)
-            out = [_locate(backend, "network logits", label, cmp, forward, once)]
+            out = [_locate(backend, "network logits", label, cmp, forward, once, training)]
         # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
         hint = FORWARD_FIRST.format("network logits")
     else:
         forward = call_forward(backend, ref["arch"], native, ref["x"], training=False)
+        alone = first_image_twice(ref)
+        got = call_forward(backend, ref["arch"], native, alone["x"], training=False)
+        # The backend's own logits for the first image in either batch: a difference is
+        # inference that depends on the batch, whatever the reference says.
+        own = scaled_max(got["logits"], _first_twice(forward["logits"]))
+        also = "" if own.ok else TRAPS["inference"]
         cmp = scaled_max(forward["logits"], ref["logits"])
-        out = [_locate(backend, "network logits", label, cmp, forward, ref)]
+        out = [_locate(backend, "network logits", label, cmp, forward, ref, training, also)]
+        # Intermediates are compared in the row above; this one is about the batch.
+        cmp = scaled_max(got["logits"], alone["logits"])
+        check = "network logits per image"
+        config = f"{label} (image 0 twice)"
+        out.append(
+            _locate(backend, check, config, cmp, got, alone, training, also)
+            if not cmp.ok
+            else _result(backend, check, "logits", config, cmp)
+        )
         # Inference gradients (fine-tuning with frozen batch norms) and statistics that neither
         # pass may change: a backend that trains when told not to fails here, not above.
         got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=False)
@@ -788,12 +847,24 @@ def _loss_rows(
 
 
 def _locate(
-    backend: Backend, check: str, label: str, cmp: Comparison, got: dict, ref: dict
+    backend: Backend,
+    check: str,
+    label: str,
+    cmp: Comparison,
+    got: dict,
+    ref: dict,
+    training: bool,
+    also: str = "",
 ) -> CheckResult:
-    """On failure, name the first intermediate (stem, blocks, top, logits) that diverges; on
+    """On failure, name the first intermediate (stem, blocks, top, logits) that diverges and
+    the traps that fit it in mode ``training`` (``layer_traps``), after ``also`` if given; on
     success, fail on the first intermediate of ``got`` that is not the reference's."""
     if cmp.ok:
         return _checked_intermediates(backend, check, label, cmp, got, ref)
+
+    def hint(layer: str) -> str:
+        return "; ".join(t for t in (also, layer_traps(ref["arch"], layer, training)) if t)
+
     for layer, expected in ref["intermediates"].items():
         if layer not in got:
             continue
@@ -806,8 +877,8 @@ def _locate(
                 note += f" ({local.note})"
             # The flags travel with the note: a NaN or a channels-first intermediate is no trap.
             located = Comparison(cmp.error, cmp.tolerance, note, local.non_finite, local.layout)
-            return _result(backend, check, layer, label, located, layer_traps(ref["arch"], layer))
-    return _result(backend, check, "logits", label, cmp)
+            return _result(backend, check, layer, label, located, hint(layer))
+    return _result(backend, check, "logits", label, cmp, hint("logits"))
 
 
 def _checked_intermediates(

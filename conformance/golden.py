@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from .results import (
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 MANIFEST = "manifest.json"
-NETWORK = ("kefficientnet-b0", 16)
+NETWORK = C.Network("kefficientnet-b0", 16)
 SEED = 0
 
 
@@ -117,8 +118,8 @@ def generate(directory: Path = GOLDEN_DIR) -> dict[str, Any]:
             kp.update({f"{cid}/params/{k}": v for k, v in case["params"].items()})
             kp.update({f"{cid}/grads/{k}": v for k, v in case["grads"].items()})
             kp.update({f"{cid}/moving_stats/{k}": v for k, v in case["moving_stats"].items()})
-    infer = C.network_case(*NETWORK, False, SEED)
-    train = C.network_case(*NETWORK, True, SEED)
+    infer = C.network_case(NETWORK, False, SEED)
+    train = C.network_case(NETWORK, True, SEED)
     net = {
         "x": infer["x"].astype(np.float32),
         "labels": np.asarray(infer["labels"], np.int64),
@@ -135,7 +136,7 @@ def generate(directory: Path = GOLDEN_DIR) -> dict[str, Any]:
     )
     net.update({f"training/grad_sketch/{k}": v for k, v in gradient_sketch(train["grads"]).items()})
     files["network.safetensors"] = net
-    meta["network.safetensors"] = {"model": NETWORK[0], "min_channels_per_group": str(NETWORK[1])}
+    meta["network.safetensors"] = {"model": NETWORK.model, "min_channels_per_group": str(NETWORK.m)}
     manifest: dict[str, Any] = {
         "generator": f"gpconv {__version__}",
         "seed": SEED,
@@ -310,13 +311,14 @@ def _golden_network(backend: Backend, t: dict, metadata: dict) -> list[CheckResu
 
     rtol, atol, gtol = _tolerances(backend)
     model, m = (
-        metadata.get("model", NETWORK[0]),
-        int(metadata.get("min_channels_per_group", NETWORK[1])),
+        metadata.get("model", NETWORK.model),
+        int(metadata.get("min_channels_per_group", NETWORK.m)),
     )
-    arch = by_name(model, C.CLASSES, m, C.SKIP_STRIDE)
+    net = replace(NETWORK, model=model, m=m)
+    arch = by_name(model, C.CLASSES, m, net.skip)
     params = {k: v.astype(np.float64) for k, v in _sub(t, "params/").items()}
     x = t["x"].astype(np.float64)
-    label = f"network.safetensors ({C.network_label(model, m)})"
+    label = f"network.safetensors ({C.network_label(net)})"
     native = call(backend, "build", arch)
     call(backend, "load_params", native, params)
     logit_tol = 1e-9 if gtol < 1e-6 else 1e-3

@@ -205,6 +205,53 @@ def _symmetric_padding() -> list[Patch]:
     return [(conv, "pad_amounts", pad_amounts)]
 
 
+def _symmetric_depthwise_3x3() -> list[Patch]:
+    # PyTorch's padding=1 in the stride-2 3x3 depthwise convs only; the stem (a Conv2D) and the
+    # 5x5 depthwise convs keep TF's correct_pad. On an odd size the two agree: (1, 1).
+    pad_amounts = conv.pad_amounts
+    depthwise = conv.DepthwiseConv2D.forward
+
+    def padded(size, kernel, stride, padding):
+        if padding == "symmetric":
+            return (kernel // 2, kernel // 2)
+        return pad_amounts(size, kernel, stride, padding)
+
+    def forward(x, kernel, stride=1, padding="same"):
+        if padding == "correct" and stride == 2 and kernel.shape[0] == 3:
+            padding = "symmetric"
+        return depthwise(x, kernel, stride, padding)
+
+    return [(conv, "pad_amounts", padded), (conv.DepthwiseConv2D, "forward", staticmethod(forward))]
+
+
+def _depthwise_bn_batch_statistics() -> list[Patch]:
+    # The depthwise conv's BN normalises with the batch's statistics in inference too (as a BN
+    # called with training=True, or without running statistics, does), and updates nothing;
+    # the stem's BN and those inside kPointwise stay right.
+    bn_swish = network._bn_swish
+
+    def batch_statistics(params, prefix, y, training, stats):
+        if training or prefix == "stem_bn":
+            return bn_swish(params, prefix, y, training, stats)
+        return bn_swish(params, prefix, y, True, {})  # the update goes nowhere
+
+    return [(network, "_bn_swish", batch_statistics)]
+
+
+def _drop_connect_in_inference() -> list[Patch]:
+    # Drop-connect whatever the mode: a port that applies it without looking at ``training``.
+    block_forward = network._block_forward
+
+    def forward(b, params, x, training, stats, masks, rng):
+        y, cache = block_forward(b, params, x, training, stats, masks, rng)
+        if training or not (b.residual and b.drop_rate > 0):
+            return y, cache
+        keep = network._dropout_mask(np, y, (y.shape[0], 1, 1, 1), b.drop_rate, "", None, rng)
+        return x + (y - x) * keep / (1.0 - b.drop_rate), cache
+
+    return [(network, "_block_forward", forward)]
+
+
 def _residual_on_interleaved() -> list[Patch]:
     original = pointwise.KPointwise.forward
 
@@ -346,6 +393,13 @@ BN_EPS_1E5 = MutantBackend("mutant-bn-eps-1e-5", _bn_eps_1e5)
 UNBIASED_RUNNING_VARIANCE = MutantBackend("mutant-unbiased-running-var", _unbiased_running_variance)
 PYTORCH_MOMENTUM = MutantBackend("mutant-pytorch-momentum", _pytorch_momentum)
 SYMMETRIC_PADDING = MutantBackend("mutant-symmetric-padding", _symmetric_padding)
+SYMMETRIC_DEPTHWISE_3X3 = MutantBackend("mutant-symmetric-depthwise-3x3", _symmetric_depthwise_3x3)
+DEPTHWISE_BN_BATCH_STATISTICS = MutantBackend(
+    "mutant-depthwise-bn-batch-statistics", _depthwise_bn_batch_statistics
+)
+DROP_CONNECT_IN_INFERENCE = MutantBackend(
+    "mutant-drop-connect-in-inference", _drop_connect_in_inference
+)
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 DROP_CONNECT_PER_BATCH = MutantBackend("mutant-drop-connect-per-batch", _drop_connect_per_batch)
@@ -379,6 +433,9 @@ ALL = (
     UNBIASED_RUNNING_VARIANCE,
     PYTORCH_MOMENTUM,
     SYMMETRIC_PADDING,
+    SYMMETRIC_DEPTHWISE_3X3,
+    DEPTHWISE_BN_BATCH_STATISTICS,
+    DROP_CONNECT_IN_INFERENCE,
     RESIDUAL_ON_INTERLEAVED,
     TOP_ACTIVATION,
     DROP_CONNECT_PER_BATCH,
