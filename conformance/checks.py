@@ -57,6 +57,8 @@ TRAPS = {
     "cout): a block without the identity shortcut drops nothing",
     "drop-connect": "drop-connect keeps or drops each sample (an (N, 1, 1, 1) mask), not the "
     "whole batch at once",
+    "squeeze-excite": "squeeze-excite: the squeeze a global average pool (not max), the reduce "
+    "conv's activation swish (not ReLU), the expand's sigmoid (not hard sigmoid)",
     "training only": "drop-connect and the head's dropout act in training only: inference "
     "(training=False) keeps every residual branch and pooled feature, unscaled",
 }
@@ -91,11 +93,14 @@ def kpointwise_traps(spec: KPointwiseSpec) -> str:
 
 def _block_traps(block: MBConvSpec) -> str:
     """The traps that can make an MBConv block the first diverging layer: correct_pad if it
-    strides, and those of its kPointwise layers but epsilon (the stem's BN would diverge first)."""
+    strides, those of its kPointwise layers but epsilon (the stem's BN would diverge first),
+    and the squeeze-excite's pooling and activations if it has one."""
     traps = [TRAPS["padding"]] if block.padding == "correct" else []
     for spec in (block.expand, block.se_reduce, block.se_expand, block.project):
         if spec is not None:
             traps += [t for t in _layer_traps(spec) if t != TRAPS["epsilon"] and t not in traps]
+    if block.se_reduce is not None:
+        traps.append(TRAPS["squeeze-excite"])
     return "; ".join(traps)
 
 
@@ -103,9 +108,12 @@ def layer_traps(arch: Architecture, layer: str, training: bool = True) -> str:
     """The porting traps that fit ``layer`` (``stem``, a block name, ``top``, ``logits``)
     diverging first in a forward pass in mode ``training``. In inference, a block that drops
     in training (a residual with a drop rate) and the logits of a head with dropout also fit
-    dropout applied whatever the mode."""
-    if layer in ("stem", "top"):
+    dropout applied whatever the mode. The top's include its own BN's epsilon: a head built
+    from other layers than the blocks' can have another."""
+    if layer == "stem":
         return TRAPS[layer]
+    if layer == "top":
+        return "; ".join([TRAPS[layer], *_layer_traps(arch.head.top)])
     blocks = {b.name: b for b in arch.blocks}
     if layer in blocks:
         traps, drops = _block_traps(blocks[layer]), blocks[layer].drop_rate > 0

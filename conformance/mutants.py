@@ -15,7 +15,7 @@ import numpy as np
 from ..backends.numpy_reference import NumpyBackend, ReferenceModel
 from ..core import network, pointwise
 from ..core.arch import COEFFICIENTS, Architecture, without_dropout
-from ..core.ops import conv, elementwise, normalization
+from ..core.ops import conv, elementwise, normalization, pooling
 
 Patch = tuple[Any, str, Any]  # (object, attribute, replacement)
 
@@ -252,6 +252,43 @@ def _drop_connect_in_inference() -> list[Patch]:
     return [(network, "_block_forward", forward)]
 
 
+def _squeeze_by_max() -> list[Patch]:
+    # Squeeze-excite's squeeze as a global max pool instead of the average; the head's pooling
+    # (keepdims=False) stays an average.
+    average = pooling.GlobalAveragePool
+
+    class MaxSqueeze(average):
+        @staticmethod
+        def forward(x, keepdims=False):
+            if not keepdims:
+                return average.forward(x, keepdims)
+            y = np.max(x, axis=(1, 2), keepdims=True)
+            return y, {"at_max": x == y, "y_shape": tuple(y.shape)}
+
+        @staticmethod
+        def backward(cache, dy):
+            if "at_max" not in cache:
+                return average.backward(cache, dy)
+            at_max = cache["at_max"]
+            return at_max * dy / np.sum(at_max, axis=(1, 2), keepdims=True), {}
+
+    return [(network, "GlobalAveragePool", MaxSqueeze)]
+
+
+def _top_bn_eps_1e5() -> list[Patch]:
+    # PyTorch's default BN epsilon (1e-5) in the top conv's BN only, as in a port that builds
+    # the head from its own layers; the BN backward reads the forward's cache.
+    layer_forward = network._pointwise
+
+    def forward(params, name, spec, x, training, stats):
+        if name != "top":
+            return layer_forward(params, name, spec, x, training, stats)
+        with MutantBackend("", _bn_eps_1e5)._broken():
+            return layer_forward(params, name, spec, x, training, stats)
+
+    return [(network, "_pointwise", forward)]
+
+
 def _residual_on_interleaved() -> list[Patch]:
     original = pointwise.KPointwise.forward
 
@@ -400,6 +437,8 @@ DEPTHWISE_BN_BATCH_STATISTICS = MutantBackend(
 DROP_CONNECT_IN_INFERENCE = MutantBackend(
     "mutant-drop-connect-in-inference", _drop_connect_in_inference
 )
+SQUEEZE_BY_MAX = MutantBackend("mutant-squeeze-by-max", _squeeze_by_max)
+TOP_BN_EPS_1E5 = MutantBackend("mutant-top-bn-eps-1e-5", _top_bn_eps_1e5)
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 DROP_CONNECT_PER_BATCH = MutantBackend("mutant-drop-connect-per-batch", _drop_connect_per_batch)
@@ -437,6 +476,8 @@ ALL = (
     DEPTHWISE_BN_BATCH_STATISTICS,
     DROP_CONNECT_IN_INFERENCE,
     RESIDUAL_ON_INTERLEAVED,
+    SQUEEZE_BY_MAX,
+    TOP_BN_EPS_1E5,
     TOP_ACTIVATION,
     DROP_CONNECT_PER_BATCH,
     DROP_CONNECT_UNSCALED,

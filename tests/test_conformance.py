@@ -791,6 +791,24 @@ def test_drop_connect_in_inference_is_caught_and_named(monkeypatch):
     assert "drop-connect and the head's dropout act in training only" in logits[0].detail
 
 
+@pytest.mark.parametrize(
+    ("mutant", "layer", "named"),
+    [
+        (mutants.SQUEEZE_BY_MAX, "block1a", "the squeeze a global average pool (not max)"),
+        (mutants.TOP_BN_EPS_1E5, "top", "BN epsilon 1e-3 (not 1e-5)"),
+    ],
+    ids=lambda v: getattr(v, "name", None),
+)
+def test_squeeze_excite_and_top_epsilon_traps_are_named(monkeypatch, mutant, layer, named):
+    """Both were caught at their layer, the squeeze blamed on the interleave and residual, the
+    top's epsilon on its activation."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", INFERENCE_ONLY)
+    bad = failing(check_network(mutant))
+    logits = [r for r in bad if r.check == "network logits"]
+    assert [r.layer for r in logits] == [layer], describe(bad)
+    assert named in logits[0].detail, describe(logits)
+
+
 def test_an_adapter_module_that_is_not_found_says_how_to_make_it_importable(monkeypatch, tmp_path):
     # `gpconv check --backend mypackage.adapter:BACKEND` run next to mypackage/ said only
     # "No module named 'mypackage'": the console script does not look in the current folder.
