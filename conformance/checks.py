@@ -116,8 +116,8 @@ def layer_traps(arch: Architecture, layer: str, training: bool = True) -> str:
         return "; ".join([TRAPS[layer], *_layer_traps(arch.head.top)])
     blocks = {b.name: b for b in arch.blocks}
     if layer in blocks:
-        traps, drops = _block_traps(blocks[layer]), blocks[layer].drop_rate > 0
-        drops = drops and blocks[layer].residual
+        block = blocks[layer]
+        traps, drops = _block_traps(block), block.residual and block.drop_rate > 0
     elif layer == "logits":
         traps, drops = "", arch.head.dropout > 0
     else:
@@ -748,7 +748,6 @@ def first_image_twice(ref: dict[str, Any]) -> dict[str, Any]:
     whatever else the batch holds. A batch norm that normalises with the batch's statistics
     passes on ``ref``'s images, whose statistics ``cases.calibrated`` made the moving ones, but
     not on these (one image's statistics are not the pair's)."""
-
     return {
         **ref,
         "x": _first_twice(ref["x"]),
@@ -784,24 +783,7 @@ def _network_rows(
         # Statistics of a forward pass that already diverged are wrong whatever the BN update does.
         hint = FORWARD_FIRST.format("network logits")
     else:
-        forward = call_forward(backend, ref["arch"], native, ref["x"], training=False)
-        alone = first_image_twice(ref)
-        got = call_forward(backend, ref["arch"], native, alone["x"], training=False)
-        # The backend's own logits for the first image in either batch: a difference is
-        # inference that depends on the batch, whatever the reference says.
-        own = scaled_max(got["logits"], _first_twice(forward["logits"]))
-        also = "" if own.ok else TRAPS["inference"]
-        cmp = scaled_max(forward["logits"], ref["logits"])
-        out = [_locate(backend, "network logits", label, cmp, forward, ref, training, also)]
-        # Intermediates are compared in the row above; this one is about the batch.
-        cmp = scaled_max(got["logits"], alone["logits"])
-        check = "network logits per image"
-        config = f"{label} (image 0 twice)"
-        out.append(
-            _locate(backend, check, config, cmp, got, alone, training, also)
-            if not cmp.ok
-            else _result(backend, check, "logits", config, cmp)
-        )
+        out = _inference_logits_rows(backend, native, ref, label)
         # Inference gradients (fine-tuning with frozen batch norms) and statistics that neither
         # pass may change: a backend that trains when told not to fails here, not above.
         got = call(backend, "loss_and_grads", native, ref["x"], ref["labels"], training=False)
@@ -811,6 +793,28 @@ def _network_rows(
         call(backend, "loss_and_grads", native, 2 * ref["x"], ref["labels"], training=False)
         forward_ok, hint = False, TRAPS["inference"]
     return out + _loss_rows(backend, native, ref, got, label, forward_ok, hint)
+
+
+def _inference_logits_rows(
+    backend: Backend, native: Any, ref: dict[str, Any], label: str
+) -> list[CheckResult]:
+    """The inference logits of ``native`` for ``ref``'s images (``ref``: an inference
+    ``cases.network_case``), every intermediate checked, and for its first image twice over
+    (``first_image_twice``). Where the backend's own logits for that image differ between the
+    two batches, its inference depends on the batch, and both rows name that trap first."""
+    arch = ref["arch"]
+    forward = call_forward(backend, arch, native, ref["x"], training=False)
+    alone = first_image_twice(ref)
+    pair = call_forward(backend, arch, native, alone["x"], training=False)
+    own = scaled_max(pair["logits"], _first_twice(forward["logits"]))
+    also = "" if own.ok else TRAPS["inference"]
+    cmp = scaled_max(forward["logits"], ref["logits"])
+    out = [_locate(backend, "network logits", label, cmp, forward, ref, False, also)]
+    check, config = "network logits per image", f"{label} (image 0 twice)"
+    cmp = scaled_max(pair["logits"], alone["logits"])
+    if cmp.ok:  # its intermediates are those the row above checked
+        return out + [_result(backend, check, "logits", config, cmp)]
+    return out + [_locate(backend, check, config, cmp, pair, alone, False, also)]
 
 
 def _loss_rows(
