@@ -636,6 +636,36 @@ def test_ops_preserve_float32():
     assert y.dtype == np.float32, f"Swish.forward y.dtype={y.dtype}, but should be float32"
 
 
+def _forwards_in(dtype):
+    """(op name, backward, cache, y) for one forward of each op, inputs and parameters of
+    ``dtype``: ops whose backward allocates its gradients (the convolutions) and ops whose
+    arithmetic yields them (Dense, BatchNorm, Swish)."""
+    x = normal(2, 5, 6, 3).astype(dtype)
+    ones = np.ones(3, dtype)
+    runs = [
+        ("Conv2D", Conv2D, Conv2D.forward(x, K33.astype(dtype), 2, "correct")),
+        ("DepthwiseConv2D", DepthwiseConv2D, DepthwiseConv2D.forward(x, x[0, :3, :3, :, None])),
+        ("Dense", Dense, Dense.forward(x[:, 0, 0, :], normal(3, 3).astype(dtype), ones)),
+        ("BatchNorm", BatchNorm, BatchNorm.forward(x, ones, ones, ones, ones, True)),
+        ("Swish", Swish, Swish.forward(x)),
+    ]
+    return [(name, op.backward, cache, y) for name, op, (y, cache) in runs]
+
+
+def test_backward_promotes_a_float64_dy_of_a_float32_forward():
+    """A float64 ``dy`` makes float64 gradients in every op, the array API's promotion of the
+    formulas (``dy @ kernel^T``, ``x^T @ dy``, ``sum(dy)``...): the convolutions returned
+    float32 (their buffers were ``zeros_like`` the forward's arrays, and ``+=`` cast the float64
+    taps down) while Dense, BatchNorm and the rest returned float64."""
+    for name, backward, cache, y in _forwards_in(np.float32):
+        dx, grads = backward(cache, normal(*y.shape, seed=1))
+        got = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
+        assert got == {k: np.float64 for k in got}, (
+            f"{name}.backward dtypes {got}, but should all be float64 "
+            "[float32 forward, dy.dtype=float64]"
+        )
+
+
 # --- bad input: clear ValueError/TypeError naming the argument and the values ----------------
 
 X4 = normal(2, 5, 6, 3)

@@ -164,8 +164,7 @@ class Conv2D:
         _, ho, wo, cout = dy.shape
         cin = xpad.shape[-1]
         dy2 = xp.reshape(dy, (-1, cout))
-        dxpad = xp.zeros_like(xpad)
-        dkernel = xp.zeros_like(kernel)
+        dxpad, dkernel = _grad_buffers(xp, xpad, kernel, dy)
         for i, j, win in _windows(ho, wo, k, stride):
             patch = xp.reshape(xpad[:, win[0], win[1], :], (-1, cin))
             dkernel[i, j, ...] = xp.matrix_transpose(patch) @ dy2
@@ -207,12 +206,23 @@ class DepthwiseConv2D:
         xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
         k = kernel.shape[0]
         _, ho, wo, _ = dy.shape
-        dxpad = xp.zeros_like(xpad)
-        dkernel = xp.zeros_like(kernel)
+        dxpad, dkernel = _grad_buffers(xp, xpad, kernel, dy)
         for i, j, win in _windows(ho, wo, k, stride):
             dkernel[i, j, :, 0] = xp.sum(xpad[:, win[0], win[1], :] * dy, axis=(0, 1, 2))
             dxpad[:, win[0], win[1], :] += dy * kernel[i, j, :, 0]
         return _crop(dxpad, cache), {"kernel": dkernel}
+
+
+def _grad_buffers(xp: Any, xpad: Any, kernel: Any, dy: Any) -> tuple[Any, Any]:
+    """Zeroed ``(dxpad, dkernel)``, shaped as ``xpad`` and ``kernel``, to accumulate the taps in.
+
+    Their dtypes are ``result_type(dy, kernel)`` and ``result_type(xpad, dy)``, the dtypes of
+    ``dy @ kernel^T`` and ``xpad^T @ dy``, as every other op's backward returns: buffers made
+    ``zeros_like`` the forward's arrays silently cast a float64 ``dy``'s taps down to float32."""
+    dev = device(dy)
+    dxpad = xp.zeros(xpad.shape, dtype=xp.result_type(dy.dtype, kernel.dtype), device=dev)
+    dkernel = xp.zeros(kernel.shape, dtype=xp.result_type(xpad.dtype, dy.dtype), device=dev)
+    return dxpad, dkernel
 
 
 def _crop(dxpad: Any, cache: dict) -> Any:
