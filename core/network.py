@@ -221,7 +221,8 @@ def block_forward(block: MBConvSpec, params: Mapping[str, Any], x: Any, training
             f"Expected params to be a dict {{name: array}}, received {type(params).__name__}"
         )
     own = {k: params[k] for k in block.param_shapes() if k in params}
-    validate_params(block, own)  # MBConvSpec has name and param_shapes(), as validate_params asks
+    # MBConvSpec has name and param_shapes(), as validate_params asks; no value scan per call
+    validate_params(block, own, values=False)
     training = require_bool("training", training)
     y, _ = _block_forward(
         replace(block, drop_rate=0.0), own, x, training, {}, None, np.random.default_rng(0)
@@ -302,7 +303,7 @@ def forward(
     ``cache["intermediates"]`` the output of ``stem``, of every block, of ``top`` (the top
     pointwise conv) and ``logits``: what conformance compares to find the first diverging layer.
     """
-    validate_params(require_arch(arch), params)
+    validate_params(require_arch(arch), params, values=False)  # values: checked on load
     xp = namespace(x, names=("x",))
     require_ndim("x", x, 4, "(N, H, W, C)")
     require_float(xp, "x", x)

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
-from ._validate import make_rng
+from ._validate import make_rng, require_bool
 from .files import (
     header_metadata,
     read_header,
@@ -64,13 +65,21 @@ def shape_problems(
     return problems
 
 
-def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = None) -> None:
+def validate_params(
+    arch: Architecture, params: Mapping[str, Any], dtype: Any = None, values: bool = True
+) -> None:
     """Raise one ``ValueError`` listing every missing, unexpected or mis-shaped parameter, every
     parameter of a non-floating dtype and, with ``dtype`` (float16, float32 or float64; anything
     else is a ``TypeError``), every parameter of another dtype. ``arch`` is an ``Architecture``
-    or any layout with ``name`` and ``param_shapes()``."""
+    or any layout with ``name`` and ``param_shapes()``.
+
+    With ``values`` (the default, for the load paths), also every BN ``moving_variance`` with a
+    negative entry, which inference would turn into NaN (``sqrt(var + eps)``). NaN and inf are
+    let through, as ``load_params`` loads them. ``network.forward`` passes ``values=False``: a
+    scan of every variance per call would sync a GPU once per BN layer."""
     from .arch import require_arch  # arch -> pointwise -> params: imported here, not above
 
+    values = require_bool("values", values)
     if not callable(getattr(arch, "param_shapes", None)):  # backends pass their own layouts
         require_arch(arch)
     expected = arch.param_shapes()
@@ -89,11 +98,27 @@ def validate_params(arch: Architecture, params: Mapping[str, Any], dtype: Any = 
                 problems.append(f"{k}: expected dtype {want}, received dtype {name}")
             elif want is None and not _is_floating(name):
                 problems.append(f"{k}: expected a floating dtype, received dtype {name}")
+            elif values and k.endswith("/moving_variance"):
+                problems += _negative_variance(k, params[k])
     if problems:
         listing = "\n  ".join(problems)
         raise ValueError(
             f"Parameters do not match {arch.name} ({len(problems)} problems):\n  {listing}"
         )
+
+
+def _negative_variance(name: str, a: Any) -> list[str]:
+    """``[problem]`` if the variance ``a`` (any array library) has an entry < 0, else ``[]``."""
+    xp = array_namespace(a)
+    negative = a < 0  # False for NaN, which loads as it is
+    count = int(xp.sum(xp.astype(negative, xp.int64)))
+    if not count:
+        return []
+    lowest = float(xp.min(xp.where(negative, a, xp.zeros_like(a))))
+    return [
+        f"{name}: expected variances >= 0, received {count} of {math.prod(a.shape)} "
+        f"negative (min {lowest:.6g})"
+    ]
 
 
 def _shape(a: Any) -> tuple[int, ...]:
@@ -226,7 +251,8 @@ def load_params(
 
     A file that is neither raises ``ValueError`` naming it (and, for a torch, NumPy ``.npy`` or
     Keras file, saying which it is); a safetensors file with a dtype NumPy lacks (bfloat16), a
-    ``TypeError``. Non-finite values load as they are."""
+    ``TypeError``. Non-finite values load as they are; with ``arch``, a negative moving variance
+    is refused (``validate_params``)."""
     if dtype is not None:
         dtype = float_dtype("dtype", dtype)
     params, metadata = read_params_file(path)

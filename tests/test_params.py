@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import count_file_opens, tiny_architecture
 
+from gpconv import backends
 from gpconv.core import network
 from gpconv.core.arch import efficientnet, kefficientnet
 from gpconv.core.params import (
@@ -198,6 +199,40 @@ def test_wrong_dtypes_are_listed(tmp_path, arch):
         ValueError, match=r"stem_conv/kernel: expected dtype float32, received dtype float16"
     ):
         load_params(tmp_path / "p.safetensors", arch, dtype=np.float32)
+
+
+def test_negative_moving_variances_are_refused_by_every_load_path(tmp_path, arch):
+    """A moving variance < 0 (a hand-edited or badly converted file) made inference NaN with only
+    NumPy's 'invalid value encountered in sqrt'; loading now names it. NaN still loads, as every
+    non-finite value does, and ``network.forward`` does not scan values per call."""
+    params = init_params(arch, seed=0)
+    params["stem_bn/moving_variance"][:2] = -0.25
+    params["block1a_project/bn2/moving_variance"][1] = -1e-4  # above -eps: sqrt stays real
+    params["block1a_bn/moving_variance"][0] = np.nan
+    c_stem = arch.param_shapes()["stem_bn/moving_variance"][0][0]
+    c_bn2 = arch.param_shapes()["block1a_project/bn2/moving_variance"][0][0]
+    fragments = (
+        "2 problems",
+        f"stem_bn/moving_variance: expected variances >= 0, received 2 of {c_stem} negative "
+        "(min -0.25)",
+        f"block1a_project/bn2/moving_variance: expected variances >= 0, received 1 of {c_bn2} "
+        "negative (min -0.0001)",
+    )
+    save_params(tmp_path / "p.safetensors", params)
+    numpy = backends.get("numpy")
+    model = numpy.build(arch)
+    for what, load in (
+        ("validate_params", lambda: validate_params(arch, params)),
+        ("load_params", lambda: load_params(tmp_path / "p.safetensors", arch)),
+        ("numpy backend load_params", lambda: numpy.load_params(model, params)),
+    ):
+        with pytest.raises(ValueError) as info:
+            load()
+        msg = str(info.value)
+        for fragment in fragments:
+            assert fragment in msg, f"{what}(negative variances) raised {msg!r}, no {fragment!r}"
+        assert "block1a_bn/moving_variance" not in msg, f"{what} refused a NaN variance: {msg!r}"
+    validate_params(arch, params, values=False)  # what network.forward asks for
 
 
 def test_missing_file(tmp_path):

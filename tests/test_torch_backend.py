@@ -577,7 +577,11 @@ def test_params_round_trip_exactly_and_map_every_tensor(tmp_path):
     model = _small_model()
     canonical = init_params(model.arch, seed=5, dtype=np.float32)
     rng = np.random.default_rng(0)
-    canonical = {k: (v + rng.normal(size=v.shape)).astype(np.float32) for k, v in canonical.items()}
+    # Noise on every tensor, so that a swapped or transposed one shows; moving variances kept
+    # >= 0, as loading requires.
+    noisy = {k: v + rng.normal(size=v.shape) for k, v in canonical.items()}
+    noisy = {k: np.abs(v) if k.endswith("/moving_variance") else v for k, v in noisy.items()}
+    canonical = {k: v.astype(np.float32) for k, v in noisy.items()}
     load_params(model, canonical)
     exported = export_params(model)
     assert list(exported) == list(model.arch.param_shapes())
