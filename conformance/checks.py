@@ -34,8 +34,12 @@ from .results import (
 )
 
 # Known porting traps, named in failure messages when the symptom fits (DESIGN.md §6).
+_SWISH = "swish = x * sigmoid(x) (no beta, not hard-swish)"
 TRAPS = {
-    "stem": "stem: TF 'correct_pad' (asymmetric) vs symmetric padding, BN epsilon (1e-3 vs 1e-5)",
+    "stem": "stem: TF 'correct_pad' (asymmetric) vs symmetric padding, BN epsilon (1e-3 vs "
+    f"1e-5), {_SWISH}",
+    "swish": _SWISH,
+    "sigmoid": "sigmoid 1 / (1 + exp(-x)) (not hard sigmoid)",
     "top": "top conv: kEffNet's top has no activation (EfficientNet's has swish)",
     "momentum": "BN running stats: Keras's momentum 0.99 keeps 0.99 of the old value "
     "(PyTorch's momentum=0.1 keeps 0.9)",
@@ -86,8 +90,10 @@ def moving_stats_trap(stats: Mapping[str, Comparison]) -> str:
 
 
 def kpointwise_traps(spec: KPointwiseSpec) -> str:
-    """``_layer_traps`` of ``spec`` as a hint, or ``""`` when none fits."""
-    traps = _layer_traps(spec)
+    """``_layer_traps`` of ``spec`` and its activation's formula as a hint, or ``""`` when none
+    fits. (In a network the stem's swish diverges first, and the squeeze-excite's trap names its
+    sigmoid, so only this layer-alone check names the activation.)"""
+    traps = _layer_traps(spec) + ([TRAPS[spec.activation]] if spec.activation else [])
     return "kPointwise: " + "; ".join(traps) if traps else ""
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..backends.numpy_reference import NumpyBackend, ReferenceModel
 from ..core import network, pointwise
 from ..core.arch import COEFFICIENTS, Architecture, without_dropout
-from ..core.ops import conv, elementwise, normalization, pooling
+from ..core.ops import activations, conv, elementwise, normalization, pooling
 
 Patch = tuple[Any, str, Any]  # (object, attribute, replacement)
 
@@ -158,6 +158,25 @@ class ChannelsFirstTopBackend(NumpyBackend):
     def forward(self, model: ReferenceModel, x: Any, training: bool = False) -> Any:
         out = super().forward(model, x, training)
         return {**out, "top": np.moveaxis(out["top"], -1, 1)}
+
+
+def _swish_beta() -> list[Patch]:
+    # Swish as x * sigmoid(1.5 x) (a port with a beta, as Ramachandran et al.'s swish_beta, where
+    # Keras has beta 1), with its own consistent backward; the sigmoid ops stay right.
+    beta = 1.5
+
+    def forward(x):
+        s = activations.Sigmoid.forward(beta * x)[0]
+        return x * s, {"x": x, "s": s}
+
+    def backward(cache, dy):
+        x, s = cache["x"], cache["s"]
+        return dy * s * (1.0 + beta * x * (1.0 - s)), {}
+
+    return [
+        (activations.Swish, "forward", staticmethod(forward)),
+        (activations.Swish, "backward", staticmethod(backward)),
+    ]
 
 
 def _transposed_interleave() -> list[Patch]:
@@ -441,6 +460,7 @@ SQUEEZE_BY_MAX = MutantBackend("mutant-squeeze-by-max", _squeeze_by_max)
 TOP_BN_EPS_1E5 = MutantBackend("mutant-top-bn-eps-1e-5", _top_bn_eps_1e5)
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
+SWISH_BETA = MutantBackend("mutant-swish-beta", _swish_beta)
 DROP_CONNECT_PER_BATCH = MutantBackend("mutant-drop-connect-per-batch", _drop_connect_per_batch)
 DROP_CONNECT_UNSCALED = MutantBackend("mutant-drop-connect-unscaled", _drop_connect_unscaled)
 DROP_CONNECT_PER_ELEMENT = MutantBackend(
@@ -479,6 +499,7 @@ ALL = (
     SQUEEZE_BY_MAX,
     TOP_BN_EPS_1E5,
     TOP_ACTIVATION,
+    SWISH_BETA,
     DROP_CONNECT_PER_BATCH,
     DROP_CONNECT_UNSCALED,
     DROP_CONNECT_PER_ELEMENT,

@@ -809,6 +809,21 @@ def test_squeeze_excite_and_top_epsilon_traps_are_named(monkeypatch, mutant, lay
     assert named in logits[0].detail, describe(logits)
 
 
+def test_a_swish_with_a_beta_is_named_at_the_stem_and_in_kpointwise(monkeypatch):
+    """Swish as x * sigmoid(1.5 x) was caught at the stem with a hint naming only its padding and
+    BN epsilon, and in kPointwise layers with swish with one naming their interleave or none."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", INFERENCE_ONLY)
+    bad = failing(check_network(mutants.SWISH_BETA))
+    logits = [r for r in bad if r.check == "network logits"]
+    assert [r.layer for r in logits] == ["stem"], describe(bad)
+    assert "swish = x * sigmoid(x)" in logits[0].detail, describe(logits)
+    rows = [r for r in check_kpointwise(mutants.SWISH_BETA) if r.check == "kpointwise forward"]
+    failed = {r.config for r in rows if not r.passed}
+    assert failed == {r.config for r in rows if "act=swish" in r.config}, describe(rows)
+    for row in rows:
+        assert ("swish = x * sigmoid(x)" in row.detail) == (not row.passed), describe([row])
+
+
 def test_an_adapter_module_that_is_not_found_says_how_to_make_it_importable(monkeypatch, tmp_path):
     # `gpconv check --backend mypackage.adapter:BACKEND` run next to mypackage/ said only
     # "No module named 'mypackage'": the console script does not look in the current folder.
