@@ -48,6 +48,7 @@ import cupy as cp
 import numpy as np
 
 from gpconv.backends.cupy.fused import FusedGroupedPointwise, FusedKPointwise
+from gpconv.cli.main import nonempty_path
 from gpconv.core import network
 from gpconv.core.arch import by_name
 from gpconv.core.params import init_params
@@ -465,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-networks", action="store_true")
     parser.add_argument("--skip-torch", action="store_true")
-    parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
+    parser.add_argument(
+        "--json", type=nonempty_path, metavar="PATH", help="write every figure as JSON"
+    )
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)

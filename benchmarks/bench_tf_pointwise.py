@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from gpconv.backends.tensorflow.grouped import IMPLEMENTATIONS, resolve_impl  # noqa: E402
+from gpconv.cli.main import nonempty_path  # noqa: E402
 
 CASES = ((192, 192, 12), (1152, 192, 64))  # (Cin, Cout, G)
 
@@ -59,7 +60,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=16)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--keras-reps", type=int, default=3, help="reps of the slow XLA route (0: skip)")
-    p.add_argument("--json", help="write results to this path")
+    p.add_argument("--json", type=nonempty_path, help="write results to this path")
     args = p.parse_args()
 
     rng = np.random.default_rng(0)

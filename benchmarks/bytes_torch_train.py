@@ -17,6 +17,7 @@ import json
 import torch
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
+from gpconv.cli.main import nonempty_path
 from gpconv.core.arch import efficientnet, kefficientnet
 from gpconv.perf.torch_traffic import OpTraffic, train_step_traffic
 
@@ -40,7 +41,7 @@ def models() -> dict[str, tuple[torch.nn.Module, int]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--top", type=int, default=12, help="ops to list per model")
-    p.add_argument("--json", metavar="PATH", help="write the counts as JSON")
+    p.add_argument("--json", type=nonempty_path, metavar="PATH", help="write the counts as JSON")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     x = torch.randn(BATCH, 3, SIZE, SIZE)

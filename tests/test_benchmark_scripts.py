@@ -9,6 +9,7 @@ bench`'s tests, which cover the same timing code."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -85,3 +86,29 @@ def test_every_benchmark_script_takes_the_checked_threads_option():
     assert any("add_threads_option(" in p.read_text(encoding="utf-8") for p in scripts)
     own = [p.name for p in scripts if '"--threads"' in p.read_text(encoding="utf-8")]
     assert own == []
+
+
+PATH_OPTIONS = {"--json", "--plot", "--out", "-o"}
+
+
+def test_every_benchmark_path_option_refuses_an_empty_path():
+    """``--json ""`` (an unset variable in ``--json "$OUT"``) was taken as the option left out
+    by the scripts that did not use ``gpconv.cli.main.nonempty_path`` (bench_cupy_pointwise,
+    bench_tf_pointwise, bytes_torch_train, gpu/bench_torch_cuda_compile): they ran and wrote
+    nothing. Read from the source, so the GPU scripts are covered on a CPU-only machine."""
+    options = []
+    for path in sorted(BENCHMARKS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (
+                isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"
+            ):
+                continue
+            flags = {a.value for a in node.args if isinstance(a, ast.Constant)}
+            if flags & PATH_OPTIONS:
+                kind = next((k.value for k in node.keywords if k.arg == "type"), None)
+                options.append((path.name, sorted(flags), getattr(kind, "id", None)))
+    # The others take --json from add_benchmark_options, which uses nonempty_path.
+    fixed = {"bench_cupy_pointwise.py", "bench_tf_pointwise.py", "bytes_torch_train.py"}
+    assert fixed | {"bench_torch_cuda_compile.py"} <= {o[0] for o in options}, options
+    untyped = [o for o in options if o[2] != "nonempty_path"]
+    assert untyped == [], f"path options without type=nonempty_path: {untyped}"

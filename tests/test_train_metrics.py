@@ -397,3 +397,15 @@ def test_loss_axis_is_logarithmic_when_every_loss_is_positive(
     for fig in saved_figures:
         loss_ax = fig.axes[0]
         assert (loss_ax.get_title(), loss_ax.get_yscale()) == ("loss", scale)
+
+
+@pytest.mark.parametrize("out", ["", " "])
+def test_an_empty_out_path_is_a_usage_error(out, tmp_path, capsys):
+    """``-o ""`` (an unset variable in ``-o "$OUT"``) was taken as ``-o`` left out: with
+    ``--table`` the table was printed, no figure written, exit 0. It is refused as the
+    ``gpconv`` commands refuse an empty path, by ``cli.main.nonempty_path``."""
+    run = _run(tmp_path / "a")
+    assert _exit_code([run, "-o", out, "--table"]) == 2
+    captured = capsys.readouterr()
+    assert f"argument -o/--out: expected a path, received {out!r}" in captured.err
+    assert captured.out == "", "nothing is printed before the usage error"

@@ -467,6 +467,10 @@ def _with_summary(runs: Sequence[Run]) -> list[Run]:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 1 no run to show (for ``--table``: none with a ``summary.json``) or a
     file could not be written, 2 usage error or a run's file that cannot be read."""
+    # The CLI's argparse type for path options, so -o "" is refused as `gpconv bench --plot ""`
+    # is; imported here, as cli imports train (cli.main itself imports nothing heavy).
+    from ..cli.main import nonempty_path
+
     parser = argparse.ArgumentParser(
         prog="python -m gpconv.train.metrics",
         description="Plot the curves of several training runs together and/or tabulate them.",
@@ -481,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-o",
         "--out",
+        type=nonempty_path,
         help="figure to write; its suffix picks the format (.png, .pdf, .svg, ...); missing "
         "folders are created",
     )

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
+from gpconv.cli.main import nonempty_path
 from gpconv.perf.timing import time_round_robin
 
 MODELS = {
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: eager and/or torch.compile modes; EfficientNet-B0 in the first "
         "mode is the yardstick",
     )
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--json", type=nonempty_path, metavar="PATH")
     args = parser.parse_args(argv)
     modes = tuple(args.modes.split(","))
     unknown = sorted(set(modes) - {"eager", *torch._inductor.list_mode_options()})
