@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._validate import require_choice, require_positive_int, require_rate
+from ._validate import require_choice, require_positive_int, require_rate, require_real
 from .ops.conv import output_size
 from .pointwise import KPointwiseSpec
 
@@ -58,7 +58,15 @@ VARIANTS = tuple(COEFFICIENTS)
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
-    """Scale a filter count by ``width`` and round to a multiple of 8 (Keras's rule)."""
+    """Scale a filter count by ``width`` and round to a multiple of ``divisor`` (Keras's rule).
+
+    ``filters`` and ``divisor`` are ints >= 1 and ``width`` a real number > 0: the rule's floor of
+    ``divisor`` would otherwise turn ``filters=-1`` or ``width=0`` into 8 filters."""
+    filters = require_positive_int("filters", filters)
+    divisor = require_positive_int("divisor", divisor)
+    width = require_real("width", width)
+    if not 0.0 < width < math.inf:  # also false for NaN
+        raise ValueError(f"Expected width > 0 and finite, received width={width}")
     scaled = filters * width
     new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
     return new + divisor if new < 0.9 * scaled else new

@@ -235,6 +235,28 @@ def test_round_filters_follows_keras():
     assert round_filters(4, 1.0) == 8, "round_filters never goes below 8"
 
 
+@pytest.mark.parametrize(
+    ("args", "exc", "fragment"),
+    [
+        ((-1, 1.0), ValueError, "Expected filters >= 1, received filters=-1"),
+        ((0, 1.0), ValueError, "Expected filters >= 1, received filters=0"),
+        ((32.5, 1.0), TypeError, "Expected filters to be an int, received float 32.5"),
+        (("32", 1.0), TypeError, "Expected filters to be an int, received str '32'"),
+        ((32, 0.0), ValueError, "Expected width > 0 and finite, received width=0.0"),
+        ((32, float("nan")), ValueError, "received width=nan"),
+        ((32, "1.1"), TypeError, "Expected width to be a real number, received str"),
+        ((32, 1.0, 0), ValueError, "Expected divisor >= 1, received divisor=0"),
+    ],
+    ids=repr,
+)
+def test_round_filters_refuses_what_is_no_filter_count(args, exc, fragment):
+    """round_filters(-1, 1.0) and round_filters(32, 0.0) returned 8 (the rule's floor), and a
+    float count was rounded as if it were one."""
+    with pytest.raises(exc) as info:
+        round_filters(*args)
+    assert fragment in str(info.value), f"round_filters{args} raised {info.value!r}"
+
+
 def test_summary_lists_every_layer_and_the_totals():
     arch = kefficientnet("b0", 10, 16, 3)
     text = arch.summary(32)

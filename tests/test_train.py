@@ -1092,11 +1092,24 @@ def test_data_helpers_name_bad_arguments():
         (lambda: data.load(3), TypeError, "spec to be a str, received int 3"),
         (lambda: sampling.plan_epoch(-1, 0, 0), ValueError, "n >= 0, received n=-1"),
         (lambda: sampling.plan_epoch(4, 0, 0, augment="no"), TypeError, "augment to be True"),
+        # NumPy's own: 'unrecognized seed string', 'seed must be integer', naming no argument
+        (lambda: sampling.plan_epoch(4, "0", 0), TypeError, "seed to be an int, received str"),
+        (lambda: sampling.epoch_rng(0, 1.0, 0), TypeError, "epoch to be an int, received float"),
+        (lambda: sampling.derived_seed(0, 0, 0, -1), ValueError, "extra[0] >= 0, received"),
     ]
     for call, exc, fragment in cases:
         with pytest.raises(exc) as info:
             call()
         assert fragment in str(info.value), f"{fragment!r} not in {info.value!r}"
+
+
+def test_numpy_integer_seeds_plan_the_same_epochs_as_ints():
+    """The seed check turns NumPy integers into ints: the streams must not change with it."""
+    a = sampling.plan_epoch(9, np.int64(7), np.uint32(3), augment=True)
+    b = sampling.plan_epoch(9, 7, 3, augment=True)
+    for field in ("order", "crops", "flips"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert sampling.derived_seed(np.int32(5), 1, 2, np.int8(3)) == sampling.derived_seed(5, 1, 2, 3)
 
 
 def test_compiling_is_part_of_a_runs_identity_and_absent_means_eager():

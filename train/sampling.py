@@ -24,8 +24,14 @@ PAD = 4  # random-crop padding in pixels (the paper's CIFAR recipe: pad 4, crop 
 
 
 def epoch_rng(seed: int, epoch: int, stream: int, *extra: int) -> np.random.Generator:
-    """The generator for one random stream of one epoch (``extra``: e.g. rank, step)."""
-    return np.random.default_rng([seed, epoch, stream, *extra])
+    """The generator for one random stream of one epoch (``extra``: e.g. rank, step).
+
+    Every argument is an int >= 0 (Python or NumPy), what NumPy's ``SeedSequence`` takes; any
+    other is a ``TypeError``/``ValueError`` naming it (NumPy's own says 'unrecognized seed
+    string' for ``seed="0"``, naming nothing)."""
+    named = [("seed", seed), ("epoch", epoch), ("stream", stream)]
+    named += [(f"extra[{i}]", e) for i, e in enumerate(extra)]
+    return np.random.default_rng([require_positive_int(k, v, minimum=0) for k, v in named])
 
 
 def derived_seed(seed: int, epoch: int, stream: int, *extra: int) -> int:
