@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
 import numpy as np
 
@@ -57,29 +57,6 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 # Arguments that define a run: a resume must repeat them. --epochs may change (the lr schedule then
 # follows the new length) but not below the epochs already completed (checked in train() once the
 # checkpoint is read), and process count, progress display and checkpoint retention are free.
-# RunConfig fields that validate checks the type of (every other is a name, a path or a spec).
-_FLAGS = (
-    "augment",
-    "resume",
-    "no_dropout",
-    "sync_bn",
-    "progress",
-    "keep_freed_memory",
-    "compile_step",
-)
-_INTS = (
-    "min_channels_per_group",
-    "image_size",
-    "skip_stride",
-    "epochs",
-    "batch_size",
-    "seed",
-    "keep",
-    "limit",
-    "threads",
-)
-_OPTIONAL = ("limit", "threads")  # None: no limit, the framework's default threads
-
 IDENTITY = (
     "model",
     "min_channels_per_group",
@@ -177,12 +154,14 @@ class RunConfig:
         parses every option to its type)."""
         # Checked first: augment="no" would be taken as True, epochs=2.5 fail inside the loop,
         # and epochs="3" fail the range checks below with "'<' not supported".
-        for name in _FLAGS:
-            require_bool(name, getattr(self, name))
-        for name in _INTS:
-            if getattr(self, name) is not None or name not in _OPTIONAL:
-                require_int(name, getattr(self, name))
-        require_real("lr", self.lr)
+        # The types come from the field annotations, so a field added later is checked too.
+        for name, hint in get_type_hints(type(self)).items():
+            value = getattr(self, name)
+            if hint is bool:
+                require_bool(name, value)
+            elif hint is int or (hint == int | None and value is not None):
+                require_int(name, value)
+        require_real("lr", self.lr)  # float | None, filled in by __post_init__
         if self.backend not in FRAMEWORKS:
             raise ConfigError(f"Expected --backend in {FRAMEWORKS}, received {self.backend!r}")
         if self.model not in MODELS:
