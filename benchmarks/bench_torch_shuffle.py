@@ -6,8 +6,11 @@ setting (32×32, ``skip_stride_cnt=3``, batch 32, channels_last), then times for
 
 * ``torch.channel_shuffle``: a ``(G, S)`` transpose per pixel (autograd's backward is the
   shuffle with ``C // G`` groups);
-* ``gpconv``: ``backends.torch.eager.channel_shuffle``, what ``Interleave`` runs, a gather
-  along the physical channel axis with the inverse gather as its backward.
+* ``gather``: ``backends.torch.eager.gather_shuffle``, a gather along the physical channel
+  axis with the inverse gather as its backward.
+
+``Interleave`` runs the gather with one torch thread and torch's kernel with more
+(``eager.gather_wins``: ``index_select`` uses one thread only); the last line says which.
 
 Both give the same values (checked before timing). Variants are timed round-robin; figures are
 medians; the totals count each site as often as the network has it.
@@ -26,7 +29,7 @@ from collections.abc import Callable
 import torch
 
 from gpconv.backends.torch import kefficientnet_b0
-from gpconv.backends.torch.eager import channel_shuffle
+from gpconv.backends.torch.eager import gather_shuffle, gather_wins
 from gpconv.backends.torch.pointwise import Interleave
 from gpconv.cli.main import add_benchmark_options
 from gpconv.perf import allocator
@@ -36,7 +39,7 @@ from gpconv.perf.timing import CLOCKS, time_round_robin
 BATCH, SIZE, SKIP = 32, 32, 3
 VARIANTS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "torch.channel_shuffle": torch.channel_shuffle,
-    "gpconv": channel_shuffle,
+    "gather": gather_shuffle,
 }
 
 
@@ -72,8 +75,8 @@ def run(repeats: int, clock: Callable[[], float] = time.perf_counter) -> list[di
         x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
         x.requires_grad_(True)
         dy = torch.randn_like(x)
-        if not torch.equal(channel_shuffle(x, g), torch.channel_shuffle(x, g)):
-            raise AssertionError(f"channel_shuffle differs from torch's at {(n, c, h, w, g)}")
+        if not torch.equal(gather_shuffle(x, g), torch.channel_shuffle(x, g)):
+            raise AssertionError(f"the gather differs from torch's shuffle at {(n, c, h, w, g)}")
         timings = time_round_robin(
             {name: forward_backward(fn, x, dy, g) for name, fn in VARIANTS.items()},
             steps=repeats,
@@ -102,7 +105,9 @@ def table(rows: list[dict]) -> str:
     lines.append("-" * len(head))
     lines.append(f"{'per train step':<28} " + " ".join(f"{totals[n]:>19.1f} ms" for n in names))
     base, ours = totals[names[0]], totals[names[1]]
-    lines.append(f"gpconv / torch.channel_shuffle: {ours / base:.3f}")
+    lines.append(f"gather / torch.channel_shuffle: {ours / base:.3f}")
+    runs = "the gather" if gather_wins() else "torch.channel_shuffle"
+    lines.append(f"Interleave runs {runs} with {torch.get_num_threads()} torch thread(s)")
     return "\n".join(lines)
 
 

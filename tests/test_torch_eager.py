@@ -19,6 +19,16 @@ from gpconv.backends.torch.eager import (  # noqa: E402
 from gpconv.core.arch import without_dropout  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The custom functions run where they pay: the channel-shuffle gather with one torch
+    thread only (``eager.gather_wins``). One thread here, so that every test meets them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def five_block_kefficientnet(num_classes: int) -> torch.nn.Module:
     """Five blocks of kEffNet-B0 without dropout (no random masks: the same function at every
     call), initialised from torch's RNG: every layer kind of B0, and so every custom autograd
@@ -87,11 +97,16 @@ def test_channel_shuffle_equals_torchs_in_values_gradient_and_format(
         torch.testing.assert_close(channel_shuffle(x, groups), theirs, rtol=0, atol=0)
 
 
-def test_channel_shuffle_gathers_only_channels_last_cpu_tensors_in_eager_mode():
+def test_channel_shuffle_gathers_only_channels_last_cpu_tensors_with_one_thread():
     x = torch.randn(2, 12, 3, 3, requires_grad=True)
     cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
     assert type(channel_shuffle(cl, 3).grad_fn).__name__ == f"{_ChannelShuffle.__name__}Backward"
     assert type(channel_shuffle(x, 3).grad_fn).__name__ == "ChannelShuffleBackward0"
+    torch.set_num_threads(2)  # the gather would run on one thread of two: torch's kernel
+    try:
+        assert type(channel_shuffle(cl, 3).grad_fn).__name__ == "ChannelShuffleBackward0"
+    finally:
+        torch.set_num_threads(1)
     # Its own backward is a shuffle too, so gradients of gradients are exact.
     y = torch.randn(2, 12, 3, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     assert torch.autograd.gradgradcheck(lambda t: channel_shuffle(t, 4), (y.requires_grad_(),))

@@ -91,22 +91,43 @@ class _ChannelShuffle(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        return channel_shuffle(dy, ctx.inverse_groups), None
+        return gather_shuffle(dy, ctx.inverse_groups), None
+
+
+def gather_wins() -> bool:
+    """Whether ``channel_shuffle`` gathers (a CPU channels_last tensor): with one torch thread
+    only. ``index_select`` along the channel axis runs on one thread whatever
+    ``torch.get_num_threads()`` says; torch's shuffle kernel uses them all. Measured on the
+    2-core machine, round-robin, the kEffNet-B0 16ch train step (32×32, batch 32) with 2 threads:
+    897 ms gathering against 803 ms with torch's kernel (EfficientNet-B0: 951 ms); with 1 thread
+    the two were within the step's noise, and the shuffles alone 76 against 89 ms
+    (``benchmarks/bench_torch_shuffle.py``)."""
+    return torch.get_num_threads() == 1
+
+
+def gather_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """``torch.channel_shuffle(x, groups)`` as one gather along the physical channel axis where
+    ``x`` is a CPU channels_last tensor in eager mode (backward: the inverse gather), else
+    torch's kernel. Same values and memory format as torch's: ``(N, C, H, W) -> (N, C, H, W)``."""
+    if x.device.type != "cpu" or transformed() or is_batched(x) or not is_channels_last(x):
+        return torch.channel_shuffle(x, groups)
+    if eager_autograd(x):
+        return _ChannelShuffle.apply(x, groups)
+    return _gather_channels(x, groups)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """``torch.channel_shuffle(x, groups)``, the same values: ``(N, C, ...) -> (N, C, ...)``,
     memory format kept.
 
-    On CPU channels_last tensors it runs as one gather along the physical channel axis. Torch's
+    With one torch thread, CPU channels_last tensors are shuffled by ``gather_shuffle``. Torch's
     kernel transposes each pixel's ``(G, S)`` block by a separate call, which is slow for few
     channels and for some group counts (``benchmarks/bench_torch_shuffle.py``, forward +
     backward, 1 thread: all shuffles of a kEffNet-B0 train step at 32×32, batch 32, 86 ms
     instead of 117 ms; 480 channels in 5 groups at 16×16, 4.5 ms instead of 12.1 ms). Torch's
     kernel stays faster for some wide layers (1152 channels in 12 groups at 8×8: 2.6 ms against
-    4.2 ms), but not enough to be worth a per-shape choice."""
-    if x.device.type != "cpu" or transformed() or is_batched(x) or not is_channels_last(x):
-        return torch.channel_shuffle(x, groups)
-    if eager_autograd(x):
-        return _ChannelShuffle.apply(x, groups)
-    return _gather_channels(x, groups)
+    4.2 ms), but not enough to be worth a per-shape choice. With more threads torch's kernel
+    runs (``gather_wins``)."""
+    if gather_wins():
+        return gather_shuffle(x, groups)
+    return torch.channel_shuffle(x, groups)
