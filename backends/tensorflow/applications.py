@@ -15,6 +15,8 @@ input_shape, pooling, classes, classifier_activation``), then gpconv's (``skip_s
   ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``.
 * There is no rescaling layer inside: feed standardised images (per-channel mean 0, std 1, as
   ``gpconv train`` does), not raw ``[0, 255]`` pixels; and 3 channels (RGB), as the paper.
+  Keras casts any input to the model's float32 as it is, so ``uint8`` images are neither
+  rescaled nor refused (the torch models refuse integer tensors).
 * ``weights`` is ``None`` (fresh initialisation), the path of a canonical safetensors or ``.npz``
   file (``core.params.save_params``), or, as keras.applications, a Keras ``.weights.h5``/``.keras``
   file (``model.save_weights``/``model.save``), read by ``model.load_weights``; no ImageNet
