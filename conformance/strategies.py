@@ -35,13 +35,21 @@ def kpointwise_specs(draw: Any, max_channels: int = 48) -> KPointwiseSpec:
     )
 
 
+# Values per channel that a training-mode case has at least. Batch norm over n values projects
+# the input gradient onto the (n - 2)-dimensional space orthogonal to the ones and to the
+# normalised input: with 2 values it is 0 up to epsilon terms (|dx|/|dy| < 1e-2 in a third of
+# the cases, down to 2e-5), and a correct float32 backend fails the relative dx check on the
+# rounding of terms that cancel; with 3 it is small in 1% of cases; with 4, |dx|/|dy| >= 0.07
+# in 200 drawn cases.
+MIN_TRAINING_VALUES = 4
+
+
 @st.composite
 def kpointwise_refs(draw: Any, max_channels: int = 48) -> dict[str, Any]:
     """A reference kPointwise case: spec, inputs, params, ``dy`` and the float64 answers."""
     spec = draw(kpointwise_specs(max_channels))
     training = draw(st.booleans())
-    # Training-mode BN needs more than one value per channel.
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    if training and shape[0] * shape[1] * shape[2] < 2:
-        shape = (2, shape[1], shape[2])
+    if training and shape[0] * shape[1] * shape[2] < MIN_TRAINING_VALUES:
+        shape = (MIN_TRAINING_VALUES, shape[1], shape[2])
     return reference_kpointwise(spec, training, seed=draw(st.integers(0, 2**31 - 1)), shape=shape)
