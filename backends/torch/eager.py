@@ -99,9 +99,9 @@ def gather_wins() -> bool:
     only. ``index_select`` along the channel axis runs on one thread whatever
     ``torch.get_num_threads()`` says; torch's shuffle kernel uses them all. Measured on the
     2-core machine, round-robin, the kEffNet-B0 16ch train step (32×32, batch 32) with 2 threads:
-    897 ms gathering against 803 ms with torch's kernel (EfficientNet-B0: 951 ms); with 1 thread
-    the two were within the step's noise, and the shuffles alone 76 against 89 ms
-    (``benchmarks/bench_torch_shuffle.py``)."""
+    897 and 847 ms gathering against 803 and 778 ms with torch's kernel (two runs); with 1 thread
+    the gather's shuffles take 76 ms a step against torch's 89 ms
+    (``benchmarks/bench_torch_shuffle.py``, docs/train.md)."""
     return torch.get_num_threads() == 1
 
 
