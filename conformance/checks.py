@@ -17,6 +17,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..core import network
 from ..core.arch import Architecture, MBConvSpec, with_dropout, without_dropout
+from ..core.ops.normalization import EPSILON
 from ..core.params import init_params
 from ..core.pointwise import KPointwiseSpec, interleave
 from . import cases as C
@@ -35,6 +36,7 @@ from .results import (
 
 # Known porting traps, named in failure messages when the symptom fits (DESIGN.md §6).
 _SWISH = "swish = x * sigmoid(x) (no beta, not hard-swish)"
+_EPSILON = "BN epsilon 1e-3 (not 1e-5)"
 TRAPS = {
     "stem": "stem: TF 'correct_pad' (asymmetric) vs symmetric padding, BN epsilon (1e-3 vs "
     f"1e-5), {_SWISH}",
@@ -47,7 +49,8 @@ TRAPS = {
     "(PyTorch with the unbiased one, n/(n-1) larger)",
     "interleave": "interleave order: out[s*G+g] = in[g*S+s] (ChannelShuffle), not its transpose",
     "residual": "the residual adds the non-interleaved y1, not interleave(y1)",
-    "epsilon": "BN epsilon 1e-3 (not 1e-5)",
+    "epsilon": _EPSILON,
+    "depthwise epsilon": f"the depthwise conv's {_EPSILON}, as every other BN's",
     "padding": "stride-2 depthwise: TF 'correct_pad' (asymmetric) vs symmetric padding",
     "inference": "inference (training=False) normalises with the moving statistics and leaves "
     "them as they are: no batch statistics, no update",
@@ -99,8 +102,9 @@ def kpointwise_traps(spec: KPointwiseSpec) -> str:
 
 def _block_traps(block: MBConvSpec) -> str:
     """The traps that can make an MBConv block the first diverging layer: correct_pad if it
-    strides, those of its kPointwise layers but epsilon (the stem's BN would diverge first),
-    and the squeeze-excite's pooling and activations if it has one."""
+    strides, those of its kPointwise layers but epsilon (the stem's BN would diverge first if
+    every BN had the framework's; ``depthwise_epsilon_fits`` tells a depthwise BN that alone
+    has it by its symptom), and the squeeze-excite's pooling and activations if it has one."""
     traps = [TRAPS["padding"]] if block.padding == "correct" else []
     for spec in (block.expand, block.se_reduce, block.se_expand, block.project):
         if spec is not None:
@@ -108,6 +112,42 @@ def _block_traps(block: MBConvSpec) -> str:
     if block.se_reduce is not None:
         traps.append(TRAPS["squeeze-excite"])
     return "; ".join(traps)
+
+
+# PyTorch's default BN epsilon, the one a port that builds a BN itself may keep.
+TORCH_EPSILON = 1e-5
+
+
+def depthwise_epsilon_fits(
+    block: MBConvSpec,
+    params: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    out: np.ndarray,
+    training: bool,
+) -> str:
+    """How closely ``out``, a backend's output of ``block`` for its input ``x`` in mode
+    ``training``, is the reference's block with its depthwise BN's epsilon ``TORCH_EPSILON``
+    (PyTorch's default) instead of Keras's 1e-3, if within ``LOCATE_TOL`` of its scale; else
+    ``""``. A BN gives the same for an input ``s`` times larger (its statistics ``s`` and
+    ``s**2`` times larger) with an epsilon ``s**2`` times larger, so the reference block with
+    the depthwise kernel and moving mean times ``s = sqrt(1e-3 / 1e-5)`` and the moving
+    variance times ``s**2`` is that block exactly, in either mode."""
+    s = float(np.sqrt(EPSILON / TORCH_EPSILON))
+    kernel, bn = f"{block.name}_dwconv/kernel", f"{block.name}_bn"
+    scaled = {
+        **params,
+        kernel: params[kernel] * s,
+        f"{bn}/moving_mean": params[f"{bn}/moving_mean"] * s,
+        f"{bn}/moving_variance": params[f"{bn}/moving_variance"] * s**2,
+    }
+    x = np.asarray(x, np.float64)
+    fit = scaled_max(out, network.block_forward(block, scaled, x, training), LOCATE_TOL)
+    if not fit.ok:
+        return ""
+    return (
+        f"the reference's {block.name} with its depthwise BN's epsilon 1e-5 gives it within "
+        f"{fit.error:.3g}"
+    )
 
 
 def layer_traps(arch: Architecture, layer: str, training: bool = True) -> str:
@@ -530,9 +570,15 @@ def drop_connect_branch_error(
         out = _copies_output(got, block.name, ref.shape, LOCATE_TOL)
         if isinstance(out, Comparison):
             return block.name, out, trap
-        checked[block.name] = _block_drop_error(block, x, ref, out)
-        if not checked[block.name].ok:
-            return block.name, checked[block.name], trap
+        checked[block.name] = cmp = _block_drop_error(block, x, ref, out)
+        if not cmp.ok:
+            if fit := depthwise_epsilon_fits(block, params, x, out, training=True):
+                return (
+                    block.name,
+                    replace(cmp, note=f"{cmp.note}; {fit}"),
+                    TRAPS["depthwise epsilon"],
+                )
+            return block.name, cmp, trap
         x = out
     name, worst_cmp = worst(checked)
     return name, worst_cmp, TRAPS["drop-connect branch"]
@@ -880,8 +926,9 @@ def _locate(
     if cmp.ok:
         return _checked_intermediates(backend, check, label, cmp, got, ref)
 
-    def hint(layer: str) -> str:
-        return "; ".join(t for t in (also, layer_traps(ref["arch"], layer, training)) if t)
+    def hint(layer: str, trap: str = "") -> str:
+        traps = (also, trap or layer_traps(ref["arch"], layer, training))
+        return "; ".join(t for t in traps if t)
 
     for layer, expected in ref["intermediates"].items():
         if layer not in got:
@@ -891,12 +938,30 @@ def _locate(
             note = (
                 f"first diverging layer {layer}: max|Δ|={local.error:.3g} > {local.tolerance:.3g}"
             )
-            if local.note:
-                note += f" ({local.note})"
+            symptom, trap = symptom_trap(layer, got, ref, training)
+            note += "".join(f" ({n})" for n in (local.note, symptom) if n)
             # The flags travel with the note: a NaN or a channels-first intermediate is no trap.
             located = Comparison(cmp.error, cmp.tolerance, note, local.non_finite, local.layout)
-            return _result(backend, check, layer, label, located, hint(layer))
+            return _result(backend, check, layer, label, located, hint(layer, trap))
     return _result(backend, check, "logits", label, cmp, hint("logits"))
+
+
+def symptom_trap(layer: str, got: Mapping, ref: Mapping, training: bool) -> tuple[str, str]:
+    """``(symptom, trap)`` when the backend's output ``got[layer]`` of ``layer``, the first to
+    diverge from ``ref`` (a ``cases.network_case``) in mode ``training``, shows the symptom of
+    one trap, which ``_locate`` then names instead of every trap of ``layer_traps``; else
+    ``("", "")``. A block is checked on the backend's own input to it: the reference's block
+    with its depthwise BN's epsilon 1e-5 (``depthwise_epsilon_fits``)."""
+    arch = ref["arch"]
+    blocks = {b.name: b for b in arch.blocks}
+    outputs = network_outputs(arch)
+    if layer in blocks and (before := outputs[outputs.index(layer) - 1]) in got:
+        fit = depthwise_epsilon_fits(
+            blocks[layer], ref["params"], got[before], got[layer], training
+        )
+        if fit:
+            return fit, TRAPS["depthwise epsilon"]
+    return "", ""
 
 
 def _checked_intermediates(

@@ -308,6 +308,21 @@ def _top_bn_eps_1e5() -> list[Patch]:
     return [(network, "_pointwise", forward)]
 
 
+def _depthwise_bn_eps_1e5() -> list[Patch]:
+    # PyTorch's default BN epsilon (1e-5) in the depthwise convs' BNs only, as in a port that
+    # takes kPointwise (and its BNs) from the library but builds the block's BN itself; the
+    # stem's BN and those inside kPointwise stay right.
+    bn_swish = network._bn_swish
+
+    def forward(params, prefix, y, training, stats):
+        if prefix == "stem_bn":
+            return bn_swish(params, prefix, y, training, stats)
+        with MutantBackend("", _bn_eps_1e5)._broken():
+            return bn_swish(params, prefix, y, training, stats)
+
+    return [(network, "_bn_swish", forward)]
+
+
 def _residual_on_interleaved() -> list[Patch]:
     original = pointwise.KPointwise.forward
 
@@ -458,6 +473,7 @@ DROP_CONNECT_IN_INFERENCE = MutantBackend(
 )
 SQUEEZE_BY_MAX = MutantBackend("mutant-squeeze-by-max", _squeeze_by_max)
 TOP_BN_EPS_1E5 = MutantBackend("mutant-top-bn-eps-1e-5", _top_bn_eps_1e5)
+DEPTHWISE_BN_EPS_1E5 = MutantBackend("mutant-depthwise-bn-eps-1e-5", _depthwise_bn_eps_1e5)
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 SWISH_BETA = MutantBackend("mutant-swish-beta", _swish_beta)
@@ -498,6 +514,7 @@ ALL = (
     RESIDUAL_ON_INTERLEAVED,
     SQUEEZE_BY_MAX,
     TOP_BN_EPS_1E5,
+    DEPTHWISE_BN_EPS_1E5,
     TOP_ACTIVATION,
     SWISH_BETA,
     DROP_CONNECT_PER_BATCH,

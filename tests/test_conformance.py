@@ -823,6 +823,50 @@ def test_squeeze_excite_and_top_epsilon_traps_are_named(monkeypatch, mutant, lay
     assert named in logits[0].detail, describe(logits)
 
 
+DEPTHWISE_EPSILON = "likely trap: the depthwise conv's BN epsilon 1e-3 (not 1e-5)"
+
+
+def test_depthwise_bn_epsilon_is_named_at_its_block(monkeypatch):
+    """PyTorch's BN epsilon 1e-5 in the depthwise BNs alone (the stem's and kPointwise's right)
+    was traced to block1a blaming the interleave, the residual and the squeeze-excite, and its
+    drop-connect branch row blamed drop-connect in a block without residual: a block's hint
+    left epsilon out, as the stem's BN would diverge first if every BN had it. The reference's
+    block with that epsilon, on the backend's input to it, gives the backend's output: in
+    inference (network logits) and in training (drop-connect branch) the rows name it."""
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", INFERENCE_ONLY)
+    mutant = mutants.DEPTHWISE_BN_EPS_1E5
+    bad = failing(check_network(mutant) + check_drop_connect(mutant))
+    located = [r for r in bad if r.check.startswith(("network logits", "drop-connect branch"))]
+    assert [(r.check, r.layer) for r in located] == [
+        ("network logits", "block1a"),
+        ("network logits per image", "block1a"),
+        ("drop-connect branch", "block1a"),
+    ], describe(bad)
+    for row in located:
+        assert "its depthwise BN's epsilon 1e-5 gives it within" in row.detail, describe([row])
+        assert DEPTHWISE_EPSILON in row.detail and "interleave" not in row.detail, describe([row])
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_depthwise_epsilon_fits_that_epsilon_alone_in_float32_too(training):
+    """The symptom test behind the hint: the block with its depthwise BN's epsilon 1e-5, rounded
+    to float32, fits; the right block, or one whose other BNs have it too, does not."""
+    from gpconv.conformance.checks import depthwise_epsilon_fits
+    from gpconv.core import network
+
+    ref = cases.network_case(INFERENCE_ONLY[0], False, 0)
+    block, params = ref["arch"].blocks[0], ref["params"]
+    x = ref["intermediates"]["stem"]
+    right = network.block_forward(block, params, x, training)
+    with mutants.DEPTHWISE_BN_EPS_1E5._broken():
+        depthwise = network.block_forward(block, params, x, training)
+    with mutants.BN_EPS_1E5._broken():
+        every_bn = network.block_forward(block, params, x, training)
+    assert depthwise_epsilon_fits(block, params, x, depthwise.astype(np.float32), training)
+    assert not depthwise_epsilon_fits(block, params, x, right, training)
+    assert not depthwise_epsilon_fits(block, params, x, every_bn, training)
+
+
 def test_a_swish_with_a_beta_is_named_at_the_stem_and_in_kpointwise(monkeypatch):
     """Swish as x * sigmoid(1.5 x) was caught at the stem with a hint naming only its padding and
     BN epsilon, and in kPointwise layers with swish with one naming their interleave or none."""
