@@ -68,6 +68,8 @@ TRAPS = {
     "conv's activation swish (not ReLU), the expand's sigmoid (not hard sigmoid)",
     "training only": "drop-connect and the head's dropout act in training only: inference "
     "(training=False) keeps every residual branch and pooled feature, unscaled",
+    "logits": "forward returns logits (no softmax, no log-softmax, in either mode): the softmax "
+    "is the loss's job",
 }
 FORWARD_FIRST = "the forward pass diverges first ({})"
 
@@ -112,6 +114,37 @@ def _block_traps(block: MBConvSpec) -> str:
     if block.se_reduce is not None:
         traps.append(TRAPS["squeeze-excite"])
     return "; ".join(traps)
+
+
+# |row sum - 1| allowed for logits that are probabilities: float32 round-off is ~1e-7 a class.
+PROBABILITY_TOL = 1e-4
+
+
+def returns_probabilities(logits: Any, reference: Any) -> str:
+    """What a backend's ``logits`` ``(N, classes)`` are instead, where the reference's logits
+    ``reference`` (same shape) are not that: softmax probabilities (every row >= 0 and summing
+    to 1 within ``PROBABILITY_TOL``) or log-softmax log-probabilities (every row's exp summing
+    to 1), naming how far from 1 the worst row's sum is; else ``""``."""
+    got, ref = np.asarray(logits, np.float64), np.asarray(reference, np.float64)
+    if got.ndim != 2 or got.shape != ref.shape or got.size == 0 or not np.all(np.isfinite(got)):
+        return ""
+
+    def worst_sum(a: np.ndarray, log: bool) -> float:
+        """The row sum of ``a`` (of ``exp(a)`` if ``log``) farthest from 1; inf where a row
+        has a negative value, which no probability is."""
+        with np.errstate(over="ignore"):
+            p = np.exp(a) if log else np.where(a >= 0, a, np.inf)
+        sums = np.sum(p, axis=1)
+        return float(sums[np.argmax(np.abs(sums - 1))])
+
+    for log, rows, what in (
+        (False, "every row of the logits >= 0 and summing", "softmax probabilities"),
+        (True, "the exp of every row of the logits summing", "log-softmax log-probabilities"),
+    ):
+        off = abs(worst_sum(got, log) - 1)
+        if off <= PROBABILITY_TOL and abs(worst_sum(ref, log) - 1) > PROBABILITY_TOL:
+            return f"{rows} to 1 (within {off:.2g}): {what}"
+    return ""
 
 
 # PyTorch's default BN epsilon, the one a port that builds a BN itself may keep.
@@ -611,6 +644,10 @@ def check_head_dropout(backend: Backend, seed: int = 0, full: bool = False) -> l
             pooled = np.mean(cache["intermediates"]["top"], axis=(1, 2))[0]
             mask, share = head_dropout_errors(arch, params, pooled, int(target[0]), got)
             trap = TRAPS["head dropout"]
+            # The features are read off the logits' softmax gradient: not for probabilities.
+            if found := returns_probabilities(got["logits"], cache["intermediates"]["logits"]):
+                mask, share = (replace(c, note=f"{c.note}; {found}") for c in (mask, share))
+                trap = TRAPS["logits"]
             return [
                 _result(backend, "head dropout mask", "top_dropout", label, mask, trap),
                 _result(backend, "head dropout rate", "top_dropout", label, share, trap),
@@ -950,9 +987,13 @@ def symptom_trap(layer: str, got: Mapping, ref: Mapping, training: bool) -> tupl
     """``(symptom, trap)`` when the backend's output ``got[layer]`` of ``layer``, the first to
     diverge from ``ref`` (a ``cases.network_case``) in mode ``training``, shows the symptom of
     one trap, which ``_locate`` then names instead of every trap of ``layer_traps``; else
-    ``("", "")``. A block is checked on the backend's own input to it: the reference's block
-    with its depthwise BN's epsilon 1e-5 (``depthwise_epsilon_fits``)."""
+    ``("", "")``: logits that are probabilities (``returns_probabilities``), or a block that is,
+    on the backend's own input to it, the reference's with its depthwise BN's epsilon 1e-5
+    (``depthwise_epsilon_fits``)."""
     arch = ref["arch"]
+    if layer == "logits":
+        found = returns_probabilities(got[layer], ref["intermediates"][layer])
+        return (found, TRAPS["logits"]) if found else ("", "")
     blocks = {b.name: b for b in arch.blocks}
     outputs = network_outputs(arch)
     if layer in blocks and (before := outputs[outputs.index(layer) - 1]) in got:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -323,6 +324,34 @@ def _depthwise_bn_eps_1e5() -> list[Patch]:
     return [(network, "_bn_swish", forward)]
 
 
+def _softmax_output(in_training: bool = True, log: bool = False) -> list[Patch]:
+    # The model ends in a softmax (Keras applications' classifier_activation="softmax"), or a
+    # log-softmax (a PyTorch model trained with NLLLoss), in both modes or in inference only
+    # (``if not self.training``); the loss then takes those values for logits. Its backward
+    # goes through the softmax, as autograd's would.
+    head_forward, head_backward = network._head_forward, network._head_backward
+
+    def forward(h, params, x, training, stats, masks, rng):
+        y, c = head_forward(h, params, x, training, stats, masks, rng)
+        if training and not in_training:
+            return y, c
+        shifted = y - np.max(y, axis=1, keepdims=True)
+        log_p = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+        c["softmax"] = p = np.exp(log_p)
+        return (log_p if log else p), c
+
+    def backward(c, dy, grads):
+        if "softmax" in c:
+            p = c["softmax"]
+            if log:  # d log_softmax: dy - p * sum(dy)
+                dy = dy - p * np.sum(dy, axis=1, keepdims=True)
+            else:  # d softmax: p * (dy - sum(p * dy))
+                dy = p * (dy - np.sum(p * dy, axis=1, keepdims=True))
+        return head_backward(c, dy, grads)
+
+    return [(network, "_head_forward", forward), (network, "_head_backward", backward)]
+
+
 def _residual_on_interleaved() -> list[Patch]:
     original = pointwise.KPointwise.forward
 
@@ -474,6 +503,11 @@ DROP_CONNECT_IN_INFERENCE = MutantBackend(
 SQUEEZE_BY_MAX = MutantBackend("mutant-squeeze-by-max", _squeeze_by_max)
 TOP_BN_EPS_1E5 = MutantBackend("mutant-top-bn-eps-1e-5", _top_bn_eps_1e5)
 DEPTHWISE_BN_EPS_1E5 = MutantBackend("mutant-depthwise-bn-eps-1e-5", _depthwise_bn_eps_1e5)
+SOFTMAX_IN_INFERENCE = MutantBackend(
+    "mutant-softmax-in-inference", partial(_softmax_output, in_training=False)
+)
+SOFTMAX_OUTPUT = MutantBackend("mutant-softmax-output", _softmax_output)
+LOG_SOFTMAX_OUTPUT = MutantBackend("mutant-log-softmax-output", partial(_softmax_output, log=True))
 RESIDUAL_ON_INTERLEAVED = MutantBackend("mutant-residual-on-interleaved", _residual_on_interleaved)
 TOP_ACTIVATION = MutantBackend("mutant-top-activation", arch_edit=_top_with_swish)
 SWISH_BETA = MutantBackend("mutant-swish-beta", _swish_beta)
@@ -515,6 +549,9 @@ ALL = (
     SQUEEZE_BY_MAX,
     TOP_BN_EPS_1E5,
     DEPTHWISE_BN_EPS_1E5,
+    SOFTMAX_IN_INFERENCE,
+    SOFTMAX_OUTPUT,
+    LOG_SOFTMAX_OUTPUT,
     TOP_ACTIVATION,
     SWISH_BETA,
     DROP_CONNECT_PER_BATCH,

@@ -867,6 +867,69 @@ def test_depthwise_epsilon_fits_that_epsilon_alone_in_float32_too(training):
     assert not depthwise_epsilon_fits(block, params, x, every_bn, training)
 
 
+LOGITS_TRAP = "likely trap: forward returns logits (no softmax, no log-softmax, in either mode)"
+
+
+@pytest.mark.parametrize(
+    ("mutant", "training", "symptom", "failed"),
+    [
+        (
+            mutants.SOFTMAX_IN_INFERENCE,
+            False,
+            "every row of the logits >= 0 and summing to 1",
+            {"network logits", "network logits per image", "network loss", "network gradients"},
+        ),
+        (
+            mutants.SOFTMAX_OUTPUT,
+            True,
+            "every row of the logits >= 0 and summing to 1",
+            {"network logits", "network loss", "network gradients", "head dropout mask"},
+        ),
+        # The softmax cross-entropy of log-softmax outputs is that of the logits: the loss and
+        # every gradient are right, only the logits are not.
+        (
+            mutants.LOG_SOFTMAX_OUTPUT,
+            True,
+            "the exp of every row of the logits summing to 1",
+            {"network logits", "head dropout mask"},
+        ),
+    ],
+    ids=["softmax-in-inference", "softmax-output", "log-softmax-output"],
+)
+def test_probabilities_returned_for_logits_are_named(
+    monkeypatch, mutant, training, symptom, failed
+):
+    """A model ending in a softmax (Keras applications' default classifier_activation) was
+    traced to its logits with no trap named in training, and in inference with "drop-connect
+    and the head's dropout act in training only"; the head-dropout rows, which read the dropped
+    features off the softmax gradient, blamed the head's dropout. Each now names the logits."""
+    network = replace(cases.NETWORKS_QUICK[0], modes=(training,))
+    monkeypatch.setattr(cases, "NETWORKS_QUICK", (network,))
+    only = ("network", "head-dropout") if training else ("network",)
+    bad = failing(run_backend_checks_rows(mutant, only=only))
+    assert {r.check for r in bad} - {"head dropout rate"} == failed, describe(bad)
+    named = [r for r in bad if r.check.startswith(("network logits", "head dropout"))]
+    for row in named:
+        assert symptom in row.detail and LOGITS_TRAP in row.detail, describe([row])
+        assert "training only" not in row.detail and "head dropout:" not in row.detail
+
+
+def test_returns_probabilities_names_what_the_rows_sum_to():
+    from gpconv.conformance.checks import returns_probabilities
+
+    z = np.random.default_rng(0).standard_normal((4, 10)) * 3
+    log_p = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    found = [returns_probabilities(v.astype(np.float32), z) for v in (np.exp(log_p), log_p, z)]
+    assert found[0].endswith(": softmax probabilities"), found
+    assert found[1].endswith(": log-softmax log-probabilities"), found
+    assert found[2] == "", found
+    # No symptom where the reference's logits are probabilities too, or a row is off.
+    assert returns_probabilities(np.exp(log_p), np.exp(log_p)) == ""
+    one_off = np.exp(log_p)
+    one_off[0] *= 1.001
+    assert returns_probabilities(one_off, z) == ""
+
+
 def test_a_swish_with_a_beta_is_named_at_the_stem_and_in_kpointwise(monkeypatch):
     """Swish as x * sigmoid(1.5 x) was caught at the stem with a hint naming only its padding and
     BN epsilon, and in kPointwise layers with swish with one naming their interleave or none."""
