@@ -1,8 +1,9 @@
 """gpconv.conformance: prove a backend equal to the reference.
 
-Checks (``checks``), golden vectors (``golden``), the reference's own finite-difference
-self-check (``selfcheck``), hypothesis strategies (``strategies``) and mutant backends that the
-suite must catch (``mutants``). ``runner.run`` collects a ``Report``; ``gpconv check`` prints it.
+Checks (``checks``) and the porting traps their failures name (``traps``), golden vectors
+(``golden``), the reference's own finite-difference self-check (``selfcheck``), hypothesis
+strategies (``strategies``) and mutant backends that the suite must catch (``mutants``).
+``runner.run`` collects a ``Report``; ``gpconv check`` prints it.
 """
 
 from .checks import (

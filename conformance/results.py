@@ -14,6 +14,7 @@ from ..core.ops.normalization import MOMENTUM
 LAYER_RTOL, LAYER_ATOL = 1e-4, 1e-5
 LOGIT_TOL = 1e-3  # max |Δlogit| <= LOGIT_TOL * max(1, max |logits|)
 GRAD_TOL = 1e-3  # ||g - g_ref|| / ||g_ref|| per parameter
+LOCATE_TOL = 1e-4  # relative to each intermediate's scale, when hunting the first diverging layer
 
 
 # The status of the one row of a backend that was not checked: its framework is missing, or it

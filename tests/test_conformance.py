@@ -851,7 +851,7 @@ def test_depthwise_bn_epsilon_is_named_at_its_block(monkeypatch):
 def test_depthwise_epsilon_fits_that_epsilon_alone_in_float32_too(training):
     """The symptom test behind the hint: the block with its depthwise BN's epsilon 1e-5, rounded
     to float32, fits; the right block, or one whose other BNs have it too, does not."""
-    from gpconv.conformance.checks import depthwise_epsilon_fits
+    from gpconv.conformance.traps import depthwise_epsilon_fits
     from gpconv.core import network
 
     ref = cases.network_case(INFERENCE_ONLY[0], False, 0)
@@ -915,7 +915,7 @@ def test_probabilities_returned_for_logits_are_named(
 
 
 def test_returns_probabilities_names_what_the_rows_sum_to():
-    from gpconv.conformance.checks import returns_probabilities
+    from gpconv.conformance.traps import returns_probabilities
 
     z = np.random.default_rng(0).standard_normal((4, 10)) * 3
     log_p = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
