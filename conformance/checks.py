@@ -36,7 +36,7 @@ from .results import (
 from .traps import (
     FORWARD_FIRST,
     TRAPS,
-    depthwise_epsilon_fits,
+    epsilon_fits,
     kpointwise_traps,
     layer_traps,
     moving_stats_trap,
@@ -440,12 +440,9 @@ def drop_connect_branch_error(
             return block.name, out, trap
         checked[block.name] = cmp = _block_drop_error(block, x, ref, out)
         if not cmp.ok:
-            if fit := depthwise_epsilon_fits(block, params, x, out, training=True):
-                return (
-                    block.name,
-                    replace(cmp, note=f"{cmp.note}; {fit}"),
-                    TRAPS["depthwise epsilon"],
-                )
+            symptom, fit = epsilon_fits(block, params, x, out, training=True)
+            if fit:
+                return block.name, replace(cmp, note=f"{cmp.note}; {symptom}"), fit
             return block.name, cmp, trap
         x = out
     name, worst_cmp = worst(checked)

@@ -324,6 +324,19 @@ def _depthwise_bn_eps_1e5() -> list[Patch]:
     return [(network, "_bn_swish", forward)]
 
 
+def _kpointwise_bn_eps_1e5() -> list[Patch]:
+    # PyTorch's default BN epsilon (1e-5) in every BN inside kPointwise (the top's too), as in a
+    # port whose kPointwise layer builds its BNs from torch.nn.BatchNorm2d; the stem's and the
+    # depthwise convs' BNs stay right.
+    layer_forward = network._pointwise
+
+    def forward(params, name, spec, x, training, stats):
+        with MutantBackend("", _bn_eps_1e5)._broken():
+            return layer_forward(params, name, spec, x, training, stats)
+
+    return [(network, "_pointwise", forward)]
+
+
 def _softmax_output(in_training: bool = True, log: bool = False) -> list[Patch]:
     # The model ends in a softmax (Keras applications' classifier_activation="softmax"), or a
     # log-softmax (a PyTorch model trained with NLLLoss), in both modes or in inference only
@@ -503,6 +516,7 @@ DROP_CONNECT_IN_INFERENCE = MutantBackend(
 SQUEEZE_BY_MAX = MutantBackend("mutant-squeeze-by-max", _squeeze_by_max)
 TOP_BN_EPS_1E5 = MutantBackend("mutant-top-bn-eps-1e-5", _top_bn_eps_1e5)
 DEPTHWISE_BN_EPS_1E5 = MutantBackend("mutant-depthwise-bn-eps-1e-5", _depthwise_bn_eps_1e5)
+KPOINTWISE_BN_EPS_1E5 = MutantBackend("mutant-kpointwise-bn-eps-1e-5", _kpointwise_bn_eps_1e5)
 SOFTMAX_IN_INFERENCE = MutantBackend(
     "mutant-softmax-in-inference", partial(_softmax_output, in_training=False)
 )
@@ -549,6 +563,7 @@ ALL = (
     SQUEEZE_BY_MAX,
     TOP_BN_EPS_1E5,
     DEPTHWISE_BN_EPS_1E5,
+    KPOINTWISE_BN_EPS_1E5,
     SOFTMAX_IN_INFERENCE,
     SOFTMAX_OUTPUT,
     LOG_SOFTMAX_OUTPUT,

@@ -2,8 +2,8 @@
 failure's symptom picks the traps that fit it: by where the first divergence is (``layer_traps``,
 ``kpointwise_traps``), by which statistics are wrong (``moving_stats_trap``), or by a symptom that
 only one trap has (``symptom_trap``: logits that are probabilities, a block that is the
-reference's with its depthwise BN's epsilon 1e-5). A hint is advice printed beside a failing
-row; it never decides whether a row passes.
+reference's with its depthwise or kPointwise BNs' epsilon 1e-5). A hint is advice printed
+beside a failing row; it never decides whether a row passes.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ TRAPS = {
     "residual": "the residual adds the non-interleaved y1, not interleave(y1)",
     "epsilon": _EPSILON,
     "depthwise epsilon": f"the depthwise conv's {_EPSILON}, as every other BN's",
+    "kPointwise epsilon": f"the BNs inside kPointwise: {_EPSILON}, as every other BN's (a "
+    "kPointwise built from torch.nn.BatchNorm2d keeps its 1e-5)",
     "padding": "stride-2 depthwise: TF 'correct_pad' (asymmetric) vs symmetric padding",
     "inference": "inference (training=False) normalises with the moving statistics and leaves "
     "them as they are: no batch statistics, no update",
@@ -90,8 +92,9 @@ def kpointwise_traps(spec: KPointwiseSpec) -> str:
 def _block_traps(block: MBConvSpec) -> str:
     """The traps that can make an MBConv block the first diverging layer: correct_pad if it
     strides, those of its kPointwise layers but epsilon (the stem's BN would diverge first if
-    every BN had the framework's; ``depthwise_epsilon_fits`` tells a depthwise BN that alone
-    has it by its symptom), and the squeeze-excite's pooling and activations if it has one."""
+    every BN had the framework's; ``epsilon_fits`` tells the depthwise or kPointwise BNs that
+    alone have it by their symptom), and the squeeze-excite's pooling and activations if it
+    has one."""
     traps = [TRAPS["padding"]] if block.padding == "correct" else []
     for spec in (block.expand, block.se_reduce, block.se_expand, block.project):
         if spec is not None:
@@ -136,36 +139,58 @@ def returns_probabilities(logits: Any, reference: Any) -> str:
 TORCH_EPSILON = 1e-5
 
 
-def depthwise_epsilon_fits(
+def _block_bns(block: MBConvSpec) -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """The BNs of ``block`` by the layer a port may build itself: ``"depthwise"`` (the
+    depthwise conv's BN) and ``"kPointwise"`` (every BN inside its kPointwise layers), each as
+    ``(names of the parameters that make the BN's input, the BN's name)``."""
+    bns: dict[str, list[tuple[tuple[str, ...], str]]] = {
+        "depthwise": [((f"{block.name}_dwconv/kernel",), f"{block.name}_bn")],
+        "kPointwise": [],
+    }
+    for layer, spec in (("expand", block.expand), ("project", block.project)):
+        if spec is None or not spec.bn:
+            continue
+        convs = [("conv", "bn")] + ([("conv2", "bn2")] if spec.has_second_conv else [])
+        for conv, bn in convs:
+            made_by = (f"{block.name}_{layer}/{conv}/kernel", f"{block.name}_{layer}/{conv}/bias")
+            bns["kPointwise"].append((made_by, f"{block.name}_{layer}/{bn}"))
+    return bns
+
+
+def epsilon_fits(
     block: MBConvSpec,
     params: Mapping[str, np.ndarray],
     x: np.ndarray,
     out: np.ndarray,
     training: bool,
-) -> str:
-    """How closely ``out``, a backend's output of ``block`` for its input ``x`` in mode
-    ``training``, is the reference's block with its depthwise BN's epsilon ``TORCH_EPSILON``
-    (PyTorch's default) instead of Keras's 1e-3, if within ``LOCATE_TOL`` of its scale; else
-    ``""``. A BN gives the same for an input ``s`` times larger (its statistics ``s`` and
-    ``s**2`` times larger) with an epsilon ``s**2`` times larger, so the reference block with
-    the depthwise kernel and moving mean times ``s = sqrt(1e-3 / 1e-5)`` and the moving
-    variance times ``s**2`` is that block exactly, in either mode."""
+) -> tuple[str, str]:
+    """``(symptom, trap)`` when ``out``, a backend's output of ``block`` for its input ``x`` in
+    mode ``training``, is within ``LOCATE_TOL`` of its scale the reference's block with the
+    BNs of its depthwise conv, or those of its kPointwise layers, at epsilon ``TORCH_EPSILON``
+    (PyTorch's default) instead of Keras's 1e-3; else ``("", "")``. A BN gives the same for an
+    input ``s`` times larger (its statistics ``s`` and ``s**2`` times larger) with an epsilon
+    ``s**2`` times larger, so the reference block with the parameters that make those BNs'
+    inputs (kernel, bias) and their moving means times ``s = sqrt(1e-3 / 1e-5)`` and their
+    moving variances times ``s**2`` is that block exactly, in either mode."""
     s = float(np.sqrt(EPSILON / TORCH_EPSILON))
-    kernel, bn = f"{block.name}_dwconv/kernel", f"{block.name}_bn"
-    scaled = {
-        **params,
-        kernel: params[kernel] * s,
-        f"{bn}/moving_mean": params[f"{bn}/moving_mean"] * s,
-        f"{bn}/moving_variance": params[f"{bn}/moving_variance"] * s**2,
-    }
     x = np.asarray(x, np.float64)
-    fit = scaled_max(out, network.block_forward(block, scaled, x, training), LOCATE_TOL)
-    if not fit.ok:
-        return ""
-    return (
-        f"the reference's {block.name} with its depthwise BN's epsilon 1e-5 gives it within "
-        f"{fit.error:.3g}"
-    )
+    for which, bns in _block_bns(block).items():
+        if not bns:
+            continue
+        scaled = dict(params)
+        for made_by, bn in bns:
+            for name in (*made_by, f"{bn}/moving_mean"):
+                if name in scaled:
+                    scaled[name] = params[name] * s
+            scaled[f"{bn}/moving_variance"] = params[f"{bn}/moving_variance"] * s**2
+        fit = scaled_max(out, network.block_forward(block, scaled, x, training), LOCATE_TOL)
+        if fit.ok:
+            symptom = (
+                f"the reference's {block.name} with its {which} BN epsilon 1e-5 gives it "
+                f"within {fit.error:.3g}"
+            )
+            return symptom, TRAPS[f"{which} epsilon"]
+    return "", ""
 
 
 def layer_traps(arch: Architecture, layer: str, training: bool = True) -> str:
@@ -196,17 +221,13 @@ def symptom_trap(layer: str, got: Mapping, ref: Mapping, training: bool) -> tupl
     diverge from ``ref`` (a ``cases.network_case``) in mode ``training``, shows the symptom of
     one trap, which ``_locate`` then names instead of every trap of ``layer_traps``; else
     ``("", "")``: logits that are probabilities (``returns_probabilities``), or a block that is,
-    on the backend's own input to it, the reference's with its depthwise BN's epsilon 1e-5
-    (``depthwise_epsilon_fits``)."""
+    on the backend's own input to it, the reference's with its depthwise or kPointwise BNs'
+    epsilon 1e-5 (``epsilon_fits``)."""
     if layer == "logits":
         found = returns_probabilities(got[layer], ref["intermediates"][layer])
         return (found, TRAPS["logits"]) if found else ("", "")
     blocks = {b.name: b for b in ref["arch"].blocks}
     layers = list(ref["intermediates"])  # in the order of the forward pass
     if layer in blocks and (before := layers[layers.index(layer) - 1]) in got:
-        fit = depthwise_epsilon_fits(
-            blocks[layer], ref["params"], got[before], got[layer], training
-        )
-        if fit:
-            return fit, TRAPS["depthwise epsilon"]
+        return epsilon_fits(blocks[layer], ref["params"], got[before], got[layer], training)
     return "", ""

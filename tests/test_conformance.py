@@ -823,18 +823,27 @@ def test_squeeze_excite_and_top_epsilon_traps_are_named(monkeypatch, mutant, lay
     assert named in logits[0].detail, describe(logits)
 
 
-DEPTHWISE_EPSILON = "likely trap: the depthwise conv's BN epsilon 1e-3 (not 1e-5)"
+EPSILON_TRAPS = {
+    "depthwise": "likely trap: the depthwise conv's BN epsilon 1e-3 (not 1e-5)",
+    "kPointwise": "likely trap: the BNs inside kPointwise: BN epsilon 1e-3 (not 1e-5)",
+}
+EPSILON_MUTANTS = {
+    "depthwise": mutants.DEPTHWISE_BN_EPS_1E5,
+    "kPointwise": mutants.KPOINTWISE_BN_EPS_1E5,
+}
 
 
-def test_depthwise_bn_epsilon_is_named_at_its_block(monkeypatch):
-    """PyTorch's BN epsilon 1e-5 in the depthwise BNs alone (the stem's and kPointwise's right)
-    was traced to block1a blaming the interleave, the residual and the squeeze-excite, and its
-    drop-connect branch row blamed drop-connect in a block without residual: a block's hint
-    left epsilon out, as the stem's BN would diverge first if every BN had it. The reference's
-    block with that epsilon, on the backend's input to it, gives the backend's output: in
-    inference (network logits) and in training (drop-connect branch) the rows name it."""
+@pytest.mark.parametrize("which", sorted(EPSILON_MUTANTS))
+def test_a_bn_epsilon_of_one_layer_kind_is_named_at_its_block(monkeypatch, which):
+    """PyTorch's BN epsilon 1e-5 in the depthwise BNs alone, or in kPointwise's alone (the
+    stem's right), was traced to block1a blaming the interleave, the residual and the
+    squeeze-excite, and its drop-connect branch row blamed drop-connect in a block without
+    residual: a block's hint left epsilon out, as the stem's BN would diverge first if every BN
+    had it. The reference's block with that epsilon in those BNs, on the backend's input to
+    it, gives the backend's output: in inference (network logits) and in training
+    (drop-connect branch) the rows name those BNs' epsilon, and not the other kind's."""
     monkeypatch.setattr(cases, "NETWORKS_QUICK", INFERENCE_ONLY)
-    mutant = mutants.DEPTHWISE_BN_EPS_1E5
+    mutant = EPSILON_MUTANTS[which]
     bad = failing(check_network(mutant) + check_drop_connect(mutant))
     located = [r for r in bad if r.check.startswith(("network logits", "drop-connect branch"))]
     assert [(r.check, r.layer) for r in located] == [
@@ -842,29 +851,37 @@ def test_depthwise_bn_epsilon_is_named_at_its_block(monkeypatch):
         ("network logits per image", "block1a"),
         ("drop-connect branch", "block1a"),
     ], describe(bad)
+    other = next(k for k in EPSILON_TRAPS if k != which)
     for row in located:
-        assert "its depthwise BN's epsilon 1e-5 gives it within" in row.detail, describe([row])
-        assert DEPTHWISE_EPSILON in row.detail and "interleave" not in row.detail, describe([row])
+        assert f"its {which} BN epsilon 1e-5 gives it within" in row.detail, describe([row])
+        assert EPSILON_TRAPS[which] in row.detail, describe([row])
+        assert "interleave" not in row.detail and EPSILON_TRAPS[other] not in row.detail
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_depthwise_epsilon_fits_that_epsilon_alone_in_float32_too(training):
-    """The symptom test behind the hint: the block with its depthwise BN's epsilon 1e-5, rounded
-    to float32, fits; the right block, or one whose other BNs have it too, does not."""
-    from gpconv.conformance.traps import depthwise_epsilon_fits
+@pytest.mark.parametrize("which", sorted(EPSILON_MUTANTS))
+def test_epsilon_fits_that_epsilon_in_one_layer_kind_in_float32_too(which, training):
+    """The symptom test behind the hint, on kEffNet-B0's block2a (an expanding kPointwise and a
+    projecting one with a second conv and BN): the block with one kind's BN epsilon 1e-5,
+    rounded to float32, fits that kind; the right block, or one whose every BN has it, fits
+    none."""
+    from gpconv.conformance.traps import epsilon_fits
     from gpconv.core import network
 
     ref = cases.network_case(INFERENCE_ONLY[0], False, 0)
-    block, params = ref["arch"].blocks[0], ref["params"]
-    x = ref["intermediates"]["stem"]
+    blocks = ref["arch"].blocks
+    block, params = blocks[1], ref["params"]
+    assert block.project.has_second_conv and block.expand is not None, block
+    x = ref["intermediates"][blocks[0].name]
     right = network.block_forward(block, params, x, training)
-    with mutants.DEPTHWISE_BN_EPS_1E5._broken():
-        depthwise = network.block_forward(block, params, x, training)
+    with EPSILON_MUTANTS[which]._broken():
+        wrong = network.block_forward(block, params, x, training)
     with mutants.BN_EPS_1E5._broken():
         every_bn = network.block_forward(block, params, x, training)
-    assert depthwise_epsilon_fits(block, params, x, depthwise.astype(np.float32), training)
-    assert not depthwise_epsilon_fits(block, params, x, right, training)
-    assert not depthwise_epsilon_fits(block, params, x, every_bn, training)
+    symptom, trap = epsilon_fits(block, params, x, wrong.astype(np.float32), training)
+    assert f"{which} BN epsilon 1e-5" in symptom and EPSILON_TRAPS[which][13:] in trap
+    assert epsilon_fits(block, params, x, right, training) == ("", "")
+    assert epsilon_fits(block, params, x, every_bn, training) == ("", "")
 
 
 LOGITS_TRAP = "likely trap: forward returns logits (no softmax, no log-softmax, in either mode)"
