@@ -27,7 +27,7 @@ from helpers import GLIBC, tiny_architecture
 from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
 from gpconv.core.params import init_params, load_params, read_metadata, save_params
-from gpconv.train import checkpoint, data, loop, sampling
+from gpconv.train import checkpoint, data, loop, sampling, writer
 from gpconv.train import run as run_module
 from gpconv.train.device import check_device
 from gpconv.train.frameworks import OptimConfig, create
@@ -713,18 +713,18 @@ def test_a_kill_before_the_best_params_are_written_is_repaired_by_resume(
     """Interrupted after the best epoch's checkpoint but before its best.safetensors, the resumed
     run kept an older epoch's best file (or none) while summary.json named the best epoch."""
     best = json.load(open(os.path.join(numpy_run, "summary.json")))["best_epoch"]
-    real_save = run_module.save_params
+    real_save = writer.save_params
 
     def interrupted(path, params, metadata=None):
         if path.endswith(run_module.BEST_PARAMS) and (metadata or {}).get("epoch") == str(best):
             raise KeyboardInterrupt  # Ctrl-C (or SIGKILL) in that instant
         real_save(path, params, metadata=metadata)
 
-    monkeypatch.setattr(run_module, "save_params", interrupted)
+    monkeypatch.setattr(writer, "save_params", interrupted)
     out = str(tmp_path / "run")
     assert train(*NUMPY_TINY, "--out", out) == 130
     assert checkpoint.latest(out).epoch == best
-    monkeypatch.setattr(run_module, "save_params", real_save)
+    monkeypatch.setattr(writer, "save_params", real_save)
     assert train(*NUMPY_TINY, "--out", out, "--resume") == 0
     name = run_module.BEST_PARAMS
     assert read_metadata(os.path.join(out, name))["epoch"] == str(best)
