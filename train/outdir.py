@@ -155,7 +155,7 @@ def trained_something(out: str) -> bool:
     return any(not name.startswith(checkpoint.TMP_PREFIX) for name in names)
 
 
-def _recorded(out: str, key: str) -> Any:
+def recorded_in_run(out: str, key: str) -> Any:
     """``key`` of the run.json of a run in ``out`` that trained something, else None."""
     run_json = os.path.join(out, "run.json")
     if not (os.path.isfile(run_json) and trained_something(out)):
@@ -167,7 +167,7 @@ def check_same_data(out: str, data: Dataset, spec: str) -> None:
     """``ConfigError`` naming ``--data spec`` unless the data equals the data of the run in
     ``out`` (its run.json's fingerprint; runs written before fingerprints existed are not
     checked)."""
-    stored = _recorded(out, "data")
+    stored = recorded_in_run(out, "data")
     if stored is None:
         return
     now = data.fingerprint
@@ -185,7 +185,7 @@ def moved_data_note(out: str, cfg: RunConfig) -> str | None:
     """For a resume whose ``--data`` names another path than the run's run.json (the contents
     proved the same by ``check_same_data`` first): a note saying so; else None. The run goes on
     with the new path: run.json and the checkpoints written from now on record it."""
-    stored, recorded = _recorded(out, "identity"), _recorded(out, "data")
+    stored, recorded = recorded_in_run(out, "identity"), recorded_in_run(out, "data")
     if stored is None or recorded is None:
         return None
     was, now = absolute_spec(str(stored.get("data", ""))), cfg.identity()["data"]
@@ -203,7 +203,7 @@ def keep_normalization(out: str, data: Dataset) -> None:
     freshly computed ones: a gpconv update that computes them differently (as when float32 sums
     gave way to float64) must not change a run's inputs halfway. Runs that recorded none keep
     the computed values."""
-    stored = _recorded(out, "input_normalization")
+    stored = recorded_in_run(out, "input_normalization")
     if stored is None:
         return
     mean, std = np.float32(stored["mean"]), np.float32(stored["std"])

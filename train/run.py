@@ -33,7 +33,6 @@ from .distributed import Dist
 from .frameworks import OptimConfig, create, set_threads
 from .loop import Diverged, LoopConfig, fit
 from .outdir import (
-    _recorded,
     check_not_in_use,
     check_out,
     check_resume_state,
@@ -42,6 +41,7 @@ from .outdir import (
     identity_diff,
     keep_normalization,
     moved_data_note,
+    recorded_in_run,
     trained_something,
 )
 from .outlock import OutLock
@@ -50,9 +50,9 @@ from .writer import (
     RESULT_FILES,
     RunWriteError,
     RunWriter,
-    _summary,
     best_epoch,
     normalization,
+    run_summary,
 )
 
 # The names train.config, train.outdir and train.writer took over from this module stay importable
@@ -161,7 +161,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
     if ckpt is not None:
         check_resume_state(ckpt)
         # The data's path may have changed if run.json's fingerprint, checked above, is its.
-        fingerprinted = _recorded(cfg.out, "data") is not None
+        fingerprinted = recorded_in_run(cfg.out, "data") is not None
         diff = identity_diff(ckpt.state["identity"], cfg.identity(), fingerprinted)
         if diff:
             raise ConfigError(
@@ -212,7 +212,7 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
         raise
     if dist.is_main:
         writer.finish(history)
-        return _summary(
+        return run_summary(
             cfg, arch, data, history, "complete", dist.world, writer.started, fw.device_label
         )
     return {}

@@ -1,6 +1,6 @@
 """What a run writes into its run folder (main process only): ``RunWriter`` writes ``run.json``
 when the run starts; after every epoch a checkpoint, ``metrics.csv``, ``curves.png``,
-``summary.json`` (``_summary``) and, for the best epoch so far (``best_epoch``),
+``summary.json`` (``run_summary``) and, for the best epoch so far (``best_epoch``),
 ``best.safetensors``; and ``params.safetensors`` at the end. The folder's layout: ``train.run``.
 ``RunWriteError`` when writing fails.
 """
@@ -55,7 +55,7 @@ def _writing(what: str, out: str) -> Iterator[None]:
         ) from err
 
 
-def _summary(
+def run_summary(
     cfg: RunConfig,
     arch: Architecture,
     data: Dataset,
@@ -65,6 +65,9 @@ def _summary(
     started: float,
     device: str,
 ) -> dict[str, Any]:
+    """The run's ``summary.json``: what ran on what data, its ``status`` (running, complete or
+    diverged), the final and best epoch of ``history``, speed, timing since ``started``
+    (``time.perf_counter()``), the ``world`` process count, ``device``, config and machine."""
     trainable, non_trainable = arch.param_count()
     best = best_epoch(history)
     last = history[-1] if history else {}
@@ -285,7 +288,7 @@ class RunWriter:
     def files(self, history: list[dict], status: str) -> None:
         """metrics.csv, curves.png and summary.json, with the run's ``status``."""
         out = self.cfg.out
-        summary = _summary(
+        summary = run_summary(
             self.cfg,
             self.arch,
             self.data,
