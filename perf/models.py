@@ -112,7 +112,8 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per backend and step mode, kEffNet / EfficientNet for every measured kEffNet: parameter
     and MAC ratios from the architectures, speed ratios from this run's measurements
     (``train_step_ratio < 1``: kEffNet trains faster; ``forward_speed_ratio > 1``: kEffNet
-    infers faster)."""
+    infers faster); ``train_step_ratio_per_round`` pairs the steps of each round
+    (``per_round_ratios``)."""
     out = []
     by_key = {(setup(r), r["model"]): r for r in results}
     for r in results:
@@ -129,10 +130,21 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "params_ratio": r["params_trainable"] / e["params_trainable"],
                 "macs_ratio": r["macs_per_image"] / e["macs_per_image"],
                 "train_step_ratio": r["train_step_ms"] / e["train_step_ms"],
+                "train_step_ratio_per_round": per_round_ratios(r, e),
                 "forward_speed_ratio": r["forward_images_per_s"] / e["forward_images_per_s"],
             }
         )
     return out
+
+
+def per_round_ratios(keff: dict[str, Any], eff: dict[str, Any]) -> list[float]:
+    """kEffNet / EfficientNet train-step time in each round of ``time_round_robin``: the two
+    steps of a round ran back to back, so each ratio is free of the drift *between* rounds that
+    moves both medians (10-15% a minute on a shared machine); their spread shows how far one
+    run's ratio can be trusted. Empty when the rows carry no per-round samples."""
+    k = keff.get("train_timing", {}).get("samples_ms", [])
+    e = eff.get("train_timing", {}).get("samples_ms", [])
+    return [a / b for a, b in zip(k, e)] if len(k) == len(e) else []
 
 
 def recommend(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

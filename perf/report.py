@@ -72,14 +72,25 @@ def model_table(results: list[dict[str, Any]]) -> str:
 
 
 def ratio_lines(ratios: list[dict[str, Any]]) -> list[str]:
+    """One line per kEffNet / EfficientNet ratio: sizes, the train-step time ratio of the medians
+    (with the range of the per-round ratios when there are two rounds or more) and the forward
+    speed ratio."""
     return [
         f"{setup(r)}: {r['kefficientnet']} / {r['efficientnet']}: "
         f"params x{r['params_ratio']:.3f}, "
         f"MACs x{r['macs_ratio']:.3f}, train-step time x{r['train_step_ratio']:.2f} "
-        f"({'faster' if r['train_step_ratio'] < 1 else 'slower'}), forward speed "
+        f"({'faster' if r['train_step_ratio'] < 1 else 'slower'}"
+        f"{_round_range(r.get('train_step_ratio_per_round', []))}), forward speed "
         f"x{r['forward_speed_ratio']:.2f}"
         for r in ratios
     ]
+
+
+def _round_range(per_round: list[float]) -> str:
+    """``"; per round x0.85-0.98"`` for two or more per-round ratios, else ``""``."""
+    if len(per_round) < 2:
+        return ""
+    return f"; per round x{min(per_round):.2f}-{max(per_round):.2f}"
 
 
 def recommendation_lines(

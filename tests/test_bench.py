@@ -58,6 +58,11 @@ def test_model_bench_json_schema_ratios_and_recommendation(tmp_path, capsys):
     assert ratio["train_step_ratio"] == pytest.approx(
         doc["results"][1]["train_step_ms"] / doc["results"][0]["train_step_ms"]
     )
+    rounds = [r["train_timing"]["samples_ms"] for r in doc["results"]]
+    assert (
+        ratio["train_step_ratio_per_round"] == pytest.approx([k / e for e, k in zip(*rounds)])
+        and len(rounds[0]) == doc["config"]["steps"]
+    )
     assert doc["recommendation"]["kefficientnet-b0"]["backend"] == "numpy"
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
@@ -246,6 +251,38 @@ def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
     assert rows[2]["forward_timing"] == rows[0]["forward_timing"]
     found = models.ratios(rows)
     assert [(r["backend"], r["compiled"]) for r in found] == [("torch", False), ("torch", True)]
+
+
+def test_per_round_ratios_pair_the_steps_of_each_round_and_the_line_shows_their_range():
+    """Drift between rounds moves both models' steps alike: round 2 is twice as slow for both,
+    so every per-round ratio is 0.5 while the medians' ratio is not. The line prints the range."""
+
+    def row(model: str, samples: list[float]) -> dict:
+        return {
+            "backend": "torch",
+            "model": model,
+            "arch": model,
+            "params_trainable": 1,
+            "macs_per_image": 1,
+            "train_step_ms": sorted(samples)[len(samples) // 2],
+            "forward_images_per_s": 1.0,
+            "train_timing": {"samples_ms": samples},
+        }
+
+    eff, keff = (
+        row("efficientnet-b0", [100.0, 200.0, 90.0]),
+        row("kefficientnet-b0", [50.0, 100.0, 36.0]),
+    )
+    (ratio,) = models.ratios([eff, keff])
+    assert ratio["train_step_ratio_per_round"] == pytest.approx([0.5, 0.5, 0.4])
+    assert ratio["train_step_ratio"] == pytest.approx(50 / 100)
+    (line,) = report.ratio_lines([ratio])
+    assert "train-step time x0.50 (faster; per round x0.40-0.50)" in line, line
+    # Rows without samples (or of unequal rounds) give no per-round ratios and no range.
+    del keff["train_timing"]
+    (ratio,) = models.ratios([eff, keff])
+    assert ratio["train_step_ratio_per_round"] == []
+    assert "per round" not in report.ratio_lines([ratio])[0]
 
 
 def test_round_robin_interleaves_and_times_each_call_with_the_clock():
