@@ -713,7 +713,9 @@ def _network_rows(
         call(backend, "forward", native, 2 * ref["x"], training=False)
         call(backend, "loss_and_grads", native, 2 * ref["x"], ref["labels"], training=False)
         forward_ok, hint = False, TRAPS["inference"]
-    return out + _loss_rows(backend, native, ref, got, label, forward_ok, hint)
+    # A loss and gradients of logits that already diverged are wrong whatever the loss does.
+    after = "" if all(r.passed for r in out) else FORWARD_FIRST.format("network logits")
+    return out + _loss_rows(backend, native, ref, got, label, forward_ok, hint, after)
 
 
 def _inference_logits_rows(
@@ -746,10 +748,12 @@ def _loss_rows(
     label: str,
     forward_ok: bool,
     hint: str,
+    logits_hint: str = "",
 ) -> list[CheckResult]:
     """Rows for a ``loss_and_grads`` result ``got`` against ``ref`` (``cases.network_case`` of
     the same mode): loss, every gradient with the input's, and the moving statistics the model
-    exports afterwards. A failing statistics row names ``moving_stats_trap`` if ``forward_ok``,
+    exports afterwards. Failing loss and gradient rows name ``logits_hint`` (the logits rows
+    failed first); a failing statistics row names ``moving_stats_trap`` if ``forward_ok``,
     else ``hint``."""
     out = [
         _result(
@@ -758,6 +762,7 @@ def _loss_rows(
             "loss",
             label,
             allclose(got["loss"], ref["loss"], rtol=GRAD_TOL, atol=1e-6),
+            logits_hint,
         )
     ]
     grads = {
@@ -765,7 +770,7 @@ def _loss_rows(
         **gradient_errors(got["grads"], ref["grads"], scale=float(np.linalg.norm(ref["dx"]))),
     }
     name, cmp = worst(grads)
-    out.append(_result(backend, "network gradients", name, label, cmp))
+    out.append(_result(backend, "network gradients", name, label, cmp, logits_hint))
     exported = call(backend, "export_params", native)
     stats = {
         k: moving_stats_error(exported[k], v, ref["params"][k])

@@ -929,6 +929,9 @@ def test_probabilities_returned_for_logits_are_named(
     for row in named:
         assert symptom in row.detail and LOGITS_TRAP in row.detail, describe([row])
         assert "training only" not in row.detail and "head dropout:" not in row.detail
+    # The loss and gradients of logits that diverged say so, rather than nothing.
+    for row in (r for r in bad if r.check in ("network loss", "network gradients")):
+        assert "the forward pass diverges first (network logits)" in row.detail, describe([row])
 
 
 def test_returns_probabilities_names_what_the_rows_sum_to():
