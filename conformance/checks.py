@@ -478,7 +478,9 @@ def check_head_dropout(backend: Backend, seed: int = 0, full: bool = False) -> l
             trap = TRAPS["head dropout"]
             # The features are read off the logits' softmax gradient: not for probabilities.
             if found := returns_probabilities(got["logits"], cache["intermediates"]["logits"]):
-                mask, share = (replace(c, note=f"{c.note}; {found}") for c in (mask, share))
+                mask, share = (
+                    c if c.ok else replace(c, note=f"{c.note}; {found}") for c in (mask, share)
+                )
                 trap = TRAPS["logits"]
             return [
                 _result(backend, "head dropout mask", "top_dropout", label, mask, trap),
@@ -714,7 +716,12 @@ def _network_rows(
         call(backend, "loss_and_grads", native, 2 * ref["x"], ref["labels"], training=False)
         forward_ok, hint = False, TRAPS["inference"]
     # A loss and gradients of logits that already diverged are wrong whatever the loss does.
-    after = "" if all(r.passed for r in out) else FORWARD_FIRST.format("network logits")
+    if all(r.passed for r in out):
+        after = ""
+    elif out[0].passed:  # right for these images, wrong for another batch of them
+        after = TRAPS["inference"]
+    else:
+        after = FORWARD_FIRST.format("network logits")
     return out + _loss_rows(backend, native, ref, got, label, forward_ok, hint, after)
 
 

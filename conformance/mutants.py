@@ -517,6 +517,10 @@ SQUEEZE_BY_MAX = MutantBackend("mutant-squeeze-by-max", _squeeze_by_max)
 TOP_BN_EPS_1E5 = MutantBackend("mutant-top-bn-eps-1e-5", _top_bn_eps_1e5)
 DEPTHWISE_BN_EPS_1E5 = MutantBackend("mutant-depthwise-bn-eps-1e-5", _depthwise_bn_eps_1e5)
 KPOINTWISE_BN_EPS_1E5 = MutantBackend("mutant-kpointwise-bn-eps-1e-5", _kpointwise_bn_eps_1e5)
+# An MBConv module built with the framework's BN throughout (kPointwise's too), the stem apart.
+BLOCK_BN_EPS_1E5 = MutantBackend(
+    "mutant-block-bn-eps-1e-5", lambda: _depthwise_bn_eps_1e5() + _kpointwise_bn_eps_1e5()
+)
 SOFTMAX_IN_INFERENCE = MutantBackend(
     "mutant-softmax-in-inference", partial(_softmax_output, in_training=False)
 )
@@ -564,6 +568,7 @@ ALL = (
     TOP_BN_EPS_1E5,
     DEPTHWISE_BN_EPS_1E5,
     KPOINTWISE_BN_EPS_1E5,
+    BLOCK_BN_EPS_1E5,
     SOFTMAX_IN_INFERENCE,
     SOFTMAX_OUTPUT,
     LOG_SOFTMAX_OUTPUT,

@@ -38,6 +38,8 @@ TRAPS = {
     "depthwise epsilon": f"the depthwise conv's {_EPSILON}, as every other BN's",
     "kPointwise epsilon": f"the BNs inside kPointwise: {_EPSILON}, as every other BN's (a "
     "kPointwise built from torch.nn.BatchNorm2d keeps its 1e-5)",
+    "block epsilon": f"every BN of the MBConv blocks (depthwise and kPointwise): {_EPSILON}, "
+    "as the stem's",
     "padding": "stride-2 depthwise: TF 'correct_pad' (asymmetric) vs symmetric padding",
     "inference": "inference (training=False) normalises with the moving statistics and leaves "
     "them as they are: no batch statistics, no update",
@@ -141,7 +143,8 @@ TORCH_EPSILON = 1e-5
 
 def _block_bns(block: MBConvSpec) -> dict[str, list[tuple[tuple[str, ...], str]]]:
     """The BNs of ``block`` by the layer a port may build itself: ``"depthwise"`` (the
-    depthwise conv's BN) and ``"kPointwise"`` (every BN inside its kPointwise layers), each as
+    depthwise conv's BN), ``"kPointwise"`` (every BN inside its kPointwise layers) and
+    ``"block"`` (both: an MBConv module built with its framework's BN, the stem apart), each as
     ``(names of the parameters that make the BN's input, the BN's name)``."""
     bns: dict[str, list[tuple[tuple[str, ...], str]]] = {
         "depthwise": [((f"{block.name}_dwconv/kernel",), f"{block.name}_bn")],
@@ -154,6 +157,7 @@ def _block_bns(block: MBConvSpec) -> dict[str, list[tuple[tuple[str, ...], str]]
         for conv, bn in convs:
             made_by = (f"{block.name}_{layer}/{conv}/kernel", f"{block.name}_{layer}/{conv}/bias")
             bns["kPointwise"].append((made_by, f"{block.name}_{layer}/{bn}"))
+    bns["block"] = bns["depthwise"] + bns["kPointwise"]
     return bns
 
 
@@ -164,9 +168,10 @@ def epsilon_fits(
     out: np.ndarray,
     training: bool,
 ) -> tuple[str, str]:
-    """``(symptom, trap)`` when ``out``, a backend's output of ``block`` for its input ``x`` in
-    mode ``training``, is within ``LOCATE_TOL`` of its scale the reference's block with the
-    BNs of its depthwise conv, or those of its kPointwise layers, at epsilon ``TORCH_EPSILON``
+    """``(symptom, trap)`` when ``out`` ``(N, H', W', block.cout)``, a backend's output of
+    ``block`` for its input ``x`` ``(N, H, W, block.cin)`` in mode ``training``, is within
+    ``LOCATE_TOL`` of its scale the reference's block with the BNs of its depthwise conv, or
+    those of its kPointwise layers, or both (``_block_bns``), at epsilon ``TORCH_EPSILON``
     (PyTorch's default) instead of Keras's 1e-3; else ``("", "")``. A BN gives the same for an
     input ``s`` times larger (its statistics ``s`` and ``s**2`` times larger) with an epsilon
     ``s**2`` times larger, so the reference block with the parameters that make those BNs'

@@ -254,8 +254,9 @@ def test_models_of_a_backend_are_timed_round_robin(monkeypatch):
 
 
 def test_per_round_ratios_pair_the_steps_of_each_round_and_the_line_shows_their_range():
-    """Drift between rounds moves both models' steps alike: round 2 is twice as slow for both,
-    so every per-round ratio is 0.5 while the medians' ratio is not. The line prints the range."""
+    """Each round's kEffNet step is divided by the same round's EfficientNet step, so drift
+    between rounds (round 2 twice as slow for both) leaves that round's ratio at 0.5; the line
+    prints the range of the rounds' ratios beside the medians' ratio."""
 
     def row(model: str, samples: list[float]) -> dict:
         return {
@@ -278,11 +279,15 @@ def test_per_round_ratios_pair_the_steps_of_each_round_and_the_line_shows_their_
     assert ratio["train_step_ratio"] == pytest.approx(50 / 100)
     (line,) = report.ratio_lines([ratio])
     assert "train-step time x0.50 (faster; per round x0.40-0.50)" in line, line
-    # Rows without samples (or of unequal rounds) give no per-round ratios and no range.
-    del keff["train_timing"]
-    (ratio,) = models.ratios([eff, keff])
-    assert ratio["train_step_ratio_per_round"] == []
-    assert "per round" not in report.ratio_lines([ratio])[0]
+    # Rows of unequal rounds, or without samples, give no per-round ratios and no range.
+    for samples in ({"samples_ms": [50.0, 100.0]}, None):
+        if samples is None:
+            del keff["train_timing"]
+        else:
+            keff["train_timing"] = samples
+        (ratio,) = models.ratios([eff, keff])
+        assert ratio["train_step_ratio_per_round"] == []
+        assert "per round" not in report.ratio_lines([ratio])[0]
 
 
 def test_round_robin_interleaves_and_times_each_call_with_the_clock():
