@@ -1255,7 +1255,9 @@ def test_torch_ddp_two_processes_match_one(tmp_path):
     args = [*TORCH_TINY, "--epochs", "1", "--no-dropout", "--device", "cpu"]  # gloo
     single, multi = str(tmp_path / "single"), str(tmp_path / "ddp")
     assert train(*args, "--out", single) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # A crash of a rank (seen twice in full CI runs: SIGABRT, "terminate called without an
+    # active exception", no traceback) then prints every thread's Python stack.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     out = subprocess.run(
         [
             "torchrun",
@@ -1274,7 +1276,7 @@ def test_torch_ddp_two_processes_match_one(tmp_path):
         timeout=300,
         env=env,
     )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-8000:]
     summary = json.load(open(os.path.join(multi, "summary.json")))
     assert summary["processes"] == 2
     a, b = metrics_rows(single), metrics_rows(multi)
