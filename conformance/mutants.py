@@ -50,11 +50,7 @@ class MutantBackend(NumpyBackend):
                 setattr(obj, attr, value)
 
     def build(self, arch: Architecture) -> ReferenceModel:
-        model = super().build(self._arch_edit(arch) if self._arch_edit else arch)
-        return model
-
-    def load_params(self, model: ReferenceModel, params: Any) -> None:
-        super().load_params(model, params)
+        return super().build(self._arch_edit(arch) if self._arch_edit else arch)
 
     def forward(self, *a: Any, **k: Any) -> Any:
         with self._broken():
@@ -554,6 +550,7 @@ ALWAYS_TRAINING = AlwaysTrainingBackend()
 CHANNELS_FIRST_TOP = ChannelsFirstTopBackend()
 TRACED_BATCH_LOSS = TracedBatchLossBackend()
 
+# Every mutant above, e.g. for `gpconv check --backend gpconv.conformance.mutants:<NAME>`.
 ALL = (
     INTERLEAVE_TRANSPOSED,
     BN_EPS_1E5,

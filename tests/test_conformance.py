@@ -55,6 +55,17 @@ def test_reference_passes_its_own_checks():
     assert not failing(rows), describe(failing(rows))
 
 
+def test_mutants_all_lists_every_mutant_once_under_a_distinct_name():
+    """``mutants.ALL`` is the catalogue of traps: a mutant defined but left out of it would go
+    unlisted, and two with one name would share their report rows."""
+    defined = [v for v in vars(mutants).values() if isinstance(v, Backend)]
+    assert {id(m) for m in mutants.ALL} == {id(m) for m in defined}
+    assert len(mutants.ALL) == len(defined)
+    names = [m.name for m in mutants.ALL]
+    assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
+    assert all(n.startswith("mutant-") for n in names), names
+
+
 @given(ref=strategies.kpointwise_refs())
 # A second conv with BN in training mode and a bias (zero gradient in exact arithmetic): the
 # ci profile's 8 draws have no such case.

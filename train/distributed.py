@@ -4,16 +4,31 @@
 ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR/PORT``; ``from_env`` then joins the process group
 (NCCL when CUDA is available, gloo on CPU). The loop only needs what ``Dist`` offers: who it is,
 whether it writes files (rank 0 only), a sum over processes and a broadcast from rank 0.
+
+``TorchDist`` keeps Python references to the tensors of its latest collective, and ``close``
+drops them only after torch has dropped its own. gloo's worker thread lets go of a finished
+collective's tensors a moment after the caller resumes (later still when a barrier's work
+references it); once DDP or a functional collective (the synchronised batch norm) has used a gloo
+group, ``destroy_process_group`` leaves that thread running (torch 2.13). If Python's reference
+was already gone, the worker needs the GIL to free the tensor's Python object; in a process
+that has begun to exit, that aborts it ("terminate called without an active exception",
+SIGABRT; gdb: ``take_gil`` from ``~AsyncAllreduceWork`` in ``ProcessGroupGloo::runLoop``). A
+two-process script that used DDP and a functional collective, then ``allreduce_sum`` three times
+and ``close``, aborted in 8 of 60 runs without this, 0 of 60 with it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+# How long ``TorchDist.close`` waits for torch to drop the last collective's tensors.
+RELEASE_WAIT_S = 5.0
 
 
 @dataclass
@@ -60,6 +75,11 @@ class TorchDist(Dist):
             torch.cuda.set_device(self.device)
         if not td.is_initialized():
             td.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self._held: tuple[Any, ...] = ()
+
+    def _hold(self, *tensors: Any) -> None:
+        """Keep the tensors of the latest collective referenced from Python (module docstring)."""
+        self._held = tensors
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         import torch
@@ -67,6 +87,7 @@ class TorchDist(Dist):
 
         t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
         td.all_reduce(t)
+        self._hold(t)
         return t.cpu().numpy()
 
     def broadcast(self, obj: Any) -> Any:
@@ -81,6 +102,7 @@ class TorchDist(Dist):
         if self.is_main:
             buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         td.broadcast(buf, src=0)
+        self._hold(size, buf)
         return json.loads(bytes(buf.cpu().numpy()).decode())
 
     def close(self) -> None:
@@ -88,6 +110,11 @@ class TorchDist(Dist):
 
         if td.is_initialized():
             td.destroy_process_group()
+        # Let go of the last collective's tensors only once torch has (module docstring).
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while any(t._use_count() > 1 for t in self._held) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        self._held = ()
 
 
 def world_size_from_env() -> int:
