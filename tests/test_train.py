@@ -19,6 +19,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -1300,9 +1302,6 @@ def test_closing_the_group_waits_until_torch_lets_go_of_the_last_collective(tmp_
     an exiting process (the DDP test above failed so in 3 of 7 full CI runs; see
     ``train.distributed``). ``close`` must return only after torch's reference is gone."""
     pytest.importorskip("torch")
-    import threading
-    import time
-
     import torch.distributed as td
 
     td.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
