@@ -75,11 +75,8 @@ class TorchDist(Dist):
             torch.cuda.set_device(self.device)
         if not td.is_initialized():
             td.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        # The latest collective's tensors, referenced from Python until ``close`` (docstring).
         self._held: tuple[Any, ...] = ()
-
-    def _hold(self, *tensors: Any) -> None:
-        """Keep the tensors of the latest collective referenced from Python (module docstring)."""
-        self._held = tensors
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         import torch
@@ -87,7 +84,7 @@ class TorchDist(Dist):
 
         t = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
         td.all_reduce(t)
-        self._hold(t)
+        self._held = (t,)
         return t.cpu().numpy()
 
     def broadcast(self, obj: Any) -> Any:
@@ -102,7 +99,7 @@ class TorchDist(Dist):
         if self.is_main:
             buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         td.broadcast(buf, src=0)
-        self._hold(size, buf)
+        self._held = (size, buf)
         return json.loads(bytes(buf.cpu().numpy()).decode())
 
     def close(self) -> None:
@@ -110,11 +107,19 @@ class TorchDist(Dist):
 
         if td.is_initialized():
             td.destroy_process_group()
-        # Let go of the last collective's tensors only once torch has (module docstring).
-        deadline = time.monotonic() + RELEASE_WAIT_S
-        while any(t._use_count() > 1 for t in self._held) and time.monotonic() < deadline:
-            time.sleep(0.001)
+        released_by_torch(self._held)
         self._held = ()
+
+
+def released_by_torch(tensors: tuple[Any, ...], timeout_s: float = RELEASE_WAIT_S) -> bool:
+    """Wait (at most ``timeout_s``) until Python holds the only reference to each of ``tensors``,
+    i.e. torch's collectives have dropped theirs; whether they did."""
+    deadline = time.monotonic() + timeout_s
+    while any(t._use_count() > 1 for t in tensors):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def world_size_from_env() -> int:
