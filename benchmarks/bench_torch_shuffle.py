@@ -1,8 +1,8 @@
 """Channel shuffle (the interleave) in PyTorch on CPU: torch's kernel against gpconv's gather.
 
-Records every ``Interleave`` of kEffNet-B0 16ch in one forward pass at the train benchmark's
-setting (32×32, ``skip_stride_cnt=3``, batch 32, channels_last), then times forward + backward
-(``y = shuffle(x); y.backward(dy)``) of each site with
+Takes every interleave of kEffNet-B0 16ch in one forward pass at the train benchmark's setting
+(32×32, ``skip_stride_cnt=3``, batch 32, channels_last; ``perf.pointwise.interleave_sites``),
+then times forward + backward (``y = shuffle(x); y.backward(dy)``) of each site with
 
 * ``torch.channel_shuffle``: a ``(G, S)`` transpose per pixel (autograd's backward is the
   shuffle with ``C // G`` groups);
@@ -23,17 +23,15 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from collections import Counter
 from collections.abc import Callable
 
 import torch
 
-from gpconv.backends.torch import kefficientnet_b0
 from gpconv.backends.torch.eager import gather_shuffle, gather_wins
-from gpconv.backends.torch.pointwise import Interleave
 from gpconv.cli.main import add_benchmark_options
 from gpconv.perf import allocator
-from gpconv.perf.report import write_json
+from gpconv.perf.pointwise import interleave_sites
+from gpconv.perf.report import site_table, write_json
 from gpconv.perf.timing import CLOCKS, time_round_robin
 
 BATCH, SIZE, SKIP = 32, 32, 3
@@ -41,22 +39,6 @@ VARIANTS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "torch.channel_shuffle": torch.channel_shuffle,
     "gather": gather_shuffle,
 }
-
-
-def interleave_sites() -> Counter:
-    """``Counter({(N, C, H, W, G): occurrences})`` of the interleaves in kEffNet-B0 16ch."""
-    model = kefficientnet_b0(10, min_channels_per_group=16, skip_stride_cnt=SKIP, seed=0)
-    sites: Counter = Counter()
-
-    def record(module: Interleave, args: tuple) -> None:
-        sites[(*args[0].shape, module.groups)] += 1
-
-    for module in model.modules():
-        if isinstance(module, Interleave):
-            module.register_forward_pre_hook(record)
-    with torch.no_grad():
-        model(torch.zeros(BATCH, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last))
-    return sites
 
 
 def forward_backward(
@@ -71,7 +53,7 @@ def forward_backward(
 
 def run(repeats: int, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
     rows = []
-    for (n, c, h, w, g), count in interleave_sites().items():
+    for (n, h, w, c, g), count in interleave_sites(SIZE, SKIP, BATCH).items():
         x = torch.randn(n, c, h, w).contiguous(memory_format=torch.channels_last)
         x.requires_grad_(True)
         dy = torch.randn_like(x)
@@ -95,20 +77,11 @@ def run(repeats: int, clock: Callable[[], float] = time.perf_counter) -> list[di
 
 
 def table(rows: list[dict]) -> str:
-    names = list(VARIANTS)
-    head = f"{'(N, C, H, W)':<20} {'G':>4} {'x':>2} " + " ".join(f"{n:>22}" for n in names)
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        times = " ".join(f"{r[f'{n}_ms']:>19.3f} ms" for n in names)
-        lines.append(f"{str(tuple(r['shape'])):<20} {r['groups']:>4} {r['count']:>2} {times}")
-    totals = {n: sum(r["count"] * r[f"{n}_ms"] for r in rows) for n in names}
-    lines.append("-" * len(head))
-    lines.append(f"{'per train step':<28} " + " ".join(f"{totals[n]:>19.1f} ms" for n in names))
-    base, ours = totals[names[0]], totals[names[1]]
-    lines.append(f"gather / torch.channel_shuffle: {ours / base:.3f}")
     runs = "the gather" if gather_wins() else "torch.channel_shuffle"
-    lines.append(f"Interleave runs {runs} with {torch.get_num_threads()} torch thread(s)")
-    return "\n".join(lines)
+    return (
+        site_table(rows, list(VARIANTS), "(N, C, H, W)")
+        + f"\nInterleave runs {runs} with {torch.get_num_threads()} torch thread(s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ Implementations per backend (what the backends expose):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -76,6 +77,27 @@ def kefficientnet_cases(
     chosen = ranked[: max(1, count - 1)]
     most_groups = max(ranked, key=lambda c: c.groups)
     return chosen + ([most_groups] if most_groups not in chosen and count > 1 else [])
+
+
+def interleave_sites(
+    image_size: int = 32,
+    skip_stride: int = 3,
+    batch: int = 32,
+    min_channels_per_group: int = 16,
+) -> Counter:
+    """Every interleave of kEffNet-B0 in one forward pass: ``Counter({(N, H, W, C, G): times})``
+    (channels-last shapes of the tensors interleaved, from ``core.arch``; the squeeze-excite's
+    run on ``1×1`` maps)."""
+    arch = by_name("kefficientnet-b0", 10, min_channels_per_group, skip_stride)
+    specs = {"top": arch.head.top}
+    for block in arch.blocks:
+        specs.update(block.pointwise())
+    sites: Counter = Counter()
+    for row in arch.layers(image_size):
+        spec = specs.get(row.name)
+        if spec is not None and spec.interleaves:
+            sites[(batch, *row.output_shape, spec.groups)] += 1
+    return sites
 
 
 # --- one timing function per backend: {implementation label: fwd+bwd callable} ------------------

@@ -137,6 +137,23 @@ def pointwise_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def site_table(rows: list[dict[str, Any]], variants: list[str], shape_label: str) -> str:
+    """The interleave benchmarks' table: a line per site (``rows`` with ``shape``, ``groups``,
+    ``count`` and ``<variant>_ms``), then each variant's total per train step (every site counted
+    as often as the network has it) and the second variant's total over the first's."""
+    head = f"{shape_label:<20} {'G':>4} {'x':>2} " + " ".join(f"{v:>22}" for v in variants)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        times = " ".join(f"{r[f'{v}_ms']:>19.3f} ms" for v in variants)
+        lines.append(f"{str(tuple(r['shape'])):<20} {r['groups']:>4} {r['count']:>2} {times}")
+    totals = {v: sum(r["count"] * r[f"{v}_ms"] for r in rows) for v in variants}
+    lines.append("-" * len(head))
+    lines.append(f"{'per train step':<28} " + " ".join(f"{totals[v]:>19.1f} ms" for v in variants))
+    base, ours = (totals[v] for v in variants[:2])
+    lines.append(f"{variants[1]} / {variants[0]}: {ours / base:.3f}")
+    return "\n".join(lines)
+
+
 # The scripts that time whole train steps per grouped-pointwise implementation (``--impls``).
 WHOLE_STEP_BENCHMARKS = {
     "torch": "benchmarks/bench_torch_train.py --impls",

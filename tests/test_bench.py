@@ -125,6 +125,28 @@ def test_kefficientnet_cases_are_grouped_and_distinct():
     )
 
 
+def test_interleave_sites_are_what_the_torch_model_interleaves():
+    """The shuffle benchmarks' sites come from ``core.arch``; the torch model, built separately,
+    must run exactly those interleaves, as often (recorded by hooks in one forward pass)."""
+    torch = pytest.importorskip("torch")
+    from collections import Counter
+
+    from gpconv.backends.torch import kefficientnet_b0
+    from gpconv.backends.torch.pointwise import Interleave
+
+    model = kefficientnet_b0(10, min_channels_per_group=16, skip_stride_cnt=3, seed=0)
+    seen: Counter = Counter()
+    for module in model.modules():
+        if isinstance(module, Interleave):
+            module.register_forward_pre_hook(
+                lambda m, args: seen.update([(*args[0].permute(0, 2, 3, 1).shape, m.groups)])
+            )
+    with torch.no_grad():
+        model(torch.zeros(2, 3, 32, 32))
+    sites = pointwise.interleave_sites(32, 3, batch=2)
+    assert sites == seen and sum(sites.values()) == 34
+
+
 def test_ratios_and_recommendation_from_rows():
     rows = [
         {

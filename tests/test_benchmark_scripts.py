@@ -27,6 +27,7 @@ SCRIPTS = [
     ("bench_numpy_network.py", ["--repeats", "1", "--batch", "2", "--threads", "1"], None),
     ("bench_torch_pointwise.py", ["--repeats", "1", "--threads", "1"], "torch"),
     ("bench_torch_shuffle.py", ["--repeats", "1", "--threads", "1"], "torch"),
+    ("bench_tf_shuffle.py", ["--repeats", "1", "--threads", "1"], "tensorflow"),
     (
         "bench_tf_pointwise.py",
         ["--batch", "2", "--size", "8", "--reps", "1", "--keras-reps", "0"],

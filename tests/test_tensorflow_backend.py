@@ -368,6 +368,67 @@ def test_interleave_matches_reference_and_backward_is_inverse(groups, size, lead
     np.testing.assert_array_equal(ref_interleave(dx, groups), dy.numpy())
 
 
+def _bits(t) -> np.ndarray:
+    """The raw bits of a float tensor, so -0.0 and NaN payloads compare too."""
+    a = np.asarray(t)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_two_group_interleave_zips_bit_for_bit_with_gradients_of_any_order(dtype):
+    from gpconv.backends.tensorflow import shuffle
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 5, 12)).astype(dtype)
+    x[0, 0, 0, :4] = [-0.0, np.inf, -np.inf, np.nan]  # a permutation moves these untouched
+    xt = tf.constant(x)
+    assert shuffle.zips(xt, 2) and not shuffle.zips(xt, 3)
+    assert not shuffle.zips(tf.cast(xt, tf.float16), 2)  # tf.complex takes no float16
+    np.testing.assert_array_equal(_bits(shuffle.zip_halves(xt)), _bits(ref_interleave(x, 2)))
+    np.testing.assert_array_equal(_bits(shuffle.unzip_halves(xt)), _bits(ref_interleave(x, 6)))
+
+    weights = tf.constant(rng.standard_normal(x.shape).astype(dtype))
+
+    def grads(route, x):  # a first and a second derivative, through the interleave
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = tf.reduce_sum(weights * route(x, 2) ** 2)
+            g = inner.gradient(loss, x)
+            penalty = tf.reduce_sum(weights * g**2)
+        return g, outer.gradient(penalty, x)
+
+    smooth = tf.constant(rng.standard_normal(x.shape).astype(dtype))
+    for label, (fast, slow) in zip(
+        ("gradient", "second derivative"),
+        zip(grads(shuffle.interleave, smooth), grads(shuffle.interleave_by_transpose, smooth)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(fast.numpy(), slow.numpy(), err_msg=label)
+
+    # a batch size known only when the graph runs, as in a Keras model
+    graph = tf.function(lambda x: InterleaveChannels(2, dtype=dtype)(x))
+    graph = graph.get_concrete_function(tf.TensorSpec((None, 2, 5, 12), dtype))
+    np.testing.assert_array_equal(_bits(graph(xt)), _bits(ref_interleave(x, 2)))
+
+
+def test_interleave_under_xla_takes_the_transpose():
+    """XLA cannot bitcast complex numbers, so a jit-compiled graph must not zip."""
+    from gpconv.backends.tensorflow import shuffle
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 3, 8)).astype(np.float32)
+    routes = []
+
+    @tf.function(jit_compile=True)
+    def compiled(x):
+        routes.append(shuffle.zips(x, 2))
+        return InterleaveChannels(2)(x)
+
+    np.testing.assert_array_equal(compiled(tf.constant(x)).numpy(), ref_interleave(x, 2))
+    assert routes == [False]
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_fused_batch_norm_keeps_keras_semantics(training):
     """Fused BN = keras.layers.BatchNormalization: output, gradients and moving statistics

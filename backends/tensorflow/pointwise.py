@@ -14,6 +14,7 @@ from ...core.pointwise import KPointwiseSpec, group_count
 from ._runtime import SERIALIZATION_PACKAGE, keras, tf
 from .grouped import check_impl, grouped_product
 from .normalization import FusedBatchNormalization
+from .shuffle import interleave
 
 register = keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
 
@@ -108,7 +109,8 @@ class GroupedPointwise(keras.layers.Layer):
 class InterleaveChannels(keras.layers.Layer):
     """Channel interleave of ``(..., C)`` with ``groups`` groups of ``S = C / groups``:
     ``out[..., s*G + g] = in[..., g*S + s]`` (view channels as ``(G, S)``, transpose, flatten;
-    ``torch.nn.ChannelShuffle(G)``). Its gradient is the inverse permutation."""
+    ``torch.nn.ChannelShuffle(G)``). Its gradient is the inverse permutation. Two groups take a
+    faster route on CPU (``shuffle.zip_halves``), with the same values."""
 
     def __init__(self, groups: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -124,11 +126,7 @@ class InterleaveChannels(keras.layers.Layer):
         _fix_channels(self, int(input_shape[-1]), ndim=None)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        rank, c = x.shape.rank, x.shape[-1]
-        shape = tf.shape(x)
-        y = tf.reshape(x, tf.concat([shape[:-1], [self.groups, c // self.groups]], axis=0))
-        y = tf.transpose(y, [*range(rank - 1), rank, rank - 1])
-        return tf.reshape(y, shape)
+        return interleave(x, self.groups)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
