@@ -16,7 +16,6 @@ of the grouped conv's forward + backward (the table also shows interleave + dein
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from gpconv.cli.main import add_benchmark_options
 from gpconv.core import GroupedPointwise, deinterleave, interleave
-from gpconv.perf.report import write_json
+from gpconv.perf.report import write_rows
 from gpconv.perf.timing import CLOCKS, limit_blas_threads, time_round_robin
 
 # (N, H, W, Cin, Cout, G): DESIGN.md §5's case and block6's project conv of kEffNet-B0 16ch.
@@ -125,16 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{100 * INTERLEAVE_TARGET:.0f}% of the grouped conv's fwd+bwd (verdict); il+deil: "
         "interleave and its backward"
     )
-    if args.json:
-        meta = {
-            "numpy": np.__version__,
-            "machine": platform.machine(),
-            "threads": threads,
-            "repeats": args.repeats,
-            "clock": args.clock,
-            "dtype": "float32",
-        }
-        write_json(args.json, {"meta": meta, "rows": rows})
+    write_rows(args.json, rows, args, numpy=np.__version__, threads=threads, dtype="float32")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from collections.abc import Callable
 
@@ -31,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 from gpconv.backends.tensorflow.shuffle import interleave, interleave_by_transpose  # noqa: E402
 from gpconv.cli.main import add_benchmark_options  # noqa: E402
 from gpconv.perf.pointwise import interleave_sites  # noqa: E402
-from gpconv.perf.report import site_table, write_json  # noqa: E402
+from gpconv.perf.report import site_table, write_rows  # noqa: E402
 from gpconv.perf.timing import CLOCKS, time_round_robin  # noqa: E402
 from gpconv.train.frameworks import set_threads  # noqa: E402
 
@@ -91,15 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.clock} clock, median of {args.repeats}"
     )
     print(site_table(rows, list(VARIANTS), "(N, H, W, C)"))
-    if args.json:
-        meta = {
-            "tensorflow": tf.__version__,
-            "machine": platform.machine(),
-            "threads": threads,
-            "repeats": args.repeats,
-            "clock": args.clock,
-        }
-        write_json(args.json, {"meta": meta, "rows": rows})
+    write_rows(args.json, rows, args, tensorflow=tf.__version__, threads=threads)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ hits all alike; figures are medians. Prints a table; ``--json PATH`` writes the 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable
 
@@ -29,7 +28,7 @@ from torch import nn
 from gpconv.backends.torch.pointwise import DEFAULT_IMPL, GroupedPointwise2d, Interleave
 from gpconv.cli.main import add_benchmark_options
 from gpconv.core.pointwise import deinterleave
-from gpconv.perf.report import write_json
+from gpconv.perf.report import write_rows
 from gpconv.perf.timing import CLOCKS, time_round_robin
 
 # (N, H, W, Cin, Cout, G): DESIGN.md §5's case and block6's project conv of kEffNet-B0 16ch.
@@ -139,16 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'case':<36} {'variant':<32} {'ms':>9}")
     for r in rows:
         print(f"{r['case']:<36} {r['variant']:<32} {r['ms']:>9.2f}")
-    if args.json:
-        meta = {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "default_impl": DEFAULT_IMPL,
-            "repeats": args.repeats,
-            "clock": args.clock,
-        }
-        write_json(args.json, {"meta": meta, "rows": rows})
+    write_rows(
+        args.json,
+        rows,
+        args,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        default_impl=DEFAULT_IMPL,
+    )
 
 
 if __name__ == "__main__":

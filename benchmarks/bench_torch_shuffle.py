@@ -21,7 +21,6 @@ medians; the totals count each site as often as the network has it.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable
 
@@ -31,7 +30,7 @@ from gpconv.backends.torch.eager import gather_shuffle, gather_wins
 from gpconv.cli.main import add_benchmark_options
 from gpconv.perf import allocator
 from gpconv.perf.pointwise import interleave_sites
-from gpconv.perf.report import site_table, write_json
+from gpconv.perf.report import site_table, write_rows
 from gpconv.perf.timing import CLOCKS, time_round_robin
 
 BATCH, SIZE, SKIP = 32, 32, 3
@@ -98,15 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         f"threads, {args.clock} clock, median of {args.repeats}"
     )
     print(table(rows))
-    if args.json:
-        meta = {
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-            "threads": torch.get_num_threads(),
-            "repeats": args.repeats,
-            "clock": args.clock,
-        }
-        write_json(args.json, {"meta": meta, "rows": rows})
+    write_rows(args.json, rows, args, torch=torch.__version__, threads=torch.get_num_threads())
 
 
 if __name__ == "__main__":

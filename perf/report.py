@@ -10,6 +10,7 @@ JSON document (``format: "gpconv-bench/1"``)::
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,15 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
     text = json.dumps(doc, indent=2) + "\n"  # before the file is touched: this may raise
     make_parent(path)
     write_atomic(path, text.encode())
+
+
+def write_rows(path: str | None, rows: list[dict[str, Any]], args: Any, **meta: Any) -> None:
+    """The op-level benchmark scripts' JSON, ``{"meta": {...}, "rows": rows}``, at ``path`` (if
+    given): ``meta`` (library versions, threads, ...) plus the machine and the script's
+    ``--repeats`` and ``--clock`` from ``args``."""
+    if path:
+        machine = {"machine": platform.machine(), "repeats": args.repeats, "clock": args.clock}
+        write_json(path, {"meta": {**meta, **machine}, "rows": rows})
 
 
 def model_table(results: list[dict[str, Any]]) -> str:
