@@ -6,8 +6,9 @@ then times forward + backward of each site inside a ``tf.function`` with
 
 * ``transpose``: ``backends.tensorflow.shuffle.interleave_by_transpose``, channels viewed as
   ``(G, S)`` and transposed (TensorFlow's gradient: the inverse transpose);
-* ``InterleaveChannels``: what the layer runs, ``shuffle.interleave``: the same transpose, except
-  for two groups, which zip the channel halves through a complex view (``shuffle.zip_halves``).
+* ``InterleaveChannels``: what the layer runs in training mode, ``shuffle.interleave``: the same
+  transpose, except for two groups, which zip the channel halves through a complex view
+  (``shuffle.zip_halves``).
 
 Both give the same values (checked before timing). Variants are timed round-robin; figures are
 medians; the totals count each site as often as the network has it.
@@ -37,7 +38,7 @@ from gpconv.train.frameworks import set_threads  # noqa: E402
 BATCH, SIZE, SKIP = 32, 32, 3
 VARIANTS: dict[str, Callable[[tf.Tensor, int], tf.Tensor]] = {
     "transpose": interleave_by_transpose,
-    "InterleaveChannels": interleave,
+    "InterleaveChannels": lambda x, groups: interleave(x, groups, training=True),
 }
 
 

@@ -382,8 +382,9 @@ def test_two_group_interleave_zips_bit_for_bit_with_gradients_of_any_order(dtype
     x = rng.standard_normal((3, 2, 5, 12)).astype(dtype)
     x[0, 0, 0, :4] = [-0.0, np.inf, -np.inf, np.nan]  # a permutation moves these untouched
     xt = tf.constant(x)
-    assert shuffle.zips(xt, 2) and not shuffle.zips(xt, 3)
-    assert not shuffle.zips(tf.cast(xt, tf.float16), 2)  # tf.complex takes no float16
+    assert shuffle.zips(xt, 2, True) and not shuffle.zips(xt, 3, True)
+    assert not shuffle.zips(tf.cast(xt, tf.float16), 2, True)  # tf.complex takes no float16
+    assert not any(shuffle.zips(xt, 2, t) for t in (False, None, 1))  # training mode only
     np.testing.assert_array_equal(_bits(shuffle.zip_halves(xt)), _bits(ref_interleave(x, 2)))
     np.testing.assert_array_equal(_bits(shuffle.unzip_halves(xt)), _bits(ref_interleave(x, 6)))
 
@@ -402,15 +403,34 @@ def test_two_group_interleave_zips_bit_for_bit_with_gradients_of_any_order(dtype
     smooth = tf.constant(rng.standard_normal(x.shape).astype(dtype))
     for label, (fast, slow) in zip(
         ("gradient", "second derivative"),
-        zip(grads(shuffle.interleave, smooth), grads(shuffle.interleave_by_transpose, smooth)),
+        zip(
+            grads(lambda x, g: shuffle.interleave(x, g, True), smooth),
+            grads(shuffle.interleave_by_transpose, smooth),
+        ),
         strict=True,
     ):
         np.testing.assert_array_equal(fast.numpy(), slow.numpy(), err_msg=label)
 
     # a batch size known only when the graph runs, as in a Keras model
-    graph = tf.function(lambda x: InterleaveChannels(2, dtype=dtype)(x))
+    graph = tf.function(lambda x: InterleaveChannels(2, dtype=dtype)(x, training=True))
     graph = graph.get_concrete_function(tf.TensorSpec((None, 2, 5, 12), dtype))
     np.testing.assert_array_equal(_bits(graph(xt)), _bits(ref_interleave(x, 2)))
+
+
+def test_kpointwise_zips_only_in_training_mode(monkeypatch):
+    """Training-mode calls reach the interleave (a gradient follows: the zip pays); inference and
+    export keep the transpose (TFLite has no complex numbers)."""
+    from gpconv.backends.tensorflow import shuffle
+
+    calls = []
+    zip_halves = shuffle.zip_halves
+    monkeypatch.setattr(shuffle, "zip_halves", lambda x: calls.append(1) or zip_halves(x))
+    layer = KPointwise(64, groups=2)  # 32 -> 64 in 2 groups: interleave, no second conv
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 3, 3, 32)), tf.float32)
+    inference, training = layer(x, training=False), layer(x, training=True)
+    assert len(calls) == 1 and inference.shape == training.shape == (2, 3, 3, 64)
+    layer(x)
+    assert len(calls) == 1
 
 
 def test_interleave_under_xla_takes_the_transpose():
@@ -422,8 +442,8 @@ def test_interleave_under_xla_takes_the_transpose():
 
     @tf.function(jit_compile=True)
     def compiled(x):
-        routes.append(shuffle.zips(x, 2))
-        return InterleaveChannels(2)(x)
+        routes.append(shuffle.zips(x, 2, True))
+        return InterleaveChannels(2)(x, training=True)
 
     np.testing.assert_array_equal(compiled(tf.constant(x)).numpy(), ref_interleave(x, 2))
     assert routes == [False]

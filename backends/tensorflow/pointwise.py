@@ -109,8 +109,8 @@ class GroupedPointwise(keras.layers.Layer):
 class InterleaveChannels(keras.layers.Layer):
     """Channel interleave of ``(..., C)`` with ``groups`` groups of ``S = C / groups``:
     ``out[..., s*G + g] = in[..., g*S + s]`` (view channels as ``(G, S)``, transpose, flatten;
-    ``torch.nn.ChannelShuffle(G)``). Its gradient is the inverse permutation. Two groups take a
-    faster route on CPU (``shuffle.zip_halves``), with the same values."""
+    ``torch.nn.ChannelShuffle(G)``). Its gradient is the inverse permutation. In training mode two
+    groups take a faster route on CPU (``shuffle.zip_halves``), with the same values."""
 
     def __init__(self, groups: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -125,8 +125,8 @@ class InterleaveChannels(keras.layers.Layer):
         require_divides(self.groups, int(input_shape[-1]), "channels input_shape[-1]")
         _fix_channels(self, int(input_shape[-1]), ndim=None)
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return interleave(x, self.groups)
+    def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
+        return interleave(x, self.groups, training)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
@@ -260,7 +260,7 @@ class KPointwise(keras.layers.Layer):
 
     def call(self, x: tf.Tensor, training: Any = None) -> tf.Tensor:
         y1 = self._conv_bn_act(self.conv, self.bn, x, training)
-        z = self.interleave(y1) if self.interleave is not None else y1
+        z = self.interleave(y1, training=training) if self.interleave is not None else y1
         if self.conv2 is None:
             return z
         return self._conv_bn_act(self.conv2, self.bn2, z, training) + y1

@@ -12,14 +12,17 @@ splits a complex view into real and imaginary parts (``unzip_halves``), and each
 gradient, so higher derivatives work too. For four groups and more, zipping twice or more lost
 to the transpose on most shapes, so they keep it (benchmarks/bench_tf_shuffle.py).
 
-The zip runs where it was measured: float32/float64 tensors (``tf.complex`` takes no other
-dtype) on a TensorFlow that sees no GPU (GPU transposes are different kernels, not measured
-here), outside XLA (which cannot bitcast complex numbers).
+The zip runs where it was measured and where it pays: in training-mode calls (a gradient
+follows; inference, ``model.export`` and TFLite conversion keep the transpose, and TFLite has
+no complex numbers), on float32/float64 tensors (``tf.complex`` takes no other dtype), on a
+TensorFlow that sees no GPU (GPU transposes are different kernels, not measured here), outside
+XLA (which cannot bitcast complex numbers).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from ._runtime import tf
 
@@ -73,14 +76,21 @@ def _in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
 
 
-def zips(x: tf.Tensor, groups: int) -> bool:
-    """Whether ``interleave(x, groups)`` takes the ``zip_halves`` route (see the module)."""
-    return groups == 2 and x.dtype in ZIP_DTYPES and not _sees_gpu() and not _in_xla_context()
+def zips(x: tf.Tensor, groups: int, training: Any) -> bool:
+    """Whether ``interleave(x, groups, training)`` takes the ``zip_halves`` route (see the
+    module). ``training`` counts only as the Python value ``True`` (Keras's training mode)."""
+    return (
+        training is True
+        and groups == 2
+        and x.dtype in ZIP_DTYPES
+        and not _sees_gpu()
+        and not _in_xla_context()
+    )
 
 
-def interleave(x: tf.Tensor, groups: int) -> tf.Tensor:
+def interleave(x: tf.Tensor, groups: int, training: Any) -> tf.Tensor:
     """``out[..., s*G + g] = x[..., g*S + s]`` for ``x (..., C)`` with a known ``C`` that
     ``groups`` divides (the caller checks); the same values whichever route runs."""
-    if zips(x, groups):
+    if zips(x, groups, training):
         return zip_halves(x)
     return interleave_by_transpose(x, groups)
