@@ -207,6 +207,15 @@ class Architecture:
         shapes.update(self.head.param_shapes())
         return shapes
 
+    def pointwise(self) -> dict[str, KPointwiseSpec]:
+        """Every pointwise layer by full layer name, in execution order: the blocks', then
+        ``top`` (the names of ``layers()``' rows)."""
+        specs: dict[str, KPointwiseSpec] = {}
+        for block in self.blocks:
+            specs.update(block.pointwise())
+        specs["top"] = self.head.top
+        return specs
+
     def param_count(self) -> tuple[int, int]:
         """``(trainable, non_trainable)`` parameter counts."""
         trainable = non_trainable = 0

@@ -57,9 +57,7 @@ def kefficientnet_cases(
     """Distinct grouped pointwise shapes of kEffNet-B0 at ``image_size``: the ``count - 1``
     costliest (MACs) and the one with the most groups. ``ValueError`` if there is none."""
     arch = by_name("kefficientnet-b0", 10, min_channels_per_group, skip_stride)
-    specs = {"top": arch.head.top}
-    for block in arch.blocks:
-        specs.update(block.pointwise())
+    specs = arch.pointwise()
     found: dict[tuple[int, int, int, int], tuple[int, Case]] = {}
     for row in arch.layers(image_size):
         spec = specs.get(row.name)
@@ -89,9 +87,7 @@ def interleave_sites(
     (channels-last shapes of the tensors interleaved, from ``core.arch``; the squeeze-excite's
     run on ``1×1`` maps)."""
     arch = by_name("kefficientnet-b0", 10, min_channels_per_group, skip_stride)
-    specs = {"top": arch.head.top}
-    for block in arch.blocks:
-        specs.update(block.pointwise())
+    specs = arch.pointwise()
     sites: Counter = Counter()
     for row in arch.layers(image_size):
         spec = specs.get(row.name)

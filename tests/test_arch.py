@@ -179,9 +179,7 @@ def test_any_min_channels_per_group_runs_forward(m, seed):
 
 def test_huge_min_channels_means_every_pointwise_conv_is_ungrouped():
     arch, base = kefficientnet("b0", 10, 10_000), efficientnet("b0", 10)
-    groups = {spec.groups for b in arch.blocks for spec in b.pointwise().values()} | {
-        arch.head.top.groups
-    }
+    groups = {spec.groups for spec in arch.pointwise().values()}
     assert groups == {1}, f"kefficientnet(m=10000) has groups {groups}, but should be ungrouped"
     # Same weights as EfficientNet; only the top conv's activation differs (no parameters).
     assert arch.param_count() == base.param_count(), (
@@ -299,13 +297,20 @@ HAND_GROUPS = {
 }
 
 
+def test_pointwise_lists_every_1x1_layer_row_in_order():
+    arch = kefficientnet("b0", 10, 16)
+    rows = [r for r in arch.layers(32) if r.op.startswith(("kPointwise", "Conv1x1"))]
+    assert list(arch.pointwise()) == [r.name for r in rows]
+    assert all(arch.pointwise()[r.name].groups == r.groups for r in rows)
+    assert arch.pointwise()["top"] is arch.head.top
+
+
 @pytest.mark.parametrize(("m", "layer"), list(HAND_GROUPS))
 def test_kefficientnet_b0_groups_worked_by_hand(m, layer):
     """Each site's (Cin, Cout) wiring and its group count, against values derived without
     group_count (the hypothesis test above compares the architecture with group_count itself)."""
     arch = kefficientnet("b0", 10, m)
-    sites = {"top": arch.head.top} | {n: s for b in arch.blocks for n, s in b.pointwise().items()}
-    spec = sites[layer]
+    spec = arch.pointwise()[layer]
     assert (spec.cin, spec.cout, spec.groups) == HAND_GROUPS[m, layer], (
         f"{layer} (Cin, Cout, G) = {(spec.cin, spec.cout, spec.groups)}, but should be "
         f"{HAND_GROUPS[m, layer]} [kefficientnet('b0', 10, {m})]"
