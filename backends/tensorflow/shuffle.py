@@ -3,14 +3,15 @@
 ``interleave_by_transpose`` is the textbook route: view the channels as ``(G, S)``, transpose,
 flatten. TensorFlow's CPU transpose (Eigen's tensor shuffle) slows down as the output's innermost
 axis gets shorter, and here that axis has ``G`` elements: with two groups (kEffNet-B0's 40→240
-expands, ``(32, 31, 31, 240)`` in the train benchmark) it took 18–24 ms forward, four times a
-full 2-D transpose of the same tensor. Two groups are a *zip* of the channel halves, and a
+expands, ``(32, 31, 31, 240)`` in the train benchmark) it took 15–24 ms forward, 3–5 times a
+full 2-D transpose of the same tensor (4.8 ms). Two groups are a *zip* of the channel halves, and a
 complex tensor is exactly such a zip: ``tf.complex(a, b)`` stores ``a[s], b[s]`` side by side,
 so bitcasting it back to floats is the interleave, bit for bit. That route (``zip_halves``) took
 4.9 ms against the transpose's 18.4 (1 thread, forward); its backward, the inverse permutation,
 splits a complex view into real and imaginary parts (``unzip_halves``), and each is the other's
 gradient, so higher derivatives work too. For four groups and more, zipping twice or more lost
-to the transpose on most shapes, so they keep it (benchmarks/bench_tf_shuffle.py).
+to the transpose on most shapes, so they keep it (docs/train.md; the whole step's interleaves:
+benchmarks/bench_tf_shuffle.py).
 
 The zip runs where it was measured and where it pays: in training-mode calls (a gradient
 follows; inference, ``model.export`` and TFLite conversion keep the transpose, and TFLite has
