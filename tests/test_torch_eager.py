@@ -112,6 +112,43 @@ def test_channel_shuffle_gathers_only_channels_last_cpu_tensors_with_one_thread(
     assert torch.autograd.gradgradcheck(lambda t: channel_shuffle(t, 4), (y.requires_grad_(),))
 
 
+def test_gathered_shuffle_may_be_changed_in_place_like_torchs():
+    """Its output is a tensor of its own, not a view made inside the autograd Function (which
+    autograd forbids changing in place): ``relu_`` on it works, with the right gradient."""
+    x = torch.randn(2, 12, 3, 3).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(2, 12, 3, 3)
+    grads = []
+    for shuffle in (channel_shuffle, torch.channel_shuffle):
+        xg = x.clone().requires_grad_(True)
+        y = shuffle(xg, 4)
+        torch.relu_(y)
+        (g,) = torch.autograd.grad(y, xg, dy)
+        grads.append(g)
+    assert type(channel_shuffle(x.requires_grad_(True), 4).grad_fn).__name__.startswith(
+        _ChannelShuffle.__name__
+    )  # the gather ran
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+def test_shuffle_index_is_never_kept_from_a_meta_device_or_a_fake_mode(monkeypatch):
+    """The gather's index is kept for the process: one made on a default meta device, or a
+    FakeTensor made under a fake mode, would break every later shuffle of that shape."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from gpconv.backends.torch import eager
+
+    monkeypatch.setattr(eager, "_SHUFFLE_INDEX", {})
+    x = torch.arange(360.0).view(2, 20, 3, 3).contiguous(memory_format=torch.channels_last)
+    with torch.device("meta"):
+        eager.gather_shuffle(x, 5)
+    with FakeTensorMode() as mode:
+        eager.gather_shuffle(mode.from_tensor(x), 4)
+        eager._shuffle_index(20, 2)  # a real x under the mode: its index is a stand-in
+    assert torch.equal(eager.gather_shuffle(x, 5), torch.channel_shuffle(x, 5))
+    for groups in (4, 2):
+        assert torch.equal(eager.gather_shuffle(x, groups), torch.channel_shuffle(x, groups))
+
+
 def test_second_order_gradients_through_the_custom_functions_equal_plain_autograds(monkeypatch):
     """A gradient penalty (``create_graph=True``, then a gradient of the input gradient's norm)
     through kEffNet (five blocks of B0) on the CPU, NHWC: every custom backward (spatial mean,

@@ -9,8 +9,6 @@ runs as written (ONNX export and ``torch.compile`` trace the plain ops).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.autograd.forward_ad as fwAD
 
@@ -64,20 +62,34 @@ def spatial_mean(y: torch.Tensor) -> torch.Tensor:
     return y.mean(dim=(2, 3), keepdim=True)
 
 
-@functools.cache
+_SHUFFLE_INDEX: dict[tuple[int, int], torch.Tensor] = {}
+
+
 def _shuffle_index(channels: int, groups: int) -> torch.Tensor:
     """Source channel of every output channel of ``channel_shuffle(x, groups)``:
-    ``index[s*G + g] = g*S + s`` with ``S = channels // groups`` (a CPU int64 tensor)."""
-    return torch.arange(channels).view(groups, -1).t().reshape(-1)
+    ``index[s*G + g] = g*S + s`` with ``S = channels // groups`` (a CPU int64 tensor).
+
+    Kept for the process, so only a real CPU tensor is kept: made on the CPU whatever the
+    default device (a meta index would make every later gather return uninitialised memory),
+    and not kept when a mode made a stand-in for it (``FakeTensorMode``)."""
+    index = _SHUFFLE_INDEX.get((channels, groups))
+    if index is None:
+        index = torch.arange(channels, device="cpu").view(groups, -1).t().reshape(-1)
+        if type(index) is torch.Tensor:
+            _SHUFFLE_INDEX[(channels, groups)] = index
+    return index
 
 
 def _gather_channels(x: torch.Tensor, groups: int) -> torch.Tensor:
     """``torch.channel_shuffle(x, groups)`` of a channels_last ``(N, C, H, W)`` tensor as one
-    ``index_select`` along its physical last axis; channels_last out."""
+    ``index_select`` along its physical last axis, written into a new channels_last tensor (not
+    a view of one, which autograd would forbid changing in place, as ``channel_shuffle``'s
+    output may be)."""
     n, c, h, w = x.shape
-    pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view: rows are pixels
-    out = pixels.index_select(1, _shuffle_index(c, groups))
-    return out.view(n, h, w, c).permute(0, 3, 1, 2)
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    rows = out.permute(0, 2, 3, 1).view(-1, c)  # a view of out: rows are pixels
+    torch.index_select(x.permute(0, 2, 3, 1).reshape(-1, c), 1, _shuffle_index(c, groups), out=rows)
+    return out
 
 
 class _ChannelShuffle(torch.autograd.Function):
@@ -109,7 +121,13 @@ def gather_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """``torch.channel_shuffle(x, groups)`` as one gather along the physical channel axis where
     ``x`` is a CPU channels_last tensor in eager mode (backward: the inverse gather), else
     torch's kernel. Same values and memory format as torch's: ``(N, C, H, W) -> (N, C, H, W)``."""
-    if x.device.type != "cpu" or transformed() or is_batched(x) or not is_channels_last(x):
+    if (
+        type(x) is not torch.Tensor  # a FakeTensor, a subclass: their own rules, torch's kernel
+        or x.device.type != "cpu"
+        or transformed()
+        or is_batched(x)
+        or not is_channels_last(x)
+    ):
         return torch.channel_shuffle(x, groups)
     if eager_autograd(x):
         return _ChannelShuffle.apply(x, groups)
