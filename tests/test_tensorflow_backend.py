@@ -417,6 +417,32 @@ def test_two_group_interleave_zips_bit_for_bit_with_gradients_of_any_order(dtype
     np.testing.assert_array_equal(_bits(graph(xt)), _bits(ref_interleave(x, 2)))
 
 
+def test_two_group_interleave_has_forward_mode_derivatives():
+    """``tf.autodiff.ForwardAccumulator`` differentiates the ops inside a ``custom_gradient``,
+    and ``tf.bitcast`` has no derivative: where a tangent flows the interleave transposes. Eager,
+    an accumulator inside a ``tf.function``, and one around a ``tf.function`` call."""
+    from gpconv.backends.tensorflow import shuffle
+
+    rng = np.random.default_rng(2)
+    x, tangent = (tf.constant(rng.standard_normal((2, 3, 3, 8)), tf.float32) for _ in range(2))
+    layer = InterleaveChannels(2)
+
+    def jvp(x, tangent):
+        with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+            y = layer(x, training=True)
+        return acc.jvp(y)
+
+    def jvp_around(x, tangent):
+        with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+            y = tf.function(lambda x: layer(x, training=True))(x)
+        return acc.jvp(y)
+
+    expected = shuffle.interleave_by_transpose(tangent, 2).numpy()
+    for how, fn in (("eager", jvp), ("inside", tf.function(jvp)), ("around", jvp_around)):
+        np.testing.assert_array_equal(fn(x, tangent).numpy(), expected, err_msg=how)
+    assert shuffle.zips(x, 2, True)  # no accumulator: the zip
+
+
 def test_kpointwise_zips_only_in_training_mode(monkeypatch):
     """Training-mode calls reach the interleave (a gradient follows: the zip pays); inference and
     export keep the transpose (TFLite has no complex numbers)."""

@@ -17,7 +17,8 @@ The zip runs where it was measured and where it pays: in training-mode calls (a 
 follows; inference, ``model.export`` and TFLite conversion keep the transpose, and TFLite has
 no complex numbers), on float32/float64 tensors (``tf.complex`` takes no other dtype), on a
 TensorFlow that sees no GPU (GPU transposes are different kernels, not measured here), outside
-XLA (which cannot bitcast complex numbers).
+XLA (which cannot bitcast complex numbers), and not on a tensor that carries a forward-mode
+tangent (forward-mode derivatives see the ops inside, and ``tf.bitcast`` has none).
 """
 
 from __future__ import annotations
@@ -77,6 +78,18 @@ def _in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
 
 
+def _has_tangent(x: tf.Tensor) -> bool:
+    """Whether a forward accumulator (``tf.autodiff.ForwardAccumulator``) carries a tangent
+    for ``x``. It would differentiate the ops inside the zip, and ``tf.bitcast`` has no
+    derivative. Only TensorFlow's private ``forwardprop_util`` can tell; if it is gone, assume
+    one does (the transpose is always safe)."""
+    try:
+        from tensorflow.python.eager import forwardprop_util
+    except ImportError:  # pragma: no cover - depends on TensorFlow's private layout
+        return True
+    return any(forwardprop_util.pack_tangents([x]).indices)
+
+
 def zips(x: tf.Tensor, groups: int, training: Any) -> bool:
     """Whether ``interleave(x, groups, training)`` takes the ``zip_halves`` route (see the
     module). ``training`` counts only as the Python value ``True`` (Keras's training mode)."""
@@ -86,6 +99,7 @@ def zips(x: tf.Tensor, groups: int, training: Any) -> bool:
         and x.dtype in ZIP_DTYPES
         and not _sees_gpu()
         and not _in_xla_context()
+        and not _has_tangent(x)
     )
 
 
