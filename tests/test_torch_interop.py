@@ -72,6 +72,33 @@ def test_torch_func_grad_and_per_sample_grads_match_autograd(channels_last):
         torch.testing.assert_close(per_sample[name].sum(0), p.grad, msg=f"vmap(grad) of {name}")
 
 
+def test_per_sample_grads_of_a_training_model_after_replacing_its_batch_norms():
+    """torch's recipe for ``vmap`` over a training-mode model, ``replace_all_batch_norm_modules_``
+    (batch statistics, no running ones), does nothing to ``KerasBatchNorm2d``: gpconv's does the
+    same for them. Each sample is then normalised with its own statistics, as a one-image batch
+    is, and the running statistics are gone, so nothing is updated."""
+    from gpconv.backends.torch import replace_all_batch_norm_modules_
+
+    arch = tiny_architecture("kefficientnet", 10, skip_stride_cnt=1, blocks=3)
+    model = EfficientNet(core_arch.without_dropout(arch), seed=0).double().train()
+    torch.func.replace_all_batch_norm_modules_(model)
+    assert all(m.running_mean is not None for m in model.modules() if hasattr(m, "running_mean"))
+    assert replace_all_batch_norm_modules_(model) is model
+    assert not any(b is not None for _, b in model.named_buffers())
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    loss = _stateless_loss(model)
+    per_sample = vmap(grad(lambda p, xi: loss(p, xi[None])), in_dims=(None, 0))(params, x)
+    for i in range(len(x)):
+        one = grad(loss)(params, x[i : i + 1])
+        for name in params:
+            torch.testing.assert_close(per_sample[name][i], one[name], msg=f"sample {i} {name}")
+    model.eval()  # batch statistics in every mode, as nn.BatchNorm2d(track_running_stats=False)
+    torch.testing.assert_close(model(x[:2]), model.train()(x[:2]))
+    with pytest.raises(ValueError, match="without \\(replace_all_batch_norm_modules_"):
+        update_bn([x], model)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_forward_mode_ad_matches_finite_differences():
     model = EfficientNet(ARCH, seed=0).double().train()

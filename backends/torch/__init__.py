@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_IMPL": "pointwise",
     "KerasBatchNorm2d": "batchnorm",
     "update_bn": "batchnorm",
+    "replace_all_batch_norm_modules_": "batchnorm",
     "KerasConv2d": "conv",
     "Stem": "blocks",
     "MBConv": "blocks",

@@ -52,6 +52,8 @@ class KerasBatchNorm2d(nn.Module):
             )
         require_dtype_of(x, self.weight, "the layer")
         n = x.numel() // max(x.shape[1], 1)  # elements per channel
+        if self.running_mean is None or self.running_var is None:
+            return self._forward_batch_statistics_only(x, n)
         if not self.training or n == 0:
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
@@ -76,16 +78,41 @@ class KerasBatchNorm2d(nn.Module):
             self.running_var.mul_(self.momentum / n).add_(torch_var, alpha=(n - 1) / n)
         return y
 
-    def _forward_single(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_batch_statistics_only(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Without running statistics (``replace_all_batch_norm_modules_``, like
+        ``nn.BatchNorm2d(track_running_stats=False)``): the batch's in every mode."""
+        if n < 2:
+            return self._forward_single(x, update=False)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+    def _forward_single(self, x: torch.Tensor, update: bool = True) -> torch.Tensor:
         """One element per channel: the batch variance is 0, torch's unbiased one undefined."""
         dims = [d for d in range(x.ndim) if d != 1]
         var, mean = torch.var_mean(x, dim=dims, correction=0)
-        with torch.no_grad():
-            self.running_mean.mul_(self.momentum).add_(mean.detach(), alpha=1 - self.momentum)
-            self.running_var.mul_(self.momentum).add_(var.detach(), alpha=1 - self.momentum)
+        if update:
+            with torch.no_grad():
+                self.running_mean.mul_(self.momentum).add_(mean.detach(), alpha=1 - self.momentum)
+                self.running_var.mul_(self.momentum).add_(var.detach(), alpha=1 - self.momentum)
         shape = [1, -1] + [1] * (x.ndim - 2)
         scale = self.weight * torch.rsqrt(var + self.eps)
         return (x - mean.view(shape)) * scale.view(shape) + self.bias.view(shape)
+
+
+def replace_all_batch_norm_modules_(root: nn.Module) -> nn.Module:
+    """``torch.func.replace_all_batch_norm_modules_`` for models whose batch norms are
+    ``KerasBatchNorm2d`` (torch's looks for ``nn.BatchNorm`` modules only, so on these models it
+    silently changes nothing): every batch norm in ``root`` drops its running statistics and
+    normalises with the batch's in every mode, updating nothing, which is what ``torch.func.vmap``
+    needs for per-sample gradients of a training-mode model. In place; returns ``root``. The
+    statistics are gone: ``export_params`` then refuses the model."""
+    if not isinstance(root, nn.Module):
+        raise TypeError(f"Expected root to be a torch.nn.Module, received {type(root).__name__}")
+    torch.func.replace_all_batch_norm_modules_(root)
+    for m in root.modules():
+        if isinstance(m, KerasBatchNorm2d):
+            m.running_mean = None
+            m.running_var = None
+    return root
 
 
 @torch.no_grad()
@@ -108,6 +135,12 @@ def update_bn(
     norms = [m for m in model.modules() if isinstance(m, KerasBatchNorm2d)]
     if not norms:
         return
+    stateless = [m for m in norms if m.running_mean is None or m.running_var is None]
+    if stateless:
+        raise ValueError(
+            f"Expected batch norms with running statistics, received {len(stateless)} without "
+            "(replace_all_batch_norm_modules_ removed them): there is nothing to update"
+        )
     # Copies of C numbers per batch norm, to put back if the pass does not complete.
     saved = {m: (m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in norms}
     modes = [(m, m.training) for m in model.modules()]
