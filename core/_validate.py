@@ -25,6 +25,7 @@ def namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
     for name, a in present:
         if not is_array_api_obj(a):
             raise TypeError(f"Expected {name} to be an array, received {type(a).__name__}")
+        refuse_masked(name, a)
     try:
         return array_namespace(*(a for _, a in present))
     except TypeError as err:
@@ -32,6 +33,16 @@ def namespace(*arrays: Any, names: tuple[str, ...] | None = None) -> Any:
         raise TypeError(
             f"Arrays from different libraries cannot be mixed; received {kinds}"
         ) from err
+
+
+def refuse_masked(name: str, a: Any) -> None:
+    """Raise ``TypeError`` for a NumPy masked array: the ops would compute with the values the
+    mask hides (or, in ``numpy.ma``'s own functions, skip them), silently either way."""
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"Expected {name} to be a plain array, received a numpy.ma.MaskedArray (its mask "
+            f"would be ignored); pass {name}.filled(value) or np.asarray({name}) to choose"
+        )
 
 
 def array_kind(a: Any) -> str:

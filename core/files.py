@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, BinaryIO
@@ -167,7 +168,7 @@ def writable_path(path: str | os.PathLike) -> str:
     """``path`` as a string, or ``IsADirectoryError``/``FileNotFoundError`` before anything is
     written (a temp file left beside a path that cannot be replaced would be litter)."""
     path = fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise IsADirectoryError(f"Expected path to name a file, received the folder {path!r}")
     # realpath: a symlink is written through (write_atomic), so its target's folder must exist.
     folder = os.path.dirname(os.path.realpath(path))
@@ -198,6 +199,8 @@ def write_atomic(path: str, blob: bytes) -> None:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        if os.path.isfile(path):  # keep a replaced file's permissions (a private file stays so)
+            shutil.copymode(path, tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -83,9 +83,15 @@ def _read_members(path: str, wanted: Callable[[str], bool]) -> dict[str, np.ndar
             try:
                 # By the member's own name: NpzFile looks a key up among raw member names
                 # first, so npz["w.npy"] would read the member of parameter "w", not "w.npy".
-                arrays[key] = npz[f"{key}.npy"]
+                array = npz[f"{key}.npy"]
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
                 raise ValueError(f"{path!r}: cannot read array {key!r} of the .npz: {err}") from err
+            if not isinstance(array, np.ndarray):  # NpzFile hands a non-.npy member over as bytes
+                raise ValueError(
+                    f"{path!r}: cannot read array {key!r} of the .npz: its member {key}.npy "
+                    "holds no .npy data"
+                )
+            arrays[key] = array
     return arrays
 
 

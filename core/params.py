@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._validate import make_rng, require_bool
+from ._validate import make_rng, refuse_masked, require_bool
 from .files import (
     header_metadata,
     read_header,
@@ -126,8 +126,12 @@ def _shape(a: Any) -> tuple[int, ...]:
 
 
 def _dtype_name(a: Any) -> str:
-    """``"float32"`` for NumPy/CuPy dtypes and for ``array_api_strict.float32`` alike."""
-    return str(getattr(a, "dtype", type(a).__name__)).rsplit(".", 1)[-1]
+    """``"float32"`` for NumPy/CuPy dtypes (either byte order: ``>f4`` too) and for
+    ``array_api_strict.float32`` alike."""
+    dtype = getattr(a, "dtype", None)
+    if isinstance(dtype, np.dtype):
+        return dtype.name
+    return str(dtype if dtype is not None else type(a).__name__).rsplit(".", 1)[-1]
 
 
 def _is_floating(name: str) -> bool:
@@ -351,6 +355,7 @@ def _to_numpy(name: str, a: Any) -> np.ndarray:
         a = a.detach().cpu()
         # NumPy has no bfloat16; its float32 holds the same values (as backends.torch exports).
         a = (a.float() if str(a.dtype) == "torch.bfloat16" else a).numpy()
+    refuse_masked(f"params[{name!r}]", a)
     array = np.asarray(a)
     if array.dtype.kind not in "biuf":
         raise TypeError(

@@ -989,6 +989,12 @@ BAD_INPUT = [
         ValueError,
         ["moving_mean.shape=(3,)", "received moving_mean.shape=(2,)"],
     ),
+    (
+        "BatchNorm.forward(masked x)",  # numpy.ma would skip the masked values, silently
+        lambda: BatchNorm.forward(np.ma.masked_array(X4, X4 > 0), ONES3, ONES3, ONES3, ONES3, True),
+        TypeError,
+        ["Expected x to be a plain array", "numpy.ma.MaskedArray"],
+    ),
 ]
 
 

@@ -851,3 +851,48 @@ def test_symlink_into_a_missing_folder_names_that_folder(tmp_path):
     (tmp_path / "p.npz").symlink_to(tmp_path / "gone" / "p.npz")
     with pytest.raises(FileNotFoundError, match=r"No folder '.*gone' to write '.*p.npz' in"):
         save_params(tmp_path / "p.npz", {"w": np.zeros(2)})
+
+
+def test_a_npz_member_without_npy_data_is_refused_by_name(tmp_path):
+    """NpzFile hands a member without the .npy magic over as raw bytes."""
+    path = tmp_path / "p.npz"
+    _zip(path, {"w.npy": b"not an npy"})
+    for read in (load_params, read_params_file):
+        with pytest.raises(ValueError, match=r"p.npz.*'w'.*holds no .npy data"):
+            read(path)
+
+
+def test_big_endian_parameters_load_and_run(tmp_path, arch):
+    """A float32 array in big-endian byte order (np.savez keeps it) is a float32 parameter."""
+    params = init_params(arch, seed=0)
+    swapped = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in params.items()}
+    np.savez(tmp_path / "be.npz", **swapped)
+    loaded = load_params(tmp_path / "be.npz", arch, dtype=np.float32)
+    assert all(np.array_equal(loaded[k], params[k]) for k in params)
+    validate_params(arch, swapped, dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32)
+    logits, _ = network.forward(arch, swapped, x)
+    np.testing.assert_array_equal(logits, network.forward(arch, params, x)[0])
+
+
+def test_masked_arrays_are_refused_not_saved_without_their_mask(tmp_path):
+    masked = np.ma.masked_array(np.arange(4.0), mask=[0, 1, 0, 0])
+    with pytest.raises(TypeError, match=r"params\['w'\].*MaskedArray"):
+        save_params(tmp_path / "p.npz", {"w": masked})
+    assert not (tmp_path / "p.npz").exists()
+
+
+@pytest.mark.parametrize("name", ["p.npz", "p.safetensors"])
+def test_overwriting_a_file_keeps_its_permissions(tmp_path, name):
+    path = tmp_path / name
+    save_params(path, {"w": np.ones(2, np.float32)})
+    os.chmod(path, 0o600)
+    save_params(path, {"w": np.zeros(2, np.float32)})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert np.array_equal(load_params(path)["w"], np.zeros(2, np.float32))
+
+
+def test_a_path_ending_in_a_separator_is_called_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match="received the folder"):
+        save_params(f"{tmp_path}/nofolder/", {"w": np.ones(2, np.float32)})
+    assert list(tmp_path.iterdir()) == []
