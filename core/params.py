@@ -251,7 +251,7 @@ def load_params(
     """Read a safetensors or NumPy ``.npz`` file (told apart by their first bytes, whatever the
     name); with ``arch``, check the architecture its metadata names (``check_arch_metadata``)
     and validate names, shapes and dtypes (``dtype``, or any floating dtype), raising one error
-    listing every problem.
+    listing every problem. Without ``arch``, ``dtype`` (if given) is checked on every array.
 
     A file that is neither raises ``ValueError`` naming it (and, for a torch, NumPy ``.npy`` or
     Keras file, saying which it is); a safetensors file with a dtype NumPy lacks (bfloat16), a
@@ -263,6 +263,16 @@ def load_params(
     if arch is not None:
         check_arch_metadata(arch, metadata, os.fspath(path))
         validate_params(arch, params, dtype)
+    elif dtype is not None:  # checked, not converted: as with arch
+        wrong = [
+            f"{k}: {_dtype_name(v)}" for k, v in params.items() if _dtype_name(v) != dtype.name
+        ]
+        if wrong:
+            listing = "\n  ".join(wrong)
+            raise ValueError(
+                f"Expected every array of {os.fspath(path)!r} to have dtype {dtype.name}, "
+                f"received ({len(wrong)} arrays):\n  {listing}"
+            )
     return params
 
 

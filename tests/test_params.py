@@ -896,3 +896,11 @@ def test_a_path_ending_in_a_separator_is_called_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match="received the folder"):
         save_params(f"{tmp_path}/nofolder/", {"w": np.ones(2, np.float32)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_params_checks_dtype_without_an_architecture_too(tmp_path):
+    path = tmp_path / "p.npz"
+    save_params(path, {"w": np.ones(2, np.float32), "v": np.ones(3, np.float64)})
+    with pytest.raises(ValueError, match=r"dtype float32, received \(1 arrays\):\n  v: float64"):
+        load_params(path, dtype=np.float32)
+    assert load_params(path, dtype=None)["v"].dtype == np.float64
