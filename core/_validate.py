@@ -241,6 +241,15 @@ def require_divides(groups: int, channels: int, what: str) -> None:
         raise ValueError(f"Expected groups={groups} to divide {what}={channels}")
 
 
+def require_channels(x_name: str, cin: int, kernel_name: str, cout: int) -> None:
+    """``ValueError`` unless a conv has at least one input channel (``x_name.shape[-1]``) and
+    one output channel (``kernel_name.shape[-1]``): with none, its backward has no rows to
+    reshape, and no layer of the method has none."""
+    for name, channels in ((f"{x_name}.shape[-1]", cin), (f"{kernel_name}.shape[-1]", cout)):
+        if channels < 1:
+            raise ValueError(f"Expected {name} >= 1 (channels), received {name}={channels}")
+
+
 def check_dy(cache_shape: tuple[int, ...], dy: Any, op: str, like: Any = None) -> Any:
     """Raise ``TypeError`` unless ``dy`` is a real floating array (of the library of ``like``, an
     array the forward of ``op`` saved, when given), ``ValueError`` unless it has the shape of the

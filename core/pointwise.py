@@ -25,6 +25,7 @@ from ._validate import (
     check_dy,
     namespace,
     require_bool,
+    require_channels,
     require_dim,
     require_divides,
     require_float,
@@ -194,6 +195,7 @@ def check_grouped_pointwise(
             )
         groups = cin // ci
     require_positive_int("groups", groups)
+    require_channels("x", cin, "kernel", cout)
     require_divides(groups, cin, "input channels x.shape[-1]")
     require_divides(groups, cout, "output channels kernel.shape[3]")
     require_dim("kernel", kernel, 2, cin // groups, f"Cin/G = {cin}/{groups}")

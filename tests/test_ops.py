@@ -990,6 +990,18 @@ BAD_INPUT = [
         ["moving_mean.shape=(3,)", "received moving_mean.shape=(2,)"],
     ),
     (
+        "Conv2D.forward(0 output channels)",  # its backward had no rows to reshape
+        lambda: Conv2D.forward(X4, np.ones((3, 3, 3, 0))),
+        ValueError,
+        ["Expected kernel.shape[-1] >= 1 (channels)", "kernel.shape[-1]=0"],
+    ),
+    (
+        "DepthwiseConv2D.forward(0 channels)",
+        lambda: DepthwiseConv2D.forward(X4[..., :0], np.ones((3, 3, 0, 1))),
+        ValueError,
+        ["Expected x.shape[-1] >= 1 (channels)", "x.shape[-1]=0"],
+    ),
+    (
         "BatchNorm.forward(masked x)",  # numpy.ma would skip the masked values, silently
         lambda: BatchNorm.forward(np.ma.masked_array(X4, X4 > 0), ONES3, ONES3, ONES3, ONES3, True),
         TypeError,

@@ -368,6 +368,12 @@ def test_kpointwise_defaults_to_inference():
 X = np.random.default_rng(0).standard_normal((2, 3, 3, 8))
 BAD = [
     (
+        "GroupedPointwise.forward(0 output channels)",  # its backward had no rows to reshape
+        lambda: GroupedPointwise.forward(X, np.ones((1, 1, 8, 0))),
+        ValueError,
+        ["Expected kernel.shape[-1] >= 1 (channels)", "kernel.shape[-1]=0"],
+    ),
+    (
         "interleave(groups=3, C=8)",
         lambda: interleave(X, 3),
         ValueError,

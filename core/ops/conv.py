@@ -25,6 +25,7 @@ from array_api_compat import device
 from .._validate import (
     check_dy,
     namespace,
+    require_channels,
     require_dim,
     require_float,
     require_ndim,
@@ -117,6 +118,7 @@ def _prepare(x: Any, kernel: Any, stride: int, padding: str, depthwise: bool):
     require_dim("kernel", kernel, 2, x.shape[-1], "input channels, x.shape[-1]")
     if depthwise:
         require_dim("kernel", kernel, 3, 1, "depth multiplier")
+    require_channels("x", x.shape[-1], "kernel", kernel.shape[-1])
     n, h, w, _ = x.shape
     pads = (pad_amounts(h, kh, stride, padding), pad_amounts(w, kh, stride, padding))
     try:
