@@ -250,6 +250,21 @@ def require_channels(x_name: str, cin: int, kernel_name: str, cout: int) -> None
             raise ValueError(f"Expected {name} >= 1 (channels), received {name}={channels}")
 
 
+def check_cache(cache: Any, op: str) -> None:
+    """``TypeError`` unless ``cache`` is what ``op.forward`` returned: every core op tags its
+    cache with its name (``cache["op"]``), so a cache passed to another op's backward, which
+    could compute a wrong gradient from keys that happen to match, is refused by name."""
+    if isinstance(cache, dict) and cache.get("op") == op:
+        return
+    if isinstance(cache, dict) and "op" in cache:
+        got = f"the cache of {cache['op']}.forward"
+    elif isinstance(cache, dict):
+        got = f"a dict with keys {sorted(cache)}"
+    else:
+        got = f"a {type(cache).__name__}"
+    raise TypeError(f"Expected cache to be the cache {op}.forward returned, received {got}")
+
+
 def check_dy(cache_shape: tuple[int, ...], dy: Any, op: str, like: Any = None) -> Any:
     """Raise ``TypeError`` unless ``dy`` is a real floating array (of the library of ``like``, an
     array the forward of ``op`` saved, when given), ``ValueError`` unless it has the shape of the

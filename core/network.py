@@ -21,6 +21,7 @@ from array_api_compat import device, is_array_api_obj
 
 from ._validate import (
     array_kind,
+    check_cache,
     check_dy,
     make_rng,
     namespace,
@@ -328,6 +329,7 @@ def forward(
     intermediates["top"] = c_head.pop("top_out")
     intermediates["logits"] = logits
     cache = {
+        "op": "network",
         "arch": arch,
         "stem": c_stem,
         "blocks": c_blocks,
@@ -341,6 +343,7 @@ def forward(
 
 def backward(cache: dict, dlogits: Any) -> tuple[Any, dict]:
     """``(dx, grads)``: the gradient w.r.t. the input images and every trainable parameter."""
+    check_cache(cache, "network")
     check_dy(cache["y_shape"], dlogits, "network")
     arch: Architecture = cache["arch"]
     grads: dict[str, Any] = {}

@@ -22,6 +22,7 @@ import numpy as np
 from array_api_compat import device, is_cupy_array, is_numpy_array
 
 from ._validate import (
+    check_cache,
     check_dy,
     namespace,
     require_bool,
@@ -99,10 +100,15 @@ class Interleave:
 
     @staticmethod
     def forward(x: Any, groups: int) -> tuple[Any, dict]:
-        return interleave(x, groups), {"groups": groups, "y_shape": tuple(x.shape)}
+        return interleave(x, groups), {
+            "op": "Interleave",
+            "groups": groups,
+            "y_shape": tuple(x.shape),
+        }
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "Interleave")
         check_dy(cache["y_shape"], dy, "Interleave")
         return deinterleave(dy, cache["groups"]), {}
 
@@ -239,6 +245,7 @@ class GroupedPointwise:
         if bias is not None:
             y = y + bias
         cache = {
+            "op": "GroupedPointwise",
             "x2": x2,
             "w": w,
             "has_bias": bias is not None,
@@ -249,6 +256,7 @@ class GroupedPointwise:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "GroupedPointwise")
         xp = check_dy(cache["y_shape"], dy, "GroupedPointwise", like=cache["x2"])
         x2, w = cache["x2"], cache["w"]
         groups, _, co = w.shape
@@ -407,7 +415,7 @@ class KPointwise:
         training = require_bool("training", training)
         y1, c1 = _conv_bn_act(spec, params, x, "conv", "bn", training)
         z = interleave(y1, spec.groups) if spec.interleaves else y1
-        cache: dict = {"spec": spec, "c1": c1, "y_shape": tuple(y1.shape)}
+        cache: dict = {"op": "KPointwise", "spec": spec, "c1": c1, "y_shape": tuple(y1.shape)}
         out = z
         if spec.has_second_conv:
             y2, cache["c2"] = _conv_bn_act(spec, params, z, "conv2", "bn2", training)
@@ -417,6 +425,7 @@ class KPointwise:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "KPointwise")
         check_dy(cache["y_shape"], dy, "KPointwise")
         spec: KPointwiseSpec = cache["spec"]
         grads: dict = {}

@@ -1065,6 +1065,28 @@ def test_backward_rejects_dy_of_another_dtype_or_type(name, backward, cache, y):
 @pytest.mark.parametrize(
     ("name", "backward", "cache", "y"), _forward_caches(), ids=[c[0] for c in _forward_caches()]
 )
+def test_backward_refuses_another_ops_cache_by_name(name, backward, cache, y):
+    """Keys can match across ops (Add's backward read a Dropout cache and returned (dy, dy),
+    not dy * scale): every backward checks its cache's tag first."""
+    for other, _, other_cache, _ in _forward_caches():
+        if other == name:
+            continue
+        with pytest.raises(
+            TypeError,
+            match=rf"cache {name}.forward returned, received the cache of {other}.forward",
+        ):
+            backward(other_cache, np.ones(y.shape))
+    for bad, fragment in (
+        (None, "a NoneType"),
+        ({"y_shape": y.shape}, "a dict with keys ['y_shape']"),
+    ):
+        with pytest.raises(TypeError, match=re.escape(fragment)):
+            backward(bad, np.ones(y.shape))
+
+
+@pytest.mark.parametrize(
+    ("name", "backward", "cache", "y"), _forward_caches(), ids=[c[0] for c in _forward_caches()]
+)
 def test_backward_rejects_dy_of_another_shape(name, backward, cache, y):
     dy = np.ones((y.shape[0] + 1,) + y.shape[1:])  # a mismatched batch size
     with pytest.raises(ValueError) as info:
@@ -1161,7 +1183,7 @@ def test_gradient_checker_catches_a_wrong_backward():
         check_op_grads(
             "Swish.backward",
             Swish.forward,
-            lambda c, dy: Sigmoid.backward({"y": c["s"]}, dy),
+            lambda c, dy: Sigmoid.backward({"op": "Sigmoid", "y": c["s"]}, dy),
             {"x": x},
             {"x.shape": x.shape},
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_choice, require_float
+from .._validate import check_cache, check_dy, namespace, require_choice, require_float
 
 
 def _sigmoid(xp: Any, x: Any) -> Any:
@@ -22,10 +22,11 @@ class Sigmoid:
         xp = namespace(x, names=("x",))
         require_float(xp, "x", x)
         y = _sigmoid(xp, x)
-        return y, {"y": y}
+        return y, {"op": "Sigmoid", "y": y}
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "Sigmoid")
         y = cache["y"]
         check_dy(tuple(y.shape), dy, "Sigmoid", like=y)
         return dy * y * (1.0 - y), {}
@@ -40,10 +41,11 @@ class Swish:
         xp = namespace(x, names=("x",))
         require_float(xp, "x", x)
         s = _sigmoid(xp, x)
-        return x * s, {"x": x, "s": s}
+        return x * s, {"op": "Swish", "x": x, "s": s}
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "Swish")
         x, s = cache["x"], cache["s"]
         check_dy(tuple(x.shape), dy, "Swish", like=x)
         return dy * s * (1.0 + x * (1.0 - s)), {}

@@ -23,6 +23,7 @@ from typing import Any
 from array_api_compat import device
 
 from .._validate import (
+    check_cache,
     check_dy,
     namespace,
     require_channels,
@@ -149,6 +150,7 @@ class Conv2D:
             term = xpad[:, win[0], win[1], :] @ kernel[i, j, ...]
             y = term if y is None else y + term
         cache = {
+            "op": "Conv2D",
             "xpad": xpad,
             "kernel": kernel,
             "stride": stride,
@@ -160,6 +162,7 @@ class Conv2D:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "Conv2D")
         xp = check_dy(cache["y_shape"], dy, "Conv2D", like=cache["xpad"])
         xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
         k = kernel.shape[0]
@@ -193,6 +196,7 @@ class DepthwiseConv2D:
             term = xpad[:, win[0], win[1], :] * kernel[i, j, :, 0]
             y = term if y is None else y + term
         cache = {
+            "op": "DepthwiseConv2D",
             "xpad": xpad,
             "kernel": kernel,
             "stride": stride,
@@ -204,6 +208,7 @@ class DepthwiseConv2D:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "DepthwiseConv2D")
         xp = check_dy(cache["y_shape"], dy, "DepthwiseConv2D", like=cache["xpad"])
         xpad, kernel, stride = cache["xpad"], cache["kernel"], cache["stride"]
         k = kernel.shape[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_dim, require_float, require_ndim
+from .._validate import check_cache, check_dy, namespace, require_dim, require_float, require_ndim
 
 
 class Dense:
@@ -30,6 +30,7 @@ class Dense:
         if bias is not None:
             y = y + bias
         return y, {
+            "op": "Dense",
             "x": x,
             "kernel": kernel,
             "has_bias": bias is not None,
@@ -38,6 +39,7 @@ class Dense:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "Dense")
         xp = check_dy(cache["y_shape"], dy, "Dense", like=cache["x"])
         x, kernel = cache["x"], cache["kernel"]
         grads = {"kernel": xp.matrix_transpose(x) @ dy}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._validate import (
+    check_cache,
     check_dy,
     namespace,
     require_binary,
@@ -25,10 +26,11 @@ class Add:
         require_float(xp, "a", a)
         require_float(xp, "b", b)
         require_same_shape("b", b, tuple(a.shape), "the shape of a")
-        return a + b, {"y_shape": tuple(a.shape)}
+        return a + b, {"op": "Add", "y_shape": tuple(a.shape)}
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[tuple[Any, Any], dict]:
+        check_cache(cache, "Add")
         check_dy(cache["y_shape"], dy, "Add")
         return (dy, dy), {}
 
@@ -48,10 +50,11 @@ class ChannelScale:
         require_float(xp, "s", s)
         n, _, _, c = x.shape
         require_same_shape("s", s, (n, 1, 1, c), "one scale per sample and channel")
-        return x * s, {"x": x, "s": s}
+        return x * s, {"op": "ChannelScale", "x": x, "s": s}
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[tuple[Any, Any], dict]:
+        check_cache(cache, "ChannelScale")
         x, s = cache["x"], cache["s"]
         xp = check_dy(tuple(x.shape), dy, "ChannelScale", like=x)
         return (dy * s, xp.sum(dy * x, axis=(1, 2), keepdims=True)), {}
@@ -75,7 +78,7 @@ class Dropout:
         xp = namespace(x, mask, names=("x", "mask"))
         require_float(xp, "x", x)
         if mask is None or rate == 0.0:
-            return x, {"scale": None, "y_shape": tuple(x.shape)}
+            return x, {"op": "Dropout", "scale": None, "y_shape": tuple(x.shape)}
         if mask.ndim != x.ndim or any(m not in (1, d) for m, d in zip(mask.shape, x.shape)):
             raise ValueError(
                 f"Expected mask broadcastable to x.shape={tuple(x.shape)} (of the same rank, "
@@ -84,9 +87,10 @@ class Dropout:
         # A 2.0 or 0.5 "mask" would silently rescale the kept activations a second time.
         require_binary("mask", xp, mask)
         scale = xp.astype(mask, x.dtype) / (1.0 - rate)
-        return x * scale, {"scale": scale, "y_shape": tuple(x.shape)}
+        return x * scale, {"op": "Dropout", "scale": scale, "y_shape": tuple(x.shape)}
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "Dropout")
         check_dy(cache["y_shape"], dy, "Dropout", like=cache["scale"])
         return (dy if cache["scale"] is None else dy * cache["scale"]), {}

@@ -7,7 +7,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from .._validate import namespace, require_float, require_ndim, require_real_scalar
+from .._validate import check_cache, namespace, require_float, require_ndim, require_real_scalar
 
 
 def check_labels(xp: Any, labels: Any, n: int, classes: int) -> None:
@@ -54,11 +54,14 @@ class SoftmaxCrossEntropy:
         # NOTE: select, not multiply by the one-hot: a class with probability 0 has log-prob
         # -inf (a -inf logit, or float16 logits 1e5 apart), and -inf * 0 would be NaN.
         loss = xp.sum(xp.where(target, -log_probs, 0.0)) / logits.shape[0]
-        return loss, {"probs": xp.exp(log_probs), "onehot": xp.astype(target, logits.dtype)}
+        cache = {"op": "SoftmaxCrossEntropy", "probs": xp.exp(log_probs)}
+        cache["onehot"] = xp.astype(target, logits.dtype)
+        return loss, cache
 
     @staticmethod
     def backward(cache: dict, dloss: Any = 1.0) -> tuple[Any, dict]:
         require_real_scalar("dloss", dloss)
+        check_cache(cache, "SoftmaxCrossEntropy")
         probs, onehot = cache["probs"], cache["onehot"]
         if isinstance(dloss, numbers.Real):
             # A Python float adapts to the logits' dtype; a NumPy float64 or int64 scalar would

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from .._validate import (
+    check_cache,
     check_dy,
     namespace,
     require_bool,
@@ -82,6 +83,7 @@ class BatchNorm:
         xhat = (x - mean) * inv_std
         y = gamma * xhat + beta
         cache = {
+            "op": "BatchNorm",
             "xhat": xhat,
             "gamma": gamma,
             "inv_std": inv_std,
@@ -94,6 +96,7 @@ class BatchNorm:
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "BatchNorm")
         xp = check_dy(cache["y_shape"], dy, "BatchNorm", like=cache["xhat"])
         xhat, gamma, inv_std = cache["xhat"], cache["gamma"], cache["inv_std"]
         axes = tuple(range(dy.ndim - 1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._validate import check_dy, namespace, require_bool, require_float, require_ndim
+from .._validate import check_cache, check_dy, namespace, require_bool, require_float, require_ndim
 
 
 class GlobalAveragePool:
@@ -24,10 +24,11 @@ class GlobalAveragePool:
         if x.shape[1] < 1 or x.shape[2] < 1:  # the mean of no pixels is NaN, with a warning
             raise ValueError(f"Expected H, W >= 1, received x.shape={tuple(x.shape)}")
         y = xp.mean(x, axis=(1, 2), keepdims=keepdims)
-        return y, {"x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
+        return y, {"op": "GlobalAveragePool", "x_shape": tuple(x.shape), "y_shape": tuple(y.shape)}
 
     @staticmethod
     def backward(cache: dict, dy: Any) -> tuple[Any, dict]:
+        check_cache(cache, "GlobalAveragePool")
         xp = check_dy(cache["y_shape"], dy, "GlobalAveragePool")
         n, h, w, c = cache["x_shape"]
         dy4 = xp.reshape(dy, (n, 1, 1, c))
