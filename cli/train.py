@@ -7,6 +7,7 @@ DistributedDataParallel; only rank 0 writes files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from ..core.arch import MODELS
@@ -173,6 +174,14 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_main:
             print(f"gpconv train: error: {err}; run files in {cfg.out}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `gpconv train | head`: the run stops; say so, where it can be seen
+        with contextlib.suppress(OSError):
+            print(
+                f"gpconv train: stopped: stdout was closed; run files in {cfg.out} (continues "
+                "with --resume)",
+                file=sys.stderr,
+            )
+        raise  # main() ends quietly with status 1, as for any command whose stdout closes
     finally:
         dist.close()
     if dist.is_main:

@@ -272,6 +272,20 @@ def test_closed_stdout_ends_quietly(argv, unbuffered):
     assert run.stderr == "" and run.returncode == 1, (run.returncode, run.stderr[-2000:])
 
 
+def test_train_says_it_stopped_when_its_stdout_closes(monkeypatch, tmp_path, capsys):
+    """``gpconv train | head -1``: the run stops at its next print with status 1, as any
+    command does, and says so on stderr (it stopped without a word)."""
+    from gpconv.train import run as run_module
+
+    def reader_goes_away(cfg, dist):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(run_module, "train", reader_goes_away)
+    argv = ["train", "--backend", "numpy", "--model", "kefficientnet-b0", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 1
+    assert "gpconv train: stopped: stdout was closed; run files in" in capsys.readouterr().err
+
+
 def test_train_reports_a_non_finite_test_loss_as_nan(monkeypatch, tmp_path, capsys):
     """A run whose training loss stays finite but whose test loss overflows completes, and its
     summary.json stores that loss as null: the closing line crashed with a TypeError traceback

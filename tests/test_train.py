@@ -941,6 +941,16 @@ def test_lock_is_released_and_removed(numpy_run, tmp_path):
     OutLock.acquire(str(folder)).release()  # free again
 
 
+def test_a_lock_that_cannot_make_its_folder_leaves_no_folder_behind(tmp_path):
+    """makedirs can fail below folders it already made (a name too long for the last level):
+    those are removed too."""
+    from gpconv.train.outlock import OutLock
+
+    with pytest.raises(OSError):
+        OutLock.acquire(str(tmp_path / "new" / "deeper" / ("a" * 300)))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fit_refuses_a_history_longer_than_epochs():
     from gpconv.train.distributed import Dist
     from gpconv.train.loop import LoopConfig, fit
@@ -976,8 +986,9 @@ def test_argparse_rejects_unknown_choices(args, tmp_path, capsys):
         (["--epochs", "-1"], "--epochs >= 1"),
         (["--batch-size", "0"], "--batch-size >= 1"),
         (["--seed", "-1"], "--seed >= 0"),
-        (["--lr", "-0.1"], "--lr finite and > 0"),
-        (["--lr", "inf"], "--lr finite and > 0, received inf"),
+        (["--lr", "-0.1"], "--lr finite, > 0"),
+        (["--lr", "inf"], "--lr finite, > 0 and <= 3.403e+38 (float32's largest"),
+        (["--lr", "1e39"], "received 1e+39"),  # torch's update overflowed with a traceback
         (["--data", "cifar10"], "--data digits, cifar10=DIR or folder=DIR"),
         (["--data", "cifar10=/no/such/dir"], "/no/such/dir"),
         (["--batch-size", "1000"], "exceeds the 48 training images"),

@@ -9,12 +9,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
+import numpy as np
+
 from .. import backends
 from ..core._validate import require_bool, require_int, require_real
 from ..core.arch import MIN_INPUT_SIZE, MODELS
 from .data import absolute_spec
 from .device import check_device
 from .frameworks import COMPILABLE, FRAMEWORKS, OptimConfig, check_threads
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 # Arguments that define a run: a resume must repeat them. --epochs may change (the lr schedule then
@@ -118,8 +122,11 @@ class RunConfig:
                 )
         if self.skip_stride < -1:
             raise ConfigError(f"Expected --skip-stride >= -1, received {self.skip_stride}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"Expected --lr finite and > 0, received {self.lr}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= FLOAT32_MAX):
+            raise ConfigError(
+                f"Expected --lr finite, > 0 and <= {FLOAT32_MAX:.4g} (float32's largest: torch "
+                f"and TensorFlow apply it in float32), received {self.lr}"
+            )
         try:
             check_threads(self.threads)
         except ValueError as err:

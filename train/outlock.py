@@ -9,6 +9,7 @@ platforms without ``fcntl`` (Windows) folders are not locked.
 
 from __future__ import annotations
 
+import errno
 import os
 
 try:
@@ -40,7 +41,11 @@ class OutLock:
         """Lock ``out`` (creating it); ``FolderInUse`` naming the holder's pid if another process
         holds it, ``OSError`` if the folder cannot be created or written."""
         created = _missing_folders(out)
-        os.makedirs(out, exist_ok=True)
+        try:
+            os.makedirs(out, exist_ok=True)
+        except BaseException:  # e.g. a name too long for the last level: keep none of the rest
+            _remove_empty(created)
+            raise
         if fcntl is None:  # pragma: no cover - Windows
             return cls(out, None, created)
         path = os.path.join(out, LOCK_NAME)
@@ -125,8 +130,10 @@ def _remove_empty(folders: list[str]) -> None:
     for folder in folders:  # deepest first
         try:
             os.rmdir(folder)
-        except OSError:  # not empty (the run wrote something) or already gone
-            return
+        except OSError as err:
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):  # the run wrote something: keep it
+                return
+            # else never made (makedirs failed at or below it: missing, name too long): go up
 
 
 def _same_file(fd: int, path: str) -> bool:
