@@ -144,12 +144,18 @@ def _numpy_outputs(where: str, out: Mapping, keys: tuple[str, ...], every: bool)
 def _as_numpy(where: str, what: str, value: Any) -> np.ndarray:
     """``value`` as a NumPy array, or ``TypeError`` naming ``where`` and ``what``."""
     try:
-        return np.asarray(value)
+        array = np.asarray(value)
     except Exception as err:  # torch: RuntimeError for a tensor requiring grad, TypeError on CUDA
         raise TypeError(
             f"Expected {where} to return NumPy-convertible arrays, received {what}: "
             f"{type(value).__name__} ({type(err).__name__}: {err})"
         ) from None
+    if array.dtype.kind not in "biuf":  # np.asarray takes a str (or any object) as a 0-d array
+        raise TypeError(
+            f"Expected {where} to return numeric arrays, received {what}: "
+            f"{type(value).__name__} of dtype {array.dtype}"
+        )
+    return array
 
 
 def network_outputs(arch: Architecture) -> tuple[str, ...]:
@@ -213,8 +219,9 @@ def check_interleave(backend: Backend, seed: int = 0) -> list[CheckResult]:
     errors: dict[str, Comparison] = {}
     for c, g in C.INTERLEAVE_CASES:
         x = C.f32(rng.standard_normal((2, 3, 3, c)))
+        expected = interleave(x, g)  # first, and the backend gets a copy: it may write into x
         errors[f"C={c} G={g}"] = allclose(
-            call(backend, "interleave", x, g), interleave(x, g), rtol=0.0, atol=0.0
+            call(backend, "interleave", x.copy(), g), expected, rtol=0.0, atol=0.0
         )
     config, cmp = worst(errors)
     return [

@@ -77,6 +77,13 @@ def resolve(name: str) -> Backend:
                 f"Expected {name} to be a gpconv.backends.base.Backend, "
                 f"received {type(backend).__name__}"
             )
+        if not isinstance(backend.name, str) or not backend.name:
+            # Its rows and its report entry are labelled with it: nameless rows cannot be told
+            # apart or joined to their entry.
+            raise ValueError(
+                f'Expected {name} to have a name (set Backend.name, e.g. name = "myfw"), '
+                f"received name={backend.name!r}"
+            )
         return backend
     return get(name)
 

@@ -647,6 +647,54 @@ def test_a_backend_class_instead_of_an_instance_is_named(monkeypatch, tmp_path):
         runner.resolve("classonly:MyBackend")
 
 
+def test_a_nameless_backend_is_refused_before_any_check(monkeypatch, tmp_path):
+    # Its rows had an empty backend column, and could not be joined to its report entry.
+    (tmp_path / "nameless.py").write_text(
+        "from gpconv.backends.numpy_reference import NumpyBackend\n"
+        "class Nameless(NumpyBackend):\n    name = ''\n"
+        "BACKEND = Nameless()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"nameless:BACKEND to have a name .*received name=''"):
+        runner.resolve("nameless:BACKEND")
+
+
+def test_the_interleave_check_is_immune_to_a_backend_writing_into_its_input():
+    """The reference was computed after the backend's call, from the same array: a backend
+    that zeroed its input and returned it passed, one that shuffled in place (out= style,
+    correct) failed with a wrong hint."""
+
+    class ZeroesInput(NumpyBackend):
+        name = "zeroes-input"
+
+        def interleave(self, x, groups):
+            x[...] = 0
+            return x
+
+    class ShufflesInPlace(NumpyBackend):
+        name = "shuffles-in-place"
+
+        def interleave(self, x, groups):
+            x[...] = np.asarray(super().interleave(x, groups)).copy()
+            return x
+
+    assert [r.status for r in check_interleave(ZeroesInput())] == ["fail"]
+    assert [r.status for r in check_interleave(ShufflesInPlace())] == ["pass"]
+
+
+def test_a_string_for_an_array_is_an_error_naming_the_method():
+    # np.asarray took the string as a 0-d array; the row read "could not convert string to float".
+    class Words(NumpyBackend):
+        name = "words"
+
+        def interleave(self, x, groups):
+            return "not an array"
+
+    rows = run_backend_checks_rows(Words(), only=("interleave",))
+    assert [r.status for r in rows] == ["error"], describe(rows)
+    assert "Words.interleave() to return numeric arrays" in rows[0].detail, describe(rows)
+
+
 def test_a_crashing_kpointwise_names_the_mode_of_each_row():
     # Both modes of a configuration gave two identical rows.
     class Crashes(NumpyBackend):
