@@ -41,15 +41,11 @@ class OutLock:
         """Lock ``out`` (creating it); ``FolderInUse`` naming the holder's pid if another process
         holds it, ``OSError`` if the folder cannot be created or written."""
         created = _missing_folders(out)
-        try:
+        try:  # any failure, makedirs's own (a name too long for the last level), keeps no folder
             os.makedirs(out, exist_ok=True)
-        except BaseException:  # e.g. a name too long for the last level: keep none of the rest
-            _remove_empty(created)
-            raise
-        if fcntl is None:  # pragma: no cover - Windows
-            return cls(out, None, created)
-        path = os.path.join(out, LOCK_NAME)
-        try:
+            if fcntl is None:  # pragma: no cover - Windows
+                return cls(out, None, created)
+            path = os.path.join(out, LOCK_NAME)
             # The holder unlinks the file before unlocking it, so a file we locked may already be
             # gone: lock again until the locked file is the one at the path.
             while True:
