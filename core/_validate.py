@@ -259,9 +259,9 @@ def check_cache(cache: Any, op: str) -> None:
     if isinstance(cache, dict) and "op" in cache:
         got = f"the cache of {cache['op']}.forward"
     elif isinstance(cache, dict):
-        got = f"a dict with keys {sorted(cache)}"
+        got = f"dict with keys {sorted(cache)}"
     else:
-        got = f"a {type(cache).__name__}"
+        got = type(cache).__name__
     raise TypeError(f"Expected cache to be the cache {op}.forward returned, received {got}")
 
 

@@ -1077,8 +1077,8 @@ def test_backward_refuses_another_ops_cache_by_name(name, backward, cache, y):
         ):
             backward(other_cache, np.ones(y.shape))
     for bad, fragment in (
-        (None, "a NoneType"),
-        ({"y_shape": y.shape}, "a dict with keys ['y_shape']"),
+        (None, "received NoneType"),
+        ({"y_shape": y.shape}, "received dict with keys ['y_shape']"),
     ):
         with pytest.raises(TypeError, match=re.escape(fragment)):
             backward(bad, np.ones(y.shape))

@@ -25,8 +25,6 @@ from .._validate import (
 
 EPSILON = 1e-3
 MOMENTUM = 0.99
-# What updated_moving_stats reads from a BatchNorm.forward cache.
-_CACHE_KEYS = frozenset(("training", "batch_mean", "batch_variance"))
 
 
 class BatchNorm:
@@ -117,12 +115,7 @@ class BatchNorm:
         ``moving = momentum * moving + (1 - momentum) * batch``, ``0 <= momentum <= 1``."""
         # The checked Python float: a NumPy scalar momentum would promote float32 stats (NEP 50).
         momentum = require_fraction("momentum", momentum)
-        if not isinstance(cache, dict) or not _CACHE_KEYS <= cache.keys():
-            raise TypeError(
-                "Expected cache to be the cache BatchNorm.forward returned, "
-                f"received {type(cache).__name__}"
-                + (f" with keys {sorted(cache)}" if isinstance(cache, dict) else "")
-            )
+        check_cache(cache, "BatchNorm")
         names = ("BatchNorm.forward's arrays", "moving_mean", "moving_variance")
         xp = namespace(cache["batch_mean"], moving_mean, moving_variance, names=names)
         for name, a in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
