@@ -504,7 +504,9 @@ def _bench_results(name: str) -> dict[tuple[str, str], dict]:
 @pytest.mark.parametrize(
     "figure,columns",
     [
-        # docs/train.md "Latest run": backend | model | train step (ms) | forward img/s
+        # docs/train.md "Latest run" and the older VM's: backend | model | train step (ms) |
+        # forward img/s
+        ("bench_cpu_1thread_v857.json", ("train_step_ms", "forward_images_per_s")),
         ("bench_cpu_1thread.json", ("train_step_ms", "forward_images_per_s")),
         # the 03:51 run: backend | model | params | MMACs/img | forward img/s | train step (ms)
         (
