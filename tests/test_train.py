@@ -197,6 +197,12 @@ def test_cifar10_class_names_file_is_read_as_text_or_named_as_corrupt(tmp_path):
     meta.write_bytes(b"\xff\xfe\x00airplane\n" * 10)
     with pytest.raises(data.DataError, match=r"batches\.meta\.txt"):
         data.load_cifar10(str(tmp_path))
+    # Ten lines naming one class twice would make two labels print alike.
+    meta.write_text("".join(f"c{min(i, 8)}\n" for i in range(10)), encoding="utf-8")
+    with pytest.raises(data.DataError, match=r"more than once.*\['c8'\]"):
+        data.load_cifar10(str(tmp_path))
+    with pytest.raises(data.DataError, match="CIFAR-10 directory to be a folder, received a file"):
+        data.load_cifar10(str(meta))
 
 
 class _TouchOnUnpickle:
@@ -255,8 +261,76 @@ def test_folder_reader_errors_name_the_file(tmp_path):
     with pytest.raises(data.DataError, match="not found"):
         data.load_folder(str(tmp_path / "nowhere"), 16)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(data.DataError, match="No class sub-folders"):
+    with pytest.raises(data.DataError, match="at least 2 class folders.*found 0"):
         data.load_folder(str(tmp_path / "empty"), 16)
+    with pytest.raises(data.DataError, match="Image folder to be a folder, received a file"):
+        data.load_folder(str(tmp_path / "cat" / "0.png"), 16)
+
+
+def _split_sizes(root) -> tuple[list[str], int, int]:
+    ds = data.load_folder(str(root), 16)
+    return ds.classes, len(ds.y_train), len(ds.y_test)
+
+
+@pytest.mark.parametrize(
+    "train_name,test_name",
+    [("Train", "Test"), ("training", "validation"), ("TRAIN", "Val"), ("train", "testing")],
+)
+def test_folder_split_names_are_splits_in_any_case(tmp_path, train_name, test_name):
+    """Kaggle-style Train/ + Test/ were read as two classes: the model learnt the split, with
+    80% of the test images among its training images."""
+    _write_pngs(tmp_path / train_name, per_class=5)
+    _write_pngs(tmp_path / test_name, per_class=2)
+    assert _split_sizes(tmp_path) == (["cat", "dog"], 10, 4)
+
+
+def test_folder_layouts_that_would_lose_images_or_learn_nothing_are_refused(tmp_path):
+    _write_pngs(tmp_path / "one" / "only")  # folder= one level too high: one class
+    with pytest.raises(data.DataError, match=r"at least 2 class folders.*found 1: \['only'\]"):
+        data.load_folder(str(tmp_path / "one"), 16)
+    (tmp_path / "deep" / "only").mkdir(parents=True)
+    _write_pngs(tmp_path / "deep" / "only")
+    with pytest.raises(data.DataError, match=r"if .*only holds the classes, name that folder"):
+        data.load_folder(str(tmp_path / "deep"), 16)
+    _write_pngs(tmp_path / "stray" / "train")
+    _write_pngs(tmp_path / "stray" / "test", per_class=1)
+    _write_pngs(tmp_path / "stray", classes=("fox",))
+    with pytest.raises(data.DataError, match=r"also the folders \['fox'\], which would be ignored"):
+        data.load_folder(str(tmp_path / "stray"), 16)
+    _write_pngs(tmp_path / "two" / "train")
+    _write_pngs(tmp_path / "two" / "Training")
+    _write_pngs(tmp_path / "two" / "test")
+    with pytest.raises(data.DataError, match="more than one training folder"):
+        data.load_folder(str(tmp_path / "two"), 16)
+
+
+def test_folder_with_train_val_and_test_is_scored_on_test(tmp_path):
+    _write_pngs(tmp_path / "train", per_class=5)
+    _write_pngs(tmp_path / "val", per_class=3)
+    _write_pngs(tmp_path / "test", per_class=1)
+    assert _split_sizes(tmp_path) == (["cat", "dog"], 10, 2)
+
+
+def test_folder_reads_linked_folders_and_other_image_names_and_skips_hidden_entries(tmp_path):
+    """torchvision's ImageFolder follows links and reads .pgm; a link loop ends; dot entries
+    (.ipynb_checkpoints, macOS's ._x.png forks) and __MACOSX are not data."""
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    _write_pngs(root, per_class=5)
+    _write_pngs(tmp_path / "elsewhere", classes=("more",), per_class=3)
+    os.symlink(tmp_path / "elsewhere" / "more", root / "cat" / "more")
+    os.symlink(root / "cat", root / "cat" / "loop")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "dog" / "grey.pgm")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / "dog" / "photo.jfif", "JPEG")
+    for hidden in (".ipynb_checkpoints", "__MACOSX"):
+        _write_pngs(root / hidden, classes=("cat",), per_class=1)
+        _write_pngs(root / "cat" / hidden, classes=("x",), per_class=1)
+    (root / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble, no PNG")
+    ds = data.load_folder(str(root), 16)
+    assert ds.classes == ["cat", "dog"]
+    counts = np.bincount(np.concatenate([ds.y_train, ds.y_test]))
+    assert counts.tolist() == [5 + 3, 5 + 2]
 
 
 def test_folder_reader_layouts_like_image_folder(tmp_path, monkeypatch):

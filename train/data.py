@@ -24,7 +24,15 @@ from ..core._validate import require_positive_int
 # different seeds are scored on the same images.
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".webp", ".tif", ".tiff")
+# torchvision's IMG_EXTENSIONS, plus PIL-readable names JPEG and PNM files also go by.
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".webp",
+    ".tif", ".tiff",
+)  # fmt: skip
+# Split folder names of a DIR/train + DIR/test tree, matched ignoring case; where several test
+# names are present the first in this order is the test set (train/val/test keeps val unused).
+TRAIN_SPLITS = ("train", "training")
+TEST_SPLITS = ("test", "testing", "val", "valid", "validation")
 CIFAR_RECORD = 1 + 3 * 32 * 32
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch.bin"
@@ -279,7 +287,12 @@ def _cifar10_class_names(directory: str) -> list[str]:
             names = [line.strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"Cannot read CIFAR-10 class names from {path}: {err}") from err
-    return names[:10] if len(names) >= 10 else list(CIFAR_CLASSES)
+    if len(names) < 10:
+        return list(CIFAR_CLASSES)
+    twice = sorted({n for n in names[:10] if names[:10].count(n) > 1})
+    if twice:
+        raise DataError(f"{path} names a class more than once among its first 10 lines: {twice}")
+    return names[:10]
 
 
 def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
@@ -288,8 +301,7 @@ def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
     nested = os.path.join(directory, "cifar-10-batches-bin")
     if not os.path.isfile(os.path.join(directory, CIFAR_TEST_FILE)) and os.path.isdir(nested):
         directory = nested
-    if not os.path.isdir(directory):
-        raise DataError(f"CIFAR-10 directory not found: {directory}")
+    _require_folder(directory, "CIFAR-10 directory")
     _refuse_python_version(directory)
     classes = _cifar10_class_names(directory)  # before the batches: a bad file fails fast
     parts = [read_cifar10_file(os.path.join(directory, f)) for f in CIFAR_TRAIN_FILES]
@@ -301,18 +313,44 @@ def load_cifar10(directory: str, image_size: int = 32) -> Dataset:
     return Dataset("cifar10", x_tr, y_tr, x_te, y_te, classes)
 
 
+def _require_folder(path: str, what: str) -> None:
+    if os.path.isdir(path):
+        return
+    if os.path.exists(path):
+        raise DataError(f"Expected {what} to be a folder, received a file: {path}")
+    raise DataError(f"{what} not found: {path}")
+
+
+def _hidden(name: str) -> bool:
+    """Entries no one means as data: dot names (``.ipynb_checkpoints``, macOS's ``._x.png``
+    resource forks, ``.DS_Store``) and the ``__MACOSX`` folder of zip files made on a Mac."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _class_dirs(root: str) -> list[str]:
-    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    return sorted(
+        d for d in os.listdir(root) if not _hidden(d) and os.path.isdir(os.path.join(root, d))
+    )
 
 
 def _image_files(folder: str) -> list[str]:
-    """Every image under ``folder``, sub-folders included (as torchvision's ImageFolder)."""
-    return sorted(
-        os.path.join(parent, name)
-        for parent, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_SUFFIXES)
-    )
+    """Every image under ``folder``, sub-folders and links to folders included (as torchvision's
+    ImageFolder, which follows links), hidden entries skipped. A folder reached twice (a link
+    loop, or a link to a folder also present) is read once."""
+    seen, found = set(), []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not _hidden(d)]
+        found += (
+            os.path.join(parent, name)
+            for name in names
+            if not _hidden(name) and name.lower().endswith(IMAGE_SUFFIXES)
+        )
+    return sorted(found)
 
 
 def _read_image(path: str, image_size: int) -> np.ndarray:
@@ -357,30 +395,62 @@ def _read_tree(
     return np.stack(images)[order], np.asarray(labels, dtype=np.int64)[order]
 
 
+def _split_dirs(directory: str) -> tuple[str, str] | None:
+    """``(train folder, test folder)`` of a ``directory/train`` + ``directory/test`` tree (names
+    as ``TRAIN_SPLITS``/``TEST_SPLITS``, any case), or None for a tree of class folders.
+
+    Split-like names are never taken as classes: ``Train/`` + ``Test/`` read as two classes
+    would train a model to tell the splits apart, on 80% of the test images."""
+    dirs = _class_dirs(directory)
+    train = [d for d in dirs if d.lower() in TRAIN_SPLITS]
+    test = sorted(
+        (d for d in dirs if d.lower() in TEST_SPLITS), key=lambda d: TEST_SPLITS.index(d.lower())
+    )
+    if not train and not test:
+        return None
+    # A lone train/ or test/ is a half-made split, not a class named "train" or "test".
+    if not test:
+        raise DataError(
+            f"{os.path.join(directory, train[0])} needs a test (or val) folder beside it"
+        )
+    if not train:
+        raise DataError(f"{os.path.join(directory, test[0])} needs a train folder beside it")
+    if len(train) > 1:
+        raise DataError(f"{directory} has more than one training folder: {train}; keep one")
+    others = [d for d in dirs if d not in train and d not in test]
+    if others:
+        raise DataError(
+            f"{directory} holds the splits {train[0]}/ and {test[0]}/ and also the folders "
+            f"{others}, which would be ignored: move them into the splits or out of {directory}"
+        )
+    return os.path.join(directory, train[0]), os.path.join(directory, test[0])
+
+
+def _require_classes(root: str, classes: list[str]) -> None:
+    """At least two class folders: one class trains a model that is always right (a ``folder=``
+    one level too high looks like this)."""
+    if len(classes) >= 2:
+        return
+    hint = ""
+    if classes and _class_dirs(os.path.join(root, classes[0])):
+        hint = f"; if {os.path.join(root, classes[0])} holds the classes, name that folder"
+    raise DataError(
+        f"Expected at least 2 class folders in {root}, found {len(classes)}: {classes}{hint}"
+    )
+
+
 def load_folder(directory: str, image_size: int = 32) -> Dataset:
     """An ImageFolder-style tree: ``directory/<class>/<image>``, split 80/20 (stratified, fixed
-    seed), or ``directory/train/<class>/...`` with ``directory/test`` (or ``val``) used as given.
-    Images are converted to RGB and resized bilinearly with PIL."""
-    if not os.path.isdir(directory):
-        raise DataError(f"Image folder not found: {directory}")
-    test_dir = next(
-        (
-            os.path.join(directory, d)
-            for d in ("test", "val")
-            if os.path.isdir(os.path.join(directory, d))
-        ),
-        None,
-    )
-    train_dir = os.path.join(directory, "train")
-    # A lone train/ or test/ is a half-made split, not a class named "train" or "test".
-    if os.path.isdir(train_dir) and not test_dir:
-        raise DataError(f"{train_dir} needs a test (or val) folder beside it")
-    if test_dir and not os.path.isdir(train_dir):
-        raise DataError(f"{test_dir} needs a train folder beside it")
-    if test_dir:
+    seed), or ``directory/train/<class>/...`` with ``directory/test`` (or ``val``; see
+    ``TRAIN_SPLITS``, ``TEST_SPLITS``) used as given. Images are converted to RGB and resized
+    bilinearly with PIL (no EXIF rotation, alpha dropped, aspect ratio not kept: as
+    torchvision's ``ImageFolder`` with ``Resize((size, size))``)."""
+    _require_folder(directory, "Image folder")
+    splits = _split_dirs(directory)
+    if splits:
+        train_dir, test_dir = splits
         classes = _class_dirs(train_dir)
-        if not classes:
-            raise DataError(f"No class sub-folders in {train_dir}")
+        _require_classes(train_dir, classes)
         extra = sorted(set(_class_dirs(test_dir)) - set(classes))
         if extra:
             raise DataError(f"{test_dir} has classes missing from {train_dir}: {extra}")
@@ -388,8 +458,7 @@ def load_folder(directory: str, image_size: int = 32) -> Dataset:
         x_te, y_te = _read_tree(test_dir, classes, image_size, every_class=False)
         return Dataset(f"folder:{directory}", x_tr, y_tr, x_te, y_te, classes)
     classes = _class_dirs(directory)
-    if not classes:
-        raise DataError(f"No class sub-folders in {directory}")
+    _require_classes(directory, classes)
     x, y = _read_tree(directory, classes, image_size)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
     test = np.zeros(len(y), dtype=bool)
