@@ -194,6 +194,7 @@ class Emulator:
         return self.lib.gpw_kinds(name.encode()).decode()
 
     def launch(self, plan: kernels.Launch) -> None:
+        kernels.check_arrays(plan)  # what the real launch checks, bar the CUDA device
         kinds = "".join(_kind(a) for a in plan.args)
         raw = (ctypes.c_uint64 * len(plan.args))(
             *(a.ctypes.data if isinstance(a, np.ndarray) else int(a) % 2**64 for a in plan.args)

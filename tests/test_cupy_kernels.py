@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -197,6 +198,69 @@ def test_fused_gradients_take_cores_dtypes_for_a_dy_of_another_dtype(
     want = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
     assert {k: got[k].dtype for k in want} == want
     assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+
+
+F32, F64 = np.float32, np.float64
+
+
+@pytest.mark.parametrize(
+    ("x_dtype", "kernel_dtype", "bias_dtype"),
+    [(F32, F32, F64), (F32, F64, None), (F64, F32, None), (F64, F64, F32)],
+)
+def test_fused_gradients_take_cores_dtypes_for_mixed_forward_dtypes(
+    emulator, x_dtype, kernel_dtype, bias_dtype
+) -> None:
+    """The kernels compute in the widest dtype; a float64 bias made dx and the kernel gradient
+    float64 where core's are float32 (result_type(dy, kernel) and result_type(x, dy))."""
+    case = dict(lead=(2, 3, 1), cin=12, cout=8, groups=4, bias=bias_dtype is not None, seed=5)
+    case.update(interleave_input=True, interleave_output=False)
+    arrays = inputs(case, np.float64)
+    arrays["x"] = arrays["x"].astype(x_dtype)
+    arrays["kernel"] = arrays["kernel"].astype(kernel_dtype)
+    arrays["dy"] = arrays["dy"].astype(F32)
+    if bias_dtype is not None:
+        arrays["bias"] = arrays["bias"].astype(bias_dtype)
+    got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
+    _, cache = GroupedPointwise.forward(arrays["x"], arrays["kernel"], arrays["bias"], 4)
+    dx, grads = GroupedPointwise.backward(cache, arrays["dy"])
+    want = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
+    assert {k: got[k].dtype for k in want} == want
+    assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("flag", ["interleave_input", "interleave_output"])
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_fused_interleave_flags_must_be_bools(emulator, flag, value) -> None:
+    """``interleave_input="no"`` interleaved (a truthy str)."""
+    x, k = np.zeros((2, 4)), np.zeros((1, 1, 2, 4))
+    with pytest.raises(TypeError, match=flag):
+        FusedGroupedPointwise.forward(x, k, None, 2, **{flag: value})
+
+
+class _OnDevice:
+    """A NumPy array as the kernels' checks see a CuPy array on CUDA device ``device_id``."""
+
+    def __init__(self, a: np.ndarray, device_id: int) -> None:
+        self.a, self.device = a, SimpleNamespace(id=device_id)
+        self.shape, self.dtype, self.flags, self.strides = a.shape, a.dtype, a.flags, a.strides
+
+
+def test_launch_checks_refuse_arrays_the_kernel_would_misread() -> None:
+    """The real launch passes raw pointers: an array on another GPU faulted (cudaErrorIllegal
+    Address, the context lost) or read across the link; one of the wrong dtype or strides would
+    be read as garbage. ``check_arrays`` runs before CuPy launches (and in the emulator)."""
+    x, w, y = np.zeros((4, 6)), np.zeros((3, 6)), np.zeros((4, 6))
+    plan = kernels.forward_launch(x, w, w, False, y, 2, False, False)
+    on = [_OnDevice(a, 1) if isinstance(a, np.ndarray) else a for a in plan.args]
+    kernels.check_arrays(dataclasses.replace(plan, args=tuple(on)), device_id=1)
+    with pytest.raises(ValueError, match=r"argument 0 .* current CUDA device 0, received it on "):
+        kernels.check_arrays(dataclasses.replace(plan, args=tuple(on)), device_id=0)
+    swapped = (np.zeros((4, 6), np.float32), *plan.args[1:])
+    with pytest.raises(TypeError, match=r"argument 0 .* to be float64, received float32"):
+        kernels.check_arrays(dataclasses.replace(plan, args=swapped))
+    strided = (np.zeros((6, 4)).T, *plan.args[1:])
+    with pytest.raises(ValueError, match="argument 0 .* C-contiguous"):
+        kernels.check_arrays(dataclasses.replace(plan, args=strided))
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,10 @@ class FusedGroupedPointwise:
         interleave_output: bool = False,
     ) -> tuple[Any, dict]:
         xp, groups = check_grouped_pointwise(x, kernel, bias, groups)
+        maps = (
+            require_bool("interleave_input", interleave_input),
+            require_bool("interleave_output", interleave_output),
+        )
         dtype = _kernel_dtype(xp, x=x, kernel=kernel, bias=bias)
         cin, cout = x.shape[-1], kernel.shape[3]
         x2 = _matrix(xp, x, cin, dtype)  # (M, Cin)
@@ -102,17 +106,15 @@ class FusedGroupedPointwise:
         b = _matrix(xp, bias, cout, dtype)[0] if bias is not None else w
         y = _empty(xp, (x2.shape[0], cout), dtype, x)
         if x2.shape[0]:  # the kernel is read as is: the maps are applied in shared memory
-            kernels.launch(
-                kernels.forward_launch(
-                    x2, w, b, bias is not None, y, groups, interleave_input, interleave_output
-                )
-            )
+            kernels.launch(kernels.forward_launch(x2, w, b, bias is not None, y, groups, *maps))
         y = xp.reshape(y, tuple(x.shape[:-1]) + (cout,))
         cache = {
             "x2": x2,
             "w": w,
             "groups": groups,
-            "maps": (interleave_input, interleave_output),
+            "maps": maps,
+            # core's gradient dtypes: dx result_type(dy, kernel), the kernel's result_type(x, dy)
+            "dtypes": (x.dtype, kernel.dtype),
             "has_bias": bias is not None,
             "x_shape": tuple(x.shape),
             "y_shape": tuple(y.shape),
@@ -126,9 +128,10 @@ class FusedGroupedPointwise:
         xp = check_dy(cache["y_shape"], dy, "FusedGroupedPointwise", like=x2)
         m, cin = x2.shape
         ci, cout = w.shape
-        # As core: the gradients take result_type(forward's dtype, dy's), e.g. float64 for a
-        # float64 dy after a float32 forward (the kernels compute in one dtype).
+        # The kernels compute in one dtype, the widest of the forward's and dy's; the gradients
+        # are then cast to core's dtypes (a float64 bias must not make dx float64).
         dtype = _kernel_dtype(xp, x=x2, dy=dy)
+        x_dtype, kernel_dtype = cache["dtypes"]
         x2, w = _matrix(xp, x2, cin, dtype), _matrix(xp, w, cout, dtype)
         dy2 = _matrix(xp, dy, cout, dtype)
         dx = _empty(xp, (m, cin), dtype, dy)
@@ -146,6 +149,8 @@ class FusedGroupedPointwise:
             dw = xp.sum(partial, axis=0)
         else:
             dw = xp.zeros((ci * cout,), dtype=dtype, device=device(x2))
+        dw = xp.astype(dw, xp.result_type(x_dtype, dy.dtype), copy=False)
+        dx = xp.astype(dx, xp.result_type(dy.dtype, kernel_dtype), copy=False)
         grads = {"kernel": xp.reshape(dw, cache["kernel_shape"])}
         if cache["has_bias"]:
             # by memory position (the bias is by logical channel), in dy's dtype as in core

@@ -496,10 +496,33 @@ def _device_attribute(device_id: int, name: str) -> int:
     return int(cupy.cuda.Device(device_id).attributes[name])
 
 
+def check_arrays(plan: Launch, device_id: int | None = None) -> None:
+    """The plan's arrays as its kernel reads them: C-contiguous, of the dtype its name says
+    (``_f32``/``_f64``), and, given ``device_id``, on that CUDA device: a kernel handed a pointer
+    into another GPU's memory faults (and poisons the CUDA context) or, with peer access, reads
+    across the link. ``ValueError``/``TypeError`` naming the argument's position otherwise."""
+    dtype = next(d for d, suffix in DTYPE_SUFFIX.items() if plan.name.endswith(f"_{suffix}"))
+    for i, a in enumerate(plan.args):
+        if isinstance(a, (np.int32, np.int64)):
+            continue
+        where = f"argument {i} of the fused kernel {plan.name} (shape {tuple(a.shape)})"
+        if np.dtype(a.dtype) != dtype:
+            raise TypeError(f"Expected {where} to be {dtype}, received {a.dtype}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"Expected {where} to be C-contiguous, received strides {a.strides}")
+        if device_id is not None and (on := a.device.id) != device_id:
+            raise ValueError(
+                f"Expected {where} on the current CUDA device {device_id}, received it on "
+                f"device {on}: call the layer inside `with cupy.cuda.Device({on}):`, as CuPy's "
+                "own operations need"
+            )
+
+
 def launch(plan: Launch) -> None:
     """Run ``plan`` on the current CUDA device and stream (compiling ``SOURCE`` on first use).
     Its arrays must be CuPy arrays: anything else (NumPy arrays handed to ``FusedKPointwise``,
-    say) is refused with a ``TypeError`` before CuPy is imported."""
+    say) is refused with a ``TypeError`` before CuPy is imported; ``check_arrays`` checks the
+    rest."""
     from array_api_compat import is_cupy_array
 
     for a in plan.args:
@@ -512,6 +535,7 @@ def launch(plan: Launch) -> None:
     import cupy
 
     device_id = cupy.cuda.Device().id
+    check_arrays(plan, device_id)
     kernel = _function(plan.name, device_id)
     if plan.shared_mem > DEFAULT_SHARED_BYTES:
         limit = _device_attribute(device_id, "MaxSharedMemoryPerBlockOptin")
