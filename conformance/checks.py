@@ -220,9 +220,16 @@ def check_interleave(backend: Backend, seed: int = 0) -> list[CheckResult]:
     for c, g in C.INTERLEAVE_CASES:
         x = C.f32(rng.standard_normal((2, 3, 3, c)))
         expected = interleave(x, g)  # first, and the backend gets a copy: it may write into x
-        errors[f"C={c} G={g}"] = allclose(
-            call(backend, "interleave", x.copy(), g), expected, rtol=0.0, atol=0.0
-        )
+        config = f"C={c} G={g}"
+
+        def compare(x=x, g=g, expected=expected, config=config) -> list[CheckResult]:
+            got = call(backend, "interleave", x.copy(), g)
+            errors[config] = allclose(got, expected, rtol=0.0, atol=0.0)
+            return []
+
+        # a backend that raises gets an error row naming the case, as the other checks do
+        if failed := guarded(backend, "interleave order", "interleave", config, compare):
+            return failed
     config, cmp = worst(errors)
     return [
         _result(

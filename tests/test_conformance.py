@@ -693,6 +693,8 @@ def test_a_string_for_an_array_is_an_error_naming_the_method():
     rows = run_backend_checks_rows(Words(), only=("interleave",))
     assert [r.status for r in rows] == ["error"], describe(rows)
     assert "Words.interleave() to return numeric arrays" in rows[0].detail, describe(rows)
+    # like every error row, it names the layer and the configuration (it read "layer -" and none)
+    assert (rows[0].layer, rows[0].config) == ("interleave", "C=12 G=3"), describe(rows)
 
 
 def test_a_crashing_kpointwise_names_the_mode_of_each_row():
