@@ -163,9 +163,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Validate before joining a process group so a bad command fails fast in every process.
         cfg.validate(distributed.world_size_from_env())
-    except ConfigError as err:
+        # torchrun's variables (WORLD_SIZE=abc, RANK missing, MASTER_ADDR unset) are ValueErrors
+        dist = distributed.from_env(cfg.device)
+    except ValueError as err:  # ConfigError included
         raise UsageError(str(err)) from err
-    dist = distributed.from_env(cfg.device)
     try:
         summary = train(cfg, dist)
     except ConfigError as err:

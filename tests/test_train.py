@@ -1381,6 +1381,96 @@ def test_torch_ddp_two_processes_match_one(tmp_path):
     assert out.stdout.count("gpconv train: done") == 1, "only rank 0 reports and writes"
 
 
+class _OtherRanks(distributed.Dist):
+    """Rank ``rank`` of a 2-process group whose other process contributes ``theirs`` to every sum
+    and, as rank 0, broadcasts ``main`` (what ``prepare`` does with the run's arguments)."""
+
+    def __init__(self, rank: int, main: dict | None = None, theirs: float = 0.0) -> None:
+        super().__init__(rank, 2, 0)
+        self.main, self.theirs, self.broadcasts = main, theirs, 0
+
+    def broadcast(self, obj):
+        # prepare broadcasts rank 0's error (none here), its arguments, its folder's error
+        self.broadcasts += 1
+        if self.is_main:
+            return obj
+        return self.main if self.broadcasts == 2 else None
+
+    def allreduce_sum(self, values):
+        return np.asarray(values, dtype=np.float64) + self.theirs
+
+
+def test_every_process_stops_when_one_was_given_other_arguments(tmp_path):
+    """Ranks launched by hand (or on several machines) with another --seed trained on duplicated
+    and dropped images, another --lr drifted apart, another --epochs hung at a collective: both
+    exit 0 before. Every process now raises, rank 0 included, before anything is written."""
+    args = dict(backend="torch", model="kefficientnet-b0", data="digits", epochs=1)
+    rank0 = RunConfig(**args, out=str(tmp_path / "run"), seed=0)
+    rank1 = RunConfig(**args, out=str(tmp_path / "elsewhere"), seed=1, lr=0.5)
+    main_args = run_module._shared_arguments(rank0)
+    with pytest.raises(run_module.ConfigError) as err:
+        run_module.prepare(rank1, _OtherRanks(1, main=main_args))
+    assert "1 of 2 processes have other arguments than rank 0" in str(err.value)
+    assert "seed: rank 0 has 0, rank 1 has 1" in str(err.value)
+    assert "lr: rank 0 has 0.05, rank 1 has 0.5" in str(err.value)
+    with pytest.raises(run_module.ConfigError, match="1 of 2 processes have other arguments"):
+        run_module.prepare(rank0, _OtherRanks(0, theirs=1.0))
+    assert not os.path.exists(tmp_path / "run"), "rank 0 claimed its folder before the check"
+    # The same arguments, --out and --data's path aside (they may differ between machines):
+    rank1 = RunConfig(**{**args, "data": "digits"}, out=str(tmp_path / "elsewhere"), seed=0)
+    assert run_module.prepare(rank1, _OtherRanks(1, main=main_args)) is None
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE to be an integer >= 1, received 'abc'"),
+        ({"WORLD_SIZE": "-3"}, "WORLD_SIZE to be an integer >= 1, received '-3'"),
+        ({"WORLD_SIZE": "2"}, "environment variable RANK (torchrun sets it)"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK below WORLD_SIZE=2, received 2"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x"}, "LOCAL_RANK to be an integer"),
+    ],
+)
+def test_bad_torchrun_variables_are_usage_errors(tmp_path, monkeypatch, capsys, env, message):
+    """WORLD_SIZE=abc gave a traceback, WORLD_SIZE=-3 trained as one process, a missing RANK a
+    bare KeyError."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert train(*TORCH_TINY, "--out", str(tmp_path / "run")) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_processes_launched_with_other_seeds_stop_together(tmp_path):
+    """Two processes started by hand, as on two machines, rank 1 with another --seed: both exit
+    2 naming the difference, and neither hangs."""
+    pytest.importorskip("torch")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [*TORCH_TINY, "--epochs", "1", "--device", "cpu"]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        command = [sys.executable, "-m", "gpconv.cli", "train", *args]
+        command += ["--seed", str(rank), "--out", str(tmp_path / f"run{rank}")]
+        procs.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    try:
+        errors = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [2, 2], errors
+    assert all("1 of 2 processes have other arguments than rank 0" in e for e in errors), errors
+    assert "seed: rank 0 has 0, rank 1 has 1" in errors[1], errors
+    assert not os.path.exists(tmp_path / "run0") and not os.path.exists(tmp_path / "run1")
+
+
 def test_closing_the_group_waits_until_torch_lets_go_of_the_last_collective(tmp_path):
     """torch's gloo worker keeps a finished collective's tensors a moment after the caller
     resumes; if Python's reference goes first, the worker needs the GIL to free it, which aborts

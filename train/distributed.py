@@ -122,16 +122,57 @@ def released_by_torch(tensors: tuple[Any, ...], timeout_s: float = RELEASE_WAIT_
     return True
 
 
+def mismatches(dist: Dist, mine: dict[str, Any]) -> tuple[int, list[str]]:
+    """Compare each process's ``mine`` (JSON-able) with rank 0's: ``(how many processes differ,
+    this process's differences)``. Every process takes part and gets the same count, so all can
+    stop together (one that went on alone would wait forever at its next collective)."""
+    if dist.world == 1:
+        return 0, []
+    mine = json.loads(json.dumps(mine))  # as the broadcast returns rank 0's: lists, not tuples
+    main = dist.broadcast(mine if dist.is_main else None)
+    diff = [
+        f"{k}: rank 0 has {main.get(k)!r}, rank {dist.rank} has {mine.get(k)!r}"
+        for k in sorted(main.keys() | mine.keys())
+        if main.get(k) != mine.get(k)
+    ]
+    return int(dist.allreduce_sum(np.array([float(bool(diff))]))[0]), diff
+
+
+def _env_int(name: str, default: int | None, low: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None and default is not None:
+        return default
+    if raw is None:
+        raise ValueError(
+            f"Expected the environment variable {name} (torchrun sets it) for "
+            f"WORLD_SIZE={os.environ.get('WORLD_SIZE')}, received none"
+        )
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise ValueError(
+            f"Expected the environment variable {name} to be an integer >= {low}, received {raw!r}"
+        )
+    return value
+
+
 def world_size_from_env() -> int:
-    """``WORLD_SIZE`` as set by torchrun (1 when absent)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """``WORLD_SIZE`` as set by torchrun (1 when absent); ``ValueError`` unless a positive int."""
+    return _env_int("WORLD_SIZE", 1, low=1)
 
 
 def from_env(device_type: str | None = None) -> Dist:
     """``TorchDist`` (on ``device_type``, see there) when launched by torchrun with
-    ``WORLD_SIZE > 1``, else ``Dist()``."""
+    ``WORLD_SIZE > 1``, else ``Dist()``. ``ValueError`` for a ``WORLD_SIZE``, ``RANK`` or
+    ``LOCAL_RANK`` that is no integer in its range (a missing ``RANK`` included)."""
     world = world_size_from_env()
-    if world <= 1:
+    if world == 1:
         return Dist()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    return TorchDist(int(os.environ["RANK"]), world, local_rank, device_type)
+    rank = _env_int("RANK", None, low=0)
+    if rank >= world:
+        raise ValueError(
+            f"Expected the environment variable RANK below WORLD_SIZE={world}, received {rank}"
+        )
+    return TorchDist(rank, world, _env_int("LOCAL_RANK", 0, low=0), device_type)

@@ -29,7 +29,7 @@ from ..perf import allocator
 from . import checkpoint, metrics
 from .config import DEFAULT_LR, IDENTITY, IDENTITY_DEFAULTS, ConfigError, RunConfig
 from .data import DataError, load
-from .distributed import Dist
+from .distributed import Dist, mismatches
 from .frameworks import OptimConfig, create, set_threads
 from .loop import Diverged, LoopConfig, fit
 from .outdir import (
@@ -85,15 +85,23 @@ __all__ = [
 
 
 def prepare(cfg: RunConfig, dist: Dist) -> OutLock | None:
-    """Validate arguments and claim the run folder on the main process (returns its lock; other
-    processes get ``None``); every process raises the same ``ConfigError`` if that fails (so no
-    rank waits forever at a collective)."""
+    """Validate arguments on the main process, check that every process was given the same
+    (``_shared_arguments``), and claim the run folder on the main process (returns its lock;
+    other processes get ``None``); every process raises the same ``ConfigError`` if any of that
+    fails (so no rank waits forever at a collective)."""
     error, lock = None, None
     if dist.is_main:
         try:
             cfg.validate(dist.world)
             check_not_in_use(cfg.out)
             check_out(cfg)  # before creating anything, so a bad folder is left as it was
+        except ConfigError as err:
+            error = str(err)
+    error = dist.broadcast(error) or _differing_processes(dist, _shared_arguments(cfg), "arguments")
+    if error:
+        raise ConfigError(error)
+    if dist.is_main:
+        try:
             lock = claim_out(cfg)
         except ConfigError as err:
             error = str(err)
@@ -103,6 +111,24 @@ def prepare(cfg: RunConfig, dist: Dist) -> OutLock | None:
             lock.release()
         raise ConfigError(error)
     return lock
+
+
+def _shared_arguments(cfg: RunConfig) -> dict[str, Any]:
+    """What every process of a run must be given alike: its identity (the data by kind: paths
+    may differ between machines; the images are compared once loaded) and how it runs."""
+    shared = {**cfg.identity(), "data": cfg.identity()["data"].partition("=")[0]}
+    return {**shared, **{k: getattr(cfg, k) for k in ("epochs", "resume", "sync_bn", "device")}}
+
+
+def _differing_processes(dist: Dist, mine: dict[str, Any], what: str) -> str | None:
+    """The error every process raises when some were given other ``what`` than rank 0: with
+    another seed or --limit they would train on duplicated and dropped images, with another lr
+    drift apart, and with another epoch count wait forever at a collective."""
+    count, diff = mismatches(dist, mine)
+    if not count:
+        return None
+    detail = "".join(f"\n  {line}" for line in diff)
+    return f"{count} of {dist.world} processes have other {what} than rank 0{detail}"
 
 
 def train(cfg: RunConfig, dist: Dist | None = None) -> dict[str, Any]:
@@ -128,6 +154,9 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
             f"Expected --data {cfg.data} to fit in memory at --image-size {cfg.image_size}, "
             f"received: {str(err) or 'MemoryError'} (choose a smaller --image-size)"
         ) from err
+    error = _differing_processes(dist, data.fingerprint, "data (images, labels or classes)")
+    if error:
+        raise ConfigError(error)
     if cfg.resume:
         check_same_data(cfg.out, data, cfg.data)
         note = moved_data_note(cfg.out, cfg) if dist.is_main else None
