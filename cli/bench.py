@@ -295,6 +295,13 @@ def run(args: argparse.Namespace) -> int:
         lines = report.ratio_lines(ratios(results)) + report.recommendation_lines(
             best, machine, options
         )
+    if args.warmup == 0:
+        # The first call traces (tf.function), compiles (--compile) and fills caches: timed,
+        # it compares start-up costs, and the recommendation follows them.
+        lines.append(
+            "note: --warmup 0 timed each first call, tracing and compiling included; "
+            "figures and recommendation are not the steady state (use --warmup 1 or more)"
+        )
     for line in lines:
         print(line)
     written = True

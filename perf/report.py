@@ -180,7 +180,7 @@ def pointwise_recommendations(rows: list[dict[str, Any]]) -> list[str]:
         for r in rows:
             if r["backend"] == backend and r["fastest"]:
                 wins[r["impl"]] = wins.get(r["impl"], 0) + 1
-        top = max(wins, key=wins.get)
+        top = max(wins, key=lambda impl: (wins[impl], impl == default))  # a tie keeps the default
         cases = sum(wins.values())
         # Defaults were chosen on whole train steps, where a layer's neighbours and memory
         # format count too: on an H100 the single-layer winner channels_last ran kEffNet's step

@@ -506,7 +506,12 @@ def test_bench_says_so_when_every_backend_fails(tmp_path, monkeypatch, capsys):
 
 def test_the_recommendation_repeats_the_settings_it_was_measured_with(capsys):
     assert main(["bench", "--backend", "numpy", *TINY, "--threads", "1"]) == 0
-    assert "train kefficientnet-b0 with --backend numpy --threads 1 on" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "train kefficientnet-b0 with --backend numpy --threads 1 on" in out
+    # TINY times first calls: TensorFlow's tracing made it "44x slower" than torch
+    assert "note: --warmup 0 timed each first call, tracing and compiling included" in out
+    assert main(["bench", "--backend", "numpy", *TINY[:-1], "1", "--threads", "1"]) == 0
+    assert "--warmup 0" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -524,6 +529,16 @@ def test_pointwise_recommendation_names_a_command_that_can_choose(backend, advic
     rows[0]["fastest"], rows[1]["fastest"] = False, True
     (line,) = report.pointwise_recommendations(rows)
     assert f"{backend} grouped pointwise: b (fastest in 1/1 cases;" in line and advice in line
+
+
+def test_a_tie_between_implementations_keeps_the_default():
+    # "b" (not the default) and "a" (the default) win one case each: the recommendation said
+    # "b" (the first to reach the top count), advising a change that measured no faster.
+    one, two = _fake_pointwise_rows("numpy", None, 1, 0), _fake_pointwise_rows("numpy", None, 1, 0)
+    for row in two:
+        row["case"], row["fastest"] = "case 2", not row["fastest"]
+    (line,) = report.pointwise_recommendations(two + one)
+    assert "numpy grouped pointwise: a (fastest in 1/2 cases" in line, line
 
 
 def test_each_recommendation_carries_only_options_its_train_command_takes(monkeypatch, capsys):

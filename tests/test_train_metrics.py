@@ -267,6 +267,39 @@ def test_short_metrics_row_exits_2(tmp_path, capsys):
     assert f"{run}/metrics.csv" in line and "line 4" in line and "received 3" in line
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda cells: cells.__setitem__(0, "1"), "line 3: expected epoch 2 (rows count epochs"),
+        (lambda cells: cells.__setitem__(0, "3"), "line 3: expected epoch 2"),
+        (lambda cells: cells.__setitem__(2, "5"), "line 3: expected train_acc in [0, 1] or nan"),
+        (lambda cells: cells.__setitem__(4, "-0.5"), "expected test_acc in [0, 1] or nan"),
+    ],
+)
+def test_rows_gpconv_train_never_writes_exit_2(tmp_path, capsys, edit, message):
+    """Epochs out of order or repeated, accuracies of 5 or -0.5: curves and a table were drawn
+    from them (a zig-zag, "2 epochs" for a repeated one) with no word."""
+    run = _run(tmp_path / "a")
+    path = tmp_path / "a" / "metrics.csv"
+    header, first, second = path.read_text().splitlines()
+    cells = second.split(",")
+    edit(cells)
+    path.write_text("\n".join([header, first, ",".join(cells)]) + "\n")
+    assert _exit_code([run, "--table"]) == 2
+    line = _only_error_line(capsys.readouterr().err)
+    assert f"{run}/metrics.csv" in line and message in line, line
+
+
+def test_nan_accuracies_are_rows_gpconv_train_writes(tmp_path, capsys):
+    run = _run(tmp_path / "a")
+    path = tmp_path / "a" / "metrics.csv"
+    header, first, second = path.read_text().splitlines()
+    cells = second.split(",")
+    cells[4] = "nan"
+    path.write_text("\n".join([header, first, ",".join(cells)]) + "\n")
+    assert _exit_code([run, "--table"]) == 0
+
+
 def _no_epoch(folder) -> str:
     """A run whose ``metrics.csv`` has its header line only."""
     run = _run(folder)

@@ -60,19 +60,38 @@ class RunFileError(ValueError):
 def read_csv(path: str) -> list[dict[str, float]]:
     """Rows of a ``metrics.csv`` as floats (``epoch`` as int); ``nan`` and ``inf`` are numbers.
 
-    Raises ``RunFileError`` for a file that cannot be read, a missing column of ``COLUMNS``, or a
-    cell that is empty or no number."""
+    Raises ``RunFileError`` for a file that cannot be read, a missing column of ``COLUMNS``, a
+    cell that is empty or no number, epochs other than 1, 2, ... in order, or an accuracy outside
+    [0, 1] (NaN allowed): ``gpconv train`` writes none of those, and curves drawn from them would
+    look like a run."""
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
             if missing:
                 raise RunFileError(f"{path}: no column {', '.join(missing)} in the header line")
-            return [_csv_row(path, reader.line_num, row) for row in reader]
+            rows = []
+            for row in reader:
+                rows.append(_csv_row(path, reader.line_num, row))
+                _check_row(path, reader.line_num, rows[-1], epoch=len(rows))
+            return rows
     except OSError as err:
         raise RunFileError(f"{path}: could not read it ({err.strerror or err})") from err
     except (UnicodeDecodeError, csv.Error) as err:  # binary garbage, a NUL byte
         raise RunFileError(f"{path}: not a CSV text file ({err})") from err
+
+
+def _check_row(path: str, line: int, row: dict[str, float], epoch: int) -> None:
+    if row["epoch"] != epoch:
+        raise RunFileError(
+            f"{path}: line {line}: expected epoch {epoch} (rows count epochs 1, 2, ...), "
+            f"received {row['epoch']}"
+        )
+    for key in ("train_acc", "test_acc"):
+        if not (0.0 <= row[key] <= 1.0 or math.isnan(row[key])):
+            raise RunFileError(
+                f"{path}: line {line}: expected {key} in [0, 1] or nan, received {row[key]}"
+            )
 
 
 def _csv_row(path: str, line: int, row: dict[str | None, Any]) -> dict[str, float]:
