@@ -1333,37 +1333,100 @@ def test_torch_resume_equals_uninterrupted(tmp_path):
     assert any(k.endswith("/momentum_buffer") for k in opt), sorted(opt)[:3]
 
 
-def test_torch_ddp_two_processes_match_one(tmp_path):
-    """2 CPU processes (gloo, sync BN) vs 1 process with the same global batch of 16: the
-    parameter updates agree to float32 rounding; per-process BN would not (x1.7 off here)."""
+def _torchrun_train(*args: str) -> subprocess.CompletedProcess:
+    """``gpconv train *args`` in 2 CPU processes under torchrun; asserts exit 0."""
     pytest.importorskip("torch")
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun not on PATH")
-    args = [*TORCH_TINY, "--epochs", "1", "--no-dropout", "--device", "cpu"]  # gloo
-    single, multi = str(tmp_path / "single"), str(tmp_path / "ddp")
-    assert train(*args, "--out", single) == 0
     # Should a rank crash, every thread's Python stack (an abort at exit, 3 of 7 full CI runs
     # before train.distributed held the last collective's tensors, showed none: it was in exit).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    out = subprocess.run(
-        [
-            "torchrun",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "gpconv.cli",
-            "train",
-            *args,
-            "--out",
-            multi,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    command = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "gpconv.cli", "train"]
+    out = subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-8000:]
+    return out
+
+
+_EVALUATION_RANK = """
+import torch
+from gpconv.core.arch import by_name
+from gpconv.train.distributed import from_env
+from gpconv.train.frameworks import OptimConfig, create
+
+dist = from_env("cpu")
+arch = by_name("kefficientnet-b0", 10, 16, 0)
+fw = create("torch", arch, OptimConfig("sgd", 0.01), 0, dist, sync_bn=False, device="cpu")
+with torch.no_grad():
+    for buffer in fw.net.buffers():
+        buffer.add_(dist.rank)  # what each replica's own BN updates do, exaggerated
+fw.begin_evaluation()
+print("moving statistics", sum(float(b.double().sum()) for b in fw.net.buffers()))
+dist.close()
+"""
+
+
+def test_torch_replicas_score_the_test_set_with_rank_0s_moving_statistics(tmp_path):
+    """Without --sync-bn each replica updates its own BN moving statistics from its shard after
+    DDP's broadcast at the start of a training forward; each scored its part of the test set with
+    them, so the test figures were those of no saved model (rank 0's is saved)."""
+    pytest.importorskip("torch")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _EVALUATION_RANK],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+    sums = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert sums[0] == sums[1], sums
+    fresh = create("torch", by_name("kefficientnet-b0", 10, 16, 0), OptimConfig("sgd", 0.01))
+    assert (
+        sums[0] == f"moving statistics {sum(float(b.double().sum()) for b in fresh.net.buffers())}"
+    )
+
+
+def test_evaluation_tells_the_framework_before_its_first_prediction():
+    calls = []
+
+    class Recorder:
+        def begin_evaluation(self):
+            calls.append("begin")
+
+        def predict(self, x):
+            calls.append("predict")
+            return np.zeros((len(x), 10), np.float32)
+
+    from gpconv.train.distributed import Dist
+    from gpconv.train.loop import evaluate
+
+    evaluate(Recorder(), data.load("digits", 8).limited(64), 8, Dist())
+    assert calls[0] == "begin" and calls.count("begin") == 1 and len(calls) > 2, calls
+
+
+def test_torch_ddp_two_processes_match_one(tmp_path):
+    """2 CPU processes (gloo, sync BN) vs 1 process with the same global batch of 16: the
+    parameter updates agree to float32 rounding; per-process BN would not (x1.7 off here)."""
+    args = [*TORCH_TINY, "--epochs", "1", "--no-dropout", "--device", "cpu"]  # gloo
+    single, multi = str(tmp_path / "single"), str(tmp_path / "ddp")
+    assert train(*args, "--out", single) == 0
+    out = _torchrun_train(*args, "--out", multi)
     summary = json.load(open(os.path.join(multi, "summary.json")))
     assert summary["processes"] == 2
     a, b = metrics_rows(single), metrics_rows(multi)

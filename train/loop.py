@@ -50,6 +50,7 @@ def evaluate(fw: Framework, data: Dataset, batch_size: int, dist: Dist) -> tuple
     """Mean test loss and accuracy over the whole test set (each process scores every
     ``world``-th image; sums are reduced over processes)."""
     idx = np.arange(len(data.y_test))[dist.rank :: dist.world]
+    fw.begin_evaluation()
     sums = np.zeros(3)  # loss sum, correct, count
     for start in range(0, len(idx), batch_size):
         batch = idx[start : start + batch_size]

@@ -55,6 +55,10 @@ class Framework(Protocol):
         """One optimiser step on the (local shard of the) batch: ``(mean loss, logits (B, K))``
         as computed in training mode before the update."""
 
+    def begin_evaluation(self) -> None:
+        """Called by every process before it scores its share of the test set: replicas must
+        score with the model that is saved (rank 0's)."""
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Inference-mode logits ``(B, K)`` (moving BN statistics, no dropout)."""
 

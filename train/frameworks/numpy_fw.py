@@ -98,6 +98,9 @@ class NumpyFramework:
         self.params.update(out["moving_stats"])
         return float(out["loss"]), self.to_host(out["logits"])
 
+    def begin_evaluation(self) -> None:
+        pass  # one process: its model is the one saved
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         logits, _ = network.forward(self.arch, self.params, self.to_device(x), training=False)
         return self.to_host(logits)

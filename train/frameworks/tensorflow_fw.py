@@ -103,6 +103,9 @@ class TensorflowFramework:
         loss, logits = self._step(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64))
         return float(loss), logits.numpy()
 
+    def begin_evaluation(self) -> None:
+        pass  # one process: its model is the one saved
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self._predict(np.ascontiguousarray(x, dtype=np.float32)).numpy()
 

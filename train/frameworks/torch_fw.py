@@ -124,6 +124,19 @@ class TorchFramework:
         self.opt.step()
         return loss.item(), logits.detach().cpu().numpy()
 
+    def begin_evaluation(self) -> None:
+        """Every process takes rank 0's BN moving statistics. DDP broadcasts them at the start
+        of each training forward, but each replica then updates its own from its shard; without
+        ``--sync-bn`` those differ, and the test figures would mix models other than the one
+        saved. (With it they agree up to rounding; broadcasting costs a few kB.)"""
+        if self.dist.world == 1:
+            return
+        import torch.distributed as td
+
+        with torch.no_grad():
+            for buffer in self.net.buffers():
+                td.broadcast(buffer, src=0)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.net.eval()
         with torch.inference_mode():
