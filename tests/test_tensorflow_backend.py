@@ -184,7 +184,9 @@ def test_auto_impl_trains_under_mixed_precision(policy):
 
 def test_each_kpointwise_conv_draws_its_own_initial_kernel():
     """An unseeded Keras 3 initializer repeats its draws: shared by conv and conv2 it made conv2
-    a copy of conv. Cin == Cout gives both kernels the same shape."""
+    a copy of conv. Cin == Cout gives both kernels the same shape. Keras's global seed is set
+    so that the draws, and the outcome, are the same on every run."""
+    keras.utils.set_random_seed(1)
     layer = KPointwise(64, groups=4)
     layer.build((None, 4, 4, 64))
     k1, k2 = (np.asarray(layer.conv.kernel), np.asarray(layer.conv2.kernel))
@@ -578,7 +580,9 @@ def test_second_derivatives_through_kpointwise_are_exact():
 
 def _kernel_jacobians(impl: str) -> tuple[np.ndarray, np.ndarray]:
     """``tape.jacobian`` of a kPointwise output with respect to its first kernel, vectorized
-    (``pfor``, TF's default) and by a loop over the outputs."""
+    (``pfor``, TF's default) and by a loop over the outputs; the kernel is drawn from a fixed
+    Keras seed, so each run sees the same."""
+    keras.utils.set_random_seed(0)
     x = tf.constant(np.random.default_rng(0).standard_normal((2, 3, 3, 4)), tf.float32)
     layer = KPointwise(8, groups=2, activation="swish", impl=impl)
     layer.build(x.shape)
