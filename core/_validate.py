@@ -284,3 +284,8 @@ def check_dy(cache_shape: tuple[int, ...], dy: Any, op: str, like: Any = None) -
             f"received dy.shape={tuple(dy.shape)}"
         )
     return xp
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 problem"``, ``"3 problems"``: a count for a message."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -23,6 +23,7 @@ from ._validate import (
     array_kind,
     check_cache,
     check_dy,
+    counted,
     make_rng,
     namespace,
     require_binary,
@@ -418,7 +419,9 @@ def sgd_step(
     ]
     if problems:
         listing = "\n  ".join(problems)
-        raise ValueError(f"sgd_step cannot apply ({len(problems)} problems):\n  {listing}")
+        raise ValueError(
+            f"sgd_step cannot apply ({counted(len(problems), 'problem')}):\n  {listing}"
+        )
     velocity = dict(velocity or {})
     new = dict(params)
     for name, g in grads.items():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._validate import make_rng, refuse_masked, require_bool
+from ._validate import counted, make_rng, refuse_masked, require_bool
 from .files import (
     header_metadata,
     read_header,
@@ -102,9 +102,8 @@ def validate_params(
                 problems += _negative_variance(k, params[k])
     if problems:
         listing = "\n  ".join(problems)
-        raise ValueError(
-            f"Parameters do not match {arch.name} ({len(problems)} problems):\n  {listing}"
-        )
+        count = counted(len(problems), "problem")
+        raise ValueError(f"Parameters do not match {arch.name} ({count}):\n  {listing}")
 
 
 def _negative_variance(name: str, a: Any) -> list[str]:

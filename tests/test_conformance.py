@@ -201,6 +201,19 @@ def test_drop_connect_per_batch_is_caught_by_its_own_check_only():
     ), describe(others)
 
 
+@pytest.mark.parametrize("compare", [results.allclose, results.scaled_max, results.relative_norm])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_non_finite_value_fails_every_criterion(compare, bad):
+    """A NaN error taken as 0 passed the logit and gradient criteria (the checker went blind
+    to a backend returning NaNs; only the element-wise one was tested)."""
+    expected = np.array([[0.5, 1.0, -2.0], [3.0, 0.0, 1.5]])
+    actual = expected.copy()
+    actual[1, 1] = bad
+    cmp = compare(actual, expected)
+    assert not cmp.ok and cmp.non_finite, cmp
+    assert compare(expected.copy(), expected).ok  # the same arrays, finite: a pass
+
+
 def test_drop_connect_check_blames_no_trap_for_non_finite_logits():
     from gpconv.core import pointwise
 

@@ -13,6 +13,7 @@ import pytest
 from helpers import count_file_opens, tiny_architecture
 
 from gpconv import backends
+from gpconv.core import arch as core_arch
 from gpconv.core import network
 from gpconv.core.arch import efficientnet, kefficientnet
 from gpconv.core.params import (
@@ -904,3 +905,47 @@ def test_load_params_checks_dtype_without_an_architecture_too(tmp_path):
     with pytest.raises(ValueError, match=r"dtype float32, received \(1 arrays\):\n  v: float64"):
         load_params(path, dtype=np.float32)
     assert load_params(path, dtype=None)["v"].dtype == np.float64
+
+
+# --- cases a mutation run found untested ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["p.npz", "p.safetensors"])
+def test_scalars_and_empty_sets_round_trip(tmp_path, name):
+    """A 0-d array (a step counter) must come back 0-d, not (1,); no parameters, as none."""
+    path = tmp_path / name
+    save_params(path, {"step": np.array(7, np.int64), "w": np.ones(2, np.float32)})
+    loaded = load_params(path)
+    assert loaded["step"].shape == () and int(loaded["step"]) == 7
+    save_params(path, {})
+    assert load_params(path) == {}
+
+
+def test_complex_arrays_in_an_npz_are_refused_by_name(tmp_path):
+    np.savez(tmp_path / "c.npz", w=np.ones(2, np.complex64))
+    with pytest.raises(ValueError, match="'w' of dtype complex64"):
+        load_params(tmp_path / "c.npz")
+
+
+def test_a_zero_moving_variance_is_valid_a_negative_one_is_not():
+    # Keras loads a variance of 0 (a channel that was constant); below 0 no batch can give.
+    arch = core_arch.by_name("kefficientnet-b0", 10, 16, 3)
+    params = init_params(arch, 0)
+    params["stem_bn/moving_variance"] = np.zeros_like(params["stem_bn/moving_variance"])
+    validate_params(arch, params)
+    params["stem_bn/moving_variance"][3] = -1e-9
+    with pytest.raises(ValueError, match=r"\(1 problem\):\n  stem_bn/moving_variance: .*1 of 32"):
+        validate_params(arch, params)
+
+
+def test_metadata_checks_skip_only_the_keys_they_are_told_to():
+    from gpconv.core.params import check_arch_metadata
+
+    metadata = arch_metadata(core_arch.by_name("kefficientnet-b0", 10, 16, 3))
+    other_head = core_arch.by_name("kefficientnet-b0", 100, 16, 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        check_arch_metadata(other_head, metadata, "x.safetensors")
+    check_arch_metadata(other_head, metadata, "x.safetensors", ignore=("num_classes",))
+    other_stride = core_arch.by_name("kefficientnet-b0", 100, 16, 2)
+    with pytest.raises(ValueError, match="skip_stride_cnt"):
+        check_arch_metadata(other_stride, metadata, "x.safetensors", ignore=("num_classes",))
