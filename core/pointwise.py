@@ -78,8 +78,9 @@ def _shuffle(x: Any, rows: int) -> Any:
 
 
 def interleave(x: Any, groups: int) -> Any:
-    """``out[..., s*G + g] = x[..., g*S + s]`` with ``S = C // G``: view channels as ``(G, S)``,
-    transpose to ``(S, G)``, flatten. A permutation, so its backward is ``deinterleave``.
+    """``out[..., s*G + g] = x[..., g*S + s]`` with ``S = C // G`` (in kPointwise, ``C = Cout`` so
+    ``S`` is ``Co``, a group's width): view channels as ``(G, S)``, transpose to ``(S, G)``,
+    flatten. A permutation, so its backward is ``deinterleave``.
 
     Shapes: x ``(..., C)`` -> ``(..., C)``; ``groups`` divides ``C``."""
     groups = _check_shuffle(x, groups)
@@ -222,10 +223,10 @@ class GroupedPointwise:
     Computed as a batched matmul over groups, ``(G, M, Ci) @ (G, Ci, Co)`` with ``M`` the
     product of the leading axes, on blocks of the ``M`` rows (see ``ROW_BLOCK_BYTES``).
 
-    Backward per group, with ``x_g = x[:, g*Ci:(g+1)*Ci]`` ``(M, Ci)`` and
-    ``dy_g = dy[:, g*Co:(g+1)*Co]`` ``(M, Co)``: ``dW[g] = x_g^T @ dy_g``,
-    ``dx_g = dy_g @ W[g]^T``, ``db = sum_M dy``. grads: ``"kernel"`` in the kernel's layout,
-    ``"bias"`` when there is one.
+    Backward per group, with ``x2`` and ``dy2`` the ``(M, Cin)`` and ``(M, Cout)`` matrices of x
+    and dy, ``x_g = x2[:, g*Ci:(g+1)*Ci]`` ``(M, Ci)`` and ``dy_g = dy2[:, g*Co:(g+1)*Co]``:
+    ``dW[g] = x_g^T @ dy_g``, ``dx_g = dy_g @ W[g]^T``, ``db = sum_M dy``. grads: ``"kernel"``
+    in the kernel's layout, ``"bias"`` when there is one.
     """
 
     @staticmethod
@@ -281,8 +282,9 @@ class KPointwiseSpec:
     which is also how every pointwise conv of the original EfficientNet is described.
 
     ``bn``: a batch norm after each conv; ``activation``: ``"swish"``, ``"sigmoid"`` or ``None``,
-    after each BN; ``bias``: a bias in each conv (the squeeze-excite convs, which have no BN).
-    The second conv, when there is one, has the same settings and its own parameters."""
+    after each BN (after the conv and its bias where ``bn`` is False); ``bias``: a bias in each
+    conv (the squeeze-excite convs, which have no BN). The second conv, when there is one, has
+    the same settings and its own parameters."""
 
     cin: int
     cout: int

@@ -34,7 +34,8 @@ class Sigmoid:
 
 class Swish:
     """``y = x * sigmoid(x)``; backward ``dx = dy * s * (1 + x * (1 - s))``, ``s = sigmoid(x)``.
-    Any shape. ``swish(-inf)`` is NaN (``-inf * 0``), as in ``torch.nn.functional.silu``."""
+    Any shape. ``swish(-inf)`` is NaN (``-inf * 0``), as in ``torch.nn.functional.silu``, and so
+    is the gradient at ``-inf`` and ``+inf`` (``inf * 0`` in ``x * (1 - s)``), as torch's."""
 
     @staticmethod
     def forward(x: Any) -> tuple[Any, dict]:

@@ -134,7 +134,9 @@ def _prepare(x: Any, kernel: Any, stride: int, padding: str, depthwise: bool):
 class Conv2D:
     """Dense k×k convolution (the stem), no bias.
 
-    Shapes: x ``(N, H, W, Cin)``, kernel ``(k, k, Cin, Cout)`` -> y ``(N, Ho, Wo, Cout)``.
+    Shapes: x ``(N, H, W, Cin)``, kernel ``(k, k, Cin, Cout)`` -> y ``(N, Ho, Wo, Cout)``, with
+    ``s`` the stride, ``xpad`` x zero-padded (``correct_pad``, ``same`` or ``valid``) and
+    ``Ho = (H + pad_top + pad_bottom - k) // s + 1`` (``Wo`` likewise).
 
     Forward:  ``y[n,p,q,:] = sum_{i,j} xpad[n, s*p+i, s*q+j, :] @ kernel[i, j]``.
     Backward: ``dkernel[i,j] = sum_{n,p,q} xpad[n,s*p+i,s*q+j,:]^T dy[n,p,q,:]`` and
@@ -180,7 +182,8 @@ class Conv2D:
 class DepthwiseConv2D:
     """Depthwise k×k convolution (depth multiplier 1), no bias.
 
-    Shapes: x ``(N, H, W, C)``, kernel ``(k, k, C, 1)`` (Keras layout) -> y ``(N, Ho, Wo, C)``.
+    Shapes: x ``(N, H, W, C)``, kernel ``(k, k, C, 1)`` (Keras layout) -> y ``(N, Ho, Wo, C)``;
+    ``s``, ``xpad``, ``Ho`` and ``Wo`` as in ``Conv2D``.
 
     Forward:  ``y[n,p,q,c] = sum_{i,j} xpad[n, s*p+i, s*q+j, c] * kernel[i, j, c, 0]``.
     Backward: ``dkernel[i,j,c,0] = sum_{n,p,q} xpad[n,s*p+i,s*q+j,c] * dy[n,p,q,c]`` and

@@ -1,8 +1,10 @@
 """Batch normalisation over ``(N, H, W)`` per channel, with Keras semantics.
 
 Keras, not PyTorch: ``eps = 1e-3``, running stats ``r <- 0.99 r + 0.01 batch`` and the running
-variance fed the *biased* batch variance (PyTorch uses eps 1e-5, momentum 0.1 and the unbiased
-variance; porting either silently changes the model).
+variance fed the *biased* batch variance (Keras 3; tf.keras 2's fused kernel fed the unbiased
+one). PyTorch uses eps 1e-5, the unbiased variance, and a momentum that weighs the *batch*
+value, the opposite convention: its default 0.1 is ``r <- 0.9 r + 0.1 batch``, and Keras's 0.99
+is PyTorch's ``momentum=0.01``. Porting any of the three silently changes the model.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ class BatchNorm:
 
     Backward (training), with ``xhat = (x - mu) / sigma`` and sums/means over the same ``m``
     elements per channel: ``dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))``,
-    ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)``.
+    ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)``. ``mu`` and ``sigma`` depend on every ``x``
+    of the channel: the two subtracted terms are the gradient's paths through them, and they make
+    ``sum(dx) = 0`` per channel (derivation: docs/method.md §7). ``mean(dy)`` and
+    ``mean(dy * xhat)`` are ``dbeta / m`` and ``dgamma / m``, which the code reuses.
     Backward (inference): the statistics are constants, so ``dx = gamma / sigma * dy``.
     """
 
