@@ -56,11 +56,12 @@ def validated(
     dtypes = dtype if isinstance(dtype, Mapping) else dict.fromkeys(arrays, dtype)
     with np.errstate(over="ignore"):  # reported below, naming the parameters
         out = {k: np.ascontiguousarray(a, dtype=dtypes[k]) for k, a in arrays.items()}
-    # float64 values beyond float32's range (or float32 beyond float16's) would load as inf.
+    # float64 values beyond float32's range (or float32 beyond float16's) would load as inf;
+    # values that are NaN or inf already load as they are (validate_params lets them through).
     overflows = [
-        f"{k}: max |value| {float(np.max(np.abs(arrays[k]))):.3g} overflows {a.dtype}"
+        f"{k}: max |value| {float(np.max(np.abs(arrays[k][grown]))):.3g} overflows {a.dtype}"
         for k, a in out.items()
-        if a.size and not np.isfinite(a).all() and np.isfinite(arrays[k]).all()
+        if (grown := ~np.isfinite(a) & np.isfinite(arrays[k])).any()
     ]
     if overflows:
         raise ValueError("Parameters would load as inf:\n  " + "\n  ".join(overflows))

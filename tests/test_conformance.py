@@ -334,6 +334,30 @@ def test_exports_that_view_the_models_memory_are_caught(mutant):
     assert not failing(check_params(get("numpy")))
 
 
+def test_a_parameter_count_off_by_one_and_a_stray_exported_name_fail():
+    """Neither had a test: a checker passing counts within 1, or ignoring names the backend
+    exports beyond the reference's, went unnoticed."""
+
+    class OneTooMany(NumpyBackend):
+        name = "one-too-many"
+
+        def param_count(self, model):
+            trainable, non_trainable = super().param_count(model)
+            return trainable + 1, non_trainable
+
+    class Stray(NumpyBackend):
+        name = "stray"
+
+        def export_params(self, model):
+            return {**super().export_params(model), "stray/kernel": np.zeros(2, np.float32)}
+
+    counts = [r for r in check_params(OneTooMany()) if r.check == "param count"]
+    assert counts and all(r.status == "fail" and r.error == 1.0 for r in counts), describe(counts)
+    trips = [r for r in check_params(Stray()) if r.check == "param round trip"]
+    assert trips and all(r.status == "fail" for r in trips), describe(trips)
+    assert all("names differ: ['stray/kernel']" in r.detail for r in trips), describe(trips)
+
+
 def test_golden_files_verify_and_match_the_live_reference(tmp_path):
     rows = golden.check_golden(get("numpy"))
     assert len(rows) == 8 and not failing(rows), describe(failing(rows))

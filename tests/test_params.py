@@ -949,3 +949,20 @@ def test_metadata_checks_skip_only_the_keys_they_are_told_to():
     other_stride = core_arch.by_name("kefficientnet-b0", 100, 16, 2)
     with pytest.raises(ValueError, match="skip_stride_cnt"):
         check_arch_metadata(other_stride, metadata, "x.safetensors", ignore=("num_classes",))
+
+
+def test_exchange_refuses_values_the_cast_makes_inf_not_those_that_were_inf():
+    """A float32 NaN or inf parameter loads as it is (validate_params allows it); it was refused
+    as 'overflows float32'. A float64 1e300 beside a NaN in the same array slipped through the
+    cast to inf: the check looked at whole arrays, not elements."""
+    from gpconv.backends.exchange import validated
+
+    arch = core_arch.by_name("kefficientnet-b0", 10, 16, 3)
+    params = init_params(arch, 0)
+    params["predictions/bias"][:2] = [np.nan, np.inf]
+    out = validated(arch, params, np.float32)
+    assert np.isnan(out["predictions/bias"][0]) and np.isinf(out["predictions/bias"][1])
+    wide = {k: v.astype(np.float64) for k, v in params.items()}
+    wide["predictions/bias"][3] = 1e300
+    with pytest.raises(ValueError, match=r"predictions/bias: max \|value\| 1e\+300 overflows"):
+        validated(arch, wide, np.float32)

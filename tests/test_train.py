@@ -500,11 +500,17 @@ def test_epoch_plan_is_a_function_of_seed_and_epoch():
     assert not np.array_equal(a.order, sampling.plan_epoch(50, 7, 4).order)
     assert sorted(a.order) == list(range(50))
     assert a.crops.min() >= 0 and a.crops.max() <= 2 * sampling.PAD
+    # shifts of -PAD..+PAD pixels, both ends included (a crop offset of 2 PAD was never drawn)
+    many = sampling.plan_epoch(2000, 0, 0, augment=True)
+    assert set(many.crops.ravel().tolist()) == set(range(2 * sampling.PAD + 1))
+    assert 0.45 < many.flips.mean() < 0.55
 
 
 def test_rank_shards_partition_the_global_batch():
     shards = [sampling.local_positions(3, 8, r, 2) for r in range(2)]
     assert sorted(np.concatenate(shards).tolist()) == list(range(24, 32))
+    # interleaved as torch's DistributedSampler splits (the docs say so), not halves
+    assert [s.tolist() for s in shards] == [[24, 26, 28, 30], [25, 27, 29, 31]]
 
 
 def test_crop_flip():
@@ -1400,6 +1406,28 @@ def test_torch_replicas_score_the_test_set_with_rank_0s_moving_statistics(tmp_pa
     assert (
         sums[0] == f"moving statistics {sum(float(b.double().sum()) for b in fresh.net.buffers())}"
     )
+
+
+def test_evaluation_scores_every_test_image_in_its_last_partial_batch():
+    class LastTwoWrong:
+        def begin_evaluation(self):
+            pass
+
+        def predict(self, x):  # right for all but the images with a bright first pixel
+            logits = np.zeros((len(x), 10), np.float32)
+            logits[np.arange(len(x)), np.where(x[:, 0, 0, 0] > 0, 1, 0)] = 5.0
+            return logits
+
+    from gpconv.train.data import Dataset
+    from gpconv.train.distributed import Dist
+    from gpconv.train.loop import evaluate
+
+    x = np.zeros((10, 2, 2, 3), np.uint8)
+    x[8:, 0, 0, 0] = 1
+    dataset = Dataset("ten", x, np.zeros(10, np.int64), x, np.zeros(10, np.int64), ["a"] * 10)
+    dataset.mean, dataset.std = np.zeros(3, np.float32), np.ones(3, np.float32)
+    loss, acc = evaluate(LastTwoWrong(), dataset, 4, Dist())  # batches of 4, 4 and 2
+    assert acc == pytest.approx(0.8)
 
 
 def test_evaluation_tells_the_framework_before_its_first_prediction():
