@@ -1493,6 +1493,44 @@ def test_head_dropout_that_draws_scales_or_rates_wrongly_is_caught(mutant):
         assert "features neither 0 (dropped) nor pooled / (1 - rate)" in bad[0].detail
 
 
+def _head_dropout_at(rate_drawn: float) -> list:
+    # The head's mask drawn at another rate, the kept features still scaled by 1 / (1 - rate).
+    from gpconv.core import network
+
+    drawn = network._dropout_mask
+
+    def mask(xp, like, shape, rate, site, masks, rng):
+        return drawn(
+            xp, like, shape, rate_drawn if site == "top_dropout" else rate, site, masks, rng
+        )
+
+    return [(network, "_dropout_mask", mask)]
+
+
+def test_head_dropout_dropping_too_few_features_is_caught():
+    """Only too many dropped (B7's rate) was tested: a share test of |share - rate| that had
+    lost its absolute value would have passed a backend dropping 2% instead of 20%."""
+    few = mutants.MutantBackend("mutant-head-dropout-2pc", lambda: _head_dropout_at(0.02))
+    bad = failing(run_backend_checks_rows(few, only=("head-dropout",)))
+    assert [r.check for r in bad] == ["head dropout rate"], describe(bad)
+
+
+def test_head_dropout_logits_that_are_not_the_gradients_features_are_caught():
+    """Logits shifted by a constant leave the softmax, so the gradient, unchanged: only the
+    'logits are h W + b' part of the mask row can see them."""
+
+    class Shifted(NumpyBackend):
+        name = "shifted-logits"
+
+        def loss_and_grads(self, model, x, labels, training=True):
+            out = super().loss_and_grads(model, x, labels, training=training)
+            return {**out, "logits": np.asarray(out["logits"]) + 5.0}
+
+    bad = failing(run_backend_checks_rows(Shifted(), only=("head-dropout",)))
+    assert [r.check for r in bad] == ["head dropout mask"], describe(bad)
+    assert "the logits are not h W + b" in bad[0].detail, describe(bad)
+
+
 @pytest.mark.parametrize("name", ["numpy", "torch", "tensorflow"])
 def test_head_dropout_of_the_backends_passes(name):
     from gpconv.conformance.runner import resolve
