@@ -180,6 +180,16 @@ def test_fused_grouped_pointwise_float32_matches_core(emulator, case) -> None:
     assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
 
 
+def _assert_cores_gradient_dtypes(case: dict, arrays: dict) -> None:
+    """The fused conv's outputs and gradients have core's dtypes and values (G = 4)."""
+    got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
+    _, cache = GroupedPointwise.forward(arrays["x"], arrays["kernel"], arrays["bias"], 4)
+    dx, grads = GroupedPointwise.backward(cache, arrays["dy"])
+    want = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
+    assert {k: got[k].dtype for k in want} == want
+    assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("forward_dtype", "dy_dtype"), [(np.float32, np.float64), (np.float64, np.float32)]
 )
@@ -192,12 +202,7 @@ def test_fused_gradients_take_cores_dtypes_for_a_dy_of_another_dtype(
     case.update(interleave_input=True, interleave_output=True)
     arrays = inputs(case, forward_dtype)
     arrays["dy"] = arrays["dy"].astype(dy_dtype)
-    got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
-    _, cache = GroupedPointwise.forward(arrays["x"], arrays["kernel"], arrays["bias"], 4)
-    dx, grads = GroupedPointwise.backward(cache, arrays["dy"])
-    want = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
-    assert {k: got[k].dtype for k in want} == want
-    assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+    _assert_cores_gradient_dtypes(case, arrays)
 
 
 F32, F64 = np.float32, np.float64
@@ -220,12 +225,7 @@ def test_fused_gradients_take_cores_dtypes_for_mixed_forward_dtypes(
     arrays["dy"] = arrays["dy"].astype(F32)
     if bias_dtype is not None:
         arrays["bias"] = arrays["bias"].astype(bias_dtype)
-    got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
-    _, cache = GroupedPointwise.forward(arrays["x"], arrays["kernel"], arrays["bias"], 4)
-    dx, grads = GroupedPointwise.backward(cache, arrays["dy"])
-    want = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
-    assert {k: got[k].dtype for k in want} == want
-    assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+    _assert_cores_gradient_dtypes(case, arrays)
 
 
 @pytest.mark.parametrize("flag", ["interleave_input", "interleave_output"])
