@@ -1166,6 +1166,8 @@ class _Perturbed(NumpyBackend):
       (inside float32 tolerances, far outside the 1e-9 a float64 backend owes the golden files);
     * ``dense grad``: the network's ``predictions/kernel`` gradient reversed (its norm unchanged,
       its entries wrong: a layout slip);
+    * ``dense grad norm``: the same gradient plus 1% of its norm orthogonal to the golden file's
+      sketch direction (its projection on that direction unchanged, its norm not);
     * ``input dx``: the network's input gradient 1% off (every parameter gradient right);
     * ``export``: exported parameters 1e-6 off (a round trip that is not bit-exact)."""
 
@@ -1186,6 +1188,13 @@ class _Perturbed(NumpyBackend):
         if self.what == "dense grad":
             g = out["grads"]["predictions/kernel"]
             out["grads"] = {**out["grads"], "predictions/kernel": g.ravel()[::-1].reshape(g.shape)}
+        if self.what == "dense grad norm":
+            g = np.asarray(out["grads"]["predictions/kernel"], np.float64)
+            d = golden._direction(g.shape, "predictions/kernel")
+            u = np.random.default_rng(0).standard_normal(g.shape)
+            u -= np.sum(u * d) / np.sum(d * d) * d
+            g = g + 0.01 * np.linalg.norm(g) * u / np.linalg.norm(u)
+            out["grads"] = {**out["grads"], "predictions/kernel": g}
         if self.what == "input dx":
             out["dx"] = np.asarray(out["dx"]) * 1.01
         return out
@@ -1197,7 +1206,12 @@ class _Perturbed(NumpyBackend):
 
 @pytest.mark.parametrize(
     ("what", "layer"),
-    [("kp dx", "kpointwise"), ("kp moving stats", "kpointwise"), ("dense grad", "gradients")],
+    [
+        ("kp dx", "kpointwise"),
+        ("kp moving stats", "kpointwise"),
+        ("dense grad", "gradients"),
+        ("dense grad norm", "gradients"),
+    ],
 )
 def test_every_golden_comparison_can_fail(what, layer):
     bad = failing(golden.check_golden(_Perturbed(what)))
