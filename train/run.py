@@ -116,7 +116,8 @@ def prepare(cfg: RunConfig, dist: Dist) -> OutLock | None:
 def _shared_arguments(cfg: RunConfig) -> dict[str, Any]:
     """What every process of a run must be given alike: its identity (the data by kind: paths
     may differ between machines; the images are compared once loaded) and how it runs."""
-    shared = {**cfg.identity(), "data": cfg.identity()["data"].partition("=")[0]}
+    shared = cfg.identity()
+    shared["data"] = shared["data"].partition("=")[0]
     return {**shared, **{k: getattr(cfg, k) for k in ("epochs", "resume", "sync_bn", "device")}}
 
 
@@ -154,8 +155,10 @@ def _train(cfg: RunConfig, dist: Dist) -> dict[str, Any]:
             f"Expected --data {cfg.data} to fit in memory at --image-size {cfg.image_size}, "
             f"received: {str(err) or 'MemoryError'} (choose a smaller --image-size)"
         ) from err
-    error = _differing_processes(dist, data.fingerprint, "data (images, labels or classes)")
-    if error:
+    # Hashing the images costs seconds at large sizes: only where there is something to compare.
+    if dist.world > 1 and (
+        error := _differing_processes(dist, data.fingerprint, "data (images, labels or classes)")
+    ):
         raise ConfigError(error)
     if cfg.resume:
         check_same_data(cfg.out, data, cfg.data)
