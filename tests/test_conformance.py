@@ -334,6 +334,17 @@ def test_exports_that_view_the_models_memory_are_caught(mutant):
     assert not failing(check_params(get("numpy")))
 
 
+def test_a_report_with_an_error_row_has_not_passed_and_the_reference_runs_its_golden_files():
+    from gpconv.conformance.results import CheckResult
+    from gpconv.conformance.runner import Report
+
+    row = CheckResult("x", "interleave order", "interleave", "C=12 G=3", np.inf, 0.0, "error")
+    assert Report(rows=[row]).passed is False
+    assert Report(rows=[replace(row, status="pass", error=0.0)]).passed is True
+    rows = run(["numpy"]).rows
+    assert any(r.check.startswith("golden") and r.passed for r in rows), {r.check for r in rows}
+
+
 def test_a_parameter_count_off_by_one_and_a_stray_exported_name_fail():
     """Neither had a test: a checker passing counts within 1, or ignoring names the backend
     exports beyond the reference's, went unnoticed."""

@@ -539,6 +539,26 @@ def test_param_count_equals_core(make, arch):
         assert BACKEND.param_count(model) == (4_020_358, 42_016)  # torchvision's and Keras's counts
 
 
+def test_stochastic_depth_prob_zero_turns_drop_connect_off():
+    """torchvision's argument: 0.0 must mean none, not the default schedule (Keras's
+    drop_connect_rate * b / blocks, 0.2 * 15/16 for B0's last block)."""
+    off = efficientnet_b0(num_classes=10, stochastic_depth_prob=0.0, seed=0)
+    assert {b.drop_rate for b in off.arch.blocks} == {0.0}
+    default = efficientnet_b0(num_classes=10, seed=0)
+    assert max(b.drop_rate for b in default.arch.blocks) == pytest.approx(0.2 * 15 / 16)
+
+
+def test_default_memory_format_per_device_and_model():
+    """NHWC on the CPU for both models; on CUDA only without grouped pointwise convs, whose
+    batched matmul over groups needs no copies on NCHW there (docs/gpu.md). Only a GPU test
+    checked the CUDA choice; the decision itself needs no GPU."""
+    from gpconv.backends.torch.model import default_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_channels_last(cpu, grouped=True) and default_channels_last(cpu, grouped=False)
+    assert default_channels_last(cuda, grouped=False) and not default_channels_last(cuda, True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", core_arch.VARIANTS[1:])
 def test_constructors_b1_to_b7_match_core(variant):

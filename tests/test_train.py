@@ -627,9 +627,10 @@ def test_prune_counts_only_verified_checkpoints_and_deletes_no_unverifiable_one(
         (lambda state: {**state, "files": "abc"}, "expected 'files' to give the SHA-256"),
         (lambda state: {**state, "files": {}}, "expected 'files' to give the SHA-256"),
         (lambda state: {**state, "epoch": "two"}, "expected an integer epoch, found 'two'"),
+        (lambda state: {**state, "epoch": True}, "expected an integer epoch, found True"),
         (lambda state: b"\xff\xfe garbage", "'utf-8' codec can't decode"),
     ],
-    ids=["list", "files-str", "files-empty", "epoch-str", "not-utf8"],
+    ids=["list", "files-str", "files-empty", "epoch-str", "epoch-bool", "not-utf8"],
 )
 def test_a_checkpoint_with_an_odd_state_json_is_skipped_by_latest_and_save(
     tmp_path, edit, fragment
