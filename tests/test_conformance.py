@@ -832,6 +832,23 @@ def test_kpointwise_failures_name_only_the_traps_that_fit_the_layer():
     assert all("non-interleaved y1" in r.detail for r in bad if r.check == "kpointwise forward")
 
 
+def test_trap_hints_fit_the_layer_and_the_mode():
+    """A second conv without an interleave adds z = y1: no residual trap to name. Dropout
+    applied whatever the mode fits a dropping block only in inference (in training it is
+    expected)."""
+    from gpconv.conformance.traps import TRAPS, _layer_traps, layer_traps
+
+    spec = KPointwiseSpec(16, 4, 4)  # one channel per group: nothing to interleave
+    assert spec.has_second_conv and not spec.interleaves
+    assert TRAPS["residual"] not in _layer_traps(spec)
+    assert TRAPS["residual"] in _layer_traps(KPointwiseSpec(32, 8, 2))
+    arch = core_arch.kefficientnet("b0", 10, 16, 3)
+    block = next(b for b in arch.blocks if b.residual and b.drop_rate > 0)
+    assert TRAPS["training only"] in layer_traps(arch, block.name, training=False)
+    assert TRAPS["training only"] not in layer_traps(arch, block.name, training=True)
+    assert TRAPS["training only"] not in layer_traps(arch, "logits", training=True)
+
+
 def test_kpointwise_moving_stats_of_a_diverged_forward_are_not_blamed_on_momentum():
     # A transposed interleave changes the second BN's input, and its statistics were blamed on
     # Keras's momentum and biased variance.

@@ -1431,6 +1431,22 @@ def test_evaluation_scores_every_test_image_in_its_last_partial_batch():
     assert acc == pytest.approx(0.8)
 
 
+def test_the_summary_reports_the_last_epochs_speed_and_totals():
+    from gpconv.train.writer import run_summary
+
+    arch = by_name("kefficientnet-b0", 10, 16, 0)
+    dataset = data.load("digits", 8).limited(16)
+    row = dict(train_loss=1.0, train_acc=0.5, test_loss=1.0, test_acc=0.5, lr=0.1)
+    history = [
+        {**row, "epoch": 1, "images_per_s": 10.0, "seconds": 5.0},  # the first epoch warms up
+        {**row, "epoch": 2, "images_per_s": 99.0, "seconds": 2.0},
+    ]
+    cfg = RunConfig(backend="numpy", model="kefficientnet-b0", out="unused", epochs=2)
+    summary = run_summary(cfg, arch, dataset, history, "complete", 1, time.perf_counter(), "cpu")
+    assert summary["train_images_per_s"] == 99.0
+    assert summary["seconds_total"] == 7.0 and summary["epochs_completed"] == 2
+
+
 def test_evaluation_tells_the_framework_before_its_first_prediction():
     calls = []
 
