@@ -13,6 +13,7 @@ round-off leaves ~1e-7 where float64 leaves ~1e-16).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -1333,3 +1334,18 @@ def test_the_adapter_offers_every_implementation_the_layers_take():
     assert TensorFlowBackend.impls == IMPLS and IMPLS[0] == "auto"
     backend = TensorFlowBackend().with_impl("matmul")
     assert backend.name == "tensorflow[impl=matmul]" and backend.impl == "matmul"
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "ImageNet"])
+def test_imagenet_weights_are_refused_in_any_case(weights):
+    """keras.applications' name for its download; written either way it is not a file to read
+    (a case-sensitive test sent "ImageNet" on to be opened as a path)."""
+    with pytest.raises(ValueError, match=f"no ImageNet weights .*received weights='{weights}'"):
+        KEfficientNetB0(weights=weights, classes=10, input_shape=(32, 32, 3))
+
+
+@pytest.mark.parametrize("shape", [(32, 7, 3), (7, 32, 3)])
+def test_inputs_below_the_minimum_size_are_refused_on_either_axis(shape):
+    received = re.escape(f"received input_shape={shape}")
+    with pytest.raises(ValueError, match=rf"H and W >= 8 \(or None\), {received}"):
+        KEfficientNetB0(input_shape=shape, classes=10)

@@ -59,7 +59,7 @@ def _weights_path(weights: Any) -> str:
     if isinstance(weights, str) and weights.lower() == "imagenet":
         raise ValueError(
             f"Expected {WEIGHTS_EXPECTED}: gpconv ships no ImageNet weights and downloads "
-            "nothing, received weights='imagenet'"
+            f"nothing, received weights={weights!r}"
         )
     return readable_file(weights)
 
