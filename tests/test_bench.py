@@ -364,6 +364,7 @@ def test_clock_option_offers_every_clock_and_rejects_others(capsys):
         ["--batch-size", "0"],
         ["--image-size", "4"],
         ["--skip-stride", "-2"],
+        ["--warmup", "-1"],
         ["--op", "pointwise", "--compile"],
         ["--op", "pointwise", "--model", "kefficientnet-b3"],  # it would time B0's shapes
     ],
@@ -581,3 +582,35 @@ def test_group_minimum_with_only_efficientnet_models_exits_2_before_measuring(mo
     err = capsys.readouterr().err
     assert "Expected a kefficientnet --model with --min-channels-per-group 32" in err
     assert "received --model efficientnet-b0" in err
+
+
+# --- the statistics behind every figure ---------------------------------------------------------
+
+
+def test_round_robin_reports_the_median_and_the_best_of_unordered_skewed_samples():
+    """Evenly rising samples cannot tell a median from a mean, or the best from the first."""
+    ticks = iter([0, 5, 5, 6, 6, 7, 7, 17, 17, 19])  # calls of 5, 1, 1, 10 and 2 s
+    (t,) = timing.time_round_robin(
+        {"f": lambda: None}, steps=5, warmup=0, clock=lambda: next(ticks)
+    ).values()
+    assert (t.median, t.best, t.samples) == (2, 1, (5, 1, 1, 10, 2))
+
+
+def test_per_round_ratios_need_one_sample_per_round_of_each_model():
+    keff, eff = ({"train_timing": {"samples_ms": s}} for s in ([2.0, 3.0, 4.0], [4.0, 6.0]))
+    assert models.per_round_ratios(keff, eff) == []  # zip would pair 2 of 3 rounds silently
+    eff["train_timing"]["samples_ms"].append(8.0)
+    assert models.per_round_ratios(keff, eff) == [0.5, 0.5, 0.5]
+    assert report._round_range([0.5]) == ""  # one round has no range
+    assert report._round_range([0.5, 0.75]) == "; per round x0.50-0.75"
+
+
+def test_speeds_are_the_batch_over_the_median_step(monkeypatch):
+    def skewed(fns, steps, warmup, clock=None):  # median 0.5 s, best 0.25 s
+        return {k: timing.Timing(0.5, 0.25, (0.25, 0.5, 2.0)) for k in fns}
+
+    monkeypatch.setattr(models, "time_round_robin", skewed)
+    cfg = models.ModelBenchConfig(image_size=8, skip_stride=0, batch_size=4, steps=3, warmup=0)
+    (row,) = models.bench_models("numpy", ["kefficientnet-b0"], cfg)
+    assert row["forward_images_per_s"] == row["train_images_per_s"] == 4 / 0.5
+    assert row["train_step_ms"] == row["forward_ms"] == 500.0

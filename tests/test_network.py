@@ -556,3 +556,30 @@ def test_block_forward_names_what_is_wrong_with_its_arguments():
         network.block_forward(block, bad, x, training=False)
     with pytest.raises(TypeError, match="training to be True or False, received str 'no'"):
         network.block_forward(block, params, x, training="no")
+
+
+def test_a_mask_for_a_block_without_a_residual_is_refused_not_ignored():
+    """Only residual blocks drop their branch: a mask named after another block would be
+    skipped silently (a misspelt site), so it is an error listing the sites there are."""
+    arch = tiny_architecture()
+    plain = next(b for b in arch.blocks if not b.residual)
+    params = network.init_params(arch, 0)
+    x = np.zeros((2, 8, 8, 3))
+    with pytest.raises(ValueError, match=f"{plain.name}_drop"):
+        network.forward(
+            arch, params, x, training=True, masks={f"{plain.name}_drop": np.ones((2, 1, 1, 1))}
+        )
+
+
+@pytest.mark.parametrize("flag", [1, 0, "yes", None])
+def test_the_training_flag_is_a_bool_not_a_truthy_value(flag):
+    arch = tiny_architecture()
+    params, x = network.init_params(arch, 0), np.zeros((1, 8, 8, 3))
+    with pytest.raises(TypeError, match="training"):
+        network.forward(arch, params, x, training=flag)
+    block = arch.blocks[0]
+    inner = np.zeros((1, 8, 8, block.cin))
+    with pytest.raises(TypeError, match="training"):
+        network.block_forward(block, params, inner, training=flag)
+    network.forward(arch, params, x, training=np.True_)  # NumPy's bool is a bool
+    network.block_forward(block, params, inner, training=np.False_)

@@ -1858,3 +1858,25 @@ def test_prune_refuses_a_keep_that_would_delete_every_checkpoint(tmp_path, keep)
     with pytest.raises((ValueError, TypeError), match="keep"):
         checkpoint.prune(run, keep)
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("keep", 0, "--keep >= 1, received 0"),
+        ("lr", 0.0, "--lr finite, > 0"),
+        ("limit", 0, "--limit >= 1, received 0"),
+        ("skip_stride", -2, "--skip-stride >= -1, received -2"),
+        ("image_size", 7, "--image-size >= 8, received 7"),
+        ("epochs", 0, "--epochs >= 1, received 0"),
+        ("batch_size", 0, "--batch-size >= 1, received 0"),
+    ],
+)
+def test_run_config_bounds_are_each_enforced_at_their_edge(field, value, message):
+    """Each bound one step outside (a run of 0 epochs, keeping 0 checkpoints, lr 0 that trains
+    nothing); the value one step inside is valid."""
+    base = dict(backend="numpy", model="kefficientnet-b0", out="unused")
+    with pytest.raises(run_module.ConfigError, match=re.escape(message)):
+        RunConfig(**base, **{field: value}).validate()
+    inside = {"lr": 1e-9, "skip_stride": -1, "image_size": 8}.get(field, 1)
+    RunConfig(**base, **{field: inside}).validate()
