@@ -395,13 +395,13 @@ def _read_tree(
     return np.stack(images)[order], np.asarray(labels, dtype=np.int64)[order]
 
 
-def _split_dirs(directory: str) -> tuple[str, str] | None:
+def _split_dirs(directory: str, dirs: list[str]) -> tuple[str, str] | None:
     """``(train folder, test folder)`` of a ``directory/train`` + ``directory/test`` tree (names
-    as ``TRAIN_SPLITS``/``TEST_SPLITS``, any case), or None for a tree of class folders.
+    as ``TRAIN_SPLITS``/``TEST_SPLITS``, any case), or None for a tree of class folders; ``dirs``
+    are ``directory``'s folders (``_class_dirs``).
 
     Split-like names are never taken as classes: ``Train/`` + ``Test/`` read as two classes
     would train a model to tell the splits apart, on 80% of the test images."""
-    dirs = _class_dirs(directory)
     train = [d for d in dirs if d.lower() in TRAIN_SPLITS]
     test = sorted(
         (d for d in dirs if d.lower() in TEST_SPLITS), key=lambda d: TEST_SPLITS.index(d.lower())
@@ -446,7 +446,8 @@ def load_folder(directory: str, image_size: int = 32) -> Dataset:
     bilinearly with PIL (no EXIF rotation, alpha dropped, aspect ratio not kept: as
     torchvision's ``ImageFolder`` with ``Resize((size, size))``)."""
     _require_folder(directory, "Image folder")
-    splits = _split_dirs(directory)
+    folders = _class_dirs(directory)  # the classes, or train/ and test/
+    splits = _split_dirs(directory, folders)
     if splits:
         train_dir, test_dir = splits
         classes = _class_dirs(train_dir)
@@ -457,7 +458,7 @@ def load_folder(directory: str, image_size: int = 32) -> Dataset:
         x_tr, y_tr = _read_tree(train_dir, classes, image_size)
         x_te, y_te = _read_tree(test_dir, classes, image_size, every_class=False)
         return Dataset(f"folder:{directory}", x_tr, y_tr, x_te, y_te, classes)
-    classes = _class_dirs(directory)
+    classes = folders
     _require_classes(directory, classes)
     x, y = _read_tree(directory, classes, image_size)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
