@@ -129,13 +129,7 @@ class TorchFramework:
         of each training forward, but each replica then updates its own from its shard; without
         ``--sync-bn`` those differ, and the test figures would mix models other than the one
         saved. (With it they agree up to rounding; broadcasting costs a few kB.)"""
-        if self.dist.world == 1:
-            return
-        import torch.distributed as td
-
-        with torch.no_grad():
-            for buffer in self.net.buffers():
-                td.broadcast(buffer, src=0)
+        self.dist.broadcast_tensors_(list(self.net.buffers()))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.net.eval()
