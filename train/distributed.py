@@ -22,13 +22,15 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-# How long ``TorchDist.close`` waits for torch to drop the last collective's tensors.
-RELEASE_WAIT_S = 5.0
+# How long ``TorchDist.close`` waits for torch to drop the last collective's tensors (it takes
+# milliseconds; the bound is for a machine so loaded that gloo's worker is not scheduled).
+RELEASE_WAIT_S = 30.0
 
 
 @dataclass
@@ -129,7 +131,14 @@ class TorchDist(Dist):
 
         if td.is_initialized():
             td.destroy_process_group()
-        released_by_torch(self._held)
+        if not released_by_torch(self._held, RELEASE_WAIT_S):
+            warnings.warn(
+                f"torch still held the last collective's tensors after {RELEASE_WAIT_S:g} s; "
+                "this process may abort as it exits ('terminate called without an active "
+                "exception')",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self._held = ()
 
 

@@ -193,7 +193,11 @@ def interleave_by_reshape(x: torch.Tensor, groups: int) -> torch.Tensor:
     """``Interleave`` as view ``(G, S)`` -> transpose -> flatten, for ``(N, C, ...)`` tensors;
     a channels_last input is shuffled on its physical last axis (no NCHW copy)."""
     c = x.shape[1]
-    if is_channels_last(x):
+    # Under torch.compile, the NCHW form: Inductor (torch 2.13) cannot lower the NHWC one once H
+    # and W are symbolic, as they become on a model's second image size ("ValueRangeError:
+    # Invalid ranges" after a stride-2 conv). Inductor picks the layout itself; a compiled
+    # kEffNet-B0 train step took the same time with either form.
+    if is_channels_last(x) and not torch.compiler.is_compiling():
         nhwc = x.permute(0, 2, 3, 1)
         lead = nhwc.shape[:-1]
         out = nhwc.reshape(*lead, groups, c // groups).transpose(-1, -2).reshape(*lead, c)
