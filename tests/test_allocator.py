@@ -14,12 +14,15 @@ from gpconv.cli.main import main
 
 # malloc, touch and free 64 MiB (above glibc's largest mmap threshold) a few times, as a framework
 # does with an activation; print the page faults of the last rounds and the module's report.
-# (Plain malloc: NumPy would ask for huge pages and fault 2 MiB at a time.)
+# (Plain malloc: NumPy would ask for huge pages and fault 2 MiB at a time. And no transparent
+# huge pages for the process: a host with THP "always" would fault 2 MiB at a time too.)
 PROBE = """
 import ctypes, json, resource, sys
 from gpconv.perf import allocator
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_THP_DISABLE = 41
+libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)  # Linux >= 3.15
 desc = allocator.keep_freed_memory() if sys.argv[1] == "keep" else allocator.current()
-libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 faults = []
