@@ -361,6 +361,15 @@ def random_kpointwise_params(
 # --- whole networks ---------------------------------------------------------------------------
 
 
+def checkpoint_params(v: float) -> dict[str, np.ndarray]:
+    """Two small float32 arrays scaled by ``v``: parameters for checkpoint and best-file tests,
+    where ``v`` tells one save from another."""
+    return {
+        "a/kernel": np.full((2, 3), v, np.float32),
+        "b/bias": np.arange(4, dtype=np.float32) * v,
+    }
+
+
 def tiny_architecture(
     family: str = "kefficientnet",
     num_classes: int = 3,

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import GLIBC, tiny_architecture
+from helpers import GLIBC, checkpoint_params, tiny_architecture
 
 from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
@@ -526,23 +526,21 @@ def test_crop_flip():
 # --- checkpoints -------------------------------------------------------------------------------
 
 
-def _params(v: float) -> dict[str, np.ndarray]:
-    return {
-        "a/kernel": np.full((2, 3), v, np.float32),
-        "b/bias": np.arange(4, dtype=np.float32) * v,
-    }
-
-
 def test_checkpoint_roundtrip_verify_and_prune(tmp_path):
     run = str(tmp_path)
     for epoch in (1, 2, 3):
         checkpoint.save(
-            run, epoch, _params(epoch), {"t": np.array(epoch)}, {"history": [epoch]}, keep=2
+            run,
+            epoch,
+            checkpoint_params(epoch),
+            {"t": np.array(epoch)},
+            {"history": [epoch]},
+            keep=2,
         )
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2, 3]
     latest = checkpoint.latest(run)
     assert latest.epoch == 3 and latest.state["history"] == [3]
-    np.testing.assert_array_equal(latest.params()["a/kernel"], _params(3)["a/kernel"])
+    np.testing.assert_array_equal(latest.params()["a/kernel"], checkpoint_params(3)["a/kernel"])
     assert int(latest.optimizer()["t"]) == 3
     # A flipped byte in the newest params makes it unverifiable: resume falls back one epoch.
     path = os.path.join(latest.path, "params.safetensors")
@@ -558,7 +556,7 @@ def test_checkpoint_restores_counters_saved_as_shape_1_by_older_versions(tmp_pat
     # Before save_params kept 0-d arrays (c677695) a step counter was written as shape (1,), while
     # state.json recorded its true shape (); checkpoints of that era (same FORMAT) must resume.
     run = str(tmp_path)
-    saved = checkpoint.save(run, 1, _params(1), {"step": np.array(5.0)}, {})
+    saved = checkpoint.save(run, 1, checkpoint_params(1), {"step": np.array(5.0)}, {})
     assert saved.optimizer()["step"].shape == ()
     path = os.path.join(saved.path, "optimizer.safetensors")
     save_params(path, {"step": np.array([5.0])})
@@ -574,18 +572,19 @@ def test_checkpoint_restores_counters_saved_as_shape_1_by_older_versions(tmp_pat
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     run = str(tmp_path)
-    checkpoint.save(run, 1, _params(1), {}, {})
+    checkpoint.save(run, 1, checkpoint_params(1), {}, {})
 
     def crash(*args):
         raise OSError("simulated crash before the rename")
 
     monkeypatch.setattr(checkpoint.os, "rename", crash)
     with pytest.raises(OSError, match="simulated"):
-        checkpoint.save(run, 2, _params(2), {}, {})
+        checkpoint.save(run, 2, checkpoint_params(2), {}, {})
     monkeypatch.undo()
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1]
     assert checkpoint.latest(run).epoch == 1
-    checkpoint.save(run, 2, _params(2), {}, {})  # the next save clears the torn temp folder
+    # the next save clears the torn temp folder
+    checkpoint.save(run, 2, checkpoint_params(2), {}, {})
     assert not [n for n in os.listdir(os.path.join(run, "checkpoints")) if n.startswith(".tmp")]
     # A folder without state.json (killed mid-write in an older layout) is skipped, not trusted.
     os.makedirs(os.path.join(run, "checkpoints", "epoch-0009"))
@@ -603,8 +602,8 @@ def _future_format(path: str) -> None:
 def test_prune_counts_only_verified_checkpoints_and_deletes_no_unverifiable_one(tmp_path):
     run = str(tmp_path)
     root = os.path.join(run, "checkpoints")
-    checkpoint.save(run, 1, _params(1), {}, {}, keep=3)
-    checkpoint.save(run, 2, _params(2), {}, {}, keep=3)
+    checkpoint.save(run, 1, checkpoint_params(1), {}, {}, keep=3)
+    checkpoint.save(run, 2, checkpoint_params(2), {}, {}, keep=3)
     # epoch 1 rots on disk; epoch 5 is in a format this version cannot read
     params_1 = os.path.join(root, "epoch-0001", "params.safetensors")
     raw = bytearray(open(params_1, "rb").read())
@@ -613,12 +612,18 @@ def test_prune_counts_only_verified_checkpoints_and_deletes_no_unverifiable_one(
     shutil.copytree(os.path.join(root, "epoch-0002"), os.path.join(root, "epoch-0005"))
     _future_format(os.path.join(root, "epoch-0005"))
     unreadable = {p: tree_digest(os.path.join(root, p)) for p in ("epoch-0001", "epoch-0005")}
-    checkpoint.save(run, 3, _params(3), {}, {}, keep=1)
+    checkpoint.save(run, 3, checkpoint_params(3), {}, {}, keep=1)
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1, 3, 5], (
         "keep=1 keeps the one verified checkpoint and leaves both unverifiable folders alone"
     )
     assert {p: tree_digest(os.path.join(root, p)) for p in unreadable} == unreadable
     assert checkpoint.latest(run, warn=False).epoch == 3
+
+
+def _only_params_hash(state: dict) -> dict:
+    """A state.json's 'files' hashing params.safetensors only: verify raised KeyError (not the
+    ValueError latest and prune skip) on the missing optimizer.safetensors hash."""
+    return {"params.safetensors": state["files"]["params.safetensors"]}
 
 
 @pytest.mark.parametrize(
@@ -627,11 +632,12 @@ def test_prune_counts_only_verified_checkpoints_and_deletes_no_unverifiable_one(
         (lambda state: [state], "expected a JSON object, found list"),
         (lambda state: {**state, "files": "abc"}, "expected 'files' to give the SHA-256"),
         (lambda state: {**state, "files": {}}, "expected 'files' to give the SHA-256"),
+        (lambda state: {**state, "files": _only_params_hash(state)}, "expected 'files' to give"),
         (lambda state: {**state, "epoch": "two"}, "expected an integer epoch, found 'two'"),
         (lambda state: {**state, "epoch": True}, "expected an integer epoch, found True"),
         (lambda state: b"\xff\xfe garbage", "'utf-8' codec can't decode"),
     ],
-    ids=["list", "files-str", "files-empty", "epoch-str", "epoch-bool", "not-utf8"],
+    ids=["list", "files-str", "files-empty", "files-one", "epoch-str", "epoch-bool", "not-utf8"],
 )
 def test_a_checkpoint_with_an_odd_state_json_is_skipped_by_latest_and_save(
     tmp_path, edit, fragment
@@ -641,8 +647,8 @@ def test_a_checkpoint_with_an_odd_state_json_is_skipped_by_latest_and_save(
     verified a folder whose params.safetensors was gone. Bytes that are no UTF-8 were skipped
     with a message that did not name the file."""
     run = str(tmp_path)
-    checkpoint.save(run, 1, _params(1), {}, {})
-    odd = checkpoint.save(run, 2, _params(2), {}, {})
+    checkpoint.save(run, 1, checkpoint_params(1), {}, {})
+    odd = checkpoint.save(run, 2, checkpoint_params(2), {}, {})
     os.remove(os.path.join(odd.path, "params.safetensors"))
     state_path = os.path.join(odd.path, "state.json")
     edited = edit(json.load(open(state_path)))
@@ -651,21 +657,22 @@ def test_a_checkpoint_with_an_odd_state_json_is_skipped_by_latest_and_save(
     with pytest.raises(ValueError, match=rf"corrupt {re.escape(state_path)}: {fragment}"):
         checkpoint.verify(odd.path)
     assert checkpoint.latest(run, warn=False).epoch == 1
-    checkpoint.save(run, 3, _params(3), {}, {}, keep=1)  # prunes epoch 1, keeps the odd one
+    # prunes epoch 1, keeps the odd one
+    checkpoint.save(run, 3, checkpoint_params(3), {}, {}, keep=1)
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2, 3]
 
 
 def test_prune_never_deletes_the_checkpoint_just_written(tmp_path):
     run = str(tmp_path)
-    checkpoint.save(run, 5, _params(5), {}, {}, keep=1)
-    written = checkpoint.save(run, 2, _params(2), {}, {}, keep=1)
+    checkpoint.save(run, 5, checkpoint_params(5), {}, {}, keep=1)
+    written = checkpoint.save(run, 2, checkpoint_params(2), {}, {}, keep=1)
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2, 5]
     assert checkpoint.verify(written.path).epoch == 2
 
 
 def test_a_crash_while_pruning_leaves_no_torn_checkpoint(tmp_path, monkeypatch):
     run = str(tmp_path)
-    checkpoint.save(run, 1, _params(1), {}, {}, keep=1)
+    checkpoint.save(run, 1, checkpoint_params(1), {}, {}, keep=1)
     real_rmtree = shutil.rmtree
 
     def killed_half_way(path, *args, **kwargs):
@@ -677,34 +684,34 @@ def test_a_crash_while_pruning_leaves_no_torn_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint.shutil, "rmtree", killed_half_way)
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(run, 2, _params(2), {}, {}, keep=1)
+        checkpoint.save(run, 2, checkpoint_params(2), {}, {}, keep=1)
     monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
     for _, path in checkpoint.epochs_on_disk(run):
         checkpoint.verify(path)  # the half-deleted epoch 1 is no longer under an epoch-NNNN name
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2]
-    checkpoint.save(run, 3, _params(3), {}, {}, keep=1)  # which clears the remains
+    checkpoint.save(run, 3, checkpoint_params(3), {}, {}, keep=1)  # which clears the remains
     assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["epoch-0003"]
 
 
 def test_save_moves_aside_whatever_is_at_its_target(tmp_path, capsys):
     run = str(tmp_path)
     root = os.path.join(run, "checkpoints")
-    checkpoint.save(run, 1, _params(1), {}, {})
+    checkpoint.save(run, 1, checkpoint_params(1), {}, {})
     in_the_way = os.path.join(root, "epoch-0002")
     shutil.copytree(os.path.join(root, "epoch-0001"), in_the_way)
     _future_format(in_the_way)
     before = tree_digest(in_the_way)
-    checkpoint.save(run, 2, _params(2), {}, {})
+    checkpoint.save(run, 2, checkpoint_params(2), {}, {})
     aside = in_the_way + ".unverifiable-1"
     assert tree_digest(aside) == before, "the unreadable folder is kept, byte for byte"
     err = capsys.readouterr().err
     assert f"moved {in_the_way} aside to {aside}" in err and "gpconv-checkpoint/2" in err
     assert checkpoint.latest(run, warn=False).epoch == 2
     np.testing.assert_array_equal(
-        checkpoint.latest(run).params()["a/kernel"], _params(2)["a/kernel"]
+        checkpoint.latest(run).params()["a/kernel"], checkpoint_params(2)["a/kernel"]
     )
     # a verified checkpoint in the way (another writer, or the API called twice) is kept too
-    checkpoint.save(run, 2, _params(7), {}, {})
+    checkpoint.save(run, 2, checkpoint_params(7), {}, {})
     assert checkpoint.verify(in_the_way + ".replaced-1").params()["b/bias"][1] == 2
     assert os.path.isdir(aside) and checkpoint.latest(run).params()["b/bias"][1] == 7
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1, 2]
@@ -1897,8 +1904,8 @@ def test_prune_refuses_a_keep_that_would_delete_every_checkpoint(tmp_path, keep)
     """keep=0 deleted every checkpoint but the one just written; keep is refused before any
     file is touched."""
     run = str(tmp_path)
-    checkpoint.save(run, 1, _params(1), {}, {}, keep=3)
-    checkpoint.save(run, 2, _params(2), {}, {}, keep=3)
+    checkpoint.save(run, 1, checkpoint_params(1), {}, {}, keep=3)
+    checkpoint.save(run, 2, checkpoint_params(2), {}, {}, keep=3)
     with pytest.raises((ValueError, TypeError), match="keep"):
         checkpoint.prune(run, keep)
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [1, 2]

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import checkpoint_params
 
 from gpconv.core.arch import by_name
 from gpconv.core.params import load_params, read_metadata
@@ -44,22 +45,19 @@ def run_writer(tmp_path) -> writer.RunWriter:
     return writer.RunWriter(cfg, fw, arch, data.load("digits", 8).limited(16), world=1)
 
 
-def _params(v: float) -> dict[str, np.ndarray]:
-    return {"a/kernel": np.full((2, 3), v, np.float32)}
-
-
 def test_resume_replaces_a_best_file_of_the_same_epoch_number_but_another_accuracy(run_writer):
     """best.safetensors holds epoch 2 as first trained (test acc 0.75); after a fallback the
     run trained epoch 2 again (0.625), still its best. The same epoch number is not the same
     epoch: resume_best restores the retrained epoch 2 from its checkpoint."""
     out = run_writer.cfg.out
-    run_writer._write_best(_row(2, 0.75), _params(7))  # the epoch 2 of the earlier trajectory
+    # the epoch 2 of the earlier trajectory
+    run_writer._write_best(_row(2, 0.75), checkpoint_params(7))
     history = [_row(1, 0.25), _row(2, 0.625), _row(3, 0.5)]
-    checkpoint.save(out, 2, _params(2), {}, {"history": history[:2]}, keep=5)
-    run_writer.resume_best(history, _params(3))
+    checkpoint.save(out, 2, checkpoint_params(2), {}, {"history": history[:2]}, keep=5)
+    run_writer.resume_best(history, checkpoint_params(3))
     best = os.path.join(out, writer.BEST_PARAMS)
     assert read_metadata(best)["test_acc"] == repr(0.625)
-    np.testing.assert_array_equal(load_params(best)["a/kernel"], _params(2)["a/kernel"])
+    np.testing.assert_array_equal(load_params(best)["a/kernel"], checkpoint_params(2)["a/kernel"])
 
 
 def test_resume_takes_no_best_params_from_a_checkpoint_of_another_trajectory(run_writer, capsys):
@@ -67,10 +65,10 @@ def test_resume_takes_no_best_params_from_a_checkpoint_of_another_trajectory(run
     epoch as trained before a fallback) does not hold the best epoch's parameters: the stale
     best file is removed rather than replaced by those."""
     out = run_writer.cfg.out
-    run_writer._write_best(_row(2, 0.75), _params(7))
+    run_writer._write_best(_row(2, 0.75), checkpoint_params(7))
     history = [_row(1, 0.25), _row(2, 0.625), _row(3, 0.5)]
-    checkpoint.save(out, 2, _params(8), {}, {"history": [_row(1, 0.25), _row(2, 0.875)]})
-    run_writer.resume_best(history, _params(3))
+    checkpoint.save(out, 2, checkpoint_params(8), {}, {"history": [_row(1, 0.25), _row(2, 0.875)]})
+    run_writer.resume_best(history, checkpoint_params(3))
     best = os.path.join(out, writer.BEST_PARAMS)
     assert not os.path.exists(best)
     assert f"removed {best}" in capsys.readouterr().err
