@@ -190,17 +190,19 @@ def _nothing_measured(args: argparse.Namespace) -> int:
 def _measured_with(args: argparse.Namespace, model: str, backend: str) -> str:
     """The options the timings of ``model`` on ``backend`` depended on, for the recommended
     ``gpconv train`` command: only those that command takes with that model and backend (it
-    refuses ``--device`` without torch and ``--min-channels-per-group`` with EfficientNet)."""
+    refuses ``--device`` without torch and ``--min-channels-per-group`` with EfficientNet), and
+    of those only the ones whose measured value is not already train's default."""
     from ..train.run import RunConfig
 
     options = [("--threads", args.threads)]
-    # train's own default when not given: without the flag, the recommendation would be for
-    # a kEffNet other than the one measured
-    if (
-        model.startswith("kefficientnet")
-        and args.min_channels_per_group != RunConfig.min_channels_per_group
-    ):
-        options.append(("--min-channels-per-group", args.min_channels_per_group))
+    # train's defaults are not all bench's (a batch of 64 against 32): left to them, the command
+    # would train a setting other than the one whose ms/step the line quotes
+    shape_options = ["image_size", "skip_stride", "batch_size"]
+    if model.startswith("kefficientnet"):
+        shape_options.append("min_channels_per_group")
+    for field in shape_options:
+        if getattr(args, field) != getattr(RunConfig, field):
+            options.append(("--" + field.replace("_", "-"), getattr(args, field)))
     if backend == "torch":
         options.append(("--device", args.device))
     return "".join(f" {flag} {value}" for flag, value in options if value is not None)

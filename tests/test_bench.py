@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import replace
 
 import pytest
 
-from gpconv.cli.main import main
+from gpconv.cli import bench
+from gpconv.cli.main import UsageError, main
 from gpconv.perf import models, pointwise, report, timing
 
 TINY = [
@@ -397,6 +399,24 @@ def _fake_pointwise_rows(backend, cases, steps, warmup, device=None):
     ]
 
 
+def _fake_model_rows(backend, names, cfg, step_ms=None):
+    """Stands in for ``models.bench_models``: one row per model, no timing; a train step of
+    ``step_ms[(backend, model)]`` ms, 20 ms for the others (10 ms for all without ``step_ms``)."""
+    return [
+        {
+            "backend": backend,
+            "model": m,
+            "arch": m,
+            "params_trainable": 1,
+            "macs_per_image": 1,
+            "forward_images_per_s": 1.0,
+            "train_images_per_s": 1.0,
+            "train_step_ms": 10.0 if step_ms is None else step_ms.get((backend, m), 20.0),
+        }
+        for m in names
+    ]
+
+
 def _measuring_fails(*args, **kwargs):
     raise AssertionError("the benchmark ran before the output paths were checked")
 
@@ -508,7 +528,8 @@ def test_bench_says_so_when_every_backend_fails(tmp_path, monkeypatch, capsys):
 def test_the_recommendation_repeats_the_settings_it_was_measured_with(capsys):
     assert main(["bench", "--backend", "numpy", *TINY, "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "train kefficientnet-b0 with --backend numpy --threads 1 on" in out
+    shape = "--image-size 8 --skip-stride 0 --batch-size 2"  # TINY's, none train's default
+    assert f"train kefficientnet-b0 with --backend numpy --threads 1 {shape} on" in out
     # TINY times first calls: TensorFlow's tracing made it "44x slower" than torch
     assert "note: --warmup 0 timed each first call, tracing and compiling included" in out
     assert main(["bench", "--backend", "numpy", *TINY[:-1], "1", "--threads", "1"]) == 0
@@ -546,24 +567,33 @@ def test_each_recommendation_carries_only_options_its_train_command_takes(monkey
     """The measured kEffNet's group minimum goes with the kEffNet line only (train refuses it
     with EfficientNet, and without it would train 16ch), --device with torch's only (train
     refuses it with --backend tensorflow)."""
-    from gpconv.cli import bench
-
-    def rows(backend, names, cfg):
-        ms = {("torch", "efficientnet-b0"): 10.0, ("tensorflow", "kefficientnet-b0"): 10.0}
-        return [
-            {"backend": backend, "model": m, "arch": m, "params_trainable": 1, "macs_per_image": 1,
-             "forward_images_per_s": 1.0, "train_images_per_s": 1.0,
-             "train_step_ms": ms.get((backend, m), 20.0)}
-            for m in names
-        ]  # fmt: skip
-
+    ms = {("torch", "efficientnet-b0"): 10.0, ("tensorflow", "kefficientnet-b0"): 10.0}
     monkeypatch.setattr(bench, "_backends", lambda requested, op: (["torch", "tensorflow"], []))
-    monkeypatch.setattr(models, "bench_models", rows)
+    monkeypatch.setattr(models, "bench_models", functools.partial(_fake_model_rows, step_ms=ms))
     argv = ["bench", *TINY, "--device", "cpu", "--min-channels-per-group", "32"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "train efficientnet-b0 with --backend torch --device cpu on" in out
-    assert "train kefficientnet-b0 with --backend tensorflow --min-channels-per-group 32 on" in out
+    shape = "--image-size 8 --skip-stride 0 --batch-size 2"
+    assert f"train efficientnet-b0 with --backend torch {shape} --device cpu on" in out
+    assert (
+        f"train kefficientnet-b0 with --backend tensorflow {shape} --min-channels-per-group 32 on"
+        in out
+    )
+
+
+def test_the_recommendation_leaves_out_what_train_does_by_default(monkeypatch, capsys):
+    """bench measures 32x32 images with skip_stride 3 in batches of 32 by default; gpconv
+    train's defaults are the same image size and skip but a batch of 64 (train --help). The
+    recommended command must train what was timed, so it names the batch (and only the batch)."""
+    from gpconv.train.config import RunConfig
+
+    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["numpy"], []))
+    monkeypatch.setattr(models, "bench_models", _fake_model_rows)
+    assert main(["bench"]) == 0
+    out = capsys.readouterr().out
+    assert (RunConfig.image_size, RunConfig.skip_stride, RunConfig.batch_size) == (32, 3, 64)
+    assert "train kefficientnet-b0 with --backend numpy --batch-size 32 on" in out
+    assert "train efficientnet-b0 with --backend numpy --batch-size 32 on" in out
 
 
 def test_pointwise_table_aligns_the_times_of_long_implementation_names():
@@ -582,6 +612,147 @@ def test_group_minimum_with_only_efficientnet_models_exits_2_before_measuring(mo
     err = capsys.readouterr().err
     assert "Expected a kefficientnet --model with --min-channels-per-group 32" in err
     assert "received --model efficientnet-b0" in err
+
+
+class _Adapter:
+    """Stands in for a backend adapter (the real ones import their framework: TensorFlow's
+    takes seconds): only what ``bench._backends`` reads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.install_hint = f"pip install 'gpconv[{name}]'"
+
+    def is_available(self) -> bool:
+        return self.name != "cupy"
+
+
+@pytest.fixture
+def cupy_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every backend installed but cupy."""
+    from gpconv import backends
+
+    monkeypatch.setattr(backends, "get", _Adapter)
+
+
+def test_default_backends_leave_numpy_out_of_whole_models_only(cupy_missing) -> None:
+    """The numpy backend is the float64 reference: minutes per B0 train step, so whole-model
+    runs take it only when named (``--backend numpy``); single-layer ``--op pointwise`` runs
+    take it by default (bench.py's docstring and --help)."""
+    model_names, _ = bench._backends(None, "model")
+    point_names, _ = bench._backends(None, "pointwise")
+    assert "numpy" not in model_names
+    assert "numpy" in point_names
+
+
+def test_a_default_run_lists_a_missing_backend_but_a_requested_one_is_an_error(
+    cupy_missing,
+) -> None:
+    """Without --backend, an uninstalled framework is skipped (listed with its install hint) and
+    the installed ones are measured; only a backend the user *named* that is missing is a usage
+    error (as ``gpconv check`` does)."""
+    names, skipped = bench._backends(None, "pointwise")
+    assert "numpy" in names and [s["backend"] for s in skipped] == ["cupy"]
+    with pytest.raises(UsageError, match="backend 'cupy' not installed"):
+        bench._backends(["cupy"], "pointwise")
+
+
+def test_a_backend_named_twice_is_measured_once(cupy_missing) -> None:
+    """``--backend numpy --backend numpy`` (append action): measuring it twice would double the
+    run time and print its rows twice."""
+    assert bench._backends(["numpy", "numpy"], "pointwise") == (["numpy"], [])
+
+
+def test_device_is_checked_against_torch_wherever_it_is_named(monkeypatch, capsys) -> None:
+    """``--device`` steers torch only; with ``--backend tensorflow --backend torch`` it is valid
+    (torch is measured), whatever the order the backends were named in."""
+    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["tensorflow", "torch"], []))
+    monkeypatch.setattr(models, "bench_models", _fake_model_rows)
+    assert main(["bench", *TINY, "--device", "cpu"]) == 0, capsys.readouterr().err
+
+
+def test_pointwise_mode_passes_device_to_the_measurement(monkeypatch, capsys) -> None:
+    """``gpconv bench --op pointwise --backend torch --device cpu`` must time torch on the CPU
+    (the device asked for), not on the default device (CUDA when present)."""
+    seen = []
+
+    def record(backend, cases, steps, warmup, device=None):
+        seen.append(device)
+        return _fake_pointwise_rows(backend, cases, steps, warmup, device)
+
+    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["torch"], []))
+    monkeypatch.setattr(pointwise, "bench_pointwise", record)
+    assert main(["bench", "--op", "pointwise", *TINY, "--device", "cpu"]) == 0
+    assert seen == ["cpu"]
+
+
+def test_defaults_are_the_papers_cifar_setting_after_a_warm_up(monkeypatch, capsys) -> None:
+    """``gpconv bench`` alone measures the paper's CIFAR-10 setting (docs/method.md, DESIGN.md:
+    32x32 images with skip_stride_cnt 3; kEffNet 16ch), batch 32 (docs/gpu.md), with at least one
+    untimed call first: a timed first call includes tracing and compiling (the "--warmup 0"
+    note), which is not what a training run sees."""
+    seen = []
+
+    def record(backend, names, cfg):
+        seen.append(cfg)
+        return _fake_model_rows(backend, names, cfg)
+
+    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["numpy"], []))
+    monkeypatch.setattr(models, "bench_models", record)
+    assert main(["bench"]) == 0
+    (cfg,) = seen
+    assert (cfg.image_size, cfg.skip_stride, cfg.batch_size) == (32, 3, 32)
+    assert cfg.min_channels_per_group == 16
+    assert cfg.warmup >= 1 and cfg.steps >= 1
+    assert "--warmup 0" not in capsys.readouterr().out
+
+
+def test_one_failed_backend_exits_1_but_keeps_the_others_results(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Exit 1 when a job failed (cli/main.py: "1 a check or job failed"): a script must not read
+    a half-measured run as a success. The backend that worked is still reported and written."""
+
+    def half_broken(backend, cases, steps, warmup, device=None):
+        if backend == "tensorflow":
+            raise RuntimeError("simulated failure")
+        return _fake_pointwise_rows(backend, cases, steps, warmup, device)
+
+    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["numpy", "tensorflow"], []))
+    monkeypatch.setattr(pointwise, "bench_pointwise", half_broken)
+    out = tmp_path / "pw.json"
+    assert main(["bench", "--op", "pointwise", *TINY, "--json", str(out)]) == 1
+    assert "Recommendation: numpy grouped pointwise: a" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert {r["backend"] for r in doc["pointwise"]} == {"numpy"}
+    assert [s["backend"] for s in doc["skipped"]] == ["tensorflow"]
+    assert doc["skipped"][0]["reason"].startswith("failed: simulated failure")
+
+
+def test_nothing_measured_names_only_the_outputs_that_were_asked_for(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """With only --json given, the error lists --json as not written and says nothing of a
+    --plot that nobody asked for ("--plot None")."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(pointwise, "bench_pointwise", broken)
+    out = tmp_path / "pw.json"
+    argv = ["bench", "--op", "pointwise", "--backend", "numpy", *TINY, "--json", str(out)]
+    assert main(argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"nothing measured; not written: --json {out}"), last
+
+
+def test_json_config_records_the_threads(tmp_path, monkeypatch, capsys) -> None:
+    """Thread count changes every CPU timing; a results file that does not say it cannot be
+    compared with another (``--threads 1`` vs the framework's default)."""
+    monkeypatch.setattr(pointwise, "bench_pointwise", _fake_pointwise_rows)
+    out = tmp_path / "pw.json"
+    argv = ["bench", "--op", "pointwise", "--backend", "numpy", *TINY, "--threads", "1"]
+    assert main([*argv, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["threads"] == 1
 
 
 # --- the statistics behind every figure ---------------------------------------------------------
