@@ -89,11 +89,18 @@ def ratio_lines(ratios: list[dict[str, Any]]) -> list[str]:
         f"{setup(r)}: {r['kefficientnet']} / {r['efficientnet']}: "
         f"params x{r['params_ratio']:.3f}, "
         f"MACs x{r['macs_ratio']:.3f}, train-step time x{r['train_step_ratio']:.2f} "
-        f"({'faster' if r['train_step_ratio'] < 1 else 'slower'}"
+        f"({_verdict(r['train_step_ratio'])}"
         f"{_round_range(r.get('train_step_ratio_per_round', []))}), forward speed "
         f"x{r['forward_speed_ratio']:.2f}"
         for r in ratios
     ]
+
+
+def _verdict(time_ratio: float) -> str:
+    """kEffNet's train step against EfficientNet's as the two-decimal ratio printed beside it
+    reads: ``x0.99`` is faster, ``x1.00`` level (a 0.996 called "faster" next to "x1.00")."""
+    shown = round(time_ratio, 2)
+    return "faster" if shown < 1 else "slower" if shown > 1 else "level"
 
 
 def _round_range(per_round: list[float]) -> str:

@@ -125,3 +125,29 @@ def test_benchmark_scripts_json_records_the_clock(tmp_path) -> None:
     report.write_rows(str(path), [{"x": 1}], args, threads=1)
     meta = json.loads(path.read_text())["meta"]
     assert (meta["clock"], meta["repeats"], meta["threads"]) == ("cpu", 3, 1)
+
+
+@pytest.mark.parametrize(
+    "time_ratio, shown",
+    [
+        (0.994, "x0.99 (faster"),
+        (0.996, "x1.00 (level"),
+        (1.0, "x1.00 (level"),
+        (1.004, "x1.00 (level"),
+        (1.006, "x1.01 (slower"),
+    ],
+)
+def test_ratio_line_verdict_agrees_with_the_ratio_it_prints(time_ratio: float, shown: str) -> None:
+    """The verdict reads the two-decimal ratio beside it: "x1.00 (faster" for 0.996 or
+    "x1.00 (slower" for 1.0 would contradict the figure on the same line."""
+    ratio = {
+        "backend": "torch",
+        "kefficientnet": "kefficientnet-b0-16ch",
+        "efficientnet": "efficientnet-b0",
+        "params_ratio": 0.159,
+        "macs_ratio": 0.201,
+        "train_step_ratio": time_ratio,
+        "forward_speed_ratio": 1.0,
+    }
+    (line,) = report.ratio_lines([ratio])
+    assert f"train-step time {shown})" in line, line
