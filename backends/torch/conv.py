@@ -79,11 +79,13 @@ class KerasConv2d(nn.Conv2d):
         return f"{super().extra_repr()}, keras_padding={self.keras_padding!r}"
 
     def _slab_grad(self, x: torch.Tensor) -> bool:
-        """Use ``_DepthwiseSlabGrad``: a CPU depthwise conv that needs a gradient, in eager mode
-        (tracing for ONNX / ``torch.compile`` keeps the plain op) and outside autocast (whose
-        casts the plain op's backward knows and the slab backward does not)."""
+        """Use ``_DepthwiseSlabGrad``: a CPU depthwise conv of a batch ``(N, C, H, W)`` (its
+        backward takes no unbatched image) that needs a gradient, in eager mode (tracing for
+        ONNX / ``torch.compile`` keeps the plain op) and outside autocast (whose casts the plain
+        op's backward knows and the slab backward does not)."""
         return (
-            self.groups == self.in_channels == x.shape[1]
+            x.dim() == 4
+            and self.groups == self.in_channels
             and uses_slabs(self.kernel_size[1], self.stride[0])
             and x.device.type == "cpu"
             and not torch.is_autocast_enabled("cpu")

@@ -64,7 +64,7 @@ class EfficientNet(nn.Module):
                 f"received {type(channels_last).__name__} {channels_last!r}"
             )
         self.arch = arch
-        # A plain bool (np.True_ accepted as require_bool does): `is False` tests below need one.
+        # A plain bool, np.True_ accepted as require_bool accepts it.
         self.channels_last = None if channels_last is None else bool(channels_last)
         self.stem = Stem(arch.stem)
         self.blocks = nn.ModuleDict({b.name: MBConv(b, impl) for b in arch.blocks})
@@ -97,7 +97,7 @@ class EfficientNet(nn.Module):
         require_nonempty_image(x)
         if self.uses_channels_last(x.device):
             return to_channels_last(x)
-        return x if self.channels_last is False else x.contiguous()
+        return x.contiguous()
 
     def uses_channels_last(self, device: torch.device) -> bool:
         """Whether the network runs NHWC on ``device``: ``channels_last`` if set, else NHWC on
