@@ -62,3 +62,18 @@ def malloc_calls() -> list[str]:
     """The ``keep_freed_memory`` calls made during this test."""
     _malloc_calls.clear()
     return _malloc_calls
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for the tests of a module that uses this fixture
+    (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): on a CPU shared with other
+    jobs, OpenMP barriers waiting for a descheduled thread make multi-threaded torch 10x slower
+    (results do not depend on it), and the channel-shuffle gather runs with one torch thread
+    only (``eager.gather_wins``), so every test meets it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

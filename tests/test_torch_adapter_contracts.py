@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from helpers import tiny_architecture  # noqa: E402
 
@@ -24,14 +25,6 @@ from gpconv.core.params import init_params  # noqa: E402
 from gpconv.core.pointwise import interleave  # noqa: E402
 
 BACKEND = backends.get("torch")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny_arch() -> core_arch.Architecture:

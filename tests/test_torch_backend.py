@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from helpers import count_file_opens, tiny_architecture  # noqa: E402
 from hypothesis import example, given  # noqa: E402
@@ -66,16 +67,6 @@ from gpconv.core.pointwise import KPointwise as CoreKPointwise  # noqa: E402
 BACKEND = backends.get("torch")
 RTOL, ATOL = 1e-4, 1e-5  # per layer, DESIGN.md §4
 REL_GRAD = 1e-4  # whole network; DESIGN.md allows 1e-3, measured errors are ~1e-6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a CPU shared with other jobs, OpenMP barriers waiting for a
-    descheduled thread make multi-threaded torch 10x slower; the results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- helpers ----------------------------------------------------------------------------------

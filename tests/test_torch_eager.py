@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 from helpers import tiny_architecture, torch_devices  # noqa: E402
 from hypothesis import given  # noqa: E402
@@ -17,16 +18,6 @@ from gpconv.backends.torch.eager import (  # noqa: E402
     spatial_mean,
 )
 from gpconv.core.arch import without_dropout  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The custom functions run where they pay: the channel-shuffle gather with one torch
-    thread only (``eager.gather_wins``). One thread here, so that every test meets them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def five_block_kefficientnet(num_classes: int) -> torch.nn.Module:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 import torch.autograd.forward_ad as fwAD  # noqa: E402
 from helpers import tiny_architecture, torch_devices  # noqa: E402
@@ -40,14 +41,6 @@ from gpconv.core import network  # noqa: E402
 from gpconv.core.pointwise import KPointwiseSpec  # noqa: E402
 
 ARCH = core_arch.without_dropout(core_arch.kefficientnet("b0", 10, 16, skip_stride_cnt=3))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _stateless_loss(model: torch.nn.Module):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 import torch.nn.functional as F  # noqa: E402
 from helpers import tiny_architecture  # noqa: E402
@@ -30,14 +31,6 @@ from gpconv.backends.torch import (  # noqa: E402
 from gpconv.backends.torch.layout import is_channels_last  # noqa: E402
 from gpconv.core import arch as core_arch  # noqa: E402
 from gpconv.core.pointwise import deinterleave, interleave  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_batch_norms_without_running_statistics_keep_keras_epsilon() -> None:
