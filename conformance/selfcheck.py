@@ -23,13 +23,15 @@ FD_TOL = 1e-6  # relative; central differences in float64 reach ~1e-9 on these s
 
 @dataclass
 class GradCase:
-    """``forward(**inputs) -> (y, cache)`` and ``grads(cache, dy) -> {input name: gradient}``."""
+    """``forward(**inputs) -> (y, cache)`` and ``grads(cache, dy) -> {input name: gradient}``,
+    every differentiable input named, ``None`` for a gradient the op did not return (which
+    ``directional_error`` reports as infinitely wrong rather than leaving unchecked)."""
 
     op: str
     config: str
     inputs: dict[str, np.ndarray]
     forward: Callable[..., tuple[Any, Any]]
-    grads: Callable[[Any, np.ndarray], dict[str, np.ndarray]]
+    grads: Callable[[Any, np.ndarray], dict[str, np.ndarray | None]]
 
 
 def _unary(op: Any, **kw: Any):
@@ -42,9 +44,9 @@ def _with_params(op: Any, names: tuple[str, ...], **kw: Any):
     def fwd(x: np.ndarray, **p: np.ndarray):
         return op.forward(x, *(p[n] for n in names), **kw)
 
-    def grads(c: Any, dy: np.ndarray) -> dict[str, np.ndarray]:
+    def grads(c: Any, dy: np.ndarray) -> dict[str, np.ndarray | None]:
         dx, g = op.backward(c, dy)
-        return {"x": dx, **{n: g[n] for n in names if n in g}}
+        return {"x": dx, **{n: g.get(n) for n in names}}
 
     return fwd, grads
 
@@ -171,9 +173,10 @@ def _kpointwise_cases(rng: np.random.Generator) -> Iterator[GradCase]:
                     spec, {k.replace("__", "/"): v for k, v in p.items()}, x, training
                 )
 
-            def grads(c, dy):
+            def grads(c, dy, spec=spec):
                 dx, g = KPointwise.backward(c, dy)
-                return {"x": dx, **{k.replace("/", "__"): v for k, v in g.items()}}
+                trainable = [k for k, (_, t) in spec.param_shapes().items() if t]
+                return {"x": dx, **{k.replace("/", "__"): g.get(k) for k in trainable}}
 
             yield GradCase(
                 "KPointwise",
@@ -196,6 +199,8 @@ def directional_error(case: GradCase, rng: np.random.Generator) -> float:
         return float(np.sum(case.forward(**moved)[0] * r))
 
     for name in analytic:
+        if analytic[name] is None:  # a gradient the op did not return is infinitely wrong
+            return float("inf")
         d = rng.standard_normal(case.inputs[name].shape)
         numeric = (loss_along(name, d, FD_EPS) - loss_along(name, d, -FD_EPS)) / (2 * FD_EPS)
         exact = float(np.sum(analytic[name] * d))
