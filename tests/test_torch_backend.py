@@ -564,6 +564,19 @@ def test_constructors_b1_to_b7_match_core(variant):
         assert BACKEND.param_count(model) == model.arch.param_count()
 
 
+def test_every_constructor_builds_its_own_variant(monkeypatch):
+    """``efficientnet_bN`` / ``kefficientnet_bN`` build variant N's architecture (the slow test
+    above builds each one; here the module is not built, so a constructor wired to another
+    variant fails in the default run too)."""
+    import gpconv.backends.torch as tb
+    from gpconv.backends.torch import model as torch_model
+
+    monkeypatch.setattr(torch_model, "EfficientNet", lambda arch, **kwargs: arch)
+    for variant in core_arch.VARIANTS:
+        assert getattr(tb, f"efficientnet_{variant}")(10) == core_arch.efficientnet(variant, 10)
+        assert getattr(tb, f"kefficientnet_{variant}")(10) == core_arch.kefficientnet(variant, 10)
+
+
 def test_channels_last_and_nchw_inputs_agree():
     model = kefficientnet_b0(num_classes=10, skip_stride_cnt=3, seed=0).eval()
     x = torch.randn(2, 3, 33, 30)  # odd/even sizes: both padding branches
