@@ -61,7 +61,7 @@ from gpconv.core import GroupedPointwise as RefGroupedPointwise  # noqa: E402
 from gpconv.core import KPointwise as RefKPointwise  # noqa: E402
 from gpconv.core import interleave as ref_interleave  # noqa: E402
 from gpconv.core import network  # noqa: E402
-from gpconv.core.arch import efficientnet, kefficientnet, without_dropout  # noqa: E402
+from gpconv.core.arch import VARIANTS, efficientnet, kefficientnet, without_dropout  # noqa: E402
 from gpconv.core.ops import BatchNorm as RefBatchNorm  # noqa: E402
 from gpconv.core.ops import DepthwiseConv2D as RefDepthwiseConv2D  # noqa: E402
 from gpconv.core.ops import pad_amounts  # noqa: E402
@@ -870,6 +870,20 @@ def test_larger_variants_match_architecture_counts(variant):
         model = constructor(classes=10)
         assert model.input.shape[1] == arch.resolution
         assert backends.get("tensorflow").param_count(model) == arch.param_count()
+
+
+def test_every_constructor_builds_its_own_variant(monkeypatch):
+    """``EfficientNetBN`` / ``KEfficientNetBN`` build variant N's architecture (the slow test above
+    builds two of them; here no model is built, so every variant is checked in the default
+    run)."""
+    import gpconv.backends.tensorflow as tfb
+    from gpconv.backends.tensorflow import applications
+
+    monkeypatch.setattr(applications, "_finish", lambda arch, *args, **kwargs: arch)
+    for variant in VARIANTS:
+        suffix = variant.upper()
+        assert getattr(tfb, f"EfficientNet{suffix}")(classes=10) == efficientnet(variant, 10)
+        assert getattr(tfb, f"KEfficientNet{suffix}")(classes=10) == kefficientnet(variant, 10)
 
 
 # --- parameter exchange and serialisation ------------------------------------------------------
