@@ -32,6 +32,8 @@ from gpconv.backends.torch.layout import is_channels_last  # noqa: E402
 from gpconv.core import arch as core_arch  # noqa: E402
 from gpconv.core.pointwise import deinterleave, interleave  # noqa: E402
 
+TINY_ARCH = core_arch.without_dropout(tiny_architecture("kefficientnet", num_classes=3, blocks=2))
+
 
 def test_batch_norms_without_running_statistics_keep_keras_epsilon() -> None:
     """After ``replace_all_batch_norm_modules_`` a ``KerasBatchNorm2d`` normalises with the batch
@@ -115,8 +117,7 @@ def test_a_model_runs_under_cpu_autocast(channels_last: bool | None) -> None:
     """``torch.autocast`` is how PyTorch users run a float32 model in mixed precision: the ops it
     covers return bfloat16 activations that the next layer (a float32 batch norm) must accept.
     The logits stay close to the float32 model's and every parameter gets a gradient."""
-    arch = core_arch.without_dropout(tiny_architecture("kefficientnet", num_classes=3, blocks=2))
-    model = EfficientNet(arch, seed=0, channels_last=channels_last).eval()
+    model = EfficientNet(TINY_ARCH, seed=0, channels_last=channels_last).eval()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ref = model(x)
@@ -188,10 +189,9 @@ def test_channels_last_false_runs_nchw_whatever_the_inputs_format() -> None:
     False; the module docstring: the input is converted once to the network's memory format and
     every layer keeps it), so a channels_last input is converted too, as ``channels_last=True``
     converts an NCHW one. It kept the input's format before, running NHWC against its setting."""
-    arch = core_arch.without_dropout(tiny_architecture("kefficientnet", num_classes=3, blocks=2))
     seen = []
     for channels_last in (False, True):
-        model = EfficientNet(arch, seed=0, channels_last=channels_last).eval()
+        model = EfficientNet(TINY_ARCH, seed=0, channels_last=channels_last).eval()
         model.stem.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
         x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
         if not channels_last:
