@@ -47,7 +47,8 @@ def refuse_numpy_less_dtypes(path: str, header: Mapping[str, Any]) -> None:
 def header_metadata(path: str, header: Mapping[str, Any]) -> dict[str, str]:
     """The ``__metadata__`` of ``header`` (of file ``path``): ``ValueError`` unless it maps
     strings to strings, as the safetensors format says (and ``load_params`` enforces)."""
-    meta = header.get("__metadata__") or {}
+    meta = header.get("__metadata__")
+    meta = {} if meta is None else meta  # null, as safetensors reads it: no metadata ([] is no map)
     if not isinstance(meta, dict):
         raise ValueError(
             f"{path!r} is not a valid safetensors file: its metadata is not a JSON object"

@@ -3,6 +3,7 @@ op (dx and every grads entry), bad input, and NaN/Inf propagation."""
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 
@@ -1200,3 +1201,28 @@ def test_gradient_checker_catches_a_wrong_backward():
             {"x": normal(1, 4, 4, 2), "kernel": normal(3, 3, 2, 2)},
             {"stride": 1},
         )
+
+
+def test_batchnorm_momentum_one_freezes_the_moving_stats() -> None:
+    """momentum=1 is allowed (``0 <= momentum <= 1``) and keeps the moving statistics as they
+    were, whatever the batch."""
+    mean, var = np.array([0.5, -1.0, 2.0]), np.array([1.5, 0.25, 3.0])
+    _, cache = BatchNorm.forward(X4, ONES3, ONES3, mean, var, True)
+    new_mean, new_var = BatchNorm.updated_moving_stats(mean, var, cache, momentum=1.0)
+    np.testing.assert_array_equal(new_mean, [0.5, -1.0, 2.0])
+    np.testing.assert_array_equal(new_var, [1.5, 0.25, 3.0])
+
+
+@pytest.mark.parametrize("momentum", [math.nan, -1e-12, 1.0 + 1e-12])
+def test_batchnorm_momentum_nan_or_outside_0_1_is_refused(momentum: float) -> None:
+    _, cache = BatchNorm.forward(X4, ONES3, ONES3, ONES3, ONES3, True)
+    with pytest.raises(ValueError, match=r"Expected 0 <= momentum <= 1, received momentum="):
+        BatchNorm.updated_moving_stats(ONES3, ONES3, cache, momentum=momentum)
+
+
+@pytest.mark.parametrize("dloss", [np.array(1), np.array(True)], ids=["int64", "bool"])
+def test_softmax_backward_refuses_a_0d_dloss_that_is_not_floating(dloss: np.ndarray) -> None:
+    """A 0-d array dloss must be real floating, as a Python dloss must be a real number."""
+    _, cache = SoftmaxCrossEntropy.forward(normal(2, 3), np.array([0, 1]))
+    with pytest.raises(TypeError, match=r"dloss to be a real number or 0-d floating array"):
+        SoftmaxCrossEntropy.backward(cache, dloss)

@@ -7,6 +7,7 @@ import math
 import os
 import stat
 import threading
+import zipfile
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from helpers import count_file_opens, tiny_architecture
 
 from gpconv import backends
 from gpconv.core import arch as core_arch
+from gpconv.core import files as core_files
 from gpconv.core import network
 from gpconv.core.arch import efficientnet, kefficientnet
+from gpconv.core.npz import npz_bytes
 from gpconv.core.params import (
     arch_metadata,
     init_params,
@@ -968,3 +971,259 @@ def test_exchange_refuses_values_the_cast_makes_inf_not_those_that_were_inf():
     wide["predictions/bias"][3] = 1e300
     with pytest.raises(ValueError, match=r"predictions/bias: max \|value\| 1e\+300 overflows"):
         validated(arch, wide, np.float32)
+
+
+def test_validate_params_refuses_a_values_flag_that_is_no_bool(arch) -> None:
+    """values=1 (or "no") is a caller's bug: a TypeError naming 'values', not truthiness."""
+    params = init_params(arch, 0)
+    with pytest.raises(TypeError, match=r"Expected values to be True or False, received int 1"):
+        validate_params(arch, params, values=1)
+
+
+@pytest.mark.parametrize("params", [[np.zeros(2)], "stem_conv/kernel", None], ids=repr)
+def test_validate_params_refuses_params_that_are_no_mapping(arch, params) -> None:
+    """A list, string or None of parameters is a TypeError naming 'params' and the type received,
+    not an AttributeError from inside the shape check."""
+    with pytest.raises(TypeError, match=rf"params to be a dict .*received {type(params).__name__}"):
+        validate_params(arch, params)
+
+
+def test_float16_parameters_are_floating_without_a_dtype(arch) -> None:
+    """Without ``dtype`` any floating dtype passes: float16 too (not just float32/64)."""
+    half = {k: v.astype(np.float16) for k, v in init_params(arch, 0).items()}
+    validate_params(arch, half)
+    validate_params(arch, half, np.float16)
+    with pytest.raises(
+        ValueError, match=r"stem_conv/kernel: expected dtype float32, received dtype float16"
+    ):
+        validate_params(arch, half, np.float32)
+
+
+def test_torch_bfloat16_parameters_are_floating_without_a_dtype(arch) -> None:
+    """A bfloat16 torch model's parameters (validate_params takes any array library) count as
+    floating: the check lists non-floating dtypes only."""
+    torch = pytest.importorskip("torch")
+    params = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in init_params(arch, 0).items()}
+    validate_params(arch, params)
+    params["stem_bn/gamma"] = params["stem_bn/gamma"].to(torch.int32)
+    with pytest.raises(
+        ValueError, match=r"stem_bn/gamma: expected a floating dtype, received dtype int32"
+    ):
+        validate_params(arch, params)
+
+
+@pytest.mark.parametrize("name", ["p.safetensors", "p.npz"])
+def test_non_contiguous_arrays_save_their_values_not_their_memory(tmp_path, name) -> None:
+    """A transposed (Fortran-ordered) or strided view saves the values it shows:
+    safetensors.numpy writes a non-C-contiguous array's raw buffer in memory order."""
+    base = np.arange(12.0).reshape(3, 4)
+    params = {"t": base.T, "s": base[:, ::2]}
+    assert not params["t"].flags.c_contiguous and not params["s"].flags.c_contiguous
+    save_params(tmp_path / name, params)
+    loaded = load_params(tmp_path / name)
+    np.testing.assert_array_equal(loaded["t"], [[0, 4, 8], [1, 5, 9], [2, 6, 10], [3, 7, 11]])
+    np.testing.assert_array_equal(loaded["s"], [[0, 2], [4, 6], [8, 10]])
+
+
+@pytest.mark.parametrize("name", ["p.NPZ", "p.Npz"])
+def test_an_npz_suffix_in_any_case_writes_an_npz(tmp_path, name) -> None:
+    """The format follows the suffix case-insensitively: ``p.NPZ`` is a zip NumPy reads."""
+    save_params(tmp_path / name, {"w": np.arange(3.0)})
+    assert zipfile.is_zipfile(tmp_path / name)
+    with np.load(tmp_path / name, allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["w"], [0.0, 1.0, 2.0])
+
+
+def test_non_str_keys_are_counted_in_the_error(tmp_path) -> None:
+    """One bad key is named alone; more say how many others there are."""
+    with pytest.raises(TypeError, match=r"received 1 \(int\)$"):
+        save_params(tmp_path / "p.safetensors", {1: np.zeros(2), "w": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"received 1 \(int\) and 2 more$"):
+        save_params(tmp_path / "p.safetensors", {1: np.zeros(2), 2: np.zeros(2), (3,): np.zeros(2)})
+
+
+@pytest.mark.parametrize("dtype", [np.int64, "int32", bool])
+def test_load_params_refuses_a_non_float_dtype_without_an_architecture(tmp_path, dtype) -> None:
+    """``dtype`` is checked as an argument (TypeError naming it) before the file is read, with or
+    without ``arch``: not turned into 'every array has the wrong dtype'."""
+    save_params(tmp_path / "p.safetensors", {"w": np.zeros(2, np.float32)})
+    with pytest.raises(TypeError, match=r"Expected dtype to be a real floating dtype"):
+        load_params(tmp_path / "p.safetensors", dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["p.safetensors", "p.npz"])
+def test_complex_parameters_are_refused_before_writing(tmp_path, name) -> None:
+    """A complex array is no parameter: refused by name on save (an .npz would be written and
+    then refused by load_params), leaving no file behind."""
+    with pytest.raises(TypeError, match=r"params\['z'\] to be a numeric array.*complex128"):
+        save_params(tmp_path / name, {"w": np.zeros(2), "z": np.zeros(2, np.complex128)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_tensors_save_as_their_values_bfloat16_as_float32(tmp_path) -> None:
+    """save_params takes torch tensors as they are: one that requires grad, and a bfloat16 one
+    (which NumPy lacks) as float32 holding the same values."""
+    torch = pytest.importorskip("torch")
+    params = {
+        "bf": torch.tensor([1.0, -2.5, 0.15625], dtype=torch.bfloat16),
+        "g": torch.tensor([3.0, 4.0], requires_grad=True),
+    }
+    save_params(tmp_path / "p.safetensors", params)
+    loaded = load_params(tmp_path / "p.safetensors")
+    assert loaded["bf"].dtype == np.float32 and loaded["g"].dtype == np.float32
+    np.testing.assert_array_equal(loaded["bf"], [1.0, -2.5, 0.15625])
+    np.testing.assert_array_equal(loaded["g"], [3.0, 4.0])
+
+
+def test_a_file_of_many_numpy_less_tensors_names_three_and_counts_the_rest(tmp_path) -> None:
+    """Four bfloat16 tensors: the error names the first three and says '1 more'."""
+    one = np.float32(1.0).tobytes()[2:]
+    path = tmp_path / "bf16.safetensors"
+    path.write_bytes(_safetensors_blob({n: ("BF16", [1], one) for n in "abcd"}))
+    with pytest.raises(
+        TypeError, match=r"received 4 of dtypes.*: a \(BF16\), b \(BF16\), c \(BF16\) and 1 more"
+    ):
+        load_params(path)
+
+
+class _BytesPath:
+    """An ``os.PathLike`` whose ``__fspath__`` gives bytes."""
+
+    def __init__(self, path: bytes) -> None:
+        self.path = path
+
+    def __fspath__(self) -> bytes:
+        return self.path
+
+
+def test_a_pathlike_of_bytes_is_a_type_error(tmp_path) -> None:
+    save_params(tmp_path / "p.safetensors", {"w": np.zeros(2)})
+    bytes_path = _BytesPath(os.fsencode(tmp_path / "p.safetensors"))
+    for call in (load_params, read_metadata):
+        with pytest.raises(TypeError, match=r"path to be a str or os.PathLike of str, received b'"):
+            call(bytes_path)
+    with pytest.raises(TypeError, match=r"os.PathLike of str"):
+        save_params(_BytesPath(os.fsencode(tmp_path / "q.safetensors")), {"w": np.zeros(2)})
+    assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"]
+
+
+@pytest.mark.parametrize("size", [1, 7])
+def test_a_file_shorter_than_the_length_field_says_so(tmp_path, size: int) -> None:
+    path = tmp_path / "short.safetensors"
+    path.write_bytes(b"\x02" * size)
+    for read in (load_params, read_metadata):
+        with pytest.raises(
+            ValueError, match=rf"holds {size} bytes, fewer than the 8 of a safetensors"
+        ):
+            read(path)
+
+
+def test_a_length_past_safetensors_limit_is_named_as_such(tmp_path) -> None:
+    """A length field over 100 MB (no foreign format's magic) is refused as over the limit."""
+    path = tmp_path / "big.safetensors"
+    path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    for read in (load_params, read_metadata):
+        with pytest.raises(
+            ValueError, match=r"header length 1099511627776 exceeds safetensors' limit of 100000000"
+        ):
+            read(path)
+
+
+@pytest.mark.parametrize("past", [1, 8])
+def test_a_header_length_past_the_end_is_refused_even_when_the_rest_parses(
+    tmp_path, past: int
+) -> None:
+    """A length field that overshoots the file by 1-8 bytes (the header itself fits, so a short
+    read would parse it) is a truncated or corrupt file: both readers refuse it."""
+    header = b'{"__metadata__": {"arch": "x"}}'
+    path = tmp_path / "h.safetensors"
+    path.write_bytes((len(header) + past).to_bytes(8, "little") + header)
+    n, size = len(header) + past, 8 + len(header)
+    for read in (load_params, read_metadata):
+        with pytest.raises(
+            ValueError, match=rf"header length {n} does not fit the file \({size} bytes\)"
+        ):
+            read(path)
+
+
+def test_save_never_writes_into_an_existing_temp_file(tmp_path, monkeypatch) -> None:
+    """The temp file is created exclusively ('x'): a file (or link) already at its name is never
+    truncated or written through, and the target is left as it was."""
+    path = tmp_path / "p.safetensors"
+    save_params(path, {"w": np.zeros(2)})
+    before = path.read_bytes()
+    squatter = tmp_path / "squatter"
+    squatter.write_bytes(b"keep me")
+    monkeypatch.setattr(core_files, "temp_name", lambda p: str(squatter))
+    with pytest.raises(FileExistsError):
+        save_params(path, {"w": np.ones(2)})
+    assert squatter.read_bytes() == b"keep me"
+    assert path.read_bytes() == before
+
+
+def test_a_failed_save_removes_its_temp_file_and_keeps_the_old_one(tmp_path, monkeypatch) -> None:
+    """A write that fails after the temp file exists (a full disk, a failed rename) leaves only
+    the old file, unchanged."""
+    path = tmp_path / "p.npz"
+    save_params(path, {"w": np.zeros(2)})
+    before = path.read_bytes()
+
+    def full_disk(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(core_files.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_params(path, {"w": np.ones(2)})
+    assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
+    assert path.read_bytes() == before
+
+
+def test_npz_bytes_refuses_object_arrays() -> None:
+    """The .npz writer never pickles, even when called without save_params's checks."""
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        npz_bytes({"o": np.array([object()], dtype=object)}, None)
+
+
+def test_npz_members_are_stored_uncompressed(tmp_path) -> None:
+    """As np.savez writes them (ZIP_STORED), so any .npz reader reads them."""
+    save_params(tmp_path / "p.npz", {"w": np.zeros(1000)}, metadata={"a": "b"})
+    with zipfile.ZipFile(tmp_path / "p.npz") as archive:
+        infos = archive.infolist()
+    assert sorted(i.filename for i in infos) == ["__metadata__.npy", "w.npy"]
+    assert all(i.compress_type == zipfile.ZIP_STORED for i in infos)
+
+
+def test_npz_with_several_non_numeric_arrays_counts_them(tmp_path) -> None:
+    path = tmp_path / "p.npz"
+    np.savez(path, w=np.zeros(2), s=np.array(["a"]), t=np.array(["b"]), u=np.array([True]))
+    with pytest.raises(ValueError, match=r"received 's' of dtype <U1 and 1 more$"):
+        load_params(path)
+
+
+def test_read_metadata_of_an_npz_reads_only_the_metadata(tmp_path) -> None:
+    """read_metadata does not read the other members: one NumPy could only unpickle does not
+    stop it (load_params refuses the file)."""
+    path = tmp_path / "p.npz"
+    np.savez(path, w=np.array([{"x": 1}], dtype=object), __metadata__=np.asarray('{"arch": "a"}'))
+    assert read_metadata(path) == {"arch": "a"}
+    with pytest.raises(ValueError, match=r"cannot read array 'w'"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("metadata", [b"[]", b"0", b'""', b"false"], ids=repr)
+def test_metadata_that_is_falsy_but_no_object_is_refused_by_both_readers(
+    tmp_path, metadata
+) -> None:
+    """read_metadata took ``"__metadata__": []`` (or 0, "", false) for no
+    metadata and returned {}, while load_params refused the same file as invalid safetensors."""
+    path = _header_file(tmp_path, b'{"__metadata__": ' + metadata + b"}")
+    for read in (load_params, read_metadata):
+        with pytest.raises(ValueError, match=r"h.safetensors' is not a valid safetensors file"):
+            read(path)
+
+
+def test_null_metadata_is_no_metadata(tmp_path) -> None:
+    """``"__metadata__": null`` is what safetensors itself reads as none: both readers agree."""
+    path = _header_file(tmp_path, b'{"__metadata__": null}')
+    assert read_metadata(path) == {}
+    assert load_params(path) == {}
