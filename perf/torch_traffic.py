@@ -9,7 +9,8 @@ so the bytes its ops move, not only its MACs, bound how much faster a step can b
 What is counted: every ATen op dispatched while the counter is active (after autograd, so the
 forward, the backward and the optimizer alike) adds the sizes of its tensor inputs and outputs
 (a broadcast ``expand`` counts its stored elements only). Ops that move no data (views,
-``empty``, resizes) add nothing. Each operand counts once per op, which is what an unfused op
+``empty``, resizes) add nothing. Each operand counts once per op (an in-place op's tensor
+twice, read and written; an ``out=`` tensor once, written), which is what an unfused op
 must at least read or write; it is not a hardware measurement (a conv re-reads its input from
 cache, a small op may never leave it).
 """
@@ -53,9 +54,17 @@ def distinct_bytes(t: torch.Tensor) -> int:
     return n * t.element_size()
 
 
-def _tensor_bytes(tree: Any) -> int:
-    leaves, _ = tree_flatten(tree)
-    return sum(distinct_bytes(t) for t in leaves if isinstance(t, torch.Tensor))
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+def _operand_bytes(args: Any, kwargs: dict, out: Any) -> int:
+    """Inputs and outputs; an ``out=`` tensor, which the op returns, only as written. (An
+    in-place op's ``self`` counts twice: it is read and written.)"""
+    written = _tensors(out)
+    ids = {id(t) for t in written}
+    read = _tensors(args) + [t for t in _tensors(kwargs) if id(t) not in ids]
+    return sum(distinct_bytes(t) for t in read + written)
 
 
 class CountOperandBytes(TorchDispatchMode):
@@ -70,7 +79,7 @@ class CountOperandBytes(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if not func.is_view and name not in NO_TRAFFIC:
             self.traffic.calls[name] += 1
-            self.traffic.bytes[name] += _tensor_bytes((args, kwargs, out))
+            self.traffic.bytes[name] += _operand_bytes(args, kwargs or {}, out)
         return out
 
 

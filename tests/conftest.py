@@ -1,4 +1,4 @@
-"""Shared pytest set-up: hypothesis profiles and the GPU marker."""
+"""Shared pytest set-up: hypothesis profiles, the GPU marker and shared fixtures."""
 
 from __future__ import annotations
 
@@ -77,3 +77,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A gloo process group of this process alone (rank 0 of 1; skipped without torch), yielded
+    as ``torch.distributed`` and destroyed afterwards."""
+    pytest.importorskip("torch")
+    import torch.distributed as td
+
+    td.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        yield td
+    finally:
+        if td.is_initialized():
+            td.destroy_process_group()

@@ -111,3 +111,11 @@ def test_summary_labels_an_ungrouped_pointwise_layer_a_plain_conv(capsys) -> Non
     assert (layers["block2a_expand"]["op"], layers["block2a_expand"]["groups"]) == ("Conv1x1", 1)
     assert layers["block6b_project"]["groups"] == 64
     assert layers["block6b_project"]["op"].startswith("kPointwise")
+
+
+def test_summary_paper_json_is_the_rows_of_the_papers_table(capsys: pytest.CaptureFixture[str]):
+    """``--paper --json`` prints machine-readable rows (not the Markdown table): the six
+    published models (DESIGN.md's table: 3 models x 10/100 classes), every one matching."""
+    assert main(["summary", "--paper", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 6 and all(r["match"] is True for r in rows), rows

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tiny_architecture
 
 from gpconv import backends
 from gpconv.cli.main import main
@@ -68,3 +69,12 @@ def test_cupy_trains_and_benches_from_the_cli(tmp_path, capsys):
     assert main(args) == 0
     assert "fused + interleave" in out.read_text()
     assert {r["device"] for r in json.loads(out.read_text())["pointwise"]} == {f"cuda:0 {name}"}
+
+
+@pytest.mark.skipif(backends.get("cupy").is_available(), reason="checks the no-device path")
+def test_creating_the_cupy_framework_without_a_device_names_what_it_needs():
+    """The library path (``frameworks.create``, not the CLI, which checks earlier): a
+    ValueError with the install hint, not a ModuleNotFoundError or CUDA error from the first
+    array it would copy to the device."""
+    with pytest.raises(ValueError, match="The cupy backend needs CuPy and a CUDA device"):
+        create("cupy", tiny_architecture(), OptimConfig())

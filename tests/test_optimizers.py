@@ -84,3 +84,12 @@ def test_cosine_schedule_landmarks():
     constant = LoopConfig(epochs=10, batch_size=1, lr=0.2, schedule="constant")
     assert {lr_at(constant, e) for e in range(10)} == {0.2}
     assert not math.isclose(lr_at(cfg, 3), 0.2)
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "SGD", ""])
+def test_optim_config_refuses_an_optimizer_it_does_not_implement(kind: str) -> None:
+    """The frameworks branch on ``kind == "sgd"`` and treat anything else as Adam: an unchecked
+    ``OptimConfig("rmsprop")`` (the library path; the CLI's choices stop it earlier) trained
+    with Adam without a word."""
+    with pytest.raises(ValueError, match=f"Expected optimizer 'sgd' or 'adam', received {kind!r}"):
+        OptimConfig(kind)

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -456,16 +455,6 @@ def test_resume_of_a_run_json_without_data_fingerprint_goes_on(numpy_run, tmp_pa
     json.dump({k: v for k, v in recorded.items() if k != "data"}, open(run_json, "w"))
     assert train(*NUMPY_TINY, "--out", run, "--resume") == 0
     assert json.load(open(run_json))["data"] == recorded["data"]  # recorded from now on
-
-
-def test_numpy_threads_limit_blas():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    from gpconv.train.frameworks import set_threads
-
-    with threadpoolctl.threadpool_limits(None):  # restores the limits afterwards
-        set_threads("numpy", 1)
-        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
-        assert blas and all(p["num_threads"] == 1 for p in blas), blas
 
 
 def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, capsys):
@@ -1608,69 +1597,14 @@ def test_processes_launched_with_other_seeds_stop_together(tmp_path):
     assert not os.path.exists(tmp_path / "run0") and not os.path.exists(tmp_path / "run1")
 
 
-def test_closing_the_group_waits_until_torch_lets_go_of_the_last_collective(tmp_path):
-    """torch's gloo worker keeps a finished collective's tensors a moment after the caller
-    resumes; if Python's reference goes first, the worker needs the GIL to free it, which aborts
-    an exiting process (the DDP test above failed so in 3 of 7 full CI runs; see
-    ``train.distributed``). ``close`` must return only after torch's reference is gone."""
-    pytest.importorskip("torch")
-    import torch.distributed as td
-
-    td.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        dist = distributed.TorchDist(0, 1, 0, "cpu")
-        assert dist.allreduce_sum(np.array([1.0, 2.0])).tolist() == [1.0, 2.0]
-        (tensor,) = dist._held
-        assert distributed.released_by_torch((tensor,))  # soon after the collective, not at once
-        assert tensor._use_count() == 1
-        # A reference held in C++ (a view's to its base), as gloo's worker holds one a moment.
-        holder = [tensor.view(-1)]
-        assert tensor._use_count() == 2
-        released = threading.Event()
-
-        def let_go() -> None:
-            time.sleep(0.2)
-            released.set()  # first: close may return as soon as the view is gone
-            holder.clear()
-
-        threading.Thread(target=let_go).start()
-        dist.close()
-        assert released.is_set(), "close returned while torch still held the tensor"
-        assert dist._held == () and not td.is_initialized()
-    finally:
-        if td.is_initialized():
-            td.destroy_process_group()
-
-
-def test_closing_warns_when_torch_never_lets_go(tmp_path, monkeypatch):
-    """Past its wait, ``close`` says the process may abort at exit, rather than nothing."""
-    pytest.importorskip("torch")
-    import torch.distributed as td
-
-    td.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        dist = distributed.TorchDist(0, 1, 0, "cpu")
-        dist.allreduce_sum(np.array([1.0]))
-        (tensor,) = dist._held
-        holder = [tensor.view(-1)]  # a C++ reference that stays
-        monkeypatch.setattr(distributed, "RELEASE_WAIT_S", 0.05)
-        with pytest.warns(RuntimeWarning, match="may abort as it exits"):
-            dist.close()
-        assert holder and dist._held == ()
-    finally:
-        if td.is_initialized():
-            td.destroy_process_group()
-
-
 # Under DDP every batch norm all-reduces. Dynamo must trace that collective: with the deprecated
 # torch.distributed.nn.functional.all_reduce it broke the graph at each BN and fell back to
 # running most layers eagerly (recompile limit). fullgraph=True fails on any graph break. A group
 # of one process keeps this fast; the sync path is forced, so its all-reduces (the identity here)
 # are traced and differentiated.
 @pytest.mark.slow
-def test_synchronised_batch_norm_compiles_to_one_graph(tmp_path, monkeypatch):
+def test_synchronised_batch_norm_compiles_to_one_graph(one_rank_group, monkeypatch):
     torch = pytest.importorskip("torch")
-    import torch.distributed as td
 
     from gpconv.backends.torch.model import EfficientNet
     from gpconv.conformance.results import gradient_errors
@@ -1679,24 +1613,20 @@ def test_synchronised_batch_norm_compiles_to_one_graph(tmp_path, monkeypatch):
     arch = without_dropout(tiny_architecture())
     plain, synced = (EfficientNet(arch, seed=0).train() for _ in range(2))
     assert convert_sync_batchnorm(synced) > 0
-    td.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        # The process-group queries that decide whether to synchronise trace without a break...
-        bn = next(m for m in synced.modules() if isinstance(m, SyncKerasBatchNorm2d))
-        branch = torch._dynamo.explain(lambda x: x + 1 if bn.synchronises() else x - 1)
-        assert branch(torch.ones(2)).graph_break_count == 0
-        # ...and the synchronised path (forced: a group of one would skip it) is one graph.
-        monkeypatch.setattr(SyncKerasBatchNorm2d, "synchronises", lambda self: self.training)
-        compiled = torch.compile(synced, fullgraph=True, dynamic=False)
-        x = torch.randn(4, 3, 9, 9, generator=torch.Generator().manual_seed(0))
-        outputs = []
-        for model, module in ((plain, plain), (compiled, synced)):
-            logits = model(x)
-            logits.square().sum().backward()
-            grads = {n: p.grad.numpy() for n, p in module.named_parameters()}
-            outputs.append((logits.detach(), grads))
-    finally:
-        td.destroy_process_group()
+    # The process-group queries that decide whether to synchronise trace without a break...
+    bn = next(m for m in synced.modules() if isinstance(m, SyncKerasBatchNorm2d))
+    branch = torch._dynamo.explain(lambda x: x + 1 if bn.synchronises() else x - 1)
+    assert branch(torch.ones(2)).graph_break_count == 0
+    # ...and the synchronised path (forced: a group of one would skip it) is one graph.
+    monkeypatch.setattr(SyncKerasBatchNorm2d, "synchronises", lambda self: self.training)
+    compiled = torch.compile(synced, fullgraph=True, dynamic=False)
+    x = torch.randn(4, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for model, module in ((plain, plain), (compiled, synced)):
+        logits = model(x)
+        logits.square().sum().backward()
+        grads = {n: p.grad.numpy() for n, p in module.named_parameters()}
+        outputs.append((logits.detach(), grads))
     (ref, ref_grads), (got, grads) = outputs
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-3 * max(1.0, ref.abs().max().item()))
     assert grads.keys() == ref_grads.keys()

@@ -10,6 +10,7 @@ import pytest
 
 from gpconv.train.data import Dataset
 from gpconv.train.distributed import Dist
+from gpconv.train.frameworks.base import softmax_cross_entropy
 from gpconv.train.loop import Diverged, LoopConfig, evaluate, fit
 
 
@@ -106,3 +107,20 @@ def test_the_history_records_the_learning_rate_each_epoch_trained_with() -> None
     assert fw.lrs == pytest.approx(expected)
     assert [row["lr"] for row in history] == pytest.approx(expected)
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+
+
+def test_cross_entropy_of_large_and_small_logits_in_the_same_batch_is_finite_and_exact():
+    """``-log softmax`` of ``[1000, 0]`` at class 0 is ``log(1 + e^-1000)`` (0 in float64) and
+    at class 1 is 1000; ``[0, 1]`` at class 1 is ``log(1 + e^-1)``: no overflow of exp(1000),
+    and no row shifted by another row's maximum (exp(-999) underflows to 0)."""
+    logits = np.array([[1000.0, 0.0], [1000.0, 0.0], [0.0, 1.0]], np.float32)
+    got = softmax_cross_entropy(logits, np.array([0, 1, 1]))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, [0.0, 1000.0, math.log1p(math.exp(-1.0))], rtol=1e-12, atol=0)
+
+
+def test_cross_entropy_is_computed_in_float64_from_float32_logits():
+    """float32 logits ``[0, 20]`` at class 1: ``log(1 + e^-20) = 2.06e-9``, which float32
+    arithmetic rounds to 0 (or to its 1.2e-7 spacing near 1)."""
+    got = softmax_cross_entropy(np.array([[0.0, 20.0]], np.float32), np.array([1]))
+    assert got[0] == pytest.approx(math.log1p(math.exp(-20.0)), rel=1e-9)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from gpconv.train.frameworks import OptimConfig
@@ -106,3 +110,36 @@ def test_tensorflow_refuses_optimizer_state_of_another_length():
     with pytest.raises(ValueError, match=f"optimizer state has {len(arrays) + 1} variables"):
         fw.load_optimizer_state(extra, meta)
     fw.load_optimizer_state(arrays, meta)  # its own state loads
+
+
+_TF_THREADS = """
+from gpconv.train.frameworks import set_threads
+set_threads("tensorflow", 1)
+import tensorflow as tf
+print(tf.config.threading.get_intra_op_parallelism_threads(),
+      tf.config.threading.get_inter_op_parallelism_threads())
+tf.constant(1.0) + 1.0  # starts TensorFlow's runtime: its thread pools are fixed from here
+try:
+    set_threads("tensorflow", 2)
+except ValueError as err:
+    print("ValueError:", err)
+"""
+
+
+@pytest.mark.slow  # a fresh process that imports TensorFlow: 5-15 s
+def test_tensorflow_threads_set_both_pools_and_refuse_once_it_runs():
+    """TensorFlow's threads can be set only before its runtime starts (so in a process of its
+    own): both its intra-op and inter-op pools get the limit, and a later call is a
+    ValueError saying so, not silently ignored."""
+    pytest.importorskip("tensorflow")
+    out = subprocess.run(
+        [sys.executable, "-c", _TF_THREADS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "1 1", lines
+    assert lines[1].startswith("ValueError: cannot set TensorFlow threads now"), lines

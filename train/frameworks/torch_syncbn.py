@@ -43,6 +43,9 @@ class SyncKerasBatchNorm2d(KerasBatchNorm2d):
         if not self.synchronises():
             return super().forward(x)
         dims = [d for d in range(x.ndim) if d != 1]
+        # Statistics in float32 at least, as F.batch_norm keeps them: a float16 channel sum
+        # (and the count itself) overflows past 65504 elements, e.g. a batch of 16 at 64x64.
+        out_dtype, x = x.dtype, x.to(torch.promote_types(x.dtype, torch.float32))
         count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
         totals = all_reduce(torch.cat([x.sum(dims), count]))
         n = totals[-1]
@@ -54,7 +57,7 @@ class SyncKerasBatchNorm2d(KerasBatchNorm2d):
             self.running_mean.mul_(self.momentum).add_(mean.detach(), alpha=1 - self.momentum)
             self.running_var.mul_(self.momentum).add_(var.detach(), alpha=1 - self.momentum)
         scale = self.weight * torch.rsqrt(var + self.eps)
-        return centred * scale.view(shape) + self.bias.view(shape)
+        return (centred * scale.view(shape) + self.bias.view(shape)).to(out_dtype)
 
 
 def convert_sync_batchnorm(model: nn.Module) -> int:
