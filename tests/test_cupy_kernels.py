@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.machinery
 import shutil
 import subprocess
+import sys
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,9 +22,9 @@ import numpy as np
 import pytest
 from fused_cases import assert_matches, conv_cases, inputs, reference, run_fused
 from helpers import tiny_architecture
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
-from kernel_emulator import Emulator
+from kernel_emulator import Emulator, launch_bounds
 
 from gpconv.backends.cupy import adapter, fused, kernels
 from gpconv.backends.cupy.adapter import CupyBackend
@@ -29,6 +32,8 @@ from gpconv.backends.cupy.fused import FusedGroupedPointwise, FusedKPointwise
 from gpconv.backends.numpy_reference import NumpyBackend
 from gpconv.conformance import cases, strategies
 from gpconv.conformance.checks import check_interleave, check_kpointwise, compare_kpointwise
+from gpconv.conformance.results import gradient_errors
+from gpconv.core.arch import without_dropout
 from gpconv.core.pointwise import GroupedPointwise, KPointwise, KPointwiseSpec
 
 REAL_LAUNCH = kernels.launch  # before the emulator fixture swaps it in for the module
@@ -109,11 +114,16 @@ def test_kernels_assemble_for_sm90_without_spills(tmp_path: Path) -> None:
     sms=st.integers(1, 200),
     threads=st.none() | st.integers(1, 10**5),
 )
+@example(m=2**22, weights=1, sms=200, threads=1)  # 65536 chunks of 64 rows would fit exactly
+@example(m=10**6, weights=2**24 + 1, sms=132, threads=None)  # wider than PARTIAL_LIMIT: 1 chunk
 def test_dweight_chunks_cover_every_row_once(m: int, weights: int, sms: int, threads) -> None:
+    """Every row in exactly one chunk, at most gridDim.y's 65535 chunks, at least
+    MIN_ROWS_PER_CHUNK rows per chunk (or all of them) and at most PARTIAL_LIMIT partial sums."""
     chunks, rows = kernels.dweight_chunks(m, weights, sms, threads)
     assert 1 <= chunks <= 65535 and rows >= 1, (chunks, rows)
     assert (chunks - 1) * rows < max(m, 1) <= chunks * rows, f"{chunks=} {rows=} [m={m}]"
     assert chunks * weights <= max(kernels.PARTIAL_LIMIT, weights), (chunks, weights)
+    assert rows >= min(max(m, 1), kernels.MIN_ROWS_PER_CHUNK), f"{chunks=} {rows=} [m={m}]"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -131,6 +141,57 @@ def test_plans_pass_arguments_of_the_kernels_exact_c_types(emulator, dtype) -> N
             for a in plan.args
         )
         assert kinds == emulator.signature(plan.name), plan.name
+
+
+def _zeros(*shape: int, dtype=np.float64) -> np.ndarray:
+    """A read-only zero-stride array of ``shape``: plans look at shapes only, never memory."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "cin, cout, groups",
+    [
+        (320, 1280, 20),  # kEffNet-B0's top conv: 1280 output channels
+        (1280, 320, 20),  # its transpose: dx of 1280 channels
+        (1152, 192, 64),  # the widest project conv
+        (24, 171, 1),  # 513 dW threads: two blocks of 257 -> whole warps of 288
+        (4096, 4096, 1),  # a staged dW row wider than 48 KiB
+    ],
+)
+def test_launch_plans_stay_within_cudas_limits(cin, cout, groups, dtype) -> None:
+    """What CUDA refuses, or launches without running every unit, checked on the plans of wide
+    layers the emulated tests do not reach: blocks of whole warps, at most 1024 threads
+    (forward/dx: one thread per output channel up to MAX_THREADS, so 1280 channels take several
+    passes) and at most the dW kernel's __launch_bounds__; dW blocks covering every unit; dW
+    staging at least one row and, where one row fits, at most the 48 KiB a block gets without
+    opting in."""
+    m, ci = 1000, cin // groups
+    x, y = _zeros(m, cin, dtype=dtype), _zeros(m, cout, dtype=dtype)
+    w = _zeros(ci, cout, dtype=dtype)
+    for plan in (
+        kernels.forward_launch(x, w, w, False, y, groups, True, False),
+        kernels.dinput_launch(y, _zeros(cout // groups, cin, dtype=dtype), x, groups, True, False),
+    ):
+        assert 32 <= plan.block <= 1024 and plan.block % 32 == 0, (plan.name, plan.block)
+        assert plan.grid[0] * kernels.ROWS_PER_BLOCK >= m, (plan.name, plan.grid)
+    rows_per_chunk = 128
+    partial = _zeros(-(-m // rows_per_chunk), ci * cout, dtype=dtype)
+    plan = kernels.dweight_launch(x, y, partial, rows_per_chunk, groups, True, True)
+    units = kernels.dweight_threads(cin, cout, groups)
+    bound = launch_bounds().get(plan.name)  # without one, 512 threads may need too many registers
+    assert bound is not None, f"{plan.name} declares no __launch_bounds__ for its blocks"
+    assert plan.block % 32 == 0 and plan.block <= min(bound, 1024), (plan.block, bound)
+    assert plan.grid[0] * plan.block >= units, f"{plan.grid=} {plan.block=} {units=}"
+    assert plan.grid[1] == partial.shape[0], plan.grid
+    rb = int(plan.args[5])
+    row_bytes = plan.shared_mem // rb if rb else None
+    assert rb >= 1 and plan.shared_mem == rb * row_bytes, (rb, plan.shared_mem)
+    if row_bytes <= 48 * 1024:  # CUDA's default per block; more needs an opt-in
+        assert plan.shared_mem <= 48 * 1024, (rb, row_bytes)
+        assert rb == 16 or (rb + 1) * row_bytes > 48 * 1024, (rb, row_bytes)  # as many as fit
+    else:
+        assert rb == 1, (rb, row_bytes)
 
 
 def test_row_counts_past_cudas_grid_limit_are_refused() -> None:
@@ -181,13 +242,18 @@ def test_fused_grouped_pointwise_float32_matches_core(emulator, case) -> None:
 
 
 def _assert_cores_gradient_dtypes(case: dict, arrays: dict) -> None:
-    """The fused conv's outputs and gradients have core's dtypes and values (G = 4)."""
+    """The fused conv's outputs and gradients have core's dtypes and values (G = 4); those
+    core returns in float64 are computed in float64 (the kernels' dtype is the widest one), so
+    they match the float64 reference to its precision, not to float32's."""
     got = run_fused(FusedGroupedPointwise, case, arrays, np.asarray)
-    _, cache = GroupedPointwise.forward(arrays["x"], arrays["kernel"], arrays["bias"], 4)
+    y, cache = GroupedPointwise.forward(arrays["x"], arrays["kernel"], arrays["bias"], 4)
     dx, grads = GroupedPointwise.backward(cache, arrays["dy"])
-    want = {"dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
+    want = {"y": y.dtype, "dx": dx.dtype, **{k: g.dtype for k, g in grads.items()}}
     assert {k: got[k].dtype for k in want} == want
-    assert_matches(got, reference(case, arrays), case, rtol=1e-4, atol=1e-5)
+    ref = reference(case, arrays)
+    assert_matches(got, ref, case, rtol=1e-4, atol=1e-5)
+    wide = [k for k, dtype in want.items() if dtype == np.float64]
+    assert_matches({k: got[k] for k in wide}, {k: ref[k] for k in wide}, case, 1e-10, 1e-12)
 
 
 @pytest.mark.parametrize(
@@ -381,6 +447,39 @@ def test_a_wrong_index_map_is_caught() -> None:
         assert_matches(got, reference(case, arrays), case, rtol=1e-10, atol=1e-12)
 
 
+@NEEDS_GXX
+def test_the_emulator_refuses_what_a_gpu_would() -> None:
+    """A read past the end of an input may land in rows that are never written, so neither the
+    results nor the NaN guards show it: the emulator's checked ``__ldg`` must (here the kernel is
+    handed 5 rows of a plan for 8). So must it refuse launches CUDA refuses: an empty grid (no
+    rows), more than 1024 threads, or a dW block above the kernel's ``__launch_bounds__``."""
+    x, w, y = np.ones((8, 8)), np.ones((4, 8)), np.zeros((8, 8))
+    plan = kernels.forward_launch(x, w, w, False, y, 2, False, False)
+    em = Emulator()
+    try:
+        em.launch(plan)
+        np.testing.assert_array_equal(y, np.full((8, 8), 4.0))
+        short = dataclasses.replace(plan, args=(x[:5], *plan.args[1:]))
+        with pytest.raises(RuntimeError, match="global read outside every argument array"):
+            em.launch(short)
+        for bad in (dict(grid=(0, 1)), dict(block=1056)):
+            with pytest.raises(RuntimeError, match="outside CUDA's limits"):
+                em.launch(dataclasses.replace(plan, **bad))
+        dw = kernels.dweight_launch(x, y, np.zeros((1, 32)), 8, 2, False, False)
+        with pytest.raises(RuntimeError, match=r"above the kernel's __launch_bounds__\(512\)"):
+            em.launch(dataclasses.replace(dw, block=544))
+    finally:
+        em.close()
+
+
+def test_poisoned_outputs_start_as_nan(emulator) -> None:
+    """``POISON_OUTPUTS`` (set by the emulator fixture) is what makes an element a kernel fails to
+    write show up: ``np.empty`` may hand back memory that already holds the right answer."""
+    for dtype in (np.float32, np.float64):
+        out = fused._empty(np, (3, 5), dtype, np.zeros(1))
+        assert out.dtype == dtype and np.isnan(out).all(), out
+
+
 # --- validation is core's ----------------------------------------------------------------------
 
 
@@ -440,6 +539,20 @@ def test_kpointwise_training_flag_is_checked_as_in_core(emulator, training) -> N
     with pytest.raises(TypeError) as got:
         FusedKPointwise.forward(spec, params, x, training=training)
     assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("cin, cout", [(8, 8), (8, 16)])  # with and without a second conv
+def test_fused_kpointwise_bad_dy_fails_exactly_as_in_core(emulator, cin, cout) -> None:
+    spec = KPointwiseSpec(cin, cout, 2)
+    params = {k: np.ones(shape) for k, (shape, _) in spec.param_shapes().items()}
+    x = np.ones((2, 3, 3, cin))
+    bad = (np.ones((2, 3, 3, cout + 1)), np.ones((2, 3, 4, cout)), np.ones((2, 3, 3, cout), int))
+    for dy in bad:
+        with pytest.raises((ValueError, TypeError)) as want:
+            KPointwise.backward(KPointwise.forward(spec, params, x)[1], dy)
+        with pytest.raises(type(want.value)) as got:
+            FusedKPointwise.backward(FusedKPointwise.forward(spec, params, x)[1], dy)
+        assert str(got.value) == str(want.value).replace("KPointwise", "FusedKPointwise")
 
 
 def test_kpointwise_bad_input_fails_exactly_as_in_core() -> None:
@@ -582,3 +695,196 @@ def test_cupy_adapter_fused_kpointwise_passes_conformance_in_emulation(emulator,
     rows = check_interleave(backend) + check_kpointwise(backend)
     failing = [str(r) for r in rows if not r.passed]
     assert rows and not failing, failing
+
+
+def _tiny_models(backend: CupyBackend):
+    """tiny_architecture's models of the reference (float64) and ``backend`` with the same
+    float32-representable parameters, and float32-representable images."""
+    arch = without_dropout(tiny_architecture())  # training runs draw no masks
+    ref = NumpyBackend()
+    ref_model, model = ref.build(arch), backend.build(arch)
+    params = {k: cases.f32(v) for k, v in ref.export_params(ref_model).items()}
+    ref.load_params(ref_model, params)
+    backend.load_params(model, params)
+    x = cases.f32(np.random.default_rng(0).standard_normal((2, 16, 16, 3)))
+    return ref, ref_model, model, x
+
+
+def _assert_float32_close(got: dict, want: dict, rtol: float, where: str) -> None:
+    """Every array float32 and within ``rtol`` of the reference in norm, by the conformance
+    suite's gradient criterion (``gradient_errors``: an array zero in exact arithmetic, such as a
+    BN beta gradient under training-mode BN, measured against the largest norm)."""
+    assert set(got) == set(want), (sorted(got), sorted(want), where)
+    for k, have in got.items():
+        assert np.asarray(have).dtype == np.float32, f"{k}.dtype={have.dtype} [{where}]"
+    bad = {k: c for k, c in gradient_errors(got, want, rtol).items() if not c.ok}
+    assert not bad, f"{bad} [{where}]"
+
+
+def _moving(params: dict) -> dict:
+    """Copies of the moving statistics in ``params``."""
+    return {k: np.array(v) for k, v in params.items() if "moving_" in k}
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_cupy_adapter_network_is_the_reference_in_float32(host_cupy, training) -> None:
+    """``forward`` and ``loss_and_grads`` (NumPy standing in for CuPy): core's network in float32
+    with the training flag passed on, and the model's moving statistics updated exactly when
+    training, as the reference backend does."""
+    backend = CupyBackend("core")
+    ref, ref_model, model, x = _tiny_models(backend)
+    before = _moving(model.params)
+    want, got = ref.forward(ref_model, x, training), backend.forward(model, x, training)
+    _assert_float32_close(got, want, 1e-4, f"forward training={training}")
+    after = _moving(model.params)
+    _assert_float32_close(after, _moving(ref_model.params), 1e-3, "moving statistics")
+    assert any(not np.array_equal(after[k], before[k]) for k in before) == training
+    labels = np.array([0, 2])
+    want = ref.loss_and_grads(ref_model, x, labels, training)
+    got = backend.loss_and_grads(model, x, labels, training)
+    where = f"loss_and_grads training={training}"
+    assert abs(got["loss"] - want["loss"]) <= 1e-5 * max(1.0, abs(want["loss"])), where
+    for k in ("logits", "dx"):
+        _assert_float32_close({k: got[k]}, {k: want[k]}, 1e-4, where)
+    _assert_float32_close(got["grads"], want["grads"], 1e-4, where)
+    moved = _moving(model.params)
+    assert any(not np.array_equal(moved[k], after[k]) for k in after) == training, where
+
+
+def test_cupy_adapter_core_kpointwise_runs_core_in_float32(host_cupy, monkeypatch) -> None:
+    """``CupyBackend("core")`` runs core's kPointwise (no fused kernel: the real launch refuses
+    NumPy arrays) on float32 copies of float64 parameters and inputs."""
+    monkeypatch.setattr(kernels, "launch", REAL_LAUNCH)
+    ref = cases.kpointwise_case(cases.KPOINTWISE_FULL[1], True, seed=0)  # interleave + conv2
+    got = CupyBackend("core").kpointwise(ref["spec"], ref["params"], ref["x"], ref["dy"], True)
+    flat = {"y": got["y"], "dx": got["dx"], **got["grads"], **got["moving_stats"]}
+    want = {"y": ref["y"], "dx": ref["dx"], **ref["grads"], **ref["moving_stats"]}
+    _assert_float32_close(flat, want, 1e-4, cases.spec_label(ref["spec"], True))
+
+
+def test_cupy_adapter_copies_device_arrays_to_the_host() -> None:
+    class OnDevice:
+        def __init__(self, a):
+            self.a = a
+
+        def get(self):
+            return self.a
+
+    host = adapter._to_host({"a": OnDevice(np.ones(2)), "b": {"c": OnDevice(np.zeros(1))}})
+    assert set(host) == {"a", "b"} and set(host["b"]) == {"c"}, host
+    assert type(host["a"]) is np.ndarray and type(host["b"]["c"]) is np.ndarray, host
+
+
+@pytest.mark.parametrize("count, available", [(0, False), (1, True), (RuntimeError, False)])
+def test_cupy_is_available_only_with_a_cuda_device(monkeypatch, count, available) -> None:
+    """CuPy importable is not enough: ``getDeviceCount()`` must find a device (and a CuPy without
+    a driver, which raises there, is unavailable). A stand-in CuPy module answers."""
+
+    def device_count() -> int:
+        if count is RuntimeError:
+            raise RuntimeError("cudaErrorNoDevice")
+        return count
+
+    fake = types.ModuleType("cupy")
+    fake.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
+    fake.cuda = SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=device_count))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert CupyBackend().is_available() is available
+
+
+# --- kernels.launch with a stand-in CuPy (what the emulator replaces) -------------------------
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """``import cupy`` gives a stand-in that records what ``kernels.launch`` asks of CuPy: its
+    ``ndarray`` is ``_OnDevice``, ``cuda.Device()`` is device ``calls.current``, each device has
+    the attributes in ``calls.attributes``, and ``RawModule`` kernels record their launches.
+    The kernel caches are cleared around the test (a real CuPy must not get stand-in kernels)."""
+    calls = SimpleNamespace(current=0, modules=[], fetched=[], launches=[], attributes={})
+
+    class Kernel:
+        def __init__(self, name: str, device_id: int) -> None:
+            self.name, self.device_id, self.max_dynamic_shared_size_bytes = name, device_id, None
+
+        def __call__(self, grid, block, args, shared_mem=0) -> None:
+            calls.launches.append(
+                (self, grid, block, args, shared_mem, self.max_dynamic_shared_size_bytes)
+            )
+
+    class RawModule:
+        def __init__(self, code: str, options: tuple) -> None:
+            calls.modules.append((code, options))
+
+        def get_function(self, name: str) -> Kernel:
+            calls.fetched.append((name, calls.current))
+            return Kernel(name, calls.current)
+
+    class Device:
+        def __init__(self, device_id: int | None = None) -> None:
+            self.id = calls.current if device_id is None else device_id
+            self.attributes = calls.attributes[self.id]
+
+    fake = types.ModuleType("cupy")
+    fake.ndarray, fake.RawModule = _OnDevice, RawModule
+    fake.cuda = SimpleNamespace(Device=Device)
+    for d in (0, 1):  # an H200's opt-in limit (227 KiB); 132 + d multiprocessors
+        calls.attributes[d] = dict(MaxSharedMemoryPerBlockOptin=232448, MultiProcessorCount=132 + d)
+    caches = (kernels._module, kernels._function, kernels._device_attribute)
+    for cached in caches:
+        cached.cache_clear()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    yield calls
+    for cached in caches:
+        cached.cache_clear()
+
+
+def _forward_plan(cin: int, cout: int, groups: int, device_id: int, dtype=np.float32):
+    """A forward plan over 4 rows whose arrays sit on CUDA device ``device_id``."""
+    a = {
+        "x": np.zeros((4, cin), dtype), "w": np.zeros((cin // groups, cout), dtype),
+        "y": np.zeros((4, cout), dtype),
+    }  # fmt: skip
+    on = {k: _OnDevice(v, device_id) for k, v in a.items()}
+    return kernels.forward_launch(on["x"], on["w"], on["w"], False, on["y"], groups, True, False)
+
+
+def test_launch_compiles_once_and_fetches_each_kernel_on_its_device(fake_cupy) -> None:
+    """The source is compiled once with DEFINES; a kernel is fetched per device (its attributes,
+    such as the shared-memory opt-in, are per device), and the plan reaches CuPy as
+    ``kernel(grid, (block,), args, shared_mem=...)``. Arrays on another device than the current
+    one are refused before the launch."""
+    plan = _forward_plan(12, 8, 4, 0)
+    REAL_LAUNCH(plan)
+    kernel, grid, block, args, shared, _ = fake_cupy.launches[-1]
+    assert (grid, block, args, shared) == (plan.grid, (plan.block,), plan.args, plan.shared_mem)
+    assert fake_cupy.modules == [(kernels.SOURCE, kernels.DEFINES)]
+    fake_cupy.current = 1
+    REAL_LAUNCH(_forward_plan(12, 8, 4, 1))
+    assert fake_cupy.launches[-1][0].device_id == 1, fake_cupy.fetched
+    assert fake_cupy.fetched == [(plan.name, 0), (plan.name, 1)]
+    assert len(fake_cupy.modules) == 1
+    with pytest.raises(ValueError, match="current CUDA device 1, received it on device 0"):
+        REAL_LAUNCH(plan)
+    assert len(fake_cupy.launches) == 2
+
+
+def test_launch_opts_in_to_shared_memory_above_48_kib_up_to_the_devices_limit(fake_cupy) -> None:
+    """A block gets 48 KiB of dynamic shared memory unless the kernel opts in (CUDA refuses the
+    launch otherwise); past the device's opt-in maximum the layer is refused by name."""
+    small, wide = _forward_plan(12, 8, 4, 0), _forward_plan(1152, 1280, 64, 0, np.float64)
+    assert small.shared_mem <= 48 * 1024 < wide.shared_mem, wide.shared_mem
+    REAL_LAUNCH(small)
+    assert fake_cupy.launches[-1][5] is None  # not opted in
+    REAL_LAUNCH(wide)
+    assert fake_cupy.launches[-1][5] == wide.shared_mem
+    fake_cupy.attributes[0]["MaxSharedMemoryPerBlockOptin"] = wide.shared_mem - 8
+    kernels._device_attribute.cache_clear()
+    with pytest.raises(ValueError, match=rf"at most {wide.shared_mem - 8} bytes .* channels"):
+        REAL_LAUNCH(wide)
+    assert len(fake_cupy.launches) == 2
+
+
+def test_multiprocessors_are_the_arrays_devices(fake_cupy) -> None:
+    assert kernels.multiprocessors(_OnDevice(np.zeros(1), 1)) == 133
+    assert kernels.multiprocessors(_OnDevice(np.zeros(1), 0)) == 132

@@ -66,7 +66,6 @@ DW_THREADS_PER_SM = 1024  # dW chunks aim at this many threads per SM (8 FMAs in
 DEFAULT_SHARED_BYTES = 48 * 1024  # above this a launch must opt in (max_dynamic_shared_size_bytes)
 PARTIAL_LIMIT = 1 << 24  # elements of dW partial sums; bounds the chunk count for wide layers
 MIN_ROWS_PER_CHUNK = 64
-THREADS_PER_SM = 2048
 MAX_GRID_X = 2**31 - 1  # CUDA's limit on gridDim.x; the kernels' row offsets are 64-bit
 DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 DEFINES = (
