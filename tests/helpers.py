@@ -395,6 +395,13 @@ def tiny_architecture(
     return replace(full, blocks=kept, head=HeadSpec(top, full.head.dropout, num_classes))
 
 
+def tiny_batch(n: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A batch for ``tiny_architecture``'s models: float32 images ``(n, 9, 9, 3)`` drawn from a
+    standard normal and labels ``0, 1, 2, 0, ...`` (``arange(n) % 3``)."""
+    x = np.random.default_rng(seed).standard_normal((n, 9, 9, 3)).astype(np.float32)
+    return x, np.arange(n) % 3
+
+
 def drop_masks(arch: Architecture, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """One 0/1 mask per dropout site, each with a kept and a dropped entry."""
     rng = np.random.default_rng(seed)

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import GLIBC, checkpoint_params, tiny_architecture
+from helpers import GLIBC, checkpoint_params, tiny_architecture, tiny_batch
 
 from gpconv.cli.main import main
 from gpconv.core.arch import by_name, without_dropout
@@ -1320,8 +1320,7 @@ def test_compiled_train_steps_equal_eager_ones(backend):
 def test_torch_exports_are_snapshots():
     pytest.importorskip("torch")
     fw = create("torch", without_dropout(tiny_architecture()), OptimConfig("sgd", 0.1), seed=0)
-    x = np.random.default_rng(0).standard_normal((4, 9, 9, 3)).astype(np.float32)
-    labels = np.array([0, 1, 2, 0])
+    x, labels = tiny_batch()
     fw.train_step(x, labels)
     params, (slots, _) = fw.export_params(), fw.optimizer_state()
     before = {k: v.copy() for k, v in {**params, **slots}.items()}

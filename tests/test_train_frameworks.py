@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import tiny_architecture
+from helpers import tiny_architecture, tiny_batch
 
 from gpconv.core.arch import without_dropout
 from gpconv.train import distributed, frameworks
 from gpconv.train.frameworks import OptimConfig, create, numpy_fw
 from gpconv.train.sampling import STREAM_DROPOUT
-
-
-def _images(n: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((n, 9, 9, 3)).astype(np.float32), np.arange(n) % 3
 
 
 def test_create_refuses_an_unknown_backend_and_numpy_under_several_processes():
@@ -70,7 +65,7 @@ def test_numpy_dropout_masks_come_from_seed_epoch_and_step(monkeypatch):
 
     monkeypatch.setattr(numpy_fw, "epoch_rng", recording)
     fw = create("numpy", tiny_architecture(), OptimConfig("sgd", 0.01), seed=5)
-    x, y = _images()
+    x, y = tiny_batch(2)
     fw.train_step(x, y)
     fw.train_step(x, y)
     fw.begin_epoch(7, 2)
@@ -86,7 +81,7 @@ def test_a_numpy_step_at_learning_rate_0_moves_only_the_moving_statistics():
     """``set_lr(0)`` stops the weights; the BN moving statistics still take the batch's
     (``r = 0.99 r + 0.01 batch``: every moving mean leaves its initial 0), so inference changes."""
     fw = create("numpy", without_dropout(tiny_architecture()), OptimConfig("sgd", 0.5))
-    x, y = _images()
+    x, y = tiny_batch(2)
     before, logits = fw.export_params(), fw.predict(x)
     fw.set_lr(0.0)
     fw.train_step(x, y)
@@ -102,7 +97,7 @@ def test_numpy_predictions_are_per_image_and_leave_the_model_unchanged():
     """Inference normalises with the moving statistics: an image's logits do not depend on the
     other images of its batch (batch statistics would), and the statistics stay as they were."""
     fw = create("numpy", tiny_architecture(), OptimConfig())
-    x, _ = _images(3)
+    x, _ = tiny_batch(3)
     before = fw.export_params()
     together = fw.predict(x)
     alone = np.concatenate([fw.predict(x[i : i + 1]) for i in range(3)])
@@ -114,7 +109,7 @@ def test_numpy_adam_state_restored_into_a_fresh_framework_continues_the_same_ste
     """Parameters and optimiser state (slots and Adam's step count ``t``, which sets the bias
     correction) copied into a new framework: its next step equals the original's."""
     arch, optim = without_dropout(tiny_architecture()), OptimConfig("adam", 0.01)
-    x, y = _images()
+    x, y = tiny_batch(2)
     a = create("numpy", arch, optim)
     for _ in range(2):
         a.train_step(x, y)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tiny_architecture, tiny_batch
 
 from gpconv.train.frameworks import OptimConfig
 
@@ -27,8 +28,6 @@ def test_tensorflow_optimizers_take_the_configured_hyperparameters():
 
 
 def _tensorflow_framework():
-    from helpers import tiny_architecture
-
     from gpconv.train.frameworks import create
 
     return create("tensorflow", tiny_architecture(), OptimConfig("sgd", 0.1), seed=0)
@@ -47,7 +46,7 @@ def test_tensorflow_dropout_seeds_are_per_layer_and_per_epoch():
     def states():
         return [tuple(s.numpy().tolist()) for s in fw._seed_states]
 
-    x = np.random.default_rng(0).standard_normal((2, 9, 9, 3)).astype(np.float32)
+    x, _ = tiny_batch(2)
     fw.begin_epoch(7, 1)
     first, out = states(), fw.model(x, training=True).numpy()
     assert len(set(first)) == len(first)
@@ -60,8 +59,6 @@ def test_tensorflow_dropout_seeds_are_per_layer_and_per_epoch():
 
 def test_tensorflow_refuses_more_than_one_process():
     pytest.importorskip("tensorflow")
-    from helpers import tiny_architecture
-
     from gpconv.train.distributed import Dist
     from gpconv.train.frameworks import create
 
@@ -75,15 +72,12 @@ def test_tensorflow_steps_report_and_descend_the_mean_loss_as_the_reference_does
     update with it, yet a tensorflow run would still resume exactly as it ran."""
     pytest.importorskip("tensorflow")
     import numpy as np
-    from helpers import tiny_architecture
 
     from gpconv.core.arch import without_dropout
     from gpconv.train.frameworks import create
 
     arch = without_dropout(tiny_architecture())
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((4, 9, 9, 3)).astype(np.float32)
-    y = np.array([0, 1, 2, 0])
+    x, y = tiny_batch()
     steps, params = {}, {}
     for backend in ("numpy", "tensorflow"):
         fw = create(backend, arch, OptimConfig("sgd", 0.1), seed=0)

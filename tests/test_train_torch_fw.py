@@ -6,7 +6,7 @@ import types
 
 import numpy as np
 import pytest
-from helpers import tiny_architecture
+from helpers import tiny_architecture, tiny_batch
 
 from gpconv.core.arch import without_dropout
 from gpconv.train.distributed import Dist
@@ -16,11 +16,6 @@ from gpconv.train.frameworks import OptimConfig, create
 def _torch_framework(arch=None):
     arch = arch or without_dropout(tiny_architecture())
     return create("torch", arch, OptimConfig("sgd", 0.1), seed=0, device="cpu")
-
-
-def _batch():
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((4, 9, 9, 3)).astype(np.float32), np.array([0, 1, 2, 0])
 
 
 def test_the_process_groups_device_wins_over_the_device_option():
@@ -56,7 +51,7 @@ def test_torch_optimizer_state_is_a_snapshot_both_ways():
     written), and load_optimizer_state does not train on the caller's arrays in place."""
     pytest.importorskip("torch")
     fw = _torch_framework()
-    x, y = _batch()
+    x, y = tiny_batch()
     fw.train_step(x, y)
     arrays, meta = fw.optimizer_state()
     assert arrays, "SGD with momentum has momentum buffers after a step"
