@@ -363,6 +363,18 @@ MIXED = [
         ["x:", "params['bn2/gamma']:"],
     ),
     (
+        "GroupedPointwise.forward(strict bias)",
+        lambda: GroupedPointwise.forward(r(2, 4), r(1, 1, 2, 4), S(ONES4), groups=2),
+        ["bias:"],
+    ),
+    (
+        "BatchNorm.updated_moving_stats(strict stats, numpy forward)",
+        lambda: BatchNorm.updated_moving_stats(
+            S(ONES4), S(ONES4), BatchNorm.forward(r(2, 4), ONES4, ONES4, ONES4, ONES4, True)[1]
+        ),
+        ["BatchNorm.forward's arrays"],
+    ),
+    (
         "Conv2D.backward(numpy cache, strict dy)",
         lambda: Conv2D.backward(Conv2D.forward(r(1, 4, 4, 2), r(3, 3, 2, 2))[1], S(r(1, 4, 4, 2))),
         [],

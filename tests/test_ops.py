@@ -16,6 +16,7 @@ from helpers import (
     conv_cases,
     fmt,
     naive_conv2d,
+    random_kpointwise_params,
     seeds,
 )
 from hypothesis import given
@@ -29,6 +30,10 @@ from gpconv.core import (
     DepthwiseConv2D,
     Dropout,
     GlobalAveragePool,
+    GroupedPointwise,
+    Interleave,
+    KPointwise,
+    KPointwiseSpec,
     Sigmoid,
     SoftmaxCrossEntropy,
     Swish,
@@ -59,6 +64,12 @@ def normal(*shape: int, seed: int = 0) -> np.ndarray:
         (8, 2, 1, "same", (0, 1)),  # even kernel: TF puts the odd pixel bottom/right
         (8, 4, 1, "same", (1, 2)),
         (32, 3, 2, "valid", (0, 0)),
+        # even kernels: correct_pad takes k // 2 (not (k - 1) // 2) before the parity shift
+        (8, 2, 2, "correct", (0, 1)),
+        (7, 2, 2, "correct", (1, 1)),
+        (8, 4, 2, "correct", (1, 2)),
+        (9, 4, 2, "correct", (2, 2)),
+        (6, 6, 2, "correct", (2, 3)),
     ],
 )
 def test_pad_amounts_hand_derived(size, kernel, stride, padding, expected):
@@ -279,16 +290,20 @@ def test_batchnorm_moving_stats_follow_keras():
     )
 
 
-def test_batchnorm_on_an_empty_training_batch_keeps_the_moving_stats():
-    """No samples, no statistics: the mean of nothing used to turn both into NaN."""
+@pytest.mark.parametrize("shape", [(0, 3, 3, 5), (2, 0, 3, 5), (3, 2, 0, 5), (0, 5)])
+def test_batchnorm_on_an_empty_training_batch_keeps_the_moving_stats(shape):
+    """No values per channel (no samples, or samples without pixels), no statistics: the mean
+    of nothing used to turn both into NaN, with a warning."""
     p = _bn_params(5)
-    y, cache = BatchNorm.forward(np.zeros((0, 3, 3, 5)), **p, training=True)
-    mean, var = BatchNorm.updated_moving_stats(p["moving_mean"], p["moving_variance"], cache)
-    assert y.shape == (0, 3, 3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, cache = BatchNorm.forward(np.zeros(shape), **p, training=True)
+        mean, var = BatchNorm.updated_moving_stats(p["moving_mean"], p["moving_variance"], cache)
+    assert y.shape == shape
     np.testing.assert_array_equal(mean, p["moving_mean"])
     np.testing.assert_array_equal(var, p["moving_variance"])
-    dx, grads = BatchNorm.backward(cache, np.zeros((0, 3, 3, 5)))
-    assert dx.shape == (0, 3, 3, 5)
+    dx, grads = BatchNorm.backward(cache, np.zeros(shape))
+    assert dx.shape == shape
     np.testing.assert_array_equal(grads["gamma"], np.zeros(5))
     np.testing.assert_array_equal(grads["beta"], np.zeros(5))
 
@@ -494,20 +509,23 @@ def test_dropout_with_explicit_mask(mask_shape, rate):
 def test_dropout_identity_without_mask_or_rate():
     x = normal(2, 4)
     for mask, rate in ((None, 0.3), (np.zeros((2, 4), dtype=bool), 0.0)):
+        # the docstring's promise: x and dy are returned as they are, not copied
         y, cache = Dropout.forward(x, mask, rate)
-        assert np.array_equal(y, x), (
-            f"Dropout.forward is not the identity [mask={mask}, rate={rate}]"
-        )
-        dx, _ = Dropout.backward(cache, x)
-        assert np.array_equal(dx, x), (
-            f"Dropout.backward is not the identity [mask={mask}, rate={rate}]"
+        assert y is x, f"Dropout.forward did not return x itself [mask={mask}, rate={rate}]"
+        dy = normal(2, 4, seed=1)
+        dx, grads = Dropout.backward(cache, dy)
+        assert dx is dy and grads == {}, (
+            f"Dropout.backward did not return dy itself [mask={mask}, rate={rate}]"
         )
 
 
 def test_add():
     a, b = normal(2, 3, 3, 4), normal(2, 3, 3, 4, seed=1)
-    y, _ = Add.forward(a, b)
+    y, cache = Add.forward(a, b)
     assert_close("Add.forward", "y", y, a + b, {"shape": a.shape})
+    dy = normal(2, 3, 3, 4, seed=2)
+    (da, db), grads = Add.backward(cache, dy)
+    assert da is dy and db is dy and grads == {}, "Add.backward should hand back dy itself, twice"
     check_op_grads(
         "Add.backward",
         Add.forward,
@@ -649,6 +667,13 @@ def _forwards_in(dtype):
         ("Dense", Dense, Dense.forward(x[:, 0, 0, :], normal(3, 3).astype(dtype), ones)),
         ("BatchNorm", BatchNorm, BatchNorm.forward(x, ones, ones, ones, ones, True)),
         ("Swish", Swish, Swish.forward(x)),
+        (
+            "GroupedPointwise",
+            GroupedPointwise,
+            GroupedPointwise.forward(
+                x, normal(1, 1, 1, 6).astype(dtype), np.zeros(6, dtype), groups=3
+            ),
+        ),
     ]
     return [(name, op.backward, cache, y) for name, op, (y, cache) in runs]
 
@@ -672,6 +697,7 @@ def test_backward_promotes_a_float64_dy_of_a_float32_forward():
 X4 = normal(2, 5, 6, 3)
 K33 = normal(3, 3, 3, 4)
 ONES3 = np.ones(3)
+BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
 BAD_INPUT = [
     (
         "Conv2D.forward(x rank 3)",
@@ -1008,6 +1034,125 @@ BAD_INPUT = [
         TypeError,
         ["Expected x to be a plain array", "numpy.ma.MaskedArray"],
     ),
+    (
+        "Conv2D.forward(kernel rank 3)",  # read as one output channel, y lost its channel axis
+        lambda: Conv2D.forward(X4, np.ones((3, 3, 3))),
+        ValueError,
+        ["kernel of rank 4 (kh, kw, Cin, Cout)", "kernel.shape=(3, 3, 3)"],
+    ),
+    (
+        "Conv2D.forward(kernel rank 5)",
+        lambda: Conv2D.forward(X4, np.ones((3, 3, 3, 4, 1))),
+        ValueError,
+        ["kernel of rank 4 (kh, kw, Cin, Cout)", "kernel.shape=(3, 3, 3, 4, 1)"],
+    ),
+    (
+        "DepthwiseConv2D.forward(kernel rank 3)",
+        lambda: DepthwiseConv2D.forward(X4, np.ones((3, 3, 3))),
+        ValueError,
+        ["kernel of rank 4 (kh, kw, C, 1)", "kernel.shape=(3, 3, 3)"],
+    ),
+    (
+        "Dense.forward(bias (Cout, 1))",  # would broadcast y (N, Cout) to (Cout, Cout)
+        lambda: Dense.forward(normal(2, 3), normal(3, 4), np.zeros((4, 1))),
+        ValueError,
+        ["bias of rank 1", "bias.shape=(4, 1)"],
+    ),
+    (
+        "Dense.forward(int kernel)",  # would promote a float32 x to float64
+        lambda: Dense.forward(normal(2, 3).astype(np.float32), np.ones((3, 4), np.int64)),
+        TypeError,
+        ["kernel to have a real floating dtype", "int64"],
+    ),
+    (
+        "Dense.forward(bool kernel)",
+        lambda: Dense.forward(normal(2, 3), np.ones((3, 4), bool)),
+        TypeError,
+        ["kernel to have a real floating dtype", "bool"],
+    ),
+    (
+        "Add.forward(int b)",
+        lambda: Add.forward(X4.astype(np.float32), np.ones(X4.shape, np.int64)),
+        TypeError,
+        ["b to have a real floating dtype", "int64"],
+    ),
+    (
+        "Dropout.forward(mask with more samples)",  # would broadcast y to 2 samples
+        lambda: Dropout.forward(np.ones((1, 4)), np.ones((2, 4), bool), 0.5),
+        ValueError,
+        ["x.shape=(1, 4)", "received mask.shape=(2, 4)"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(label 3 of 3 classes, N=1)",  # a silent loss of 0
+        lambda: SoftmaxCrossEntropy.forward(np.zeros((1, 3)), np.array([3])),
+        ValueError,
+        ["labels in [0, 3)", "received values in [3, 3]"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(label -1, N=1)",
+        lambda: SoftmaxCrossEntropy.forward(np.zeros((1, 3)), np.array([-1])),
+        ValueError,
+        ["labels in [0, 3)", "received values in [-1, -1]"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(a negative label among valid ones)",
+        lambda: SoftmaxCrossEntropy.forward(np.zeros((3, 4)), np.array([0, -1, 2])),
+        ValueError,
+        ["labels in [0, 4)", "received values in [-1, 2]"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(labels (N, 1))",  # an (N, N, K) one-hot, a wrong loss
+        lambda: SoftmaxCrossEntropy.forward(np.zeros((3, 4)), np.zeros((3, 1), np.int64)),
+        ValueError,
+        ["labels.shape=(3,)", "received labels.shape=(3, 1)"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(logits rank 3)",
+        lambda: SoftmaxCrossEntropy.forward(np.zeros((2, 3, 4)), np.zeros(2, np.int64)),
+        ValueError,
+        ["logits of rank 2 (N, K)", "received logits.shape=(2, 3, 4)"],
+    ),
+    (
+        "SoftmaxCrossEntropy.forward(logits rank 1)",
+        lambda: SoftmaxCrossEntropy.forward(np.zeros(3), np.zeros(3, np.int64)),
+        ValueError,
+        ["logits of rank 2 (N, K)", "received logits.shape=(3,)"],
+    ),
+    *(
+        (
+            f"BatchNorm.forward(0-d {name})",  # would broadcast silently
+            lambda name=name: BatchNorm.forward(
+                X4, **{**dict.fromkeys(BN_NAMES, ONES3), name: np.array(1.0)}, training=True
+            ),
+            ValueError,
+            [f"Expected {name} of shape (3,)", f"received {name}.shape=()"],
+        )
+        for name in BN_NAMES
+    ),
+    (
+        "GlobalAveragePool.forward(W = 0)",  # the mean over no pixels is NaN
+        lambda: GlobalAveragePool.forward(np.zeros((2, 3, 0, 4))),
+        ValueError,
+        ["H, W >= 1", "received x.shape=(2, 3, 0, 4)"],
+    ),
+    (
+        "GlobalAveragePool.forward(H = 0)",
+        lambda: GlobalAveragePool.forward(np.zeros((2, 0, 3, 4))),
+        ValueError,
+        ["H, W >= 1", "received x.shape=(2, 0, 3, 4)"],
+    ),
+    (
+        "GlobalAveragePool.forward(int x)",
+        lambda: GlobalAveragePool.forward(np.ones((1, 2, 2, 3), np.int32)),
+        TypeError,
+        ["x to have a real floating dtype", "int32"],
+    ),
+    (
+        "GlobalAveragePool.forward(bool x)",
+        lambda: GlobalAveragePool.forward(np.ones((1, 2, 2, 3), bool)),
+        TypeError,
+        ["x to have a real floating dtype", "bool"],
+    ),
 ]
 
 
@@ -1026,6 +1171,7 @@ def test_bad_input_is_rejected_with_a_clear_message(call, thunk, exc, fragments)
 def _forward_caches():
     """(op name, backward, cache, y) for one forward of each op."""
     x = normal(2, 5, 6, 3)
+    spec, rng = KPointwiseSpec(3, 6, 3), np.random.default_rng(0)
     out = [
         ("Conv2D", Conv2D.backward, *Conv2D.forward(x, K33, 2, "correct")[::-1]),
         (
@@ -1045,6 +1191,17 @@ def _forward_caches():
         ("Dropout", Dropout.backward, *Dropout.forward(x, np.ones((2, 1, 1, 1)), 0.5)[::-1]),
         ("Add", Add.backward, *Add.forward(x, x)[::-1]),
         ("ChannelScale", ChannelScale.backward, *ChannelScale.forward(x, normal(2, 1, 1, 3))[::-1]),
+        (
+            "GroupedPointwise",
+            GroupedPointwise.backward,
+            *GroupedPointwise.forward(x, normal(1, 1, 1, 6), groups=3)[::-1],
+        ),
+        ("Interleave", Interleave.backward, *Interleave.forward(x, 3)[::-1]),
+        (
+            "KPointwise",  # interleaves (6 // 3 > 1): a backward of several inner ops
+            KPointwise.backward,
+            *KPointwise.forward(spec, random_kpointwise_params(spec, rng), x, True)[::-1],
+        ),
     ]
     return [(name, bwd, cache, y) for name, bwd, cache, y in out]
 
@@ -1097,6 +1254,18 @@ def test_backward_rejects_dy_of_another_shape(name, backward, cache, y):
         assert fragment in msg, (
             f"{name}.backward(dy.shape={dy.shape}) raised {msg!r}, missing {fragment!r}"
         )
+
+
+def test_softmax_cross_entropy_backward_refuses_a_cache_it_did_not_make():
+    """Its backward takes a scalar dloss, so it is not in ``_forward_caches``; it checks its
+    cache's tag too: an untagged dict holding "probs" and "onehot" would give a gradient."""
+    dense_cache = Dense.forward(normal(2, 3), normal(3, 4))[1]
+    untagged = {"probs": np.full((2, 3), 1 / 3), "onehot": np.eye(3)[:2]}
+    for cache, got in ((dense_cache, "the cache of Dense.forward"), (untagged, "dict with keys")):
+        with pytest.raises(
+            TypeError, match=rf"SoftmaxCrossEntropy\.forward returned, received {got}"
+        ):
+            SoftmaxCrossEntropy.backward(cache, 1.0)
 
 
 # --- NaN / Inf propagate, never replaced ------------------------------------------------------

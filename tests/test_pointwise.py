@@ -205,6 +205,33 @@ def test_grouped_pointwise_with_one_group_is_a_dense_1x1():
     assert_close("GroupedPointwise.forward", "y", y, x @ k[0, 0], {"groups": 1})
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize(
+    ("x_dtype", "k_dtype"), [(np.float32, np.float64), (np.float64, np.float32)]
+)
+def test_grouped_pointwise_promotes_mixed_float_dtypes(groups, x_dtype, k_dtype):
+    """As ``x @ kernel``: a float32/float64 mix computes in and returns float64, the float64
+    operand not rounded to float32 on the way."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4)).astype(x_dtype)
+    kernel = rng.standard_normal((1, 1, 4 // groups, 6)).astype(k_dtype)
+    y, _ = GroupedPointwise.forward(x, kernel, groups=groups)
+    assert y.dtype == np.float64
+    expected = naive_grouped_pointwise(x, kernel, None, groups)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_pointwise_backward_of_an_empty_batch_is_zero_in_the_promoted_dtype():
+    """No rows: dx is empty and dkernel all zeros, in the dtypes of ``dy @ W^T`` and
+    ``x^T @ dy`` (float64 for a float32 forward and a float64 dy) as for a non-empty batch."""
+    kernel = np.ones((1, 1, 2, 6), np.float32)
+    _, cache = GroupedPointwise.forward(np.zeros((0, 4), np.float32), kernel, groups=2)
+    dx, grads = GroupedPointwise.backward(cache, np.zeros((0, 6)))
+    assert dx.shape == (0, 4) and dx.dtype == np.float64
+    assert grads["kernel"].dtype == np.float64
+    np.testing.assert_array_equal(grads["kernel"], np.zeros((1, 1, 2, 6)))
+
+
 # --- KPointwise -------------------------------------------------------------------------------
 
 
@@ -583,6 +610,36 @@ BAD = [
         ),
         TypeError,
         ["dy to be an array", "list"],
+    ),
+    (
+        "GroupedPointwise.forward(0-d x)",  # was an IndexError reading x.shape[-1]
+        lambda: GroupedPointwise.forward(np.array(1.0), np.ones((1, 1, 1, 2))),
+        ValueError,
+        ["x of shape (..., Cin)", "received x.shape=()"],
+    ),
+    (
+        "GroupedPointwise.forward(groups=0)",  # was a ZeroDivisionError
+        lambda: GroupedPointwise.forward(X, np.ones((1, 1, 8, 8)), groups=0),
+        ValueError,
+        ["groups >= 1", "received groups=0"],
+    ),
+    (
+        "GroupedPointwise.forward(groups=-2)",
+        lambda: GroupedPointwise.forward(X, np.ones((1, 1, 8, 8)), groups=-2),
+        ValueError,
+        ["groups >= 1", "received groups=-2"],
+    ),
+    (
+        "GroupedPointwise.forward(groups=2.0)",
+        lambda: GroupedPointwise.forward(X, np.ones((1, 1, 4, 8)), groups=2.0),
+        TypeError,
+        ["groups"],
+    ),
+    (
+        "GroupedPointwise.forward(groups=True)",  # not read as 1
+        lambda: GroupedPointwise.forward(X, np.ones((1, 1, 8, 8)), groups=True),
+        TypeError,
+        ["groups"],
     ),
 ]
 
