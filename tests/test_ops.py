@@ -123,6 +123,21 @@ def test_output_size_refuses_what_has_no_output_length(args, exc, fragment):
     assert fragment in str(info.value), f"output_size{args} raised {info.value!r}"
 
 
+@pytest.mark.parametrize(
+    ("args", "exc", "fragment"),
+    [
+        ((8, 0, 1, "same"), ValueError, "kernel >= 1, received kernel=0"),  # was (-1, 0)
+        ((8, 3.0, 1, "same"), TypeError, "kernel to be an int, received float 3.0"),
+        ((8, 3, 0, "valid"), ValueError, "stride >= 1, received stride=0"),
+        ((8, 3, True, "correct"), TypeError, "stride to be an int, received bool True"),
+    ],
+)
+def test_pad_amounts_refuses_a_bad_kernel_or_stride(args, exc, fragment):
+    with pytest.raises(exc) as info:
+        pad_amounts(*args)
+    assert fragment in str(info.value), f"pad_amounts{args} raised {info.value!r}"
+
+
 def test_pad_amounts_rejects_same_with_stride_2_and_unknown_padding():
     with pytest.raises(ValueError, match=r"stride=1 with padding='same'.*received stride=2"):
         pad_amounts(32, 3, 2, "same")

@@ -37,7 +37,12 @@ PADDINGS = ("same", "correct", "valid")
 
 
 def pad_amounts(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
-    """(before, after) zero padding of one spatial axis of length ``size``."""
+    """(before, after) zero padding of one spatial axis of length ``size``.
+
+    ``kernel`` and ``stride`` are ints >= 1 (a 0 kernel gave ``(-1, 0)``); ``size`` is not
+    checked here, as backends pass traced shapes (``output_size`` checks it)."""
+    kernel = require_positive_int("kernel", kernel)
+    stride = require_positive_int("stride", stride)
     if padding == "valid":
         return (0, 0)
     if padding == "same":
