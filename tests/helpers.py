@@ -579,3 +579,17 @@ def count_file_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(core_params, "readable_file", recording)
     return opened
+
+
+def failing(rows: Sequence[Any]) -> list[Any]:
+    """The conformance ``CheckResult`` rows that did not pass."""
+    return [r for r in rows if not r.passed]
+
+
+def describe(rows: Sequence[Any]) -> str:
+    """Conformance rows one per line, for assertion messages."""
+    return "\n".join(
+        f"{r.backend} {r.check} [{r.layer}] {r.config}: {r.error:.3g} vs {r.tolerance:.3g} "
+        f"{r.status} {r.detail}"
+        for r in rows
+    )

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import describe, failing
 from hypothesis import example, given
 
 from gpconv.backends import get
@@ -27,18 +28,6 @@ from gpconv.conformance.report import format_report
 from gpconv.conformance.runner import run
 from gpconv.core import arch as core_arch
 from gpconv.core.pointwise import KPointwiseSpec
-
-
-def failing(rows):
-    return [r for r in rows if not r.passed]
-
-
-def describe(rows) -> str:
-    return "\n".join(
-        f"{r.backend} {r.check} [{r.layer}] {r.config}: {r.error:.3g} vs {r.tolerance:.3g} "
-        f"{r.status} {r.detail}"
-        for r in rows
-    )
 
 
 class Float32Numpy(NumpyBackend):
@@ -726,7 +715,20 @@ def test_the_interleave_check_is_immune_to_a_backend_writing_into_its_input():
             x[...] = np.asarray(super().interleave(x, groups)).copy()
             return x
 
+    class ZeroesIdentityCases(NumpyBackend):
+        # For G == 1 and G == C the interleave is the identity, and the reference may be a
+        # NumPy view of x: the backend must get a copy even there.
+        name = "zeroes-identity-cases"
+
+        def interleave(self, x, groups):
+            if groups in (1, x.shape[-1]):
+                x[...] = 0
+                return x
+            return super().interleave(x, groups)
+
+    assert any(g in (1, c) for c, g in cases.INTERLEAVE_CASES)
     assert [r.status for r in check_interleave(ZeroesInput())] == ["fail"]
+    assert [r.status for r in check_interleave(ZeroesIdentityCases())] == ["fail"]
     assert [r.status for r in check_interleave(ShufflesInPlace())] == ["pass"]
 
 
