@@ -87,3 +87,53 @@ def test_acquiring_a_held_folder_names_the_holders_pid(tmp_path):
         assert (tmp_path / "run" / LOCK_NAME).read_text() == f"{os.getpid()}\n"
     finally:
         lock.release()
+
+
+@posix_only
+def test_release_removes_the_lock_file_before_unlocking_it(tmp_path, monkeypatch):
+    """The order acquire's retry loop relies on: the file is unlinked while still locked, so a
+    run that locks the old file after the unlock finds it gone from the path and locks again.
+    Unlocked first, another run could lock the file at the path that release then deletes."""
+    lock = OutLock.acquire(str(tmp_path))
+    fd, seen = lock._fd, []
+    real_close = os.close
+
+    def close(n):
+        if n == fd:
+            seen.append(os.path.exists(tmp_path / LOCK_NAME))
+        real_close(n)
+
+    monkeypatch.setattr(os, "close", close)
+    lock.release()
+    monkeypatch.undo()
+    assert seen == [False], "the lock file was still at its path when its fd was closed"
+
+
+@posix_only
+def test_a_second_release_closes_nothing(tmp_path):
+    """release is idempotent: the second call must not close the fd number again (by then the
+    process may have reused it for another file)."""
+    lock = OutLock.acquire(str(tmp_path / "run"))
+    lock.release()
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)  # likely reuses the fd number
+    try:
+        lock.release()
+        os.fstat(other)  # still open
+    finally:
+        os.close(other)
+
+
+@posix_only
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts fds in /proc/self/fd")
+def test_a_refused_acquire_leaves_no_file_descriptor_open(tmp_path):
+    """Every refused attempt (a busy folder) closes the lock file it opened: a caller retrying
+    would otherwise run out of file descriptors."""
+    lock = OutLock.acquire(str(tmp_path))
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            with pytest.raises(outlock.FolderInUse):
+                OutLock.acquire(str(tmp_path))
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        lock.release()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import select
 import sys
 import types
 
@@ -90,3 +92,56 @@ def test_is_terminal_only_for_a_tty_with_a_width():
         tty.close()
     finally:
         os.close(master)
+
+
+def test_a_clock_that_has_not_moved_gives_no_division_by_zero(clock):
+    """A coarse clock can report no time between the start and a step: the rate is finite and
+    the step's line is printed, no ZeroDivisionError ends the epoch."""
+    out = io.StringIO()
+    bar = EpochProgress(0, 1, total=2, stream=out)
+    assert bar.rate() == 0.0
+    bar.update(16, loss=1.0, acc=0.5)
+    assert out.getvalue().startswith("epoch 1/1 step 1/2 loss 1.0000 acc 0.5000 ")
+
+
+def _terminal_run(enabled: bool, steps: int, images: int) -> str:
+    """What an EpochProgress of ``steps`` steps prints on an 80-column pseudo-terminal."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    chunks = []
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        tty = os.fdopen(slave, "w")
+        bar = EpochProgress(0, 1, total=steps, enabled=enabled, stream=tty)
+        for _ in range(steps):
+            bar.update(images, loss=0.5, acc=0.25)
+        bar.close("done")
+        tty.flush()
+        while select.select([master], [], [], 0.2)[0]:
+            data = os.read(master, 65536)
+            if not data:
+                break
+            chunks.append(data)
+        tty.close()
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_on_a_terminal_the_bar_counts_steps_and_is_closed_before_the_epoch_line():
+    """On a TTY: the tqdm bar advances one step per update (5/5 at the end, not the images),
+    and is closed before the epoch line, which starts a line of its own."""
+    text = _terminal_run(enabled=True, steps=5, images=16)
+    segments = [s for s in re.split(r"[\r\n]+", text) if s.strip()]
+    assert segments[-1] == "epoch 1/1 done", segments[-3:]
+    assert "5/5" in segments[-2] and "epoch 1/1" in segments[-2], segments[-3:]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_disabled_progress_shows_no_bar_on_a_terminal_either():
+    """Processes other than the main one share the main one's terminal: they draw no bar."""
+    assert _terminal_run(enabled=False, steps=3, images=16) == ""

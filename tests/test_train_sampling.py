@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpconv.train import sampling
 
@@ -56,3 +58,39 @@ def test_a_batch_is_augmented_with_the_draws_of_its_positions():
     expected = sampling.crop_flip(images[idx], plan.crops[positions], plan.flips[positions])
     np.testing.assert_array_equal(x, data.normalize(expected))
     np.testing.assert_array_equal(y, labels[idx])
+
+
+def test_derived_seeds_are_31_bit():
+    """derived_seed's docstring: a 31-bit integer (what every framework RNG accepts as a seed).
+    Over 64 (seed, epoch, stream, rank) draws, each is in [0, 2**31 - 1); an upper bound of 2**32
+    would put about half of them above it."""
+    values = [
+        sampling.derived_seed(seed, epoch, sampling.STREAM_DROPOUT, rank)
+        for seed in range(4)
+        for epoch in range(4)
+        for rank in range(4)
+    ]
+    assert all(isinstance(v, int) and 0 <= v < 2**31 - 1 for v in values), max(values)
+    assert len(set(values)) == len(values)  # distinct streams give distinct seeds
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    crops=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_crop_flip_keeps_the_dtype_and_crops_the_zero_padded_image(crops, seed):
+    """For uint8 pixels (as images are stored) crop_flip returns uint8 holding
+    ``pad(x)[r:r+H, c:c+W]`` (mirrored where flipped), as np.pad keeps the dtype."""
+    b, h, w = len(crops), 5, 6
+    rng = np.random.default_rng(seed)
+    x = rng.integers(1, 256, size=(b, h, w, 3), dtype=np.uint8)
+    flips = rng.random(b) < 0.5
+    out = sampling.crop_flip(x, np.array(crops), flips)
+    assert out.dtype == np.uint8 and out.shape == x.shape
+    p = sampling.PAD
+    for i, (r, c) in enumerate(crops):
+        padded = np.zeros((h + 2 * p, w + 2 * p, 3), np.uint8)
+        padded[p : p + h, p : p + w] = x[i]
+        expected = padded[r : r + h, c : c + w]
+        np.testing.assert_array_equal(out[i], expected[:, ::-1] if flips[i] else expected)

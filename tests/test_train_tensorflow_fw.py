@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import tiny_architecture, tiny_batch
 
-from gpconv.train.frameworks import OptimConfig
+from gpconv.core.arch import without_dropout
+from gpconv.train.frameworks import OptimConfig, create
 
 
 def test_tensorflow_optimizers_take_the_configured_hyperparameters():
@@ -28,8 +30,6 @@ def test_tensorflow_optimizers_take_the_configured_hyperparameters():
 
 
 def _tensorflow_framework():
-    from gpconv.train.frameworks import create
-
     return create("tensorflow", tiny_architecture(), OptimConfig("sgd", 0.1), seed=0)
 
 
@@ -60,7 +60,6 @@ def test_tensorflow_dropout_seeds_are_per_layer_and_per_epoch():
 def test_tensorflow_refuses_more_than_one_process():
     pytest.importorskip("tensorflow")
     from gpconv.train.distributed import Dist
-    from gpconv.train.frameworks import create
 
     with pytest.raises(ValueError, match="implemented for --backend torch only"):
         create("tensorflow", tiny_architecture(), OptimConfig("sgd", 0.1), 0, Dist(0, 2, 0))
@@ -74,7 +73,6 @@ def test_tensorflow_steps_report_and_descend_the_mean_loss_as_the_reference_does
     import numpy as np
 
     from gpconv.core.arch import without_dropout
-    from gpconv.train.frameworks import create
 
     arch = without_dropout(tiny_architecture())
     x, y = tiny_batch()
@@ -137,3 +135,40 @@ def test_tensorflow_threads_set_both_pools_and_refuse_once_it_runs():
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "1 1", lines
     assert lines[1].startswith("ValueError: cannot set TensorFlow threads now"), lines
+
+
+@pytest.fixture(scope="module")
+def trained_tensorflow():
+    """A tensorflow framework after one SGD step on a small batch, and that batch."""
+    pytest.importorskip("tensorflow")
+    fw = create("tensorflow", without_dropout(tiny_architecture()), OptimConfig("sgd", 0.1), seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 9, 9, 3)).astype(np.float32)
+    fw.train_step(x, np.arange(3) % 3)
+    return fw, x
+
+
+def test_tensorflow_refuses_optimizer_state_with_fewer_arrays(trained_tensorflow):
+    """A checkpoint's optimiser arrays must match the optimiser's variables one for one: one
+    missing (another optimiser's state) is the ValueError naming both counts, not a KeyError
+    after some variables were already overwritten."""
+    fw, _ = trained_tensorflow
+    arrays, meta = fw.optimizer_state()
+    n = len(arrays)
+    fewer = {f"{i:04d}": arrays[f"{i:04d}"] for i in range(n - 1)}
+    message = f"optimizer state has {n - 1} variables, the optimizer {n}"
+    with pytest.raises(ValueError, match=message):
+        fw.load_optimizer_state(fewer, meta)
+
+
+def test_tensorflow_predictions_are_per_image_and_leave_the_model_unchanged(trained_tensorflow):
+    """predict runs in inference mode: batch norm uses the moving statistics (an image's logits
+    do not depend on the rest of the batch) and no moving statistic changes."""
+    fw, x = trained_tensorflow
+    before = fw.export_params()
+    together = fw.predict(x)
+    alone = np.concatenate([fw.predict(x[i : i + 1]) for i in range(3)])
+    scale = float(np.abs(together).max())
+    np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4 * scale)
+    after = fw.export_params()
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 
 import numpy as np
@@ -15,17 +17,20 @@ from gpconv.train.config import RunConfig
 from gpconv.train.frameworks import OptimConfig, create
 
 
-def _row(epoch: int, test_acc: float) -> dict:
-    return dict(
-        epoch=epoch,
-        train_loss=1.0,
-        train_acc=0.5,
-        test_loss=1.0,
-        test_acc=test_acc,
-        lr=0.1,
-        images_per_s=10.0,
-        seconds=1.0,
-    )
+def _row(epoch: int, test_acc: float, **overrides: float) -> dict:
+    return {
+        **dict(
+            epoch=epoch,
+            train_loss=1.0,
+            train_acc=0.5,
+            test_loss=1.0,
+            test_acc=test_acc,
+            lr=0.1,
+            images_per_s=10.0,
+            seconds=1.0,
+        ),
+        **overrides,
+    }
 
 
 @pytest.fixture
@@ -90,3 +95,48 @@ def test_the_final_params_record_how_many_epochs_trained_them(run_writer):
     run_writer.finish(history)
     meta = read_metadata(os.path.join(run_writer.cfg.out, "params.safetensors"))
     assert meta["epochs"] == "2" and meta["image_size"] == "8" and meta["backend"] == "numpy"
+
+
+def _strict_json(path: str):
+    def refuse(name):
+        raise ValueError(f"{path} holds {name}: not strict JSON")
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f, parse_constant=refuse)
+
+
+def test_the_summary_stores_infinite_losses_as_null(run_writer):
+    """summary.json is strict JSON: an infinite loss (overflow) is written as null, like NaN."""
+    history = [_row(1, 0.25, train_loss=math.inf, test_loss=-math.inf)]
+    run_writer.files(history, "diverged")
+    summary = _strict_json(os.path.join(run_writer.cfg.out, "summary.json"))
+    assert summary["final"]["train_loss"] is None and summary["final"]["test_loss"] is None
+    assert summary["final"]["test_acc"] == 0.25
+
+
+def test_a_corrupt_best_file_is_repaired_on_resume(run_writer):
+    """best.safetensors damaged (not a safetensors file): resume_best treats it as not holding
+    the best epoch and rewrites it from that epoch's checkpoint, rather than crashing."""
+    out = run_writer.cfg.out
+    history = [_row(1, 0.25), _row(2, 0.75), _row(3, 0.5)]
+    checkpoint.save(out, 2, checkpoint_params(2), {}, {"history": history[:2]}, keep=5)
+    best = os.path.join(out, writer.BEST_PARAMS)
+    with open(best, "wb") as f:
+        f.write(b"\x00garbage, not safetensors")
+    run_writer.resume_best(history, checkpoint_params(3))
+    assert read_metadata(best)["epoch"] == "2"
+    np.testing.assert_array_equal(load_params(best)["a/kernel"], checkpoint_params(2)["a/kernel"])
+
+
+def test_resume_without_a_best_file_or_its_checkpoint_is_quiet(run_writer, capsys):
+    """No best.safetensors and no checkpoint of the best epoch (pruned): nothing to repair
+    and nothing to remove; resume goes on and rewrites metrics.csv and summary.json for the
+    history it resumed from."""
+    history = [_row(1, 0.75), _row(2, 0.5)]
+    run_writer.resume_best(history, checkpoint_params(2))
+    assert not os.path.exists(os.path.join(run_writer.cfg.out, writer.BEST_PARAMS))
+    assert "removed" not in capsys.readouterr().err
+    summary = _strict_json(os.path.join(run_writer.cfg.out, "summary.json"))
+    assert summary["epochs_completed"] == 2 and summary["best_epoch"] == 1
+    with open(os.path.join(run_writer.cfg.out, "metrics.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()] == ["epoch", "1", "2"]

@@ -206,12 +206,20 @@ def keep_normalization(out: str, data: Dataset) -> None:
     stored = recorded_in_run(out, "input_normalization")
     if stored is None:
         return
-    mean, std = np.float32(stored["mean"]), np.float32(stored["std"])
-    if mean.shape != data.mean.shape or std.shape != data.std.shape:
+    try:
+        mean, std = np.float32(stored["mean"]), np.float32(stored["std"])
+    except (KeyError, TypeError, ValueError) as err:  # hand-edited: no list of numbers
         raise ConfigError(
-            f"cannot --resume {out}: its run.json records input_normalization for "
-            f"{mean.shape[0] if mean.ndim else 0} channels, the data has {data.mean.shape[0]}"
-        )
+            f"cannot --resume {out}: its run.json's input_normalization should give a mean and "
+            f"a std per channel, found {stored!r}"
+        ) from err
+    for name, value in (("", mean), (" std", std)):
+        if value.shape != data.mean.shape:
+            raise ConfigError(
+                f"cannot --resume {out}: its run.json records input_normalization{name} for "
+                f"{value.shape[0] if value.ndim else 0} channels, the data has "
+                f"{data.mean.shape[0]}"
+            )
     data.mean, data.std = mean, std
 
 
