@@ -581,6 +581,19 @@ def count_file_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return opened
 
 
+def assert_predict_is_per_image_and_pure(fw: Any, x: np.ndarray, rtol: float = 1e-4) -> None:
+    """A training framework's ``predict`` runs in inference mode: each image's logits are those
+    it gets alone (batch norm on the moving statistics, not the batch's), and no parameter or
+    moving statistic changes. ``atol`` scales with the logits (about 1e-5 at initialisation)."""
+    before = fw.export_params()
+    together = fw.predict(x)
+    alone = np.concatenate([fw.predict(x[i : i + 1]) for i in range(len(x))])
+    scale = float(np.abs(together).max())
+    np.testing.assert_allclose(alone, together, rtol=rtol, atol=rtol * scale)
+    for name, value in fw.export_params().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
 def failing(rows: Sequence[Any]) -> list[Any]:
     """The conformance ``CheckResult`` rows that did not pass."""
     return [r for r in rows if not r.passed]

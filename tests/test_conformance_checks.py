@@ -297,17 +297,23 @@ def test_an_inference_output_off_fails_its_own_row(monkeypatch, what, failed):
 # --- dropout --------------------------------------------------------------------------------
 
 
-def test_a_drop_connect_branch_whose_stem_already_differs_blames_the_forward_pass():
-    """The copies' stem output must be the reference's for the image within ``LOCATE_TOL`` of
-    its scale: a stem 10 times that far off is reported at the stem (the forward pass diverges
-    first), not traced into block1a as a drop-connect trap."""
-
+def _drop_connect_copies():
+    """``(arch, params, image, intermediates)``: the reference's intermediates of the copies of
+    one image that the drop-connect check runs (training mode, no dropout), as a backend that
+    is right would return them."""
     arch = without_dropout(cases.network_arch(cases.NETWORKS_QUICK[0], training=True))
     params = init_params(arch, 0, np.float64)
     image = np.random.default_rng(0).standard_normal((1, 8, 8, 3))
     copies = np.repeat(image, checks.DROP_CONNECT_COPIES, 0)
     _, cache = network.forward(arch, params, copies, training=True)
-    got = dict(cache["intermediates"])
+    return arch, params, image, dict(cache["intermediates"])
+
+
+def test_a_drop_connect_branch_whose_stem_already_differs_blames_the_forward_pass():
+    """The copies' stem output must be the reference's for the image within ``LOCATE_TOL`` of
+    its scale: a stem 10 times that far off is reported at the stem (the forward pass diverges
+    first), not traced into block1a as a drop-connect trap."""
+    arch, params, image, got = _drop_connect_copies()
     stem = got["stem"]
     got["stem"] = stem + 10 * LOCATE_TOL * max(1.0, float(np.max(np.abs(stem))))
     block, cmp, trap = checks.drop_connect_branch_error(arch, params, image, got)
@@ -422,12 +428,7 @@ def test_a_channels_first_stem_in_the_drop_connect_check_is_a_layout_failure():
     """The copies' stem output must have the reference's shape ``(copies, H, W, C)``: one of the
     same rank but channels-first is a failing comparison flagged as a layout problem, naming
     both shapes, not a broadcasting error or a comparison of misplaced values."""
-    arch = without_dropout(cases.network_arch(cases.NETWORKS_QUICK[0], training=True))
-    params = init_params(arch, 0, np.float64)
-    image = np.random.default_rng(0).standard_normal((1, 8, 8, 3))
-    copies = np.repeat(image, checks.DROP_CONNECT_COPIES, 0)
-    _, cache = network.forward(arch, params, copies, training=True)
-    got = dict(cache["intermediates"])
+    arch, params, image, got = _drop_connect_copies()
     stem = got["stem"]
     got["stem"] = np.moveaxis(stem, -1, 1)
     block, cmp, _ = checks.drop_connect_branch_error(arch, params, image, got)

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import tiny_architecture, tiny_batch
+from helpers import assert_predict_is_per_image_and_pure, tiny_architecture, tiny_batch
 
 from gpconv.core.arch import without_dropout
 from gpconv.train.frameworks import OptimConfig, create
@@ -163,12 +163,4 @@ def test_tensorflow_refuses_optimizer_state_with_fewer_arrays(trained_tensorflow
 def test_tensorflow_predictions_are_per_image_and_leave_the_model_unchanged(trained_tensorflow):
     """predict runs in inference mode: batch norm uses the moving statistics (an image's logits
     do not depend on the rest of the batch) and no moving statistic changes."""
-    fw, x = trained_tensorflow
-    before = fw.export_params()
-    together = fw.predict(x)
-    alone = np.concatenate([fw.predict(x[i : i + 1]) for i in range(3)])
-    scale = float(np.abs(together).max())
-    np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4 * scale)
-    after = fw.export_params()
-    for name, value in before.items():
-        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    assert_predict_is_per_image_and_pure(*trained_tensorflow)

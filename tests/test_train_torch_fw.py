@@ -6,7 +6,7 @@ import types
 
 import numpy as np
 import pytest
-from helpers import tiny_architecture, tiny_batch
+from helpers import assert_predict_is_per_image_and_pure, tiny_architecture, tiny_batch
 
 from gpconv.core.arch import without_dropout
 from gpconv.train.distributed import Dist
@@ -90,14 +90,7 @@ def test_torch_predictions_are_per_image_and_leave_the_model_unchanged():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 9, 9, 3)).astype(np.float32)
     fw.train_step(x, np.arange(3) % 3)  # moving statistics away from their initial values
-    before = fw.export_params()
-    together = fw.predict(x)
-    alone = np.concatenate([fw.predict(x[i : i + 1]) for i in range(3)])
-    scale = float(np.abs(together).max())
-    np.testing.assert_allclose(alone, together, rtol=1e-4, atol=1e-4 * scale)
-    after = fw.export_params()
-    for name, value in before.items():
-        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    assert_predict_is_per_image_and_pure(fw, x)
 
 
 def test_torch_predictions_equal_the_numpy_references_on_channels_last_images():
