@@ -196,3 +196,20 @@ def test_save_clears_the_leftovers_of_other_processes_interrupted_writes(tmp_pat
         f.write(b"\0" * 100)
     checkpoint.save(run, 4, checkpoint_params(4), {}, {})
     assert _listing(run) == ["epoch-0004"]
+
+
+def test_a_folder_whose_state_is_of_another_epoch_does_not_verify(tmp_path):
+    """latest() picks checkpoints by their folders' epochs and resume reads state.json's: a
+    folder epoch-0003 holding epoch 2's state (copied or renamed by hand) is refused, and
+    latest falls back to the checkpoint before it rather than resume from another epoch."""
+    run = str(tmp_path)
+    checkpoint.save(run, 1, checkpoint_params(1), {}, {})
+    second = checkpoint.save(run, 2, checkpoint_params(2), {}, {})
+    renamed = os.path.join(os.path.dirname(second.path), "epoch-0003")
+    os.rename(second.path, renamed)
+    with pytest.raises(ValueError, match=r"epoch-0003: its state.json is of epoch 2"):
+        checkpoint.verify(renamed)
+    assert checkpoint.latest(run, warn=False).epoch == 1
+    elsewhere = str(tmp_path / "kept")  # a folder of another name is not judged by its name
+    os.rename(renamed, elsewhere)
+    assert checkpoint.verify(elsewhere).epoch == 2

@@ -186,6 +186,11 @@ def verify(path: str) -> Checkpoint:
         raise ValueError(
             f"corrupt {state_file}: expected an integer epoch, found {state.get('epoch')!r}"
         )
+    # latest() and prune() order checkpoints by their folders' names, resume by state.json: a
+    # folder copied or renamed by hand would resume another epoch than the one it was chosen as.
+    named = folder_epoch(os.path.basename(os.path.normpath(path)))
+    if named is not None and named != state["epoch"]:
+        raise ValueError(f"corrupt checkpoint {path}: its state.json is of epoch {state['epoch']}")
     files = state.get("files")
     # Both files, always: a state.json listing fewer would verify a checkpoint resume cannot load.
     if not isinstance(files, dict) or any(not isinstance(files.get(f), str) for f in ARRAY_FILES):
@@ -202,6 +207,12 @@ def verify(path: str) -> Checkpoint:
     return Checkpoint(path, state)
 
 
+def folder_epoch(name: str) -> int | None:
+    """The epoch a checkpoint folder's name gives (``epoch-0012`` -> 12), else None."""
+    digits = name[len(PREFIX) :]
+    return int(digits) if name.startswith(PREFIX) and digits.isdigit() else None
+
+
 def epochs_on_disk(run_dir: str) -> list[tuple[int, str]]:
     """``(epoch, path)`` of every ``epoch-NNNN`` folder, oldest first (verified or not)."""
     root = os.path.join(run_dir, CHECKPOINTS)
@@ -209,8 +220,8 @@ def epochs_on_disk(run_dir: str) -> list[tuple[int, str]]:
         return []
     found = []
     for name in os.listdir(root):
-        if name.startswith(PREFIX) and name[len(PREFIX) :].isdigit():
-            found.append((int(name[len(PREFIX) :]), os.path.join(root, name)))
+        if (epoch := folder_epoch(name)) is not None:
+            found.append((epoch, os.path.join(root, name)))
     return sorted(found)
 
 
