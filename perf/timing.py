@@ -10,6 +10,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..core._validate import require_positive_int
+
 K = TypeVar("K", bound=Hashable)  # whatever names the candidates
 
 # The clocks a benchmark can time with: elapsed time, or this process's CPU time (steadier on a
@@ -51,8 +53,8 @@ def time_round_robin(
     *ratios* stay meaningful even when absolute times drift. ``clock`` is wall time by default;
     ``time.process_time`` (CPU time of this process) is steadier under load. Each ``fn`` must
     block until its work is done (return host values, not pending device work)."""
-    if steps < 1:
-        raise ValueError(f"Expected steps >= 1, received steps={steps}")
+    steps = require_positive_int("steps", steps)
+    warmup = require_positive_int("warmup", warmup, minimum=0)
     if not fns:
         raise ValueError("Expected at least one function to time, received fns={}")
     for fn in fns.values():

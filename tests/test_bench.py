@@ -337,6 +337,11 @@ def test_round_robin_interleaves_and_times_each_call_with_the_clock():
         timing.time_round_robin({})
     with pytest.raises(ValueError, match="steps >= 1"):
         timing.time_round_robin({"a": work("a")}, steps=0)
+    # range() would say "'float' object cannot be interpreted as an integer", naming nothing
+    with pytest.raises(TypeError, match="steps to be an int, received float 2.5"):
+        timing.time_round_robin({"a": work("a")}, steps=2.5)
+    with pytest.raises(ValueError, match="warmup >= 0, received warmup=-1"):
+        timing.time_round_robin({"a": work("a")}, warmup=-1)  # range(-1) warmed up nothing
 
 
 def test_clock_option_offers_every_clock_and_rejects_others(capsys):
