@@ -1,4 +1,5 @@
-"""``gpconv.train.checkpoint``: folders moved aside; damaged checkpoints skipped, not a crash."""
+"""``gpconv.train.checkpoint``: saves atomic and durable, whatever is in the way moved aside;
+damaged or mismatched checkpoints skipped, not a crash."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import pytest
 from helpers import checkpoint_params
 
 from gpconv.train import checkpoint
+
+
+def _listing(run: str) -> list[str]:
+    """The names in the run's checkpoints/ folder, sorted."""
+    return sorted(os.listdir(os.path.join(run, checkpoint.CHECKPOINTS)))
 
 
 def test_save_moves_each_folder_in_its_way_aside_to_a_name_of_its_own(tmp_path):
@@ -40,10 +46,6 @@ def test_a_checkpoint_missing_an_array_file_is_skipped_not_a_crash(tmp_path):
     assert checkpoint.latest(run, warn=False).epoch == 1
     checkpoint.save(run, 3, checkpoint_params(3), {}, {}, keep=1)
     assert [e for e, _ in checkpoint.epochs_on_disk(run)] == [2, 3]
-
-
-def _listing(run: str) -> list[str]:
-    return sorted(os.listdir(os.path.join(run, checkpoint.CHECKPOINTS)))
 
 
 def test_write_text_atomic_writes_utf8(tmp_path):
