@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core._validate import require_positive_int
 from ..core.arch import by_name
 from .timing import time_round_robin
 
@@ -55,7 +56,10 @@ def kefficientnet_cases(
     count: int = 3,
 ) -> list[Case]:
     """Distinct grouped pointwise shapes of kEffNet-B0 at ``image_size``: the ``count - 1``
-    costliest (MACs) and the one with the most groups. ``ValueError`` if there is none."""
+    costliest (MACs) and the one with the most groups, each for a batch of ``batch`` (``count``
+    and ``batch`` are ints >= 1). ``ValueError`` if there is none."""
+    count = require_positive_int("count", count)
+    batch = require_positive_int("batch", batch)
     arch = by_name("kefficientnet-b0", 10, min_channels_per_group, skip_stride)
     specs = arch.pointwise()
     found: dict[tuple[int, int, int, int], tuple[int, Case]] = {}

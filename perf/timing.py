@@ -74,6 +74,7 @@ def limit_blas_threads(threads: int) -> str:
 
     Returns a description for reports. On a shared CPU, one thread avoids OpenBLAS workers
     spinning on the many small per-group products of a grouped conv."""
+    threads = require_positive_int("threads", threads, minimum=0)
     if not threads:
         return "BLAS default threads"
     try:

@@ -314,36 +314,6 @@ def test_per_round_ratios_pair_the_steps_of_each_round_and_the_line_shows_their_
         assert "per round" not in report.ratio_lines([ratio])[0]
 
 
-def test_round_robin_interleaves_and_times_each_call_with_the_clock():
-    calls, now = [], [0.0]
-    cost = {"a": 1.0, "b": 10.0}
-
-    def work(name: str):
-        def call() -> None:
-            calls.append(name)
-            now[0] += cost[name] + len(calls) / 100  # each call a little slower: drift
-
-        return call
-
-    t = timing.time_round_robin(
-        {"a": work("a"), "b": work("b")}, steps=3, warmup=1, clock=lambda: now[0]
-    )
-    # warm-up of each, then one call of each per round: a slow minute hits both alike
-    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]
-    assert t["a"].samples == pytest.approx((1.03, 1.05, 1.07))
-    assert t["b"].samples == pytest.approx((10.04, 10.06, 10.08))
-    assert t["a"].median == pytest.approx(1.05) and t["b"].best == pytest.approx(10.04)
-    with pytest.raises(ValueError, match="at least one function"):
-        timing.time_round_robin({})
-    with pytest.raises(ValueError, match="steps >= 1"):
-        timing.time_round_robin({"a": work("a")}, steps=0)
-    # range() would say "'float' object cannot be interpreted as an integer", naming nothing
-    with pytest.raises(TypeError, match="steps to be an int, received float 2.5"):
-        timing.time_round_robin({"a": work("a")}, steps=2.5)
-    with pytest.raises(ValueError, match="warmup >= 0, received warmup=-1"):
-        timing.time_round_robin({"a": work("a")}, warmup=-1)  # range(-1) warmed up nothing
-
-
 def test_clock_option_offers_every_clock_and_rejects_others(capsys):
     import argparse
     import time
@@ -763,15 +733,6 @@ def test_json_config_records_the_threads(tmp_path, monkeypatch, capsys) -> None:
 # --- the statistics behind every figure ---------------------------------------------------------
 
 
-def test_round_robin_reports_the_median_and_the_best_of_unordered_skewed_samples():
-    """Evenly rising samples cannot tell a median from a mean, or the best from the first."""
-    ticks = iter([0, 5, 5, 6, 6, 7, 7, 17, 17, 19])  # calls of 5, 1, 1, 10 and 2 s
-    (t,) = timing.time_round_robin(
-        {"f": lambda: None}, steps=5, warmup=0, clock=lambda: next(ticks)
-    ).values()
-    assert (t.median, t.best, t.samples) == (2, 1, (5, 1, 1, 10, 2))
-
-
 def test_per_round_ratios_need_one_sample_per_round_of_each_model():
     keff, eff = ({"train_timing": {"samples_ms": s}} for s in ([2.0, 3.0, 4.0], [4.0, 6.0]))
     assert models.per_round_ratios(keff, eff) == []  # zip would pair 2 of 3 rounds silently
@@ -779,14 +740,3 @@ def test_per_round_ratios_need_one_sample_per_round_of_each_model():
     assert models.per_round_ratios(keff, eff) == [0.5, 0.5, 0.5]
     assert report._round_range([0.5]) == ""  # one round has no range
     assert report._round_range([0.5, 0.75]) == "; per round x0.50-0.75"
-
-
-def test_speeds_are_the_batch_over_the_median_step(monkeypatch):
-    def skewed(fns, steps, warmup, clock=None):  # median 0.5 s, best 0.25 s
-        return {k: timing.Timing(0.5, 0.25, (0.25, 0.5, 2.0)) for k in fns}
-
-    monkeypatch.setattr(models, "time_round_robin", skewed)
-    cfg = models.ModelBenchConfig(image_size=8, skip_stride=0, batch_size=4, steps=3, warmup=0)
-    (row,) = models.bench_models("numpy", ["kefficientnet-b0"], cfg)
-    assert row["forward_images_per_s"] == row["train_images_per_s"] == 4 / 0.5
-    assert row["train_step_ms"] == row["forward_ms"] == 500.0

@@ -1,6 +1,6 @@
-"""``perf.report``: the figures each table and line prints (found by mutation testing: the
-other tests feed rows whose numbers coincide, e.g. params ratio == MACs ratio == 1). Expected
-values are worked out by hand from the rows given."""
+"""``perf.report``: the figures each table, line and plot shows (the other tests feed rows whose
+numbers coincide, e.g. params ratio == MACs ratio == 1). Expected values are worked out by hand
+from the rows given; plots are captured, not written, except where writing is what is tested."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from gpconv.perf import report
 
 
-def _model_row() -> dict:
+def _model_row(**overrides) -> dict:
     """kEffNet-B0 16ch at 32x32, skip 3 (DESIGN.md: 639,702 trainable, 81,153,588 MACs), with
-    a forward speed (123.4 img/s) unlike its train speed (32 images / 0.25 s = 128 img/s)."""
+    a forward speed (123.4 img/s) unlike its train speed (32 images / 0.25 s = 128 img/s);
+    ``overrides`` replace or add fields."""
     return {
         "backend": "numpy",
         "model": "kefficientnet-b0",
@@ -24,6 +25,7 @@ def _model_row() -> dict:
         "forward_images_per_s": 123.4,
         "train_step_ms": 250.0,
         "train_images_per_s": 128.0,
+        **overrides,
     }
 
 
@@ -60,9 +62,10 @@ def test_ratio_line_prints_each_ratio_under_its_own_name() -> None:
     assert line.endswith("forward speed x1.60"), line
 
 
-def _pointwise(impl: str, case: str, fastest: bool, default: bool) -> dict:
+def _pointwise(impl: str, case: str, fastest: bool, default: bool, **overrides) -> dict:
     return {"backend": "numpy", "device": "cpu", "case": case, "layer": "l", "impl": impl,
-            "ms": 1.0 if fastest else 2.0, "fastest": fastest, "default": default}  # fmt: skip
+            "ms": 1.0 if fastest else 2.0, "fastest": fastest, "default": default,
+            **overrides}  # fmt: skip
 
 
 def test_pointwise_table_tags_the_fastest_and_the_default_rows_apart() -> None:
@@ -99,13 +102,17 @@ def test_pointwise_recommendation_is_no_default_already_when_the_default_lost_mo
 
 
 def test_site_table_totals_count_each_site_as_often_as_the_network_has_it() -> None:
-    """Per train step: a site run 3 times at 1.0 ms plus one run once at 2.0 ms is 5.0 ms for
-    "base"; 3 x 0.5 + 2.0 = 3.5 ms for "ours"; the last line is ours / base = 3.5 / 5.0."""
+    """Header ``(N, H, W, C)  G  x  base  ours``: the site with 4 groups met 3 times per pass
+    prints 4 under "G" and 3 under "x", then its times to three decimals. Per train step: a site
+    run 3 times at 1.0 ms plus one run once at 2.0 ms is 5.0 ms for "base"; 3 x 0.5 + 2.0 =
+    3.5 ms for "ours"; the last line is ours / base = 3.5 / 5.0."""
     rows = [
         {"shape": (2, 8, 8, 16), "groups": 4, "count": 3, "base_ms": 1.0, "ours_ms": 0.5},
         {"shape": (2, 4, 4, 32), "groups": 8, "count": 1, "base_ms": 2.0, "ours_ms": 2.0},
     ]
     lines = report.site_table(rows, ["base", "ours"], "(N, H, W, C)").splitlines()
+    assert lines[0].split() == ["(N,", "H,", "W,", "C)", "G", "x", "base", "ours"]
+    assert lines[2].split() == ["(2,", "8,", "8,", "16)", "4", "3", "1.000", "ms", "0.500", "ms"]
     assert lines[-2].split() == ["per", "train", "step", "5.0", "ms", "3.5", "ms"], lines[-2]
     assert lines[-1] == "ours / base: 0.700"
 
@@ -151,3 +158,83 @@ def test_ratio_line_verdict_agrees_with_the_ratio_it_prints(time_ratio: float, s
     }
     (line,) = report.ratio_lines([ratio])
     assert f"train-step time {shown})" in line, line
+
+
+def test_model_table_names_each_backends_own_device() -> None:
+    """A GPU run's table says the GPU, not "cpu", for the backend that ran there."""
+    rows = [
+        _model_row(backend="torch", device="cuda:0 NVIDIA H200"),
+        _model_row(backend="tensorflow", device="cpu"),
+    ]
+    last = report.model_table(rows).splitlines()[-1]
+    assert last == "ran on: torch cuda:0 NVIDIA H200, tensorflow cpu", last
+
+
+def test_recommendation_states_the_margin_to_two_decimals() -> None:
+    """A winner 1.2345x as fast as the runner-up reads "1.23x faster than tensorflow"."""
+    best = {
+        "kefficientnet-b0": {
+            "backend": "torch",
+            "compiled": False,
+            "device": "cpu",
+            "train_step_ms": 12.3,
+            "runner_up": "tensorflow",
+            "speedup_over_runner_up": 1.2345,
+        }
+    }
+    (line,) = report.recommendation_lines(best, {"cpus": 2, "cpu": "x"})
+    assert line.endswith(": 12.3 ms/step, 1.23x faster than tensorflow"), line
+
+
+def test_pointwise_table_heads_each_backend_with_its_device() -> None:
+    row = _pointwise("matmul [nchw]", "c", True, True, backend="torch", device="cuda:0 NVIDIA H200")
+    head = report.pointwise_table([row]).splitlines()[0]
+    assert head == "torch on cuda:0 NVIDIA H200: c, forward + backward", head
+
+
+@pytest.fixture
+def saved(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The figures the plot functions would write (not written; closed after the test)."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    figs: list = []
+    monkeypatch.setattr(report, "_save", lambda plt, fig, path: figs.append(fig))
+    yield figs
+    for fig in figs:
+        plt.close(fig)
+
+
+def test_model_plot_shows_train_steps_of_every_setup_and_forward_speeds_of_eager_ones(
+    saved,
+) -> None:
+    """Forward passes are timed eagerly only: the forward panel has one bar group per eager
+    setup (torch), the train-step panel one per setup (torch, torch --compile)."""
+    rows = [
+        _model_row(backend="torch", model=m, arch=m, compiled=c, train_step_ms=20.0 if c else 40.0)
+        for c in (False, True)
+        for m in ("efficientnet-b0", "kefficientnet-b0")
+    ]
+    report.plot_models("unused.png", rows, "title")
+    (fig,) = saved
+    train, forward = fig.axes[:2]
+    assert [t.get_text() for t in train.get_xticklabels()] == ["torch", "torch --compile"]
+    assert [t.get_text() for t in forward.get_xticklabels()] == ["torch"]
+    assert sorted(p.get_height() for p in train.patches) == [20.0, 20.0, 40.0, 40.0]
+
+
+def test_pointwise_plot_is_on_a_log_scale(saved) -> None:
+    """Implementations differ by 20x and more (DESIGN.md §5: 242 ms vs 11 ms): the panel's
+    y-axis is logarithmic, as its label says."""
+    rows = [_pointwise("a", "c", True, True, ms=11.0), _pointwise("b", "c", False, False, ms=242.0)]
+    report.plot_pointwise("unused.png", rows, "title")
+    (fig,) = saved
+    assert fig.axes[0].get_yscale() == "log" and "(log)" in fig.axes[0].get_ylabel()
+
+
+def test_a_written_plot_leaves_no_figure_open(tmp_path) -> None:
+    """``_save`` frees the figure: a bench run writing plots must not accumulate open figures
+    (matplotlib warns past 20 and keeps their memory)."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    before = set(plt.get_fignums())
+    report.plot_pointwise(str(tmp_path / "pw.png"), [_pointwise("a", "c", True, True)], "title")
+    assert (tmp_path / "pw.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(plt.get_fignums()) == before
