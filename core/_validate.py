@@ -184,6 +184,14 @@ def require_nonnegative(name: str, value: Any) -> float:
     return value
 
 
+def require_positive_real(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising unless it is a finite real number > 0."""
+    value = _as_real(name, value)
+    if not 0.0 < value < float("inf"):  # also false for NaN
+        raise ValueError(f"Expected {name} > 0 and finite, received {name}={value}")
+    return value
+
+
 def require_real_scalar(name: str, value: Any) -> None:
     """Raise ``TypeError`` unless ``value`` is a real number or a 0-d real floating array (the
     gradient of a scalar loss, say); a bool, a vector or a complex number is a caller's bug."""

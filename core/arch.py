@@ -21,7 +21,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._validate import require_choice, require_positive_int, require_rate, require_real
+from ._validate import (
+    require_choice,
+    require_positive_int,
+    require_positive_real,
+    require_rate,
+)
 from .ops.conv import output_size
 from .pointwise import KPointwiseSpec
 
@@ -60,20 +65,23 @@ VARIANTS = tuple(COEFFICIENTS)
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
     """Scale a filter count by ``width`` and round to a multiple of ``divisor`` (Keras's rule).
 
-    ``filters`` and ``divisor`` are ints >= 1 and ``width`` a real number > 0: the rule's floor of
-    ``divisor`` would otherwise turn ``filters=-1`` or ``width=0`` into 8 filters."""
+    ``filters`` and ``divisor`` are ints >= 1 and ``width`` a finite real number > 0: the rule's
+    floor of ``divisor`` would otherwise turn ``filters=-1`` or ``width=0`` into 8 filters."""
     filters = require_positive_int("filters", filters)
     divisor = require_positive_int("divisor", divisor)
-    width = require_real("width", width)
-    if not 0.0 < width < math.inf:  # also false for NaN
-        raise ValueError(f"Expected width > 0 and finite, received width={width}")
+    width = require_positive_real("width", width)
     scaled = filters * width
     new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
     return new + divisor if new < 0.9 * scaled else new
 
 
 def round_repeats(repeats: int, depth: float) -> int:
-    """Scale a stage's repeat count by ``depth``, rounding up."""
+    """Scale a stage's repeat count by ``depth``, rounding up (Keras's rule).
+
+    ``repeats`` is an int >= 1 and ``depth`` a finite real number > 0: ``depth=0`` or
+    ``repeats=0`` would otherwise give a stage of no blocks, and a negative one a negative count."""
+    repeats = require_positive_int("repeats", repeats)
+    depth = require_positive_real("depth", depth)
     return int(math.ceil(depth * repeats))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,12 +15,16 @@ from hypothesis import strategies as st
 
 from gpconv.core import group_count
 from gpconv.core.arch import (
+    COEFFICIENTS,
     DROP_CONNECT_RATE,
     VARIANTS,
+    MBConvSpec,
     by_name,
     efficientnet,
     kefficientnet,
+    require_arch,
     round_filters,
+    round_repeats,
     with_dropout,
     without_dropout,
 )
@@ -233,6 +238,47 @@ def test_round_filters_follows_keras():
     assert round_filters(4, 1.0) == 8, "round_filters never goes below 8"
 
 
+def _keras_round_filters(filters: int, width: float, divisor: int) -> int:
+    """keras.applications.efficientnet's round_filters, transcribed from its source
+    (``depth_divisor`` generalised from 8): ``max(d, int(f*w + d/2) // d * d)``, plus ``d`` when
+    that loses more than 10% of ``f*w``."""
+    filters *= width
+    new_filters = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+    if new_filters < 0.9 * filters:
+        new_filters += divisor
+    return int(new_filters)
+
+
+@given(
+    filters=st.integers(1, 4096),
+    width=st.floats(0.05, 4.0, allow_nan=False),
+    divisor=st.integers(1, 32),
+)
+def test_round_filters_equals_keras_rule_for_any_divisor(filters, width, divisor):
+    """Any divisor, not only 8: the half-divisor offset is ``divisor / 2`` (a true division)."""
+    assert round_filters(filters, width, divisor) == _keras_round_filters(filters, width, divisor)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # 33 * 0.5 = 16.5; int(16.5 + 1.5) = 18 -> 18 // 3 * 3 = 18 (int(16.5 + 1) = 17 gives 15).
+        ((33, 0.5, 3), 18),
+        # 10 * 1.0 = 10; int(10 + 4.5) = 14 -> 9; 9 < 0.9 * 10 = 9.0 is false: no +9 (the rule is
+        # a strict "<", so losing exactly 10% keeps the rounded-down count).
+        ((10, 1.0, 9), 9),
+        # 20 * 1.0 with divisor 12: int(26) // 12 * 12 = 24 (>= 18): unchanged.
+        ((20, 1.0, 12), 24),
+        # 3 * 1.0 = 3 rounds to 0, floored at the divisor: 8 (not 1, nor 1 + 8 by the 90% rule).
+        ((3, 1.0, 8), 8),
+        # 52 + 4 = 56 -> 56: Keras rounds half up (int(x + d/2)), not half to even (6.5 -> 6).
+        ((52, 1.0, 8), 56),
+    ],
+)
+def test_round_filters_worked_by_hand(args, expected):
+    assert round_filters(*args) == expected, f"round_filters{args} = {round_filters(*args)}"
+
+
 @pytest.mark.parametrize(
     ("args", "exc", "fragment"),
     [
@@ -242,6 +288,7 @@ def test_round_filters_follows_keras():
         (("32", 1.0), TypeError, "Expected filters to be an int, received str '32'"),
         ((32, 0.0), ValueError, "Expected width > 0 and finite, received width=0.0"),
         ((32, float("nan")), ValueError, "received width=nan"),
+        ((32, math.inf), ValueError, "received width=inf"),  # not int()'s OverflowError
         ((32, "1.1"), TypeError, "Expected width to be a real number, received str"),
         ((32, 1.0, 0), ValueError, "Expected divisor >= 1, received divisor=0"),
     ],
@@ -253,6 +300,47 @@ def test_round_filters_refuses_what_is_no_filter_count(args, exc, fragment):
     with pytest.raises(exc) as info:
         round_filters(*args)
     assert fragment in str(info.value), f"round_filters{args} raised {info.value!r}"
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "fragment"),
+    [
+        ((0, 1.0), ValueError, "Expected repeats >= 1, received repeats=0"),
+        ((-2, 1.0), ValueError, "Expected repeats >= 1, received repeats=-2"),
+        ((2.5, 1.0), TypeError, "Expected repeats to be an int, received float 2.5"),
+        ((True, 1.1), TypeError, "Expected repeats to be an int, received bool True"),
+        ((2, 0.0), ValueError, "Expected depth > 0 and finite, received depth=0.0"),
+        ((2, -1.0), ValueError, "received depth=-1.0"),
+        ((2, float("nan")), ValueError, "received depth=nan"),
+        ((2, math.inf), ValueError, "received depth=inf"),
+        ((2, "1.1"), TypeError, "Expected depth to be a real number, received str"),
+    ],
+    ids=repr,
+)
+def test_round_repeats_refuses_what_is_no_repeat_count(args, exc, fragment):
+    """round_repeats(0, 1.0) and round_repeats(2, 0.0) returned 0 (a stage with no blocks),
+    round_repeats(2, -1.0) returned -2 and round_repeats(True, 1.1) 2, silently; NaN and inf
+    failed with int()'s messages, which name no argument. round_filters checks the same."""
+    with pytest.raises(exc) as info:
+        round_repeats(*args)
+    assert fragment in str(info.value), f"round_repeats{args} raised {info.value!r}"
+
+
+def test_coefficients_are_keras_applications_table():
+    """``COEFFICIENTS`` is public (width, depth, resolution, dropout), transcribed here from the
+    ``EfficientNet(...)`` calls of keras/src/applications/efficientnet.py. Some depth changes
+    build identical stages (ceil(1.1 * r) == ceil(1.2 * r) for r <= 4, so B1 with depth 1.2 has
+    B1's blocks), so only the table itself can pin them."""
+    assert COEFFICIENTS == {
+        "b0": (1.0, 1.0, 224, 0.2),
+        "b1": (1.0, 1.1, 240, 0.2),
+        "b2": (1.1, 1.2, 260, 0.3),
+        "b3": (1.2, 1.4, 300, 0.3),
+        "b4": (1.4, 1.8, 380, 0.4),
+        "b5": (1.6, 2.2, 456, 0.4),
+        "b6": (1.8, 2.6, 528, 0.5),
+        "b7": (2.0, 3.1, 600, 0.5),
+    }
 
 
 def test_summary_lists_every_layer_and_the_totals():
@@ -388,6 +476,60 @@ def test_by_name_and_without_dropout():
             ValueError,
             "min_channels_per_group >= 1",
         ),
+        (
+            "efficientnet(num_classes=True)",  # an int to Python: it would build a 1-class head
+            lambda: efficientnet("b0", True),
+            TypeError,
+            "Expected num_classes to be an int, received bool True",
+        ),
+        (
+            "efficientnet(num_classes=10.0)",
+            lambda: efficientnet("b0", 10.0),
+            TypeError,
+            "Expected num_classes to be an int, received float 10.0",
+        ),
+        (
+            "kefficientnet(num_classes=True)",
+            lambda: kefficientnet("b0", True),
+            TypeError,
+            "Expected num_classes to be an int, received bool True",
+        ),
+        (
+            "kefficientnet(m=True)",
+            lambda: kefficientnet("b0", 10, True),
+            TypeError,
+            "Expected min_channels_per_group to be an int, received bool True",
+        ),
+        (
+            "kefficientnet(m='16')",
+            lambda: kefficientnet("b0", 10, "16"),
+            TypeError,
+            "Expected min_channels_per_group to be an int, received str '16'",
+        ),
+        (
+            "efficientnet(skip=True)",
+            lambda: efficientnet("b0", 10, True),
+            TypeError,
+            "Expected skip_stride_cnt to be an int, received bool True",
+        ),
+        (
+            "by_name('efficientnet-b0', min_channels_per_group=True)",
+            lambda: by_name("efficientnet-b0", 10, True),
+            TypeError,
+            "Expected min_channels_per_group to be an int, received bool True",
+        ),
+        (
+            "by_name('efficientnet-b0', min_channels_per_group=1.5)",
+            lambda: by_name("efficientnet-b0", 10, 1.5),
+            TypeError,
+            "Expected min_channels_per_group to be an int, received float 1.5",
+        ),
+        (
+            "by_name('efficientnet-b0', min_channels_per_group=-4)",
+            lambda: by_name("efficientnet-b0", 10, -4),
+            ValueError,
+            "Expected min_channels_per_group >= 1, received min_channels_per_group=-4",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -469,3 +611,152 @@ def test_unknown_names_list_the_valid_ones(call, name, bad):
     message = str(info.value)
     assert f"Expected {name} in " in message and "b7'" in message, message
     assert f"received {name}=" in message, message
+
+
+def test_a_stride_2_block_has_no_shortcut_even_when_channels_match():
+    """The identity shortcut needs the output shape of the input: stride 2 halves H and W, so a
+    block with cin == cout and stride 2 is not residual."""
+    block = next(b for b in efficientnet("b0", 10).blocks if b.residual)
+    assert block.cin == block.cout and block.stride == 1
+    strided = replace(block, stride=2)
+    assert isinstance(strided, MBConvSpec) and not strided.residual
+
+
+def test_param_shapes_are_in_network_order():
+    """``param_shapes()`` is documented to be in network order: stem, then the blocks in order,
+    then top and predictions last."""
+    names = list(kefficientnet("b0", 10, 16).param_shapes())
+    assert names[0] == "stem_conv/kernel"
+    assert names[-2:] == ["predictions/kernel", "predictions/bias"]
+    layers = []
+    for n in names:
+        layer = n.split("/")[0].split("_")[0]
+        if not layers or layers[-1] != layer:
+            layers.append(layer)
+    blocks = [f"block{i}{c}" for i, c in (
+        (1, "a"), (2, "a"), (2, "b"), (3, "a"), (3, "b"), (4, "a"), (4, "b"), (4, "c"),
+        (5, "a"), (5, "b"), (5, "c"), (6, "a"), (6, "b"), (6, "c"), (6, "d"), (7, "a"),
+    )]  # fmt: skip
+    assert layers == ["stem", *blocks, "top", "predictions"], layers
+
+
+def _rows(arch, size):
+    return {r.name: r for r in arch.layers(size)}
+
+
+def test_efficientnet_pointwise_rows_are_plain_1x1_convs():
+    """EfficientNet's pointwise convs are ungrouped: their rows say Conv1x1, never kPointwise."""
+    rows = [r for r in efficientnet("b0", 10).layers(224) if r.name in efficientnet().pointwise()]
+    assert len(rows) == 16 * 3 + 15 + 1  # se_reduce, se_expand, project each; 15 expands; top
+    assert {r.op for r in rows} == {"Conv1x1"} and {r.groups for r in rows} == {1}
+
+
+@pytest.mark.parametrize(
+    ("layer", "op"),
+    [
+        # (Cin, Cout, G) from DESIGN.md §1 (m=16): interleave iff Cout // G > 1, conv2 iff
+        # Cin >= Cout.
+        ("block1a_se_reduce", "kPointwise+interleave+conv2"),  # 32 -> 8, G=2: 4 per group
+        ("block2a_se_reduce", "kPointwise+conv2"),  # 96 -> 4, G=4: 1 per group
+        ("top", "kPointwise+interleave"),  # 320 -> 1280, G=20: Cin < Cout
+        ("block1a_se_expand", "Conv1x1"),  # 8 -> 32, G=1
+        ("block7a_project", "kPointwise+interleave+conv2"),  # 1152 -> 320, G=64: 5 per group
+    ],
+)
+def test_kpointwise_row_ops_name_the_steps_taken(layer, op):
+    row = _rows(kefficientnet("b0", 10, 16), 224)[layer]
+    assert row.op == op, f"{layer} op {row.op!r}, but should be {op!r}"
+
+
+def test_row_output_shapes_worked_by_hand():
+    """B0 at 224 (no skip): 112 after the stem and block1, 56 after block2a, 7 at the end; SE
+    convs at 1x1; pointwise rows carry their *output* channels; the dense row the classes."""
+    rows = _rows(kefficientnet("b0", 10, 16), 224)
+    expected = {
+        "stem": (112, 112, 32),
+        "block1a_dwconv": (112, 112, 32),
+        "block1a_se_reduce": (1, 1, 8),
+        "block1a_se_expand": (1, 1, 32),
+        "block1a_project": (112, 112, 16),
+        "block2a_expand": (112, 112, 96),
+        "block2a_dwconv": (56, 56, 96),
+        "block2a_project": (56, 56, 24),
+        "top": (7, 7, 1280),
+        "avg_pool": (1, 1, 1280),
+        "top_dropout": (1, 1, 1280),
+        "predictions": (1, 1, 10),
+    }
+    got = {name: rows[name].output_shape for name in expected}
+    assert got == expected
+
+
+def test_depthwise_rows_have_one_group_per_channel():
+    """A depthwise conv is a grouped conv with groups == channels (96 for block2a: 16 * 6)."""
+    arch = efficientnet("b0", 10)
+    rows = _rows(arch, 224)
+    assert rows["block2a_dwconv"].groups == 96 and rows["block1a_dwconv"].groups == 32
+    for b in arch.blocks:
+        assert rows[f"{b.name}_dwconv"].groups == b.cin * (1 if b.expand is None else 6)
+
+
+@pytest.mark.parametrize(("skip", "stride"), [(-1, 2), (0, 1), (3, 1)])
+def test_stem_and_dropout_row_ops_show_stride_and_rate(skip, stride):
+    rows = _rows(efficientnet("b2", 10, skip), 64)
+    assert rows["stem"].op == f"Conv3x3/{stride}+BN+swish"
+    assert rows["stem"].groups == 1, "the stem is a full (ungrouped) 3x3 conv"
+    assert rows["top_dropout"].op == "Dropout(0.3)"  # B2's head dropout (keras.applications)
+
+
+@pytest.mark.parametrize("skip", [-1, 0, 3])
+@pytest.mark.parametrize("family", ["efficientnet", "kefficientnet"])
+def test_by_name_passes_skip_stride_cnt_to_either_family(family, skip):
+    """``gpconv summary/train --skip-stride 3`` builds through by_name: both families must get
+    the stride-1 stem (DESIGN.md §1: any n >= 0) and keep the count they were given."""
+    arch = by_name(f"{family}-b0", 10, 16, skip)
+    assert arch.skip_stride_cnt == skip and arch.family == family
+    want = 1 if skip >= 0 else 2
+    assert arch.stem.stride == want, f"{arch.name} stem stride {arch.stem.stride}, want {want}"
+    assert by_name(f"{family}-b0", 10).skip_stride_cnt == -1, "by_name's default is no skip"
+
+
+def test_require_arch_truncates_long_reprs_at_60_characters():
+    fits = "x" * 58  # repr is 60 characters: shown whole
+    with pytest.raises(TypeError) as info:
+        require_arch(fits)
+    assert str(info.value).endswith(f"received str {fits!r}"), str(info.value)
+    long = "y" * 59  # repr is 61 characters: the first 57, then "..."
+    with pytest.raises(TypeError) as info:
+        require_arch(long)
+    assert str(info.value).endswith("received str '" + "y" * 56 + "..."), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("dropout", "exc", "fragment"),
+    [
+        (1.0, ValueError, "Expected 0 <= dropout < 1, received dropout=1.0"),
+        (-0.1, ValueError, "received dropout=-0.1"),
+        (float("nan"), ValueError, "received dropout=nan"),
+        ("0.5", TypeError, "Expected dropout to be a real number, received str"),
+        (True, TypeError, "Expected dropout to be a real number, received bool"),
+    ],
+)
+def test_with_dropout_checks_the_head_rate(dropout, exc, fragment):
+    with pytest.raises(exc) as info:
+        with_dropout(efficientnet("b0", 10), dropout=dropout)
+    assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("call", ["with_dropout", "without_dropout"])
+def test_dropout_setters_refuse_a_model_name_by_type(call):
+    """A name where the Architecture belongs is a TypeError naming ``arch`` (require_arch), not
+    an AttributeError about ``.blocks``."""
+    setter = {"with_dropout": with_dropout, "without_dropout": without_dropout}[call]
+    with pytest.raises(TypeError, match="Expected arch to be a gpconv.core.arch.Architecture"):
+        setter("kefficientnet-b0")
+
+
+def test_by_name_lists_the_model_names_sorted():
+    with pytest.raises(ValueError) as info:
+        by_name("effnet-b0")
+    names = [f"{f}-b{i}" for f in ("efficientnet", "kefficientnet") for i in range(8)]
+    assert f"Expected model in {names}, received model='effnet-b0'" == str(info.value)
