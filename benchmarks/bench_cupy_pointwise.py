@@ -48,7 +48,7 @@ import cupy as cp
 import numpy as np
 
 from gpconv.backends.cupy.fused import FusedGroupedPointwise, FusedKPointwise
-from gpconv.cli.main import nonempty_path
+from gpconv.cli.main import int_at_least, nonempty_path
 from gpconv.core import network
 from gpconv.core.arch import by_name
 from gpconv.core.params import init_params
@@ -455,9 +455,16 @@ def table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256, help="batch of the layer benchmarks")
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per figure")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--batch",
+        type=int_at_least("--batch", 1),
+        default=256,
+        help="batch of the layer benchmarks",
+    )
+    parser.add_argument(
+        "--repeats", type=int_at_least("--repeats", 1), default=20, help="timed calls per figure"
+    )
+    parser.add_argument("--warmup", type=int_at_least("--warmup", 0), default=5)
     parser.add_argument(
         "--budget",
         type=float,

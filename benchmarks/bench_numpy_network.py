@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gpconv import core
-from gpconv.cli.main import add_threads_option, nonempty_path
+from gpconv.cli.main import add_threads_option, int_at_least, nonempty_path
 from gpconv.core import network
 from gpconv.core.arch import Architecture, efficientnet, kefficientnet
 from gpconv.perf.timing import limit_blas_threads
@@ -102,8 +102,8 @@ def profile(step: Callable[[], None], top: int = 8) -> list[tuple[str, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int_at_least("--repeats", 1), default=5)
+    parser.add_argument("--batch", type=int_at_least("--batch", 1), default=8)
     add_threads_option(parser, "BLAS")
     parser.add_argument("--profile", action="store_true", help="also show time per core op")
     parser.add_argument(

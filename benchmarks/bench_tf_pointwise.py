@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from gpconv.backends.tensorflow.grouped import IMPLEMENTATIONS, resolve_impl  # noqa: E402
-from gpconv.cli.main import nonempty_path  # noqa: E402
+from gpconv.cli.main import int_at_least, nonempty_path  # noqa: E402
 
 CASES = ((192, 192, 12), (1152, 192, 64))  # (Cin, Cout, G)
 
@@ -56,7 +56,7 @@ def time_fwd_bwd(fn, x: np.ndarray, kernel: np.ndarray, groups: int, reps: int) 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int_at_least("--batch", 1), default=32)
     p.add_argument("--size", type=int, default=16)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--keras-reps", type=int, default=3, help="reps of the slow XLA route (0: skip)")

@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")  # one tf.function per model is intended, not retracing
 
 from gpconv.backends.tensorflow import EfficientNetB0, KEfficientNetB0, resolve_impl  # noqa: E402
-from gpconv.cli.main import add_clock_option, add_threads_option, nonempty_path  # noqa: E402
+from gpconv.cli.main import add_clock_option, add_threads_option, int_at_least, nonempty_path  # noqa: E402
 from gpconv.perf.timing import CLOCKS, time_round_robin  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def train_step_fn(model: tf.keras.Model, lr: float = 0.01):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int_at_least("--batch", 1), default=32)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--skip-stride-cnt", type=int, default=3)
     p.add_argument("--classes", type=int, default=10)

@@ -151,6 +151,26 @@ def benchmark_threads(text: str) -> int:
     return threads
 
 
+def int_at_least(option: str, minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a benchmark script's ``option``: an int >= ``minimum``; anything
+    else is a usage error (exit 2) naming the option. ``--repeats 0`` used to run the warm-up
+    and then fail in ``perf.timing`` naming its ``steps`` argument; ``--batch 0`` timed empty
+    batches."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"Expected {option} an integer, received {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"Expected {option} >= {minimum}, received {value}")
+        return value
+
+    return parse
+
+
 def add_threads_option(p: argparse.ArgumentParser, threads_of: str) -> None:
     """``--threads N`` of a benchmark script (``benchmark_threads``): ``threads_of``'s threads."""
     p.add_argument(
@@ -165,7 +185,12 @@ def add_threads_option(p: argparse.ArgumentParser, threads_of: str) -> None:
 def add_benchmark_options(p: argparse.ArgumentParser, repeats: int, threads_of: str) -> None:
     """The options the op-level benchmark scripts share: ``--repeats`` (rounds; the median is
     reported), ``--threads`` (of ``threads_of``; 0 keeps its default), ``--clock``, ``--json``."""
-    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds (median reported)")
+    p.add_argument(
+        "--repeats",
+        type=int_at_least("--repeats", 1),
+        default=repeats,
+        help="timed rounds (median reported)",
+    )
     add_threads_option(p, threads_of)
     add_clock_option(p)
     p.add_argument("--json", type=nonempty_path, metavar="PATH", help="write the figures as JSON")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from dataclasses import replace
 
 import pytest
@@ -393,7 +394,26 @@ def _fake_model_rows(backend, names, cfg, step_ms=None):
 
 
 def _measuring_fails(*args, **kwargs):
-    raise AssertionError("the benchmark ran before the output paths were checked")
+    raise AssertionError("the benchmark ran before its options were checked")
+
+
+@pytest.fixture
+def model_configs(monkeypatch: pytest.MonkeyPatch) -> list:
+    """(backend, models, ModelBenchConfig) of each ``bench_models`` call, answered by
+    ``_fake_model_rows``."""
+    seen = []
+
+    def record(backend, names, cfg):
+        seen.append((backend, list(names), cfg))
+        return _fake_model_rows(backend, names, cfg)
+
+    monkeypatch.setattr(models, "bench_models", record)
+    return seen
+
+
+def _only(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Measure exactly the backends ``names`` (as if named with --backend and installed)."""
+    monkeypatch.setattr(bench, "_backends", lambda requested, op: (list(names), []))
 
 
 FAST_POINTWISE = ["bench", "--op", "pointwise", "--backend", "numpy", *TINY, "--threads", "1"]
@@ -543,7 +563,7 @@ def test_each_recommendation_carries_only_options_its_train_command_takes(monkey
     with EfficientNet, and without it would train 16ch), --device with torch's only (train
     refuses it with --backend tensorflow)."""
     ms = {("torch", "efficientnet-b0"): 10.0, ("tensorflow", "kefficientnet-b0"): 10.0}
-    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["torch", "tensorflow"], []))
+    _only(monkeypatch, "torch", "tensorflow")
     monkeypatch.setattr(models, "bench_models", functools.partial(_fake_model_rows, step_ms=ms))
     argv = ["bench", *TINY, "--device", "cpu", "--min-channels-per-group", "32"]
     assert main(argv) == 0
@@ -562,7 +582,7 @@ def test_the_recommendation_leaves_out_what_train_does_by_default(monkeypatch, c
     recommended command must train what was timed, so it names the batch (and only the batch)."""
     from gpconv.train.config import RunConfig
 
-    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["numpy"], []))
+    _only(monkeypatch, "numpy")
     monkeypatch.setattr(models, "bench_models", _fake_model_rows)
     assert main(["bench"]) == 0
     out = capsys.readouterr().out
@@ -591,22 +611,31 @@ def test_group_minimum_with_only_efficientnet_models_exits_2_before_measuring(mo
 
 class _Adapter:
     """Stands in for a backend adapter (the real ones import their framework: TensorFlow's
-    takes seconds): only what ``bench._backends`` reads."""
+    takes seconds): only what ``bench._backends`` reads; the frameworks in ``missing`` are not
+    installed."""
+
+    missing: tuple[str, ...] = ()
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.install_hint = f"pip install 'gpconv[{name}]'"
 
     def is_available(self) -> bool:
-        return self.name != "cupy"
+        return self.name not in self.missing
+
+
+def _missing(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Every backend installed but ``names``."""
+    from gpconv import backends
+
+    monkeypatch.setattr(_Adapter, "missing", names)
+    monkeypatch.setattr(backends, "get", _Adapter)
 
 
 @pytest.fixture
 def cupy_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every backend installed but cupy."""
-    from gpconv import backends
-
-    monkeypatch.setattr(backends, "get", _Adapter)
+    _missing(monkeypatch, "cupy")
 
 
 def test_default_backends_leave_numpy_out_of_whole_models_only(cupy_missing) -> None:
@@ -637,12 +666,18 @@ def test_a_backend_named_twice_is_measured_once(cupy_missing) -> None:
     assert bench._backends(["numpy", "numpy"], "pointwise") == (["numpy"], [])
 
 
-def test_device_is_checked_against_torch_wherever_it_is_named(monkeypatch, capsys) -> None:
+def test_device_is_checked_against_torch_wherever_it_is_named_and_reaches_it(
+    model_configs, monkeypatch, capsys
+) -> None:
     """``--device`` steers torch only; with ``--backend tensorflow --backend torch`` it is valid
-    (torch is measured), whatever the order the backends were named in."""
-    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["tensorflow", "torch"], []))
-    monkeypatch.setattr(models, "bench_models", _fake_model_rows)
+    (torch is measured), whatever the order the backends were named in, and reaches the
+    measurement."""
+    _only(monkeypatch, "tensorflow", "torch")
     assert main(["bench", *TINY, "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert [(backend, cfg.device) for backend, _, cfg in model_configs] == [
+        ("tensorflow", "cpu"),
+        ("torch", "cpu"),
+    ]
 
 
 def test_pointwise_mode_passes_device_to_the_measurement(monkeypatch, capsys) -> None:
@@ -654,45 +689,49 @@ def test_pointwise_mode_passes_device_to_the_measurement(monkeypatch, capsys) ->
         seen.append(device)
         return _fake_pointwise_rows(backend, cases, steps, warmup, device)
 
-    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["torch"], []))
+    _only(monkeypatch, "torch")
     monkeypatch.setattr(pointwise, "bench_pointwise", record)
     assert main(["bench", "--op", "pointwise", *TINY, "--device", "cpu"]) == 0
     assert seen == ["cpu"]
 
 
-def test_defaults_are_the_papers_cifar_setting_after_a_warm_up(monkeypatch, capsys) -> None:
+def test_defaults_are_the_papers_cifar_setting_after_a_warm_up(
+    model_configs, monkeypatch, capsys
+) -> None:
     """``gpconv bench`` alone measures the paper's CIFAR-10 setting (docs/method.md, DESIGN.md:
     32x32 images with skip_stride_cnt 3; kEffNet 16ch), batch 32 (docs/gpu.md), with at least one
     untimed call first: a timed first call includes tracing and compiling (the "--warmup 0"
-    note), which is not what a training run sees."""
-    seen = []
-
-    def record(backend, names, cfg):
-        seen.append(cfg)
-        return _fake_model_rows(backend, names, cfg)
-
-    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["numpy"], []))
-    monkeypatch.setattr(models, "bench_models", record)
+    note), which is not what a training run sees. --steps: "timed rounds (median reported)": by
+    default the median of at least 3 rounds, so that one slow round (another job on the shared
+    CPU) does not become the figure; of 1 or 2 rounds it is a single sample or a mean."""
+    _only(monkeypatch, "numpy")
     assert main(["bench"]) == 0
-    (cfg,) = seen
+    ((_, names, cfg),) = model_configs
+    assert names == ["efficientnet-b0", "kefficientnet-b0"]
     assert (cfg.image_size, cfg.skip_stride, cfg.batch_size) == (32, 3, 32)
-    assert cfg.min_channels_per_group == 16
-    assert cfg.warmup >= 1 and cfg.steps >= 1
+    assert (cfg.min_channels_per_group, cfg.compile_step, cfg.device) == (16, False, None)
+    assert cfg.warmup >= 1 and cfg.steps >= 3
     assert "--warmup 0" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("simulated failure"), ImportError("libcudart.so.12"), ValueError("bad shape")],
+    ids=["RuntimeError", "ImportError", "ValueError"],
+)
 def test_one_failed_backend_exits_1_but_keeps_the_others_results(
-    tmp_path, monkeypatch, capsys
+    error, tmp_path, monkeypatch, capsys
 ) -> None:
     """Exit 1 when a job failed (cli/main.py: "1 a check or job failed"): a script must not read
-    a half-measured run as a success. The backend that worked is still reported and written."""
+    a half-measured run as a success. The backend that worked is still reported and written,
+    whatever the failure (a missing shared library, a shape error...)."""
 
     def half_broken(backend, cases, steps, warmup, device=None):
         if backend == "tensorflow":
-            raise RuntimeError("simulated failure")
+            raise error
         return _fake_pointwise_rows(backend, cases, steps, warmup, device)
 
-    monkeypatch.setattr(bench, "_backends", lambda requested, op: (["numpy", "tensorflow"], []))
+    _only(monkeypatch, "numpy", "tensorflow")
     monkeypatch.setattr(pointwise, "bench_pointwise", half_broken)
     out = tmp_path / "pw.json"
     assert main(["bench", "--op", "pointwise", *TINY, "--json", str(out)]) == 1
@@ -700,7 +739,7 @@ def test_one_failed_backend_exits_1_but_keeps_the_others_results(
     doc = json.loads(out.read_text())
     assert {r["backend"] for r in doc["pointwise"]} == {"numpy"}
     assert [s["backend"] for s in doc["skipped"]] == ["tensorflow"]
-    assert doc["skipped"][0]["reason"].startswith("failed: simulated failure")
+    assert doc["skipped"][0]["reason"].startswith(f"failed: {error}")
 
 
 def test_nothing_measured_names_only_the_outputs_that_were_asked_for(
@@ -728,6 +767,136 @@ def test_json_config_records_the_threads(tmp_path, monkeypatch, capsys) -> None:
     argv = ["bench", "--op", "pointwise", "--backend", "numpy", *TINY, "--threads", "1"]
     assert main([*argv, "--json", str(out)]) == 0
     assert json.loads(out.read_text())["config"]["threads"] == 1
+
+
+def test_bench_options_reach_the_model_measurement(model_configs, monkeypatch, capsys) -> None:
+    """Each option of the timed setting reaches ``ModelBenchConfig``: one parsed but not passed
+    on would time another setting than the command line, the table and the JSON say."""
+    _only(monkeypatch, "numpy")
+    argv = ["bench", "--image-size", "40", "--skip-stride", "1", "--batch-size", "6"]
+    argv += ["--steps", "4", "--warmup", "2", "--min-channels-per-group", "32", "--compile"]
+    assert main(argv) == 0
+    ((backend, names, cfg),) = model_configs
+    assert (backend, names) == ("numpy", ["efficientnet-b0", "kefficientnet-b0"])
+    assert (cfg.image_size, cfg.skip_stride, cfg.batch_size) == (40, 1, 6)
+    assert (cfg.steps, cfg.warmup, cfg.min_channels_per_group) == (4, 2, 32)
+    assert (cfg.compile_step, cfg.device) == (True, None)
+    # numpy has no compiler: the progress line says its steps are timed eager only
+    line = "measuring numpy: efficientnet-b0, kefficientnet-b0, eager (no compiler) train steps"
+    assert line in capsys.readouterr().out
+
+
+def test_bench_sets_the_threads_of_every_measured_backend(model_configs, monkeypatch) -> None:
+    """``--threads N`` limits each measured framework (``train.frameworks.set_threads``); left
+    out, each is told None (its own choice)."""
+    from gpconv.train import frameworks
+
+    calls = []
+    monkeypatch.setattr(frameworks, "set_threads", lambda name, n: calls.append((name, n)))
+    _only(monkeypatch, "numpy", "torch")
+    assert main(["bench", "--threads", "1"]) == 0
+    assert calls == [("numpy", 1), ("torch", 1)]
+    calls.clear()
+    assert main(["bench"]) == 0
+    assert calls == [("numpy", None), ("torch", None)]
+
+
+def test_a_model_named_twice_is_measured_once(model_configs, monkeypatch) -> None:
+    _only(monkeypatch, "numpy")
+    assert main(["bench", "--model", "kefficientnet-b0", "--model", "kefficientnet-b0"]) == 0
+    assert [names for _, names, _ in model_configs] == [["kefficientnet-b0"]]
+
+
+@pytest.mark.parametrize("op", ["model", "pointwise"])
+def test_group_minimum_below_one_exits_2_before_measuring(op, monkeypatch, capsys) -> None:
+    """``--min-channels-per-group 0`` (no kEffNet has groups of 0 channels) is a usage error
+    naming the flag, the bound and the value, as in ``gpconv summary`` and ``train``."""
+    monkeypatch.setattr(models, "bench_models", _measuring_fails)
+    monkeypatch.setattr(pointwise, "bench_pointwise", _measuring_fails)
+    argv = ["bench", "--backend", "numpy", "--op", op, "--min-channels-per-group", "0"]
+    assert main(argv) == 2
+    assert "Expected --min-channels-per-group >= 1, received 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size, code", [("7", 2), ("8", 0)])
+def test_image_size_bound_is_the_smallest_input_b0_takes(
+    size, code, model_configs, monkeypatch, capsys
+) -> None:
+    """core.arch.MIN_INPUT_SIZE (8): "the --image-size of gpconv summary, gpconv bench and
+    gpconv train: one rule everywhere". 8 is measured, 7 refused with the bound named."""
+    _only(monkeypatch, "numpy")
+    assert main(["bench", "--image-size", size, "--skip-stride", "-1"]) == code
+    if code:
+        assert "Expected --image-size >= 8, received 7" in capsys.readouterr().err
+
+
+def test_group_minimum_with_efficientnet_and_kefficientnet_is_measured(
+    model_configs, monkeypatch, capsys
+) -> None:
+    """The group minimum is refused only when *no* measured model has groups: with a kEffNet
+    among the models it applies to that one (and its recommendation line carries it)."""
+    _only(monkeypatch, "numpy")
+    argv = ["bench", "--model", "efficientnet-b0", "--model", "kefficientnet-b0"]
+    assert main([*argv, "--min-channels-per-group", "32"]) == 0
+    ((_, names, cfg),) = model_configs
+    assert names == ["efficientnet-b0", "kefficientnet-b0"] and cfg.min_channels_per_group == 32
+    assert "train kefficientnet-b0 with --backend numpy" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib_is_a_usage_error_before_measuring(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """--plot needs matplotlib (the [train] extra): without it, exit 2 naming the extra, before
+    minutes of measuring whose chart could not be drawn."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    monkeypatch.setattr(pointwise, "bench_pointwise", _measuring_fails)
+    argv = ["bench", "--op", "pointwise", "--backend", "numpy", "--plot", str(tmp_path / "p.png")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Expected matplotlib installed for --plot (pip install 'gpconv[train]')" in err
+    assert "Traceback" not in err
+
+
+def test_no_backend_installed_is_a_usage_error_naming_each(monkeypatch, capsys) -> None:
+    """A default run on a machine with none of the default frameworks measures nothing: exit 2
+    listing each with its install hint (not an empty table, nor "every backend failed")."""
+    _missing(monkeypatch, "torch", "tensorflow", "cupy")
+    monkeypatch.setattr(models, "bench_models", _measuring_fails)
+    assert main(["bench"]) == 2
+    err = capsys.readouterr().err
+    assert "gpconv bench: error: no backend to measure: torch not installed" in err
+    for name in ("torch", "tensorflow", "cupy"):
+        assert f"pip install 'gpconv[{name}]'" in err
+
+
+def test_a_default_run_lists_a_missing_backend_and_still_passes(
+    model_configs, tmp_path, monkeypatch, capsys
+) -> None:
+    """Without --backend, a framework that is not installed is listed on its own line with its
+    install hint, recorded in the JSON's "skipped", and does not fail the run (exit 0): it was
+    not asked for. The installed defaults are measured."""
+    _missing(monkeypatch, "cupy")
+    out = tmp_path / "b.json"
+    assert main(["bench", "--json", str(out)]) == 0
+    assert (
+        "  skipping cupy: not installed (pip install 'gpconv[cupy]')\n" in capsys.readouterr().out
+    )
+    assert [b for b, _, _ in model_configs] == ["torch", "tensorflow"]
+    doc = json.loads(out.read_text())
+    assert doc["skipped"] == [
+        {"backend": "cupy", "reason": "not installed (pip install 'gpconv[cupy]')"}
+    ]
+    assert doc["config"]["backends"] == ["torch", "tensorflow"]
+
+
+def test_the_warmup_note_follows_the_figures_it_qualifies(model_configs, monkeypatch, capsys):
+    """With --warmup 0 the closing note (first calls timed) is the last line, after the table,
+    ratios and recommendation it is about."""
+    _only(monkeypatch, "numpy")
+    assert main(["bench", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("note: --warmup 0 timed each first call"), lines[-3:]
+    assert any(line.startswith("Recommendation: ") for line in lines[:-1])
 
 
 # --- the statistics behind every figure ---------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,27 +58,37 @@ def test_benchmark_script_runs_and_writes_json(script, args, framework, tmp_path
     assert figures, f"{script} wrote empty JSON"
 
 
+BAD_OPTIONS = {  # id: (option, value, message after "argument OPTION: ")
+    "threads-more-than-cpus": (
+        "--threads",
+        str(cpu_count() + 1),
+        f"Expected --threads <= {cpu_count()} (the CPUs this process may use)",
+    ),
+    "threads--1": ("--threads", "-1", "Expected --threads >= 0 (0: the default), received -1"),
+    "threads-x": ("--threads", "x", "Expected --threads an integer, received 'x'"),
+    "repeats-0": ("--repeats", "0", "Expected --repeats >= 1, received 0"),
+    "repeats-2.5": ("--repeats", "2.5", "Expected --repeats an integer, received '2.5'"),
+}
+
+
 @pytest.mark.parametrize("script", ["bench_numpy_pointwise.py", "bench_numpy_network.py"])
-@pytest.mark.parametrize("threads", ["more-than-cpus", "-1", "x"])
-def test_benchmark_threads_beyond_the_cpus_is_a_usage_error(script, threads):
+@pytest.mark.parametrize("bad", list(BAD_OPTIONS))
+def test_bad_threads_or_repeats_are_usage_errors(script, bad):
     """``--threads`` took any integer: ``bench_torch_pointwise.py --threads 64`` on 2 CPUs ran
     23.6 s instead of 11.8 s. It is now checked as `gpconv train/bench --threads` is (exit 2
-    before anything is timed). The two numpy scripts stand for the others (their imports are
-    cheap): one takes ``add_benchmark_options``, one ``add_threads_option`` directly."""
-    value = str(cpu_count() + 1) if threads == "more-than-cpus" else threads
+    before anything is timed). ``--repeats 0`` ran the warm-up, then failed naming perf.timing's
+    ``steps``. The two numpy scripts stand for the others (their imports are cheap): one takes
+    ``add_benchmark_options``, one ``add_threads_option`` directly."""
+    option, value, expected = BAD_OPTIONS[bad]
+    args = {"--threads": "0", "--repeats": "1", option: value}
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--threads", value, "--repeats", "1"],
+        [sys.executable, str(BENCHMARKS / script), *(a for kv in args.items() for a in kv)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    expected = {
-        "more-than-cpus": f"Expected --threads <= {cpu_count()} (the CPUs this process may use)",
-        "-1": "Expected --threads >= 0 (0: the default), received -1",
-        "x": "Expected --threads an integer, received 'x'",
-    }[threads]
-    assert f"argument --threads: {expected}" in result.stderr
+    assert f"argument {option}: {expected}" in result.stderr
 
 
 def test_every_benchmark_script_takes_the_checked_threads_option():
@@ -87,6 +98,15 @@ def test_every_benchmark_script_takes_the_checked_threads_option():
     assert any("add_threads_option(" in p.read_text(encoding="utf-8") for p in scripts)
     own = [p.name for p in scripts if '"--threads"' in p.read_text(encoding="utf-8")]
     assert own == []
+
+
+def test_every_benchmark_count_option_is_checked():
+    """``--repeats``, ``--batch``, ``--steps`` and ``--warmup`` of every script under benchmarks/
+    parse through ``gpconv.cli.main.int_at_least`` (a usage error naming the option), never a
+    bare ``type=int`` that lets 0 or a negative count through to the measurement."""
+    counts = re.compile(r'"--(repeats|batch|steps|warmup)",\s*type=int\b')
+    bare = [p.name for p in sorted(BENCHMARKS.rglob("*.py")) if counts.search(p.read_text("utf-8"))]
+    assert bare == []
 
 
 PATH_OPTIONS = {"--json", "--plot", "--out", "-o"}

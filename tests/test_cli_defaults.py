@@ -1,14 +1,40 @@
-"""``gpconv summary`` / ``check`` / the benchmark scripts: defaults and option handling that the
-other CLI tests leave open (found by mutation testing: each test names the change it catches)."""
+"""``gpconv summary`` / ``check`` / the benchmark scripts and the shared helpers of cli/main.py:
+defaults and option handling that the other CLI tests leave open (each test names the change it
+catches); ``gpconv check``'s conformance run is replaced by a recorder where only its arguments
+matter."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import pytest
 
-from gpconv.cli.main import benchmark_threads, main
+from gpconv.cli.main import (
+    add_benchmark_options,
+    benchmark_threads,
+    main,
+    write_output,
+)
+from gpconv.conformance import runner
+from gpconv.conformance.results import CheckResult
+from gpconv.conformance.runner import Report
+
+
+@pytest.fixture
+def recorded_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The arguments of each conformance run ``gpconv check`` starts (nothing is checked: each
+    run reports one passed row, at the seed it was given)."""
+    calls = []
+
+    def record(backend_names=None, full=False, seed=0, impls=None):
+        calls.append({"backends": backend_names, "full": full, "seed": seed, "impls": impls})
+        row = CheckResult("numpy", "interleave order", "interleave", "C=12 G=3", 0.0, 0.0, "pass")
+        return Report(rows=[row], backends={"numpy": {"status": "checked"}}, seed=seed)
+
+    monkeypatch.setattr(runner, "run", record)
+    return calls
 
 
 def _summary_json(capsys: pytest.CaptureFixture[str], *flags: str) -> dict:
@@ -53,24 +79,19 @@ def test_summary_paper_refuses_image_size_it_would_ignore(capsys) -> None:
     assert "--image-size" in err
 
 
-def test_check_json_to_stdout_does_not_check_a_file_named_dash(
-    tmp_path, monkeypatch, capsys
+def test_check_json_to_stdout_is_one_document_whatever_a_file_named_dash_is(
+    recorded_runs, tmp_path, monkeypatch, capsys
 ) -> None:
     """``gpconv check --json`` (no PATH) writes the report to stdout: no file is written, so
     whatever "-" is in the working folder (here a folder of that name) must not turn it into a
-    usage error."""
-    from gpconv.conformance import runner
-    from gpconv.conformance.results import CheckResult
-    from gpconv.conformance.runner import Report
-
-    row = CheckResult("numpy", "interleave order", "interleave", "C=12 G=3", 0.0, 0.0, "pass")
-    monkeypatch.setattr(
-        runner, "run", lambda *a, **k: Report(rows=[row], backends={"numpy": {"status": "checked"}})
-    )
+    usage error. stdout is exactly one JSON document ended by a newline (``| jq``, ``> r.json``:
+    no table, no prompt glued to the closing brace)."""
     (tmp_path / "-").mkdir()
     monkeypatch.chdir(tmp_path)
     assert main(["check", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["passed"] is True
+    out = capsys.readouterr().out
+    assert out.endswith("}\n") and not out.endswith("\n\n")
+    assert json.loads(out)["passed"] is True
 
 
 def test_benchmark_threads_zero_means_the_library_default() -> None:
@@ -119,3 +140,119 @@ def test_summary_paper_json_is_the_rows_of_the_papers_table(capsys: pytest.Captu
     assert main(["summary", "--paper", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 6 and all(r["match"] is True for r in rows), rows
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], {"backends": None, "full": False, "seed": 0, "impls": None}),
+        (["--quick"], {"backends": None, "full": False, "seed": 0, "impls": None}),
+        (["--full"], {"backends": None, "full": True, "seed": 0, "impls": None}),
+        (
+            ["--backend", "torch", "--backend", "numpy", "--seed", "7", "--impl", "all"],
+            {"backends": ["torch", "numpy"], "full": False, "seed": 7, "impls": ["all"]},
+        ),
+        (
+            ["--impl", "conv", "--impl", "einsum", "--full", "--seed", "3"],
+            {"backends": None, "full": True, "seed": 3, "impls": ["conv", "einsum"]},
+        ),
+    ],
+    ids=["defaults", "quick", "full", "backends-seed-impl", "impls-full-seed"],
+)
+def test_check_options_reach_the_conformance_run(flags, expected, recorded_runs, capsys):
+    """--backend (repeatable, default: all), --full (--quick the default), --seed and --impl
+    (repeatable, default: each backend's default) each change what is checked: an option parsed
+    but not passed on would be silently ignored, and the report would claim a check not run."""
+    assert main(["check", *flags]) == 0
+    assert recorded_runs == [expected]
+    assert f"seed {expected['seed']}" in capsys.readouterr().out  # the report's verdict line
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        ("gpconv.conformance.mutants:NO_SUCH_MUTANT", "has no 'NO_SUCH_MUTANT'"),
+        ("gpconv.no_such_module:BACKEND", "cannot import module 'gpconv.no_such_module'"),
+        ("gpconv.backends.base:Backend", "received the class Backend"),  # a class, no instance
+    ],
+    ids=["missing-attribute", "missing-module", "a-class"],
+)
+def test_a_third_party_backend_that_does_not_resolve_is_a_usage_error(name, said, capsys):
+    """``--backend module:ATTRIBUTE``: a module without that attribute (AttributeError), one that
+    does not import (ImportError) or an attribute that is no Backend instance (ValueError) is
+    exit 2 with one line naming it, never a traceback."""
+    assert main(["check", "--backend", name]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("gpconv check: error: ") and said in err and name in err
+
+
+@pytest.mark.parametrize("bad", [":x", "mod:", "nosuch"])
+def test_every_backend_named_is_validated_not_only_the_first(bad, recorded_runs, capsys):
+    """``--backend numpy --backend :x``: a malformed name in any position is refused by name
+    ("unknown backend ':x'", the expected forms listed) before anything runs; the runner's own
+    error for it was "Empty module name"."""
+    assert main(["check", "--backend", "numpy", "--backend", bad]) == 2
+    assert recorded_runs == []
+    err = capsys.readouterr().err
+    assert f"unknown backend {bad!r}; expected one of" in err and "module:ATTRIBUTE" in err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("savefig failed"), OSError(28, "No space left on device"), ValueError("bad")],
+    ids=["RuntimeError", "OSError", "ValueError"],
+)
+def test_write_output_reports_each_documented_failure_without_a_traceback(error, capsys):
+    """write_output's docstring: a failed write is said on stderr (naming the command, the flag
+    and the path) and gives False, so the other outputs are still written; matplotlib's savefig
+    raises RuntimeError as well as OSError/ValueError."""
+
+    def fails() -> None:
+        raise error
+
+    assert write_output("bench", "--plot", "out/x.png", fails) is False
+    err = capsys.readouterr().err
+    assert err.startswith("gpconv bench: error: could not write --plot out/x.png: "), err
+    assert str(error) in err
+
+
+def test_write_output_says_what_it_wrote(capsys):
+    assert write_output("check", "--json", "r.json", lambda: None) is True
+    assert capsys.readouterr().err == "wrote r.json\n"
+
+
+@pytest.mark.parametrize("repeats", [1, 7, 30])
+def test_benchmark_options_default_repeats_is_the_scripts_own(repeats):
+    """``add_benchmark_options(p, repeats, ...)``: each script picks its number of timed rounds;
+    ``--repeats`` left out must be that number, and ``--json`` left out None."""
+    parser = argparse.ArgumentParser()
+    add_benchmark_options(parser, repeats, "torch")
+    args = parser.parse_args([])
+    assert (args.repeats, args.threads, args.clock, args.json) == (repeats, 0, "wall", None)
+
+
+def test_commands_quiet_tensorflows_info_lines_unless_the_user_set_the_level(monkeypatch, capsys):
+    """cli/main.py: TensorFlow's C++ info lines would interleave with the tables, so every
+    command sets TF_CPP_MIN_LOG_LEVEL=2 (warnings and errors still shown) before any framework
+    is imported; a level the user set is kept."""
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert main(["summary", "--paper", "--json"]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert main(["summary", "--paper", "--json"]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_benchmark_json_option_refuses_an_empty_path(path, capsys):
+    """The benchmark scripts' ``--json`` is tested with ``if args.json:``: an empty path (an unset
+    variable in ``--json "$OUT"``) would measure everything and write nothing. It is refused at
+    parse time (exit 2) as the ``gpconv`` commands' paths are (``nonempty_path``)."""
+    parser = argparse.ArgumentParser()
+    add_benchmark_options(parser, 3, "torch")
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--json", path])
+    assert exc.value.code == 2
+    assert f"argument --json: expected a path, received {path!r}" in capsys.readouterr().err

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from gpconv.backends.torch import efficientnet_b0, kefficientnet_b0
-from gpconv.cli.main import nonempty_path
+from gpconv.cli.main import int_at_least, nonempty_path
 from gpconv.perf.timing import time_round_robin
 
 MODELS = {
@@ -62,9 +62,11 @@ def sync(device: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int_at_least("--batch", 1), default=256)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5, help="steps per timed sample")
+    parser.add_argument(
+        "--steps", type=int_at_least("--steps", 1), default=5, help="steps per timed sample"
+    )
     parser.add_argument("--budget", type=float, default=300.0, help="seconds for compiling")
     parser.add_argument("--device", default="cuda")
     parser.add_argument(
