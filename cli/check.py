@@ -48,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     mode.add_argument(
         "--full", action="store_true", help="every configuration (3 networks, 8 kPointwise cases)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of every drawn input and parameter")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of every drawn input and parameter (default: 0)"
+    )
     p.add_argument(
         "--json",
         nargs="?",
