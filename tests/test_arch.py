@@ -3,9 +3,12 @@ EfficientNet-B1..B7 as an independent oracle, any min_channels_per_group, the su
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,21 +329,33 @@ def test_round_repeats_refuses_what_is_no_repeat_count(args, exc, fragment):
     assert fragment in str(info.value), f"round_repeats{args} raised {info.value!r}"
 
 
+def _keras_coefficients() -> dict[str, tuple]:
+    """(width, depth, resolution, dropout) of each ``EfficientNetB<i>`` function in the installed
+    Keras' keras/src/applications/efficientnet.py: the first four arguments of its
+    ``EfficientNet(...)`` call, read from the source (importing Keras would take seconds)."""
+    spec = importlib.util.find_spec("keras")
+    if spec is None:
+        pytest.skip("needs Keras' source (the tensorflow extra)")
+    source = Path(spec.submodule_search_locations[0], "src", "applications", "efficientnet.py")
+    table = {}
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("EfficientNetB"):
+            (call,) = (
+                n
+                for n in ast.walk(node)
+                if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "EfficientNet"
+            )
+            table[f"b{node.name[-1]}"] = tuple(ast.literal_eval(a) for a in call.args[:4])
+    return table
+
+
 def test_coefficients_are_keras_applications_table():
-    """``COEFFICIENTS`` is public (width, depth, resolution, dropout), transcribed here from the
-    ``EfficientNet(...)`` calls of keras/src/applications/efficientnet.py. Some depth changes
-    build identical stages (ceil(1.1 * r) == ceil(1.2 * r) for r <= 4, so B1 with depth 1.2 has
-    B1's blocks), so only the table itself can pin them."""
-    assert COEFFICIENTS == {
-        "b0": (1.0, 1.0, 224, 0.2),
-        "b1": (1.0, 1.1, 240, 0.2),
-        "b2": (1.1, 1.2, 260, 0.3),
-        "b3": (1.2, 1.4, 300, 0.3),
-        "b4": (1.4, 1.8, 380, 0.4),
-        "b5": (1.6, 2.2, 456, 0.4),
-        "b6": (1.8, 2.6, 528, 0.5),
-        "b7": (2.0, 3.1, 600, 0.5),
-    }
+    """``COEFFICIENTS`` is public (width, depth, resolution, dropout) and must be Keras' table.
+    Some depth changes build identical stages (ceil(1.1 * r) == ceil(1.2 * r) for r <= 4, so B1
+    with depth 1.2 has B1's blocks), so only the table itself can pin them."""
+    keras = _keras_coefficients()
+    assert sorted(keras) == [f"b{i}" for i in range(8)]
+    assert COEFFICIENTS == keras
 
 
 def test_summary_lists_every_layer_and_the_totals():
