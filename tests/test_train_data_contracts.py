@@ -1,7 +1,9 @@
 """``gpconv.train.data``: contracts of the loaders and of ``Dataset`` that the end-to-end tests
-do not pin: standardising uint8 images, ``--limit`` on the test set, the stratified digits split,
-the CIFAR-10 binary record layout and its corrupt-file errors, and the folder reader's split and
-file-name rules (as torchvision's ``ImageFolder`` and docs/train.md describe them).
+do not pin: standardising uint8 images, ``--limit`` on both splits, labels checked against their
+images and classes, the stratified digits split and the digits' pixel scale, the CIFAR-10 binary
+record layout and its corrupt-file errors, the folder reader's split and file-name rules (as
+torchvision's ``ImageFolder`` and docs/train.md describe them), the chunking of large images,
+the fingerprint's parts and ``absolute_spec``.
 
 Each test builds tiny inputs by hand and derives the expected values from the format's own
 definition, not from the loader's output.
@@ -18,14 +20,19 @@ from gpconv.train import data
 
 
 def _dataset(x_train: np.ndarray, n_test: int = 4) -> data.Dataset:
-    """A ``Dataset`` of the given training images, two classes, and ``n_test`` test images."""
+    """A ``Dataset`` of the given training images, three classes, and ``n_test`` test images;
+    the test labels 1, 0, 2, 1, 0, ... read differently reversed (no palindrome)."""
     rng = np.random.default_rng(1)
     x_test = rng.integers(0, 256, (n_test, *x_train.shape[1:]), dtype=np.uint8)
     if x_train.dtype != np.uint8:
         x_test = x_test.astype(np.float32) / 255
-    y_train = np.arange(len(x_train), dtype=np.int64) % 2
-    y_test = np.arange(n_test, dtype=np.int64) % 2
-    return data.Dataset("t", x_train, y_train, x_test, y_test, ["a", "b"])
+    y_train = np.arange(len(x_train), dtype=np.int64) % 3
+    y_test = (np.arange(n_test, dtype=np.int64) * 2 + 1) % 3
+    return data.Dataset("t", x_train, y_train, x_test, y_test, ["a", "b", "c"])
+
+
+def _images(n: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
 
 
 def test_normalize_standardises_uint8_images_like_their_unit_float_copies() -> None:
@@ -44,17 +51,59 @@ def test_normalize_standardises_uint8_images_like_their_unit_float_copies() -> N
     np.testing.assert_allclose(z.std(axis=(0, 1, 2)), 1.0, atol=1e-4)
 
 
-def test_limited_keeps_the_first_n_test_images_too() -> None:
+def test_limited_keeps_the_first_n_images_of_both_splits_with_their_labels() -> None:
     """docs/train.md: "``--limit N`` keeps the first N train and N test images (smoke tests)";
     the docs' summary note says --limit "also shortens the test set". A smoke test scoring the
-    whole test set would take as long as a real evaluation."""
-    x = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
-    ds = _dataset(x, n_test=9)
+    whole test set would take as long as a real evaluation. Each image keeps its label; no limit
+    is the data set itself, and a limit above the size keeps everything."""
+    ds = _dataset(_images(10), n_test=9)
     small = ds.limited(3)
-    assert small.x_train.shape[0] == 3 and small.y_train.shape == (3,)
-    assert small.x_test.shape[0] == 3 and small.y_test.shape == (3,)
-    np.testing.assert_array_equal(small.x_test, ds.x_test[:3])
-    np.testing.assert_array_equal(small.y_test, ds.y_test[:3])
+    for part in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(small, part), getattr(ds, part)[:3])
+    assert small.y_test.tolist() == [1, 0, 2]
+    assert ds.limited(None) is ds
+    assert ds.limited(99).y_test.tolist() == ds.y_test.tolist()
+
+
+@pytest.mark.parametrize("n", [0, -1, -5])
+def test_limited_refuses_a_count_below_one_naming_n(n) -> None:
+    """``limited(-1)`` sliced ``[:-1]``: every image but the last, silently; ``limited(0)``
+    failed on the statistics of no images, naming no argument. ``--limit`` is checked by the
+    run's config, but ``Dataset.limited`` is public: it says what it expects."""
+    with pytest.raises(ValueError, match=f"Expected n >= 1, received n={n}"):
+        _dataset(_images(6)).limited(n)
+
+
+@pytest.mark.parametrize(
+    "split, labels, exc, message",
+    [
+        (
+            "train",
+            np.zeros(5, np.int64),
+            ValueError,
+            r"Expected y_train of shape \(6,\) \(one label",
+        ),
+        ("test", np.zeros((4, 1), np.int64), ValueError, r"received y_test.shape=\(4, 1\)"),
+        (
+            "test",
+            np.array([0, 1, 3, 0]),
+            ValueError,
+            r"Expected y_test in \[0, 3\) \(one per class",
+        ),
+        ("train", -np.ones(6, np.int64), ValueError, r"received y_train from -1 to -1"),
+        ("train", np.zeros(6, np.float32), TypeError, "Expected y_train of integer labels"),
+    ],
+    ids=["fewer-labels", "column-of-labels", "class-3-of-3", "negative", "float-labels"],
+)
+def test_labels_must_be_one_valid_class_per_image(split, labels, exc, message) -> None:
+    """A ``Dataset`` built by hand (the loaders always agree) with a label missing, an extra
+    axis, a class that does not exist or float labels would train on wrong answers, or fail deep
+    in the loss: it is refused naming the split's labels."""
+    ds = _dataset(_images(6))
+    parts = {k: getattr(ds, k) for k in ("x_train", "y_train", "x_test", "y_test")}
+    parts[f"y_{split}"] = labels
+    with pytest.raises(exc, match=message):
+        data.Dataset("t", **parts, classes=ds.classes)
 
 
 def test_digits_test_split_is_stratified() -> None:
@@ -196,3 +245,103 @@ def test_folder_training_images_are_shuffled_with_their_labels(tmp_path) -> None
     y = ds.y_train.tolist()
     assert sorted(y) == [0] * 6 + [1] * 6 and y != sorted(y)
     np.testing.assert_array_equal(ds.x_train[:, 0, 0, 0], np.where(ds.y_train == 1, 255, 0))
+
+
+def test_images_larger_than_a_chunk_are_still_counted_one_per_chunk(monkeypatch) -> None:
+    """``_chunks`` takes "at least one" image per chunk: an image whose temporaries exceed
+    ``CHUNK_BYTES`` (a large --image-size) must still be resized and counted, one at a time."""
+    monkeypatch.setattr(data, "CHUNK_BYTES", 1)
+    x = np.random.default_rng(0).random((3, 4, 5, 3))
+    mean, std = data.channel_stats(x)
+    unit = x.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(mean, unit.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, unit.std(axis=(0, 1, 2)), rtol=1e-12)
+    assert [(s.start, s.stop) for s in data._chunks(3, 10)] == [(0, 1), (1, 2), (2, 3)]
+    out = data.resize_bilinear(x, 4)
+    assert out.shape == (3, 4, 4, 3)
+
+
+@pytest.mark.parametrize("call", [data.channel_stats, lambda x: data.resize_bilinear(x, 4)])
+def test_images_without_channels_are_refused_naming_the_shape(call) -> None:
+    """``_require_images`` promises (N, H, W, C) "with H, W, C >= 1": zero channels would give
+    empty statistics (every normalised image empty) instead of an error naming the shape."""
+    with pytest.raises(ValueError, match=r"x\.shape=\(2, 4, 4, 0\)|images\.shape=\(2, 4, 4, 0\)"):
+        call(np.zeros((2, 4, 4, 0), np.float32))
+
+
+def test_digits_at_8_px_are_sklearns_pixels_over_16_with_their_labels() -> None:
+    """``load_digits``: scikit-learn's 8x8 digits (levels 0..16) "in [0, 1]", grey replicated to 3
+    channels; at ``image_size=8`` the resize is the identity, so the train and test images
+    together are exactly ``images / 16`` (not /255: ink must reach 1.0), each with its label."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    ds = data.load_digits(8)
+    x = np.concatenate([ds.x_train, ds.x_test])
+    y = np.concatenate([ds.y_train, ds.y_test])
+    assert x.shape == (1797, 8, 8, 3)
+    np.testing.assert_array_equal(x[..., 0], x[..., 1])
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    assert x.max() == 1.0 and x.min() == 0.0
+    expected = sorted(
+        (img.astype(np.float32).tobytes(), int(t))
+        for img, t in zip(bunch.images / 16.0, bunch.target)
+    )
+    got = sorted((img.tobytes(), int(t)) for img, t in zip(x[..., 0], y))
+    assert got == expected
+
+
+@pytest.mark.parametrize("part", ["x_train", "y_train", "x_test", "y_test"])
+def test_fingerprint_changes_with_any_image_or_label(part) -> None:
+    """``Dataset.fingerprint``: "a SHA-256 of every image and label (an added, removed or changed
+    image changes it)": a resumed run must notice a relabelled test image as much as a changed
+    training image. Its split sizes are the train and test counts, not one for the other."""
+    ds = _dataset(_images(6), n_test=5)
+    fp = ds.fingerprint
+    assert (fp["train"], fp["test"]) == (6, 5)
+    assert fp["classes"] == ["a", "b", "c"]
+    arrays = {k: getattr(ds, k).copy() for k in ("x_train", "y_train", "x_test", "y_test")}
+    if part.startswith("y"):
+        arrays[part][-1] = (arrays[part][-1] + 1) % 3  # another valid class
+    else:
+        arrays[part][-1, 0, 0, 0] ^= 1  # one pixel one level brighter or darker
+    changed = data.Dataset(
+        "t", *(arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")), ds.classes
+    )
+    assert changed.fingerprint["sha256"] != fp["sha256"]
+    same = data.Dataset(
+        "t",
+        ds.x_train.copy(),
+        ds.y_train.copy(),
+        ds.x_test.copy(),
+        ds.y_test.copy(),
+        list(ds.classes),
+    )
+    assert same.fingerprint == fp
+
+
+def test_absolute_spec_makes_the_path_absolute_from_the_working_folder(tmp_path, monkeypatch):
+    """``absolute_spec``: ``folder=data/x`` -> ``folder=<cwd>/data/x`` (one folder named from two
+    working folders is one data set); ``digits`` and specs that do not parse are unchanged."""
+    monkeypatch.chdir(tmp_path)
+    here = os.getcwd()
+    assert data.absolute_spec("folder=data/x") == "folder=" + os.path.join(here, "data", "x")
+    assert data.absolute_spec("cifar10=./c/../c") == "cifar10=" + os.path.join(here, "c")
+    assert data.absolute_spec("digits") == "digits"
+    assert data.absolute_spec("mnist=x") == "mnist=x"
+
+
+def test_folder_split_keeps_every_image_with_its_label(tmp_path) -> None:
+    """``load_folder`` without train/test folders: a stratified 80/20 split (10 images a class:
+    2 test images each); every image keeps its own label in both splits. Classes are solid
+    images of distinct grey levels, so an image's level tells its true class."""
+    levels = {"ant": 0, "bee": 120, "cat": 250}  # sorted class names: labels 0, 1, 2
+    for name, level in levels.items():
+        _write_solid(tmp_path / name, level, 10)
+    ds = data.load_folder(str(tmp_path), 4)
+    assert ds.classes == ["ant", "bee", "cat"]
+    lut = np.array(list(levels.values()))
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
+        np.testing.assert_array_equal(x[:, 0, 0, 0], lut[y])
+    assert np.bincount(ds.y_test, minlength=3).tolist() == [2, 2, 2]
+    assert np.bincount(ds.y_train, minlength=3).tolist() == [8, 8, 8]

@@ -1,10 +1,15 @@
-"""``gpconv.train.metrics``: values at the edges of what ``gpconv train`` writes: a perfect
-accuracy, accuracies of a 10,000-image test set, a run that diverged in its first epoch (no best
-epoch), and the table's wall time in minutes."""
+"""``gpconv.train.metrics``: values at the edges of what ``gpconv train`` writes and ``python -m
+gpconv.train.metrics`` reads: a perfect accuracy, accuracies of a 10,000-image test set, a run that
+diverged in its first epoch (no best epoch), the table's wall time in minutes and accuracies in
+percent, integer epochs, booleans that are no counts, a summary that is no JSON object, the plot
+format's suffix case, and each curve drawn from its own column."""
 
 from __future__ import annotations
 
 import json
+import math
+
+import pytest
 
 from gpconv.train import metrics
 
@@ -96,9 +101,92 @@ def test_a_run_diverged_in_its_first_epoch_is_tabulated_without_a_best_epoch(
     assert cells["epochs"] == "1 of 5 (diverged)"
 
 
-def test_the_table_gives_wall_time_in_minutes(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "seconds, shown", [(5400.0, "90.0 min"), (math.inf, "inf"), (math.nan, "nan"), (None, "nan")]
+)
+def test_the_table_gives_wall_time_in_minutes(tmp_path, seconds, shown) -> None:
     """The wall-time column is labelled in minutes (" min"): 5,400 s is 90.0 min (not 1.5, the
-    hours)."""
-    run = _run_folder(tmp_path / "long", [_row(1)], _summary(seconds_total=5400.0))
+    hours); a non-finite or missing one is shown bare, without a unit ("inf min" would read as a
+    measured time)."""
+    run = _run_folder(tmp_path / "long", [_row(1)], _summary(seconds_total=seconds))
     table = metrics.summary_table(metrics.load_runs([run]))
-    assert _cells(table)["wall time"] == "90.0 min"
+    assert _cells(table)["wall time"] == shown
+
+
+def test_epochs_are_read_as_integers_and_a_fractional_epoch_is_refused(tmp_path) -> None:
+    """``read_csv``: rows "as floats (``epoch`` as int)"; an epoch cell that is no integer
+    ("1.0", "1.5": gpconv train writes "1") is a ``RunFileError`` naming file, line and column."""
+    path = tmp_path / "metrics.csv"
+    metrics.write_csv(str(path), [_row(1), _row(2)])
+    rows = metrics.read_csv(str(path))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(type(r["epoch"]) is int for r in rows)
+    for cell in ("1.0", "1.5"):
+        path.write_text(f"{','.join(_row(1))}\n{cell},0.5,0.8,0.6,0.75,0.05,1.5\n")
+        message = r"line 2: expected an integer in column epoch"
+        with pytest.raises(metrics.RunFileError, match=message):
+            metrics.read_csv(str(path))
+
+
+@pytest.mark.parametrize("name, fmt", [("curves.PNG", "png"), ("a/b.Pdf", "pdf"), ("x.SVG", "svg")])
+def test_plot_format_ignores_the_suffix_case(name, fmt) -> None:
+    """``plot_format``: "its suffix, lower case" (matplotlib's savefig accepts upper-case
+    suffixes); ``curves.PNG`` is a PNG, not a usage error."""
+    assert metrics.plot_format(name) == fmt
+
+
+def _lines(ax) -> dict[str, list[float]]:
+    return {line.get_label(): [float(v) for v in line.get_ydata()] for line in ax.get_lines()}
+
+
+def test_each_curve_draws_its_own_column() -> None:
+    """``runs_figure``: the loss panel draws ``train_loss`` as "NAME train" and ``test_loss`` as
+    "NAME test", the accuracy panel likewise; a test curve showing the training values would hide
+    over-fitting. The values are distinct per column, so any swap is seen."""
+    history = [
+        _row(1, train_loss=2.0, test_loss=3.0, train_acc=0.1, test_acc=0.2),
+        _row(2, train_loss=1.0, test_loss=1.5, train_acc=0.4, test_acc=0.3),
+    ]
+    run = metrics.Run("r", "r", history, None)
+    plt, fig = metrics.runs_figure([run])
+    try:
+        ax_loss, ax_acc = fig.axes[:2]
+        assert _lines(ax_loss) == {"r train": [2.0, 1.0], "r test": [3.0, 1.5]}
+        assert _lines(ax_acc) == {"r train": [0.1, 0.4], "r test": [0.2, 0.3]}
+        assert [list(map(float, line.get_xdata())) for line in ax_loss.get_lines()] == [[1, 2]] * 2
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("text, kind", [("[1, 2]", "list"), ('"done"', "str"), ("3", "int")])
+def test_a_summary_that_is_no_json_object_is_a_run_file_error(tmp_path, text, kind) -> None:
+    """``read_summary``: a file holding "no JSON object" raises ``RunFileError`` naming the file
+    and the type found, rather than a later "no key arch" about a list."""
+    path = tmp_path / "summary.json"
+    path.write_text(text)
+    message = f"summary.json: expected a JSON object, received {kind}"
+    with pytest.raises(metrics.RunFileError, match=message):
+        metrics.read_summary(str(path))
+
+
+@pytest.mark.parametrize("key", ["epochs_completed", "best_epoch"])
+def test_a_boolean_is_no_count_in_the_table(key) -> None:
+    """JSON ``true`` is no epoch count (Python's bool is an int subclass, which would print
+    "True" or "1" as an epoch): a ``RunFileError`` naming the key, expected and received."""
+    run = metrics.Run("r", "r", [_row(1)], _summary(**{key: True}))
+    with pytest.raises(metrics.RunFileError, match=f"expected an integer for {key}, received true"):
+        metrics.summary_table([run])
+
+
+def test_the_table_gives_accuracies_in_percent() -> None:
+    """``summary_table``: accuracies are fractions in summary.json and percentages (two
+    decimals, "%") in the table: 0.75 -> 75.00%, 0.123456 -> 12.35%."""
+    run = metrics.Run(
+        "r",
+        "r",
+        [_row(1)],
+        _summary(final={"test_acc": 0.75}, best_test_acc=0.123456, best_epoch=1),
+    )
+    cells = _cells(metrics.summary_table([run]))
+    assert cells["final test acc"] == "75.00%"
+    assert cells["best test acc"] == "12.35% (epoch 1)"

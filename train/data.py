@@ -72,10 +72,31 @@ class Dataset:
     std: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            self._check_labels(split)
         mean, std = channel_stats(self.x_train)
         self.mean = mean.astype(np.float32)
         # A constant channel (all-black borders, grey digits) must not divide by zero.
         self.std = np.maximum(std, 1e-3).astype(np.float32)
+
+    def _check_labels(self, split: str) -> None:
+        """``y_<split>``: integer labels ``(N,)``, one per image of ``x_<split>``, each in
+        ``[0, len(classes))``; else a ValueError/TypeError naming it (a label shifted against its
+        image or out of range would train on a wrong answer without a word)."""
+        x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        name = f"y_{split}"
+        if not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"Expected {name} of integer labels, received {name}.dtype={y.dtype}")
+        if y.shape != (len(x),):
+            raise ValueError(
+                f"Expected {name} of shape ({len(x)},) (one label per image of x_{split}), "
+                f"received {name}.shape={y.shape}"
+            )
+        if y.size and (y.min() < 0 or y.max() >= len(self.classes)):
+            raise ValueError(
+                f"Expected {name} in [0, {len(self.classes)}) (one per class), "
+                f"received {name} from {y.min()} to {y.max()}"
+            )
 
     @functools.cached_property
     def fingerprint(self) -> dict:
@@ -111,6 +132,7 @@ class Dataset:
         """The first ``n`` train and ``n`` test images (quick checks); statistics recomputed."""
         if n is None:
             return self
+        n = require_positive_int("n", n)  # a slice would take n=-1 as "all but the last"
         return Dataset(
             self.name,
             self.x_train[:n],
