@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from gpconv.train import metrics
@@ -190,3 +191,14 @@ def test_the_table_gives_accuracies_in_percent() -> None:
     cells = _cells(metrics.summary_table([run]))
     assert cells["final test acc"] == "75.00%"
     assert cells["best test acc"] == "12.35% (epoch 1)"
+
+
+@pytest.mark.parametrize("kind", [float, np.float64, np.float32])
+def test_metrics_csv_writes_every_float_kind_to_six_figures(tmp_path, kind) -> None:
+    """A loss handed over as NumPy's float32 (no Python float) is written like a Python float,
+    to 6 significant figures: 1/3 is "0.333333", not float32's "0.33333334"; epochs stay
+    integers."""
+    path = tmp_path / "metrics.csv"
+    metrics.write_csv(str(path), [_row(np.int64(1), train_loss=kind(1 / 3))])
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[1].split(",")[:2] == ["1", "0.333333"]

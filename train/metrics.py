@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 import sys
 from collections.abc import Sequence
@@ -50,7 +51,9 @@ def _fmt(v: Any) -> str:
     # None (a value a JSON writer stored as null) is written as "nan": read_csv reads it back.
     if v is None:
         return "nan"
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+    # Any real that is no integer (NumPy's float32 too, which is no Python float) to 6 figures.
+    inexact = isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral)
+    return f"{v:.6g}" if inexact else str(v)
 
 
 class RunFileError(ValueError):
