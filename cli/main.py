@@ -128,34 +128,11 @@ def add_clock_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def benchmark_threads(text: str) -> int:
-    """argparse ``type`` of the benchmark scripts' ``--threads``: 0 (the library's default) or
-    1 .. the CPUs this process may use, as ``gpconv train/bench --threads`` take
-    (``train.frameworks.check_threads``); anything else is a usage error (exit 2). Unchecked,
-    ``bench_torch_pointwise.py --threads 64`` on 2 CPUs took 23.6 s instead of 11.8 s."""
-    from ..train.frameworks import check_threads
-
-    try:
-        threads = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"Expected --threads an integer, received {text!r}"
-        ) from None
-    try:
-        if threads < 0:
-            raise ValueError(f"Expected --threads >= 0 (0: the default), received {threads}")
-        if threads:
-            check_threads(threads)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return threads
-
-
-def int_at_least(option: str, minimum: int) -> Callable[[str], int]:
+def int_at_least(option: str, minimum: int, note: str = "") -> Callable[[str], int]:
     """An argparse ``type`` for a benchmark script's ``option``: an int >= ``minimum``; anything
-    else is a usage error (exit 2) naming the option. ``--repeats 0`` used to run the warm-up
-    and then fail in ``perf.timing`` naming its ``steps`` argument; ``--batch 0`` timed empty
-    batches."""
+    else is a usage error (exit 2) naming the option (and ``note`` on the bound). ``--repeats 0``
+    used to run the warm-up and then fail in ``perf.timing`` naming its ``steps`` argument;
+    ``--batch 0`` timed empty batches."""
 
     def parse(text: str) -> int:
         try:
@@ -165,10 +142,27 @@ def int_at_least(option: str, minimum: int) -> Callable[[str], int]:
                 f"Expected {option} an integer, received {text!r}"
             ) from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"Expected {option} >= {minimum}, received {value}")
+            bound = f"{minimum} ({note})" if note else f"{minimum}"
+            raise argparse.ArgumentTypeError(f"Expected {option} >= {bound}, received {value}")
         return value
 
     return parse
+
+
+def benchmark_threads(text: str) -> int:
+    """argparse ``type`` of the benchmark scripts' ``--threads``: 0 (the library's default) or
+    1 .. the CPUs this process may use, as ``gpconv train/bench --threads`` take
+    (``train.frameworks.check_threads``); anything else is a usage error (exit 2). Unchecked,
+    ``bench_torch_pointwise.py --threads 64`` on 2 CPUs took 23.6 s instead of 11.8 s."""
+    from ..train.frameworks import check_threads
+
+    threads = int_at_least("--threads", 0, "0: the default")(text)
+    if threads:
+        try:
+            check_threads(threads)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return threads
 
 
 def add_threads_option(p: argparse.ArgumentParser, threads_of: str) -> None:
