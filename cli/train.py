@@ -11,6 +11,7 @@ import contextlib
 import sys
 
 from ..core.arch import MODELS
+from ..train.loop import SCHEDULES
 from .main import (
     UsageError,
     add_compile_option,
@@ -74,9 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--lr", type=float, default=None, help="base learning rate (default: sgd 0.05, adam 1e-3)"
     )
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd: momentum 0.9")
-    p.add_argument(
-        "--schedule", choices=("cosine", "constant"), default="cosine", help="per-epoch lr schedule"
-    )
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="per-epoch lr schedule")
     p.add_argument(
         "--seed", type=int, default=0, help="initial weights, data order, augmentation, dropout"
     )

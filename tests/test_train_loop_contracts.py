@@ -1,9 +1,13 @@
-"""``gpconv.train.loop``: the numbers ``fit`` reports and when it stops, with a scripted stand-in
-for a framework (no model is trained), so that every expected value is hand arithmetic."""
+"""``gpconv.train.loop``: the numbers ``fit`` reports and when it stops, which images each step
+and each evaluation sees (the documented sampling rule: ``default_rng([seed, epoch, 0])``
+permutations, whole batches, ``rank::world`` shares, the augmentation's crop), with scripted or
+recording stand-ins for a framework (no model is trained), so that every expected value is hand
+arithmetic or that rule."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -124,3 +128,162 @@ def test_cross_entropy_is_computed_in_float64_from_float32_logits():
     arithmetic rounds to 0 (or to its 1.2e-7 spacing near 1)."""
     got = softmax_cross_entropy(np.array([[0.0, 20.0]], np.float32), np.array([1]))
     assert got[0] == pytest.approx(math.log1p(math.exp(-20.0)), rel=1e-9)
+
+
+def _positional_dataset(n_train: int, n_test: int, test_label: int = 0) -> Dataset:
+    """Train image ``i`` is all ``0`` (even ``i``) or all ``255`` (odd ``i``): per-channel mean
+    0.5 and std 0.5 in [0, 1] units, so a normalised 255 pixel is exactly +1 and a 0 pixel -1.
+    Train labels are ``i % 10`` (so a label names its image's position mod 10); every test
+    image is all ``255`` with label ``test_label``."""
+    x_train = np.zeros((n_train, 2, 2, 3), np.uint8)
+    x_train[1::2] = 255
+    return Dataset(
+        "tiny",
+        x_train,
+        np.arange(n_train, dtype=np.int64) % 10,
+        np.full((n_test, 2, 2, 3), 255, np.uint8),
+        np.full(n_test, test_label, np.int64),
+        [str(i) for i in range(10)],
+    )
+
+
+class Recorder:
+    """A framework stand-in that records every training batch's images and labels and every
+    prediction input; predicts class
+    ``predict_class`` for every image and reports training loss 1.0."""
+
+    device_label = "cpu"
+
+    def __init__(self, predict_class: int = 0) -> None:
+        self.predict_class = predict_class
+        self.steps: list[tuple[int, np.ndarray]] = []  # (epoch, labels)
+        self.xs: list[np.ndarray] = []  # the images of each step
+        self.predicted: list[np.ndarray] = []
+        self.epoch = -1
+        self.begun: list[tuple[int, int]] = []
+
+    def set_lr(self, lr: float) -> None:
+        pass
+
+    def begin_epoch(self, seed: int, epoch: int) -> None:
+        self.epoch = epoch
+        self.begun.append((seed, epoch))
+
+    def train_step(self, x, y):
+        self.steps.append((self.epoch, np.array(y)))
+        self.xs.append(np.array(x))
+        logits = np.zeros((len(y), 10), np.float32)
+        return 1.0, logits
+
+    def begin_evaluation(self) -> None:
+        pass
+
+    def predict(self, x):
+        self.predicted.append(np.array(x))
+        logits = np.zeros((len(x), 10), np.float32)
+        logits[:, self.predict_class] = 5.0
+        return logits
+
+
+def _order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The documented epoch order (train/sampling.py: ``default_rng([seed, epoch, stream 0])``)."""
+    return np.random.default_rng([seed, epoch, 0]).permutation(n)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_each_epoch_trains_in_its_own_seeded_order_in_whole_batches(seed) -> None:
+    """10 images (labels = positions), batches of 3: three steps per epoch (the last image of
+    each epoch's order is dropped), in the order ``default_rng([seed, epoch, 0])`` permutes;
+    epoch 1's order is not epoch 0's, and the framework is told ``(seed, epoch)``."""
+    fw = Recorder()
+    cfg = LoopConfig(epochs=3, batch_size=3, lr=0.1, seed=seed, progress=False)
+    fit(fw, _positional_dataset(10, 4), cfg, Dist())
+    assert [e for e, _ in fw.steps] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for epoch in range(3):
+        got = np.concatenate([y for e, y in fw.steps if e == epoch])
+        np.testing.assert_array_equal(got, _order(seed, epoch, 10)[:9])
+    assert fw.begun == [(seed, 0), (seed, 1), (seed, 2)]
+
+
+def test_a_process_trains_on_its_rank_share_of_every_global_batch() -> None:
+    """Rank 1 of 2 with global batches of 4 takes positions 1 and 3 of each batch
+    (``rank::world``, as ``DistributedSampler`` interleaves); 8 images: two steps."""
+    fw = Recorder()
+    cfg = LoopConfig(epochs=1, batch_size=4, lr=0.1, seed=3, progress=False)
+    fit(fw, _positional_dataset(8, 4), cfg, Dist(rank=1, world=2))
+    order = _order(3, 0, 8)
+    got = [list(y) for _, y in fw.steps]
+    assert got == [list(order[[1, 3]]), list(order[[5, 7]])]
+
+
+def test_evaluation_scores_the_normalised_test_split() -> None:
+    """The test loss/accuracy come from the test images (all 255 -> +1 after normalising with
+    the training mean 0.5 and std 0.5) and the test labels (3): predicting class 3 scores
+    accuracy 1.0 on all 5 test images; the train split (labels 0..7, pixels -1 and +1) would
+    not."""
+    fw = Recorder(predict_class=3)
+    cfg = LoopConfig(epochs=1, batch_size=2, lr=0.1, progress=False)
+    (row,) = fit(fw, _positional_dataset(8, 5, test_label=3), cfg, Dist())
+    seen = np.concatenate(fw.predicted)
+    assert seen.shape == (5, 2, 2, 3)
+    np.testing.assert_allclose(seen, 1.0, rtol=0, atol=1e-6)
+    assert row["test_acc"] == 1.0
+    # logits 5 at the right class, 0 elsewhere: -log(e^5 / (e^5 + 9))
+    assert row["test_loss"] == pytest.approx(math.log1p(9 * math.exp(-5.0)))
+    assert row["train_loss"] == pytest.approx(1.0)
+
+
+def test_fit_leaves_the_callers_history_list_alone() -> None:
+    """``fit`` returns the full history as a new list; the list passed in (a checkpoint's
+    history) keeps its length, so a caller can still tell what was resumed."""
+    fw = Recorder()
+    cfg = LoopConfig(epochs=2, batch_size=4, lr=0.1, progress=False)
+    first = fit(fw, _positional_dataset(8, 4), cfg, Dist())[:1]
+    full = fit(fw, _positional_dataset(8, 4), cfg, Dist(), history=first)
+    assert len(first) == 1 and len(full) == 2 and full[1]["epoch"] == 2
+
+
+class _Diverging(Recorder):
+    def train_step(self, x, y):
+        super().train_step(x, y)
+        return math.nan, np.zeros((len(y), 10), np.float32)
+
+
+def test_the_diverged_epoch_reaches_on_epoch_end_before_the_run_stops() -> None:
+    """``fit``'s docstring: ``Diverged`` is raised *after* ``on_epoch_end`` of the epoch whose
+    train loss is not finite, so the run folder logic sees (and records) that epoch."""
+    seen = []
+    cfg = LoopConfig(epochs=3, batch_size=4, lr=0.1, progress=False)
+    with pytest.raises(Diverged):
+        fit(
+            _Diverging(),
+            _positional_dataset(8, 4),
+            cfg,
+            Dist(),
+            on_epoch_end=lambda h: seen.append(len(h)),
+        )
+    assert seen == [1]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_augment_crops_training_images_into_their_zero_padding(augment) -> None:
+    """Without augmentation a training image reaches the step whole (all-255 images of odd label
+    are all +1 after normalising); with ``augment`` each is cropped from a 4-pixel zero padding
+    at an offset in [0, 8]^2, so a 2x2 image keeps all of its own pixels only at offset (4, 4)
+    (odds 1/81 each): some odd-label images then hold padding pixels (0 -> -1)."""
+    fw = Recorder()
+    cfg = LoopConfig(epochs=1, batch_size=10, lr=0.1, seed=1, augment=augment, progress=False)
+    fit(fw, _positional_dataset(10, 4), cfg, Dist())
+    ((x,), ((_, y),)) = fw.xs, fw.steps
+    odd = x[y % 2 == 1]
+    assert len(odd) == 5
+    padded = [bool(np.any(np.isclose(img, -1.0))) for img in odd]
+    assert any(padded) == augment
+
+
+@pytest.mark.parametrize("schedule", ["linear", "Cosine", ""])
+def test_a_loop_config_refuses_a_schedule_it_would_read_as_cosine(schedule) -> None:
+    """``lr_at`` takes anything but "constant" as the cosine: ``fit`` called from Python with
+    ``schedule="linear"`` decayed by the cosine without a word. LoopConfig names it."""
+    with pytest.raises(ValueError, match=re.escape(f"received schedule={schedule!r}")):
+        LoopConfig(epochs=1, batch_size=2, lr=0.1, schedule=schedule)

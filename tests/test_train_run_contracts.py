@@ -1,18 +1,25 @@
-"""``gpconv.train.config`` and ``gpconv.train.run``: defaults and multi-process checks of
-``RunConfig``, the arguments processes must share, and options that must reach the training
-(``--schedule``, ``--no-dropout``, a batch as large as the training set). End-to-end runs use
+"""``gpconv.train.config`` and ``gpconv.train.run``: defaults, bounds and multi-process checks of
+``RunConfig``, the fields of a run's identity, the arguments processes must share (one differing
+process is enough to stop), and options that must reach the training loop and the data
+(``--schedule``, ``--no-dropout``, --seed, --augment, --limit, a batch as large as the training
+set). End-to-end runs use
 the numpy backend on 8×8 digits, 16 images, one step per epoch."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 
+import numpy as np
 import pytest
 
 from gpconv.cli.main import main
 from gpconv.train import run as run_module
-from gpconv.train.config import ConfigError, RunConfig
+from gpconv.train.config import IDENTITY, ConfigError, RunConfig
+from gpconv.train.distributed import Dist
+from gpconv.train.loop import LoopConfig
 
 TINY = [
     "--backend", "numpy", "--model", "kefficientnet-b0", "--image-size", "8",
@@ -119,3 +126,104 @@ def test_cuda_without_an_index_is_device_0(monkeypatch) -> None:
     check_device("cuda:0", "torch")
     with pytest.raises(ValueError, match="one of the 1 CUDA device"):
         check_device("cuda:1", "torch")
+
+
+def test_the_largest_float32_is_a_valid_learning_rate() -> None:
+    """--lr must be "<= float32's largest" (the message says so): exactly
+    ``np.finfo(np.float32).max`` is valid; the next float64 above it is not."""
+    top = float(np.finfo(np.float32).max)
+    _config(lr=top).validate()
+    with pytest.raises(ConfigError, match="--lr finite"):
+        _config(lr=float(np.nextafter(top, np.inf))).validate()
+
+
+def test_seed_0_is_valid_and_a_negative_seed_is_refused_naming_it() -> None:
+    """Seeds feed ``np.random.default_rng([seed, ...])``, which takes integers >= 0."""
+    _config(seed=0).validate()
+    with pytest.raises(ConfigError, match=re.escape("--seed >= 0, received -1")):
+        _config(seed=-1).validate()
+
+
+def test_compile_on_a_backend_without_a_compiler_is_refused() -> None:
+    """--compile is for torch and tensorflow only; numpy has nothing to compile, and ignoring the
+    option silently would record compile_step=True in a run that ran eagerly."""
+    with pytest.raises(ConfigError, match="with --compile, received 'numpy'"):
+        _config(compile_step=True).validate()
+
+
+@pytest.mark.parametrize("schedule", ["linear", "Cosine", ""])
+def test_only_the_two_documented_schedules_are_accepted(schedule) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"received {schedule!r}")):
+        _config(schedule=schedule).validate()
+
+
+def test_limit_none_means_all_images_and_limit_0_is_refused() -> None:
+    _config(limit=None).validate()
+    _config(limit=1).validate()
+    with pytest.raises(ConfigError, match=re.escape("--limit >= 1, received 0")):
+        _config(limit=0).validate()
+
+
+def test_an_optional_int_field_is_type_checked_when_set() -> None:
+    """``limit: int | None``: None is valid, an int-valued float is a TypeError naming it."""
+    with pytest.raises(TypeError, match="limit to be an int"):
+        _config(limit=2.0).validate()
+    with pytest.raises(TypeError, match="threads to be an int"):
+        _config(threads=1.0).validate()
+
+
+@pytest.mark.parametrize(
+    "field, a, b",
+    [("schedule", "cosine", "constant"), ("augment", False, True), ("seed", 0, 1),
+     ("lr", 0.05, 0.1), ("batch_size", 64, 32), ("optimizer", "sgd", "adam")],
+)  # fmt: skip
+def test_what_changes_the_training_is_part_of_the_runs_identity(field, a, b) -> None:
+    """A resume must repeat the hyper-parameters that change what is trained: a run resumed
+    with another schedule, augmentation, seed, lr, batch or optimiser is a different run."""
+    assert field in IDENTITY
+    assert _config(**{field: a}).identity() != _config(**{field: b}).identity()
+
+
+@pytest.mark.slow
+def test_every_training_option_reaches_the_loop_and_limit_the_data(tmp_path, monkeypatch) -> None:
+    """--epochs, --batch-size, --lr, --seed, --augment, --schedule and --quiet each end up in
+    the ``LoopConfig`` that ``fit`` trains with (none silently replaced by its default), and
+    --limit 16 trains and scores 16 images each (digits has 1797), as summary.json says."""
+    seen = []
+    real_fit = run_module.fit
+
+    def recording_fit(fw, data, cfg, *args, **kwargs):
+        seen.append((cfg, len(data.y_train), len(data.y_test)))
+        return real_fit(fw, data, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "fit", recording_fit)
+    out = str(tmp_path / "run")
+    extra = ["--epochs", "1", "--lr", "0.02", "--seed", "5", "--augment", "--schedule", "constant"]
+    assert main(["train", *TINY, *extra, "--out", out]) == 0
+    assert seen == [(LoopConfig(1, 16, 0.02, 5, True, "constant", False), 16, 16)]
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert (summary["train_images"], summary["test_images"]) == (16, 16)
+
+
+def test_processes_must_share_the_epoch_count() -> None:
+    """Processes with other --epochs would wait forever at a collective: the count is one of
+    the shared arguments even though a resume may change it."""
+    a = run_module._shared_arguments(_config(epochs=3))
+    b = run_module._shared_arguments(_config(epochs=4))
+    assert a != b and a["epochs"] == 3
+
+
+class _OtherRank(Dist):
+    """Rank 1 of 2 whose rank 0 was given seed 0; the sum over processes is this one's value
+    (rank 0 agrees with itself)."""
+
+    def broadcast(self, obj):
+        return {"seed": 0}
+
+
+def test_a_single_differing_process_stops_the_run() -> None:
+    """One process of two with another seed is enough: "1 of 2 processes", naming the field."""
+    error = run_module._differing_processes(_OtherRank(rank=1, world=2), {"seed": 1}, "arguments")
+    assert error is not None and error.startswith("1 of 2 processes have other arguments")
+    assert "seed: rank 0 has 0, rank 1 has 1" in error
+    assert run_module._differing_processes(_OtherRank(rank=1, world=2), {"seed": 0}, "x") is None

@@ -17,6 +17,7 @@ from ..core.arch import MIN_INPUT_SIZE, MODELS
 from .data import absolute_spec
 from .device import check_device
 from .frameworks import COMPILABLE, FRAMEWORKS, OptimConfig, check_threads
+from .loop import SCHEDULES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -141,8 +142,9 @@ class RunConfig:
             OptimConfig(self.optimizer, self.lr)
         except ValueError as err:
             raise ConfigError(str(err)) from err
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"Expected --schedule cosine or constant, received {self.schedule!r}")
+        if self.schedule not in SCHEDULES:
+            expected = " or ".join(SCHEDULES)
+            raise ConfigError(f"Expected --schedule {expected}, received {self.schedule!r}")
         try:
             from .data import parse_spec
 

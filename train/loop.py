@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core._validate import require_choice
 from .data import Dataset
 from .distributed import Dist
 from .frameworks.base import Framework, softmax_cross_entropy
@@ -23,6 +24,9 @@ from .progress import EpochProgress
 from .sampling import local_positions, plan_epoch, steps_per_epoch, train_batch
 
 History = list[dict[str, Any]]
+
+
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class LoopConfig:
     augment: bool = False
     schedule: str = "cosine"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # lr_at reads any other name as cosine: a fit(...) called from Python with "linear"
+        # would decay by the cosine without a word (gpconv train checks --schedule itself).
+        require_choice("schedule", self.schedule, SCHEDULES)
 
 
 def lr_at(cfg: LoopConfig, epoch: int) -> float:
