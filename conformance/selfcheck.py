@@ -204,7 +204,10 @@ def directional_error(case: GradCase, rng: np.random.Generator) -> float:
         d = rng.standard_normal(case.inputs[name].shape)
         numeric = (loss_along(name, d, FD_EPS) - loss_along(name, d, -FD_EPS)) / (2 * FD_EPS)
         exact = float(np.sum(analytic[name] * d))
-        worst = max(worst, abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-8))
+        gap = abs(numeric - exact) / max(abs(numeric), abs(exact), 1e-8)
+        if not np.isfinite(gap):  # NaN would drop out of max(): a NaN gradient is infinitely wrong
+            return float("inf")
+        worst = max(worst, gap)
     return worst
 
 

@@ -1,6 +1,8 @@
-"""Checks that must be able to fail: each test gives ``conformance/checks.py`` a backend (or an
-output) wrong in one way, and asserts that the right row fails and names the right layer. (A
-mutation run on checks.py found each of these ways unwatched.)"""
+"""Checks that must be able to fail: each test gives ``conformance/checks.py`` or the golden
+files' checks (``conformance/golden.py``) a backend (or an output) wrong in one way, and asserts
+that the right row fails and names the right layer; and the comparisons under every row
+(``conformance/results.py``) rank and flag errors as documented. (Mutation runs found each of
+these ways unwatched.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 from helpers import describe, failing
 
 from gpconv.backends.numpy_reference import NumpyBackend
-from gpconv.conformance import cases, checks
+from gpconv.conformance import cases, checks, golden
 from gpconv.conformance.checks import (
     call,
     call_forward,
@@ -20,7 +22,7 @@ from gpconv.conformance.checks import (
     compare_kpointwise,
     run_backend_checks,
 )
-from gpconv.conformance.results import LOCATE_TOL
+from gpconv.conformance.results import LOCATE_TOL, Comparison, allclose, scaled_max, worst
 from gpconv.conformance.traps import FORWARD_FIRST
 from gpconv.core import network
 from gpconv.core.arch import with_dropout, without_dropout
@@ -434,3 +436,128 @@ def test_a_channels_first_stem_in_the_drop_connect_check_is_a_layout_failure():
     block, cmp, _ = checks.drop_connect_branch_error(arch, params, image, got)
     assert (block, cmp.ok, cmp.layout) == (arch.blocks[0].name, False, True), cmp
     assert f"{tuple(got['stem'].shape)}, expected {tuple(stem.shape)}" in cmp.note, cmp
+
+
+def test_non_finite_values_where_the_reference_is_non_finite_too_are_not_flagged():
+    """Only NaN/Inf *where the reference is finite* is the backend's overflow (``non_finite``)."""
+    both = allclose(np.array([np.nan, 1.0]), np.array([np.nan, 1.0]))
+    assert not both.non_finite and not both.ok
+    mine = allclose(np.array([np.nan, 1.0]), np.array([0.0, 1.0]))
+    assert mine.non_finite and not mine.ok and mine.error == np.inf
+
+
+def test_worst_ranks_any_error_against_a_zero_tolerance_above_every_finite_ratio():
+    """A zero tolerance with a positive error (even 0.5) is infinitely bad: it is the worst,
+    ahead of an error 1e3 times a tolerance."""
+    named = {"small-vs-zero": Comparison(0.5, 0.0), "large-ratio": Comparison(1.0, 1e-3)}
+    assert worst(named)[0] == "small-vs-zero"
+    named = {"exact": Comparison(0.0, 0.0), "off": Comparison(2.0, 1.0)}
+    assert worst(named)[0] == "off"
+
+
+def test_scaled_max_is_the_largest_error_not_the_average():
+    """The logit criterion is ``max |a - e| <= tol * max(1, max |e|)``: one logit of ten off by
+    2e-3 (expected values at most 1) fails the 1e-3 tolerance, though the mean error is 2e-4."""
+    e = np.linspace(-1.0, 1.0, 10)
+    a = e.copy()
+    a[3] += 2e-3
+    c = scaled_max(a, e, 1e-3)
+    assert c.error == pytest.approx(2e-3) and c.tolerance == pytest.approx(1e-3)
+    assert not c.ok
+
+
+class _BatchVarianceHalfPercentHigh(NumpyBackend):
+    """Exports moving variances whose implied batch variance ``(r' - m r) / (1 - m)`` is 0.5 %
+    too high: ``r'`` moves by only ``(1 - m) * 0.005 * b``, inside the tolerance on ``r'``."""
+
+    name = "golden-batch-variance-off"
+    dtype = np.float32  # float32 tolerances (float64 ones fail any change to r')
+
+    def export_params(self, model):
+        out = dict(super().export_params(model))
+        t, _ = golden.load("network.safetensors")
+        before = {
+            k[len("training/moving_stats_before/") :]: v
+            for k, v in t.items()
+            if k.startswith("training/moving_stats_before/")
+        }
+        for k, v in out.items():
+            if k.endswith("/moving_variance") and k in before:
+                v = np.asarray(v, np.float64)
+                batch = (v - MOMENTUM * before[k]) / (1 - MOMENTUM)
+                out[k] = v + (1 - MOMENTUM) * 0.005 * batch
+        return out
+
+
+def test_golden_moving_stats_are_judged_from_the_statistics_training_started_at():
+    """The golden network trains from ``moving_stats_before`` (not the calibrated ``params``):
+    the implied batch statistic must be computed from those, with its tolerance on the batch
+    statistic's scale. A 0.5 % error in every implied batch variance (10x that 1e-3) fails;
+    measured from ``params`` the tolerance grows with the moved-away shift and it passed."""
+    all_rows = golden.check_golden(_BatchVarianceHalfPercentHigh())
+    rows = [r for r in all_rows if r.layer.startswith("moving stats")]
+    assert all(r.passed for r in all_rows if r not in rows), all_rows
+    assert len(rows) == 1 and rows[0].status == "fail", rows
+    assert rows[0].error > rows[0].tolerance, rows
+
+
+class _InterleaveWrongForOneShape(NumpyBackend):
+    """Interleaves every golden case right but the last in key order (C96, G=4): channels
+    reversed there, as a port with a layout slip for one channel count would."""
+
+    name = "golden-interleave-one-case-wrong"
+
+    def interleave(self, x, groups):
+        y = super().interleave(x, groups)
+        return y[..., ::-1] if np.shape(x)[-1] == 96 else y
+
+
+def test_every_golden_interleave_case_is_compared():
+    """The interleave golden row is the worst over *every* case in the file: a backend wrong
+    only for C=96 (last of the five in key order) fails it, and the row names that case."""
+    rows = [
+        r for r in golden.check_golden(_InterleaveWrongForOneShape()) if r.layer == "interleave"
+    ]
+    assert len(rows) == 1 and rows[0].status == "fail", rows
+    assert "C96_G4" in rows[0].config, rows
+
+
+class _NaNGradient(NumpyBackend):
+    """Returns every parameter gradient, but one of them NaN (an overflow in one layer)."""
+
+    name = "golden-nan-gradient"
+
+    def loss_and_grads(self, model, x, labels, training=True):
+        out = dict(super().loss_and_grads(model, x, labels, training=training))
+        grads = dict(out["grads"])
+        victim = sorted(grads)[0]
+        grads[victim] = np.full_like(np.asarray(grads[victim]), np.nan)
+        out["grads"] = grads
+        return out
+
+
+def test_a_nan_gradient_fails_the_golden_gradient_sketch():
+    """NaN in a gradient is infinitely wrong, never an error of 0: the golden network's
+    gradients row fails with an infinite error."""
+    rows = [r for r in golden.check_golden(_NaNGradient()) if r.layer.startswith("gradients")]
+    assert len(rows) == 1 and rows[0].status == "fail" and rows[0].error == np.inf, rows
+
+
+class _MissingGradient(NumpyBackend):
+    """Leaves one parameter gradient out (a frozen or misnamed variable)."""
+
+    name = "golden-missing-gradient"
+
+    def loss_and_grads(self, model, x, labels, training=True):
+        out = dict(super().loss_and_grads(model, x, labels, training=training))
+        grads = dict(out["grads"])
+        del grads[sorted(grads)[0]]
+        out["grads"] = grads
+        return out
+
+
+def test_a_missing_gradient_fails_the_golden_gradient_sketch():
+    """A gradient the backend did not return is infinitely wrong, not taken as the reference's:
+    the golden gradients row fails, naming it."""
+    rows = [r for r in golden.check_golden(_MissingGradient()) if r.layer.startswith("gradients")]
+    assert len(rows) == 1 and rows[0].status == "fail" and rows[0].error == np.inf, rows

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpconv.backends.numpy_reference import NumpyBackend
-from gpconv.conformance import runner, selfcheck
+from gpconv.conformance import cases, runner, selfcheck
 from gpconv.conformance.report import format_report
 from gpconv.conformance.results import CheckResult
 from gpconv.conformance.runner import Report, run
@@ -202,3 +202,75 @@ def test_an_op_that_returns_no_parameter_gradients_fails_the_self_check(monkeypa
     monkeypatch.setattr(op, "backward", staticmethod(lambda c, dy: (original(c, dy)[0], {})))
     rows = {r.layer: r for r in selfcheck.run_selfcheck(seed=0)}
     assert rows[layer].status == "fail", rows[layer]
+
+
+def test_the_self_check_draws_its_cases_from_the_seed_asked_for(monkeypatch):
+    """``gpconv check --backend numpy --seed N`` must check cases drawn from seed N: the inputs
+    every case is checked at differ between seeds 0 and 1 and repeat for the same seed."""
+    seen: dict[int, list[np.ndarray]] = {}
+
+    def record(seed):
+        seen[seed] = []
+        monkeypatch.setattr(
+            selfcheck,
+            "directional_error",
+            lambda case, rng: seen[seed].append(next(iter(case.inputs.values())).copy()) or 0.0,
+        )
+        rows = selfcheck.run_selfcheck(seed=seed)
+        assert rows and all(r.passed for r in rows)
+        return seen[seed]
+
+    a, b = record(0), record(1)
+    again = [x.copy() for x in a]
+    assert len(a) == len(b) > 10
+    assert all(not np.allclose(x, y) for x, y in zip(a, b)), "seeds 0 and 1 drew the same inputs"
+    seen.clear()
+    for x, y in zip(again, record(0)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_nan_gradient_fails_the_self_check(monkeypatch):
+    """A backward returning NaN is infinitely wrong, never a pass: ``max(worst, nan)`` kept
+    ``worst``, so a Swish whose backward returned NaN passed with error 0."""
+    original = ops.Swish.backward
+
+    def nan_backward(cache, dy):
+        dx, grads = original(cache, dy)
+        return np.full_like(dx, np.nan), grads
+
+    monkeypatch.setattr(ops.Swish, "backward", staticmethod(nan_backward))
+    rows = {r.layer: r for r in selfcheck.run_selfcheck(seed=0)}
+    assert rows["Swish"].status == "fail" and not rows["Swish"].passed, rows["Swish"]
+    assert rows["Swish"].error == np.inf, rows["Swish"]
+    assert rows["Sigmoid"].passed, rows["Sigmoid"]
+
+
+def test_kpointwise_cases_are_drawn_from_the_seed_asked_for():
+    """``gpconv check --seed N`` must change the kPointwise inputs and parameters (and the same
+    seed must give the same case): a seed that stops short of the draw makes every seed one."""
+    row = cases.KPOINTWISE_QUICK[1]
+    for training in (False, True):
+        a0, a0_again, a1 = (cases.kpointwise_case(row, training, s) for s in (0, 0, 1))
+        np.testing.assert_array_equal(a0["x"], a0_again["x"])
+        assert a0["x"].shape == a1["x"].shape
+        assert not np.allclose(a0["x"], a1["x"]), "seeds 0 and 1 drew the same x"
+        assert any(not np.allclose(a0["params"][k], a1["params"][k]) for k in a0["params"])
+
+
+def test_moving_statistics_moved_off_the_batch_statistics_depend_on_the_seed():
+    """Training cases start from moving variances ``calibrated * U(0.5, 2)`` (``moved_away``);
+    the factors must be drawn from the case's seed, not the same for every seed. The calibrated
+    values are the inference case's (it keeps them unmoved)."""
+    net = cases.Network("kefficientnet-b0", 16, size=8)  # small: the draw is what matters
+
+    def factors(seed):
+        infer = cases.network_case(net, False, seed)["params"]
+        train = cases.network_case(net, True, seed)["params"]
+        keys = [k for k in infer if k.endswith("/moving_variance")]
+        assert keys
+        return np.concatenate([np.ravel(train[k] / infer[k]) for k in keys])
+
+    f0, f1 = factors(0), factors(1)
+    for f in (f0, f1):
+        assert np.all((f > 0.5 - 1e-6) & (f < 2.0 + 1e-6)), f
+    assert not np.allclose(f0, f1, rtol=1e-3), "the same U(0.5, 2) factors for seeds 0 and 1"
