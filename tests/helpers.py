@@ -606,3 +606,15 @@ def describe(rows: Sequence[Any]) -> str:
         f"{r.status} {r.detail}"
         for r in rows
     )
+
+
+def one_row_report(status: str = "pass", seed: int = 0) -> Any:
+    """A ``gpconv check`` report of one numpy interleave row with ``status`` (error 1 against a
+    tolerance of 0 when it failed, 0 when it passed), as a stand-in for ``conformance.runner.run``
+    where only the command's handling of the report is under test."""
+    from gpconv.conformance.results import CheckResult
+    from gpconv.conformance.runner import Report
+
+    error = 0.0 if status == "pass" else 1.0
+    row = CheckResult("numpy", "interleave order", "interleave", "C=12 G=3", error, 0.0, status)
+    return Report(rows=[row], backends={"numpy": {"status": "checked"}}, seed=seed)

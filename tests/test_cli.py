@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import one_row_report
 
 from gpconv import __version__
 from gpconv.cli.main import main
@@ -348,24 +349,16 @@ def test_an_empty_path_is_a_usage_error_before_any_work(argv, flag, monkeypatch,
 # --- exit codes: 0 only when everything passed and every file asked for was written ------------
 
 
-def _one_row_report(status: str):
-    from gpconv.conformance.results import CheckResult
-    from gpconv.conformance.runner import Report
-
-    row = CheckResult("numpy", "interleave order", "interleave", "C=12 G=3", 1.0, 0.0, status)
-    return Report(rows=[row], backends={"numpy": {"status": "checked"}})
-
-
 @pytest.mark.parametrize("output", [["--json"], ["--json", "-"], []])
 def test_check_exits_1_when_a_row_failed_whatever_the_output(monkeypatch, capsys, output):
     """Scripts reading `gpconv check --json` rely on its exit code: nothing tested it on a
     failing report."""
     from gpconv.conformance import runner
 
-    monkeypatch.setattr(runner, "run", lambda *a, **k: _one_row_report("fail"))
+    monkeypatch.setattr(runner, "run", lambda *a, **k: one_row_report("fail"))
     assert main(["check", *output]) == 1
     failed = capsys.readouterr().out
-    monkeypatch.setattr(runner, "run", lambda *a, **k: _one_row_report("pass"))
+    monkeypatch.setattr(runner, "run", lambda *a, **k: one_row_report("pass"))
     assert main(["check", *output]) == 0
     if output == ["--json", "-"]:  # stdout is the report, and it says what the exit code says
         assert json.loads(failed)["passed"] is False
@@ -379,7 +372,7 @@ def test_check_exits_1_when_its_json_file_cannot_be_written(monkeypatch, tmp_pat
     def fails(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "run", lambda *a, **k: _one_row_report("pass"))
+    monkeypatch.setattr(runner, "run", lambda *a, **k: one_row_report("pass"))
     monkeypatch.setattr(report, "write_json", fails)
     assert main(["check", "--json", str(tmp_path / "r.json")]) == 1
     assert "No space left on device" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from helpers import one_row_report
 
 from gpconv.cli.main import (
     add_benchmark_options,
@@ -18,8 +19,6 @@ from gpconv.cli.main import (
     write_output,
 )
 from gpconv.conformance import runner
-from gpconv.conformance.results import CheckResult
-from gpconv.conformance.runner import Report
 
 
 @pytest.fixture
@@ -30,8 +29,7 @@ def recorded_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     def record(backend_names=None, full=False, seed=0, impls=None):
         calls.append({"backends": backend_names, "full": full, "seed": seed, "impls": impls})
-        row = CheckResult("numpy", "interleave order", "interleave", "C=12 G=3", 0.0, 0.0, "pass")
-        return Report(rows=[row], backends={"numpy": {"status": "checked"}}, seed=seed)
+        return one_row_report("pass", seed)
 
     monkeypatch.setattr(runner, "run", record)
     return calls
